@@ -1,0 +1,111 @@
+//! Engine hot path on one core: decode JSON → filter → map → repartition
+//! key → window update (and the lot table), on real records from the
+//! captured Seoul poll, through the same `Task` code `weir run` uses, with
+//! in-memory stores (RocksDB and Kafka are outside this measurement).
+//!
+//! Run: `cargo bench --profile dev --bench engine`
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weir::processor::{Origin, Task};
+use weir::topology::Topology;
+
+const POLL: &str = include_str!("../data/citydata_parking_poll.jsonl");
+
+/// Real records, all marked real-time so every record takes the full path
+/// (the real poll has only 54 "Y" among 765).
+fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
+    POLL.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["REGION_CODE"].as_str().is_some_and(|c| c.starts_with("POI")))
+        .map(|mut v| {
+            v["IS_REALTIME_STATUS_PROVIDED"] = "Y".into();
+            if v["LAST_UPDATE"] == "" {
+                v["LAST_UPDATE"] = "2025-03-20 14:26:00".into();
+            }
+            let key = v["PARKING_CODE"].as_str().unwrap_or("").as_bytes().to_vec();
+            (key, v.to_string().into_bytes())
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let topo = Topology::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/topology/parking.yaml"
+    )))
+    .expect("topology");
+    let recs = records();
+    let n = 20_000usize;
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(n as u64));
+    group.measurement_time(Duration::from_secs(10));
+
+    // Sub-topology 0: decode, filter, map, repartition key, lot table.
+    group.bench_function("parse_filter_map_table", |b| {
+        b.iter(|| {
+            let mut task = Task::in_memory(&topo, 0, 0);
+            let mut out = Vec::with_capacity(64);
+            for i in 0..n {
+                let (k, v) = &recs[i % recs.len()];
+                let origin = Origin {
+                    topic: "parking_status",
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp: 1_742_448_360_000 + i as i64 * 1000,
+                    key: Some(k),
+                    value: Some(v),
+                };
+                task.process(&topo, &origin, &mut out).expect("process");
+                out.clear();
+            }
+            task.flush().expect("flush");
+        })
+    });
+
+    // Sub-topology 1: the repartitioned records into the hourly window.
+    let mut task0 = Task::in_memory(&topo, 0, 0);
+    let mut repart = Vec::new();
+    for i in 0..n {
+        let (k, v) = &recs[i % recs.len()];
+        let origin = Origin {
+            topic: "parking_status",
+            partition: 0,
+            offset: i as i64,
+            timestamp: 1_742_448_360_000 + i as i64 * 1000,
+            key: Some(k),
+            value: Some(v),
+        };
+        task0.process(&topo, &origin, &mut repart).expect("process");
+    }
+    let repart: Vec<_> = repart
+        .into_iter()
+        .filter(|o| o.topic.ends_with("-repartition"))
+        .collect();
+    let rtopic = repart[0].topic.clone();
+    group.throughput(Throughput::Elements(repart.len() as u64));
+    group.bench_function("window_update", |b| {
+        b.iter(|| {
+            let mut task = Task::in_memory(&topo, 1, 0);
+            let mut out = Vec::with_capacity(64);
+            for (i, o) in repart.iter().enumerate() {
+                let origin = Origin {
+                    topic: &rtopic,
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp: o.timestamp,
+                    key: o.key.as_deref(),
+                    value: o.value.as_deref(),
+                };
+                task.process(&topo, &origin, &mut out).expect("process");
+                out.clear();
+            }
+            task.flush().expect("flush");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,20 @@
+//! weir: a Kafka Streams-style stateful stream processor.
+//!
+//! A declarative topology file (see `docs/topology.md`) is compiled into a
+//! graph of processors; the runtime feeds them records from Kafka, keeps
+//! their state in RocksDB stores backed by changelog topics, and writes their
+//! output to Kafka. The sink task loads output topics into PostgreSQL.
+//!
+//! Data flows one way: source → processors → state → output/changelog →
+//! commit. Processors never touch Kafka or RocksDB directly, so the same graph
+//! runs under `weir run` and offline under `weir test`.
+
+pub mod kafka;
+pub mod metrics;
+pub mod processor;
+pub mod runtime;
+pub mod simulate;
+pub mod sink;
+pub mod state;
+pub mod testkit;
+pub mod topology;

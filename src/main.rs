@@ -1,0 +1,232 @@
+//! The `weir` command line: parses arguments and calls the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "A Kafka Streams-style stateful stream processor")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "WEIR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DescribeFormat {
+    Text,
+    Mermaid,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check topology or sink files; print every error with file:line:col.
+    Validate {
+        /// Topology (or sink) YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the processor graph like Kafka Streams' Topology.describe().
+    Describe {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+    /// Run a topology against Kafka until SIGINT/SIGTERM.
+    Run {
+        file: PathBuf,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "WEIR_BOOTSTRAP", default_value = weir::kafka::DEFAULT_BOOTSTRAP)]
+        bootstrap: String,
+        /// Address of the Prometheus /metrics listener.
+        #[arg(long, env = "WEIR_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Directory of the local RocksDB state stores.
+        #[arg(long, env = "WEIR_STATE_DIR", default_value = "state")]
+        state_dir: PathBuf,
+    },
+    /// Load Kafka topics into PostgreSQL tables, exactly once.
+    Sink(weir::sink::SinkArgs),
+    /// Produce a realistic Seoul parking feed.
+    Simulate(weir::simulate::SimulateArgs),
+    /// Run a topology offline on a JSONL input file (no broker).
+    Test {
+        file: PathBuf,
+        /// JSONL input records (see docs/topology.md).
+        #[arg(long)]
+        input: PathBuf,
+        /// At end of input, close every open window.
+        #[arg(long)]
+        flush: bool,
+    },
+    /// Print the JSON Schema of the topology file format.
+    Schema,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Set `flag` on SIGINT or SIGTERM (a second signal exits at once).
+fn spawn_signal_handler(flag: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for _ in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: finishing the current work");
+        }
+    });
+}
+
+/// Load a topology, printing its diagnostics on failure.
+fn load(path: &std::path::Path) -> Option<weir::topology::Topology> {
+    match weir::topology::Topology::load(path) {
+        Ok(t) => Some(t),
+        Err(d) => {
+            eprintln!("{d}");
+            None
+        }
+    }
+}
+
+/// `weir validate`: topology files, or sink files (recognised by a
+/// top-level `tables:` key).
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let is_sink = text.lines().any(|l| l.starts_with("tables:"));
+        let result = if is_sink {
+            weir::sink::validate_file(file).map_err(|d| d.to_string())
+        } else {
+            weir::topology::Topology::load(file)
+                .map(|_| ())
+                .map_err(|d| d.to_string())
+        };
+        match result {
+            Ok(()) => println!("{}: ok", file.display()),
+            Err(e) => {
+                ok = false;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files } => Ok(validate(&files)),
+        Command::Describe { file, format } => {
+            let topo = match load(&file) {
+                Some(t) => t,
+                None => return Ok(ExitCode::FAILURE),
+            };
+            match format {
+                DescribeFormat::Text => print!("{}", weir::topology::describe::text(&topo)),
+                DescribeFormat::Mermaid => print!("{}", weir::topology::describe::mermaid(&topo)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            file,
+            bootstrap,
+            metrics_addr,
+            state_dir,
+        } => {
+            let topo = match load(&file) {
+                Some(t) => t,
+                None => return Ok(ExitCode::FAILURE),
+            };
+            if let Some(addr) = metrics_addr {
+                weir::metrics::install(addr)?;
+                tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+            }
+            let shutdown = Arc::new(AtomicBool::new(false));
+            spawn_signal_handler(shutdown.clone());
+            let opts = weir::runtime::RunOptions { bootstrap, state_dir };
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink(args) => {
+            weir::sink::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            weir::simulate::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { file, input, flush } => {
+            let topo = match load(&file) {
+                Some(t) => t,
+                None => return Ok(ExitCode::FAILURE),
+            };
+            let records = weir::testkit::read_input(&input)?;
+            let out = weir::testkit::run(&topo, &records, flush)?;
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            for rec in out {
+                serde_json::to_writer(&mut lock, &rec)?;
+                lock.write_all(b"\n")?;
+            }
+            lock.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(weir::topology::spec::TopologySpec);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Processors and the per-task processing loop.
+//!
+//! A [`Task`] owns one input partition of one sub-topology: its stream time,
+//! its stores and the state of its windows. It turns raw input records into
+//! [`Output`]s (result, repartition and dead-letter records). It never
+//! touches Kafka or RocksDB: the runtime (or the offline test driver) feeds
+//! it records and writes what it returns, so the same code runs under
+//! `weir run` and `weir test`.
+
+pub mod table;
+pub mod window;
+
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::Value;
+
+use crate::state::{Backend, CachedStore, Change, StoreError};
+use crate::topology::expr::{self, Input};
+use crate::topology::{
+    EventTime, NodeId, NodeKind, SinkKey, SinkNode, SourceNode, Topology, ValueFormat, MAX_RECORD_BYTES,
+};
+
+/// A record inside the graph.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Value,
+    pub value: Value,
+    pub timestamp: i64,
+}
+
+/// Where the record being processed came from (for dead-letter headers).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Result,
+    Repartition,
+    DeadLetter,
+}
+
+/// A record to write to a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub kind: OutputKind,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Counters of one task, exported as metrics by the runtime.
+#[derive(Debug, Default, Clone)]
+pub struct TaskStats {
+    pub consumed: u64,
+    pub processed: u64,
+    pub dead_letter: u64,
+    pub dropped_late: u64,
+    pub dropped_stale: u64,
+    pub emitted: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("topic {0} is not a source of this task")]
+    UnknownTopic(String),
+}
+
+/// A store as the task holds it.
+pub type TaskStore = CachedStore<Box<dyn Backend + Send>>;
+
+impl Backend for Box<dyn Backend + Send> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<crate::state::Entries, StoreError> {
+        (**self).range(from, to)
+    }
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        (**self).write(batch)
+    }
+}
+
+/// One sub-topology × partition.
+pub struct Task {
+    pub subtopology: usize,
+    pub partition: i32,
+    /// Largest event time seen; never decreases. `i64::MIN` before the
+    /// first record.
+    pub stream_time: i64,
+    /// Indexed like `Topology::stores`; `None` for other sub-topologies'.
+    pub stores: Vec<Option<TaskStore>>,
+    pub stats: TaskStats,
+    /// Per window node: stream time from which a close scan can find
+    /// something (avoids a range scan per record).
+    next_close: Vec<i64>,
+}
+
+/// Everything a processor may touch while handling one record.
+pub(crate) struct Ctx<'a, 'o> {
+    pub topo: &'a Topology,
+    pub stores: &'a mut [Option<TaskStore>],
+    pub out: &'a mut Vec<Output>,
+    pub stats: &'a mut TaskStats,
+    pub stream_time: i64,
+    pub partition: i32,
+    pub origin: Option<&'a Origin<'o>>,
+}
+
+impl Task {
+    /// A task whose stores are given by `open(store_index)`.
+    pub fn new(
+        topo: &Topology,
+        subtopology: usize,
+        partition: i32,
+        mut open: impl FnMut(usize) -> Result<Box<dyn Backend + Send>, StoreError>,
+    ) -> Result<Task, StoreError> {
+        let mut stores = Vec::with_capacity(topo.stores.len());
+        for (i, s) in topo.stores.iter().enumerate() {
+            stores.push(if s.subtopology == subtopology {
+                Some(CachedStore::new(open(i)?))
+            } else {
+                None
+            });
+        }
+        Ok(Task {
+            subtopology,
+            partition,
+            stream_time: i64::MIN,
+            stores,
+            stats: TaskStats::default(),
+            next_close: vec![i64::MIN; topo.nodes.len()],
+        })
+    }
+
+    /// An in-memory task (tests and `weir test`).
+    pub fn in_memory(topo: &Topology, subtopology: usize, partition: i32) -> Task {
+        // The in-memory backend cannot fail to open.
+        Task::new(topo, subtopology, partition, |_| {
+            Ok(Box::new(crate::state::MemBackend::default()))
+        })
+        .unwrap_or_else(|_| unreachable!("in-memory stores always open"))
+    }
+
+    /// Process one raw record from `origin.topic`.
+    pub fn process(&mut self, topo: &Topology, origin: &Origin<'_>, out: &mut Vec<Output>) -> Result<(), ProcessError> {
+        self.stats.consumed += 1;
+        let (sub, source_id) = topo
+            .source_for(origin.topic)
+            .ok_or_else(|| ProcessError::UnknownTopic(origin.topic.to_string()))?;
+        if sub != self.subtopology {
+            return Err(ProcessError::UnknownTopic(origin.topic.to_string()));
+        }
+        let NodeKind::Source(source) = &topo.nodes[source_id].kind else {
+            return Err(ProcessError::UnknownTopic(origin.topic.to_string()));
+        };
+        let record = match decode(source, origin) {
+            Ok(r) => r,
+            Err(reason) => {
+                let mut ctx = self.ctx(topo, out, Some(origin));
+                ctx.dead_letter(source_id, &reason, None);
+                return Ok(());
+            }
+        };
+        if record.timestamp > self.stream_time {
+            self.stream_time = record.timestamp;
+        }
+        self.stats.processed += 1;
+        {
+            let mut ctx = self.ctx(topo, out, Some(origin));
+            ctx.forward(source_id, &record)?;
+        }
+        self.close_windows(topo, out)
+    }
+
+    /// Move stream time forward (idle feeds, `weir test --flush`) and close
+    /// what that closes. Never moves it back.
+    pub fn advance_stream_time(&mut self, topo: &Topology, to: i64, out: &mut Vec<Output>) -> Result<(), ProcessError> {
+        if to > self.stream_time {
+            self.stream_time = to;
+            self.close_windows(topo, out)?;
+        }
+        Ok(())
+    }
+
+    fn ctx<'a, 'o>(
+        &'a mut self,
+        topo: &'a Topology,
+        out: &'a mut Vec<Output>,
+        origin: Option<&'a Origin<'o>>,
+    ) -> Ctx<'a, 'o> {
+        Ctx {
+            topo,
+            stores: &mut self.stores,
+            out,
+            stats: &mut self.stats,
+            stream_time: self.stream_time,
+            partition: self.partition,
+            origin,
+        }
+    }
+
+    fn close_windows(&mut self, topo: &Topology, out: &mut Vec<Output>) -> Result<(), ProcessError> {
+        let sub = &topo.subtopologies[self.subtopology];
+        for &id in &sub.nodes {
+            if let NodeKind::Window(w) = &topo.nodes[id].kind {
+                if self.stream_time < self.next_close[id] {
+                    continue;
+                }
+                let mut next = i64::MAX;
+                let mut ctx = Ctx {
+                    topo,
+                    stores: &mut self.stores,
+                    out,
+                    stats: &mut self.stats,
+                    stream_time: self.stream_time,
+                    partition: self.partition,
+                    origin: None,
+                };
+                window::close(&mut ctx, id, w, &mut next)?;
+                self.next_close[id] = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Note that a window node holds a window closing at `close_at`.
+    pub(crate) fn note_open(next_close: &mut i64, close_at: i64) {
+        if close_at < *next_close {
+            *next_close = close_at;
+        }
+    }
+
+    /// Flush every store's cache; returns (store index, changes) for the
+    /// changelog.
+    pub fn flush(&mut self) -> Result<Vec<(usize, Vec<Change>)>, StoreError> {
+        let mut out = Vec::new();
+        for (i, s) in self.stores.iter_mut().enumerate() {
+            if let Some(s) = s {
+                let changes = s.flush()?;
+                if !changes.is_empty() {
+                    out.push((i, changes));
+                }
+            }
+        }
+        // Restored or flushed state may hold windows we have not seen this
+        // session: let the next record scan for them.
+        self.next_close.iter_mut().for_each(|n| *n = i64::MIN);
+        Ok(out)
+    }
+}
+
+impl Ctx<'_, '_> {
+    pub fn store(&mut self, idx: usize) -> Result<&mut TaskStore, StoreError> {
+        self.stores
+            .get_mut(idx)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(|| StoreError::Corrupt {
+                store: idx.to_string(),
+                reason: "store not owned by this task".into(),
+            })
+    }
+
+    pub fn input<'r>(&'r self, rec: &'r Record) -> Input<'r> {
+        Input {
+            value: &rec.value,
+            key: &rec.key,
+            timestamp: rec.timestamp,
+            topic: self.origin.map(|o| o.topic).unwrap_or(""),
+            partition: self.partition,
+        }
+    }
+
+    /// Send the record being processed to the dead-letter topic (or just
+    /// count it when the topology has none).
+    pub fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
+        self.stats.dead_letter += 1;
+        let processor = &self.topo.nodes[node].name;
+        tracing::debug!(processor = %processor, reason, "record to dead-letter topic");
+        let Some(topic) = &self.topo.dead_letter else { return };
+        let mut headers = vec![
+            ("weir.error".to_string(), reason.to_string()),
+            ("weir.processor".to_string(), processor.clone()),
+        ];
+        let (key, value, timestamp) = match self.origin {
+            Some(o) => {
+                headers.push(("weir.topic".into(), o.topic.to_string()));
+                headers.push(("weir.partition".into(), o.partition.to_string()));
+                headers.push(("weir.offset".into(), o.offset.to_string()));
+                (o.key.map(<[u8]>::to_vec), o.value.map(<[u8]>::to_vec), o.timestamp)
+            }
+            None => match rec {
+                Some(r) => (
+                    key_bytes(&r.key),
+                    Some(expr::to_json(&r.value).to_string().into_bytes()),
+                    r.timestamp,
+                ),
+                None => (None, None, self.stream_time),
+            },
+        };
+        self.out.push(Output {
+            kind: OutputKind::DeadLetter,
+            topic: topic.clone(),
+            key,
+            value,
+            timestamp,
+            headers,
+        });
+    }
+
+    /// Hand `rec` to every child of `node`.
+    pub fn forward(&mut self, node: NodeId, rec: &Record) -> Result<(), ProcessError> {
+        let topo = self.topo;
+        for &child in &topo.nodes[node].children {
+            self.process(child, rec)?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, id: NodeId, rec: &Record) -> Result<(), ProcessError> {
+        let topo = self.topo;
+        match &topo.nodes[id].kind {
+            NodeKind::Source(_) => self.forward(id, rec),
+            NodeKind::Pass => self.forward(id, rec),
+            NodeKind::Filter(e) => match e.eval_bool(&self.input(rec)) {
+                Ok(true) => self.forward(id, rec),
+                Ok(false) => Ok(()),
+                Err(err) => {
+                    self.dead_letter(id, &err.0, Some(rec));
+                    Ok(())
+                }
+            },
+            NodeKind::Map(m) => {
+                let Value::Map(map) = &rec.value else {
+                    self.dead_letter(id, "map needs a JSON object value", Some(rec));
+                    return Ok(());
+                };
+                let mut fields = (*map.map).clone();
+                for (name, e) in &m.set {
+                    match e.eval(&self.input(rec)) {
+                        Ok(v) => {
+                            fields.insert(Key::String(name.clone()), v);
+                        }
+                        Err(err) => {
+                            self.dead_letter(id, &err.0, Some(rec));
+                            return Ok(());
+                        }
+                    }
+                }
+                for name in &m.drop {
+                    fields.remove(&Key::String(Arc::new(name.clone())));
+                }
+                if let Some(keep) = &m.keep {
+                    fields.retain(|k, _| matches!(k, Key::String(s) if keep.iter().any(|f| f == s.as_str())));
+                }
+                let out = Record {
+                    key: rec.key.clone(),
+                    value: Value::Map(Map { map: Arc::new(fields) }),
+                    timestamp: rec.timestamp,
+                };
+                self.forward(id, &out)
+            }
+            NodeKind::Window(w) => window::process(self, id, w, rec),
+            NodeKind::Table(t) => table::process(self, id, t, rec),
+            NodeKind::Sink(s) => {
+                self.sink(id, s, rec);
+                Ok(())
+            }
+        }
+    }
+
+    fn sink(&mut self, id: NodeId, s: &SinkNode, rec: &Record) {
+        let key = match &s.key {
+            SinkKey::Record => key_bytes(&rec.key),
+            SinkKey::Expr(e) => match e.eval(&self.input(rec)) {
+                Ok(v) => key_bytes(&v),
+                Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
+            },
+            SinkKey::Group(parts) => {
+                let mut values = Vec::with_capacity(parts.len());
+                for p in parts {
+                    match p.eval(&self.input(rec)) {
+                        Ok(v) => values.push(expr::to_json(&v)),
+                        Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
+                    }
+                }
+                Some(serde_json::Value::Array(values).to_string().into_bytes())
+            }
+        };
+        let mut json = expr::to_json(&rec.value);
+        if let (Some(fields), serde_json::Value::Object(obj)) = (&s.fields, &mut json) {
+            obj.retain(|k, _| fields.iter().any(|f| f == k));
+        }
+        if !s.internal {
+            self.stats.emitted += 1;
+        }
+        self.out.push(Output {
+            kind: if s.internal {
+                OutputKind::Repartition
+            } else {
+                OutputKind::Result
+            },
+            topic: s.topic.clone(),
+            key,
+            value: Some(json.to_string().into_bytes()),
+            timestamp: rec.timestamp,
+            headers: Vec::new(),
+        });
+    }
+}
+
+/// Record key as bytes: strings as UTF-8, null as no key, anything else as
+/// JSON.
+pub fn key_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Null => None,
+        Value::Bytes(b) => Some(b.to_vec()),
+        other => Some(expr::to_text(other).into_bytes()),
+    }
+}
+
+/// Decode a raw record as its source says; the error is the dead-letter
+/// reason.
+fn decode(source: &SourceNode, o: &Origin<'_>) -> Result<Record, String> {
+    let raw = o.value.ok_or("null value (tombstone)")?;
+    if raw.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record too large: {} bytes (limit {MAX_RECORD_BYTES})",
+            raw.len()
+        ));
+    }
+    let value = decode_bytes(source.value, raw).map_err(|e| format!("value: {e}"))?;
+    let key = match o.key {
+        None => Value::Null,
+        Some(k) => decode_bytes(source.key, k).map_err(|e| format!("key: {e}"))?,
+    };
+    let timestamp = match &source.event_time {
+        EventTime::Kafka => o.timestamp,
+        EventTime::Field { field, format, tz } => event_time_from(&value, field, format.as_deref(), *tz)?,
+    };
+    Ok(Record { key, value, timestamp })
+}
+
+fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {
+    match format {
+        ValueFormat::Bytes => Ok(Value::Bytes(Arc::new(raw.to_vec()))),
+        ValueFormat::String | ValueFormat::Json => {
+            let text = std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8 ({e})"))?;
+            if format == ValueFormat::String {
+                return Ok(Value::String(Arc::new(text.to_string())));
+            }
+            serde_json::from_str::<serde_json::Value>(text)
+                .map(expr::from_json)
+                .map_err(|e| format!("invalid JSON ({e})"))
+        }
+    }
+}
+
+fn event_time_from(value: &Value, field: &str, format: Option<&str>, tz: chrono_tz::Tz) -> Result<i64, String> {
+    let Value::Map(m) = value else {
+        return Err("event time: value is not a JSON object".into());
+    };
+    let v = m
+        .map
+        .get(&Key::String(Arc::new(field.to_string())))
+        .ok_or_else(|| format!("event time: missing field {field}"))?;
+    match (v, format) {
+        (Value::Int(ms), None) => Ok(*ms),
+        (Value::String(s), Some(f)) => expr::parse_local_millis(s, f, tz).map_err(|e| format!("event time: {e}")),
+        (Value::String(s), None) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("event time: {field} {s:?} is not RFC 3339 ({e})")),
+        (other, _) => Err(format!("event time: {field} has type {}", other.type_of())),
+    }
+}
+
+/// Partition for a key, the way Kafka's Java producer picks it
+/// (murmur2 of the key bytes), so `weir test` and `weir run` agree.
+pub fn partition_for(key: Option<&[u8]>, partitions: i32, fallback: i32) -> i32 {
+    match key {
+        Some(k) if partitions > 0 => crate::kafka::murmur2_partition(k, partitions),
+        _ => fallback.rem_euclid(partitions.max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! Unit tests of the processors on in-memory stores.
+
+use super::window::{window_starts, Acc, Scalar};
+use super::*;
+use crate::topology::{AggKind, Topology};
+
+const H: i64 = 3_600_000;
+/// 2025-03-31 14:00:00 KST = 05:00:00 UTC.
+const T14: i64 = 1_743_397_200_000;
+
+fn topo(window: &str) -> Topology {
+    let yaml = format!(
+        r#"
+application_id: t
+dead_letter: dlq
+time_zone: Asia/Seoul
+sources:
+  s: {{ topic: in }}
+steps:
+  - name: w
+    window:
+      group_by: {{ g: key }}
+{window}
+    to: {{ topic: out }}
+"#
+    );
+    Topology::parse(&yaml).unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
+}
+
+fn window_yaml(extra: &str) -> String {
+    format!("      tumbling: 1h\n      grace: 1m\n{extra}      aggregate:\n        n: count()\n        avg: avg(v)\n")
+}
+
+/// Feed one record `{"v": v}` with key `k` at `ts`; returns the outputs.
+fn feed(task: &mut Task, topo: &Topology, k: &str, ts: i64, v: f64) -> Vec<Output> {
+    let value = format!(r#"{{"v":{v}}}"#);
+    let origin = Origin {
+        topic: "in",
+        partition: 0,
+        offset: 0,
+        timestamp: ts,
+        key: Some(k.as_bytes()),
+        value: Some(value.as_bytes()),
+    };
+    let mut out = Vec::new();
+    task.process(topo, &origin, &mut out).unwrap();
+    out
+}
+
+fn values(out: &[Output]) -> Vec<serde_json::Value> {
+    out.iter()
+        .filter(|o| o.kind == OutputKind::Result)
+        .map(|o| serde_json::from_slice(o.value.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn event_at_the_hour_belongs_to_the_window_starting_then() {
+    let t = topo(&window_yaml(""));
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    assert_eq!(window_starts(w, T14), vec![T14]);
+    assert_eq!(window_starts(w, T14 - 1), vec![T14 - H]);
+    assert_eq!(window_starts(w, T14 + H - 1), vec![T14]);
+}
+
+#[test]
+fn hopping_event_lands_in_size_over_advance_windows() {
+    let t = topo("      hopping: { size: 1h, advance: 15m }\n      aggregate: { n: count() }\n");
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    let starts = window_starts(w, T14 + 20 * 60_000);
+    assert_eq!(starts.len(), 4);
+    for s in &starts {
+        assert!(*s <= T14 + 20 * 60_000 && T14 + 20 * 60_000 < s + H);
+    }
+    assert_eq!(starts[3], T14 + 15 * 60_000);
+}
+
+#[test]
+fn window_closes_exactly_at_end_plus_grace() {
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    assert!(feed(&mut task, &t, "a", T14 + 10, 4.0).is_empty());
+    // Stream time one ms before end + grace: still open.
+    assert!(values(&feed(&mut task, &t, "b", T14 + H + 60_000 - 1, 1.0)).is_empty());
+    // A record for the open window is still accepted.
+    assert!(feed(&mut task, &t, "a", T14 + 20, 6.0).is_empty());
+    // Stream time = end + grace: closes, one final record.
+    let out = values(&feed(&mut task, &t, "b", T14 + H + 60_000, 1.0));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["g"], "a");
+    assert_eq!(out[0]["n"], 2);
+    assert_eq!(out[0]["avg"], 5.0);
+    assert_eq!(out[0]["window_start"], "2025-03-31T14:00:00+09:00");
+    assert_eq!(out[0]["window_end"], "2025-03-31T15:00:00+09:00");
+}
+
+#[test]
+fn late_records_are_dropped_counted_and_dead_lettered_on_request() {
+    let t = topo(&window_yaml("      late: dead_letter\n"));
+    let mut task = Task::in_memory(&t, 0, 0);
+    feed(&mut task, &t, "a", T14, 1.0);
+    feed(&mut task, &t, "a", T14 + H + 60_000, 1.0); // closes [14,15)
+    let out = feed(&mut task, &t, "a", T14 + 5, 100.0);
+    assert_eq!(task.stats.dropped_late, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, OutputKind::DeadLetter);
+    assert!(out[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "weir.error" && v.starts_with("late")));
+    // The closed window was not reopened.
+    let flushed = {
+        let mut o = Vec::new();
+        task.advance_stream_time(&t, i64::MAX, &mut o).unwrap();
+        values(&o)
+    };
+    assert_eq!(flushed.len(), 1, "only the [15,16) window remains");
+    assert_eq!(flushed[0]["window_start"], "2025-03-31T15:00:00+09:00");
+}
+
+#[test]
+fn stream_time_never_goes_back() {
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    feed(&mut task, &t, "a", T14 + 1000, 1.0);
+    feed(&mut task, &t, "a", T14, 1.0);
+    assert_eq!(task.stream_time, T14 + 1000);
+    let mut o = Vec::new();
+    task.advance_stream_time(&t, T14, &mut o).unwrap();
+    assert_eq!(task.stream_time, T14 + 1000);
+}
+
+#[test]
+fn on_update_emits_every_change_and_on_close_once() {
+    let t = topo(&window_yaml("      emit: on_update\n"));
+    let mut task = Task::in_memory(&t, 0, 0);
+    let a = values(&feed(&mut task, &t, "a", T14, 2.0));
+    let b = values(&feed(&mut task, &t, "a", T14 + 1, 4.0));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!((a[0]["n"].as_i64(), b[0]["n"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(b[0]["avg"], 3.0);
+    // Closing emits nothing more for on_update.
+    assert!(values(&feed(&mut task, &t, "z", T14 + 2 * H, 0.0)).len() == 1); // z's own update only
+
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    for i in 0..5 {
+        assert!(values(&feed(&mut task, &t, "a", T14 + i, 1.0)).is_empty());
+    }
+    let mut all = values(&feed(&mut task, &t, "z", T14 + 2 * H, 0.0));
+    let mut o = Vec::new();
+    task.advance_stream_time(&t, T14 + 10 * H, &mut o).unwrap();
+    all.extend(values(&o));
+    let a_windows: Vec<_> = all.iter().filter(|v| v["g"] == "a").collect();
+    assert_eq!(a_windows.len(), 1);
+    assert_eq!(a_windows[0]["n"], 5);
+}
+
+#[test]
+fn aggregates_compute_what_they_say() {
+    let inputs = [Scalar::Int(3), Scalar::Float(1.5), Scalar::Null, Scalar::Int(7)];
+    let run = |kind| {
+        let mut acc = Acc::new(kind);
+        for v in &inputs {
+            acc.add(Some(v)).unwrap();
+        }
+        acc.result()
+    };
+    use cel::Value;
+    assert_eq!(run(AggKind::Sum), Value::Float(11.5));
+    assert_eq!(run(AggKind::Avg), Value::Float(11.5 / 3.0));
+    assert_eq!(run(AggKind::Min), Value::Float(1.5));
+    assert_eq!(run(AggKind::Max), Value::Int(7));
+    assert_eq!(run(AggKind::First), Value::Int(3));
+    assert_eq!(run(AggKind::Last), Value::Int(7));
+    assert_eq!(run(AggKind::Count), Value::Int(3), "count(x) skips nulls");
+    let mut c = Acc::new(AggKind::Count);
+    c.add(None).unwrap();
+    c.add(None).unwrap();
+    assert_eq!(c.result(), Value::Int(2));
+    let mut s = Acc::new(AggKind::Sum);
+    s.add(Some(&Scalar::Int(2))).unwrap();
+    s.add(Some(&Scalar::Int(3))).unwrap();
+    assert_eq!(s.result(), Value::Int(5), "integer sums stay integers");
+    assert!(Acc::new(AggKind::Avg).add(Some(&Scalar::Str("x".into()))).is_err());
+    assert_eq!(Acc::new(AggKind::Avg).result(), Value::Null);
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    let cases: [(Option<&[u8]>, &str); 4] = [
+        (Some(b"not json"), "invalid JSON"),
+        (Some(&[0xff, 0xfe]), "invalid UTF-8"),
+        (None, "tombstone"),
+        (Some(br#"{"v":"abc"}"#), "expected a number"),
+    ];
+    for (i, (payload, reason)) in cases.iter().enumerate() {
+        let origin = Origin {
+            topic: "in",
+            partition: 0,
+            offset: i as i64 + 10,
+            timestamp: T14,
+            key: Some(b"k"),
+            value: *payload,
+        };
+        let mut out = Vec::new();
+        task.process(&t, &origin, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "{reason}");
+        let o = &out[0];
+        assert_eq!((o.kind, o.topic.as_str()), (OutputKind::DeadLetter, "dlq"));
+        assert_eq!(o.value.as_deref(), *payload, "the original bytes are kept");
+        let h: std::collections::HashMap<_, _> = o.headers.iter().cloned().collect();
+        assert!(h["weir.error"].contains(reason), "{reason}: {}", h["weir.error"]);
+        assert_eq!(h["weir.offset"], (i as i64 + 10).to_string());
+        assert_eq!(h["weir.topic"], "in");
+    }
+    assert_eq!(task.stats.dead_letter, 4);
+    let big = vec![b' '; crate::topology::MAX_RECORD_BYTES + 1];
+    let origin = Origin {
+        topic: "in",
+        partition: 0,
+        offset: 0,
+        timestamp: T14,
+        key: None,
+        value: Some(&big),
+    };
+    let mut out = Vec::new();
+    task.process(&t, &origin, &mut out).unwrap();
+    assert!(out[0].headers.iter().any(|(_, v)| v.contains("too large")));
+}
+
+#[test]
+fn table_keeps_the_newest_by_field() {
+    let t = Topology::parse(
+        r#"
+application_id: t
+sources: { s: { topic: in } }
+steps:
+  - name: latest
+    table: { key: key, newest_by: value.T }
+    to: { topic: out }
+"#,
+    )
+    .unwrap();
+    let mut task = Task::in_memory(&t, 0, 0);
+    let mut send = |v: &str| {
+        let origin = Origin {
+            topic: "in",
+            partition: 0,
+            offset: 0,
+            timestamp: 1,
+            key: Some(b"lot"),
+            value: Some(v.as_bytes()),
+        };
+        let mut out = Vec::new();
+        task.process(&t, &origin, &mut out).unwrap();
+        values(&out)
+    };
+    assert_eq!(send(r#"{"T":"2025-03-31 10:00:00","x":1}"#).len(), 1);
+    assert_eq!(
+        send(r#"{"T":"2025-03-31 09:00:00","x":2}"#).len(),
+        0,
+        "older snapshot ignored"
+    );
+    let out = send(r#"{"T":"2025-03-31 11:00:00","x":3}"#);
+    assert_eq!(out[0]["x"], 3);
+    assert_eq!(task.stats.dropped_stale, 1);
+}

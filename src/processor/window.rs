@@ -1,0 +1,372 @@
+//! Windowed aggregation.
+//!
+//! Windows are `[start, start + size)`, aligned to the epoch (shifted by the
+//! time-zone offset when one is given). A window closes when the task's
+//! stream time reaches `end + grace`; a record for a closed window is late:
+//! dropped, counted and optionally dead-lettered. `on_update` emits the
+//! current aggregate after every change; `on_window_close` emits once, when
+//! the window closes.
+//!
+//! Store layout: key = window start (8 bytes, big-endian, sign bit flipped
+//! so negative times sort first) + group key bytes, so closing is a range
+//! scan from the first key up to the closing start.
+
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::Value;
+use chrono::TimeZone;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, ProcessError, Record, Task};
+use crate::state::{decode, encode, Store};
+use crate::topology::expr;
+use crate::topology::{AggKind, EmitSpec, LateSpec, NodeId, WindowNode};
+
+/// A value as aggregates keep it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Scalar {
+    pub fn from_value(v: &Value) -> Scalar {
+        match v {
+            Value::Null => Scalar::Null,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Int(i) => Scalar::Int(*i),
+            Value::UInt(u) => i64::try_from(*u).map(Scalar::Int).unwrap_or(Scalar::Float(*u as f64)),
+            Value::Float(f) => Scalar::Float(*f),
+            Value::String(s) => Scalar::Str(s.to_string()),
+            other => Scalar::Str(expr::to_json(other).to_string()),
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Int(i) => Value::Int(*i),
+            Scalar::Float(f) => Value::Float(*f),
+            Scalar::Str(s) => Value::String(Arc::new(s.clone())),
+        }
+    }
+
+    fn number(&self) -> Option<f64> {
+        match self {
+            Scalar::Int(i) => Some(*i as f64),
+            Scalar::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Order for min/max/newest: numbers by value, strings by text.
+    pub fn compare(&self, other: &Scalar) -> Result<std::cmp::Ordering, String> {
+        match (self, other) {
+            (Scalar::Str(a), Scalar::Str(b)) => Ok(a.cmp(b)),
+            (Scalar::Bool(a), Scalar::Bool(b)) => Ok(a.cmp(b)),
+            _ => match (self.number(), other.number()) {
+                (Some(a), Some(b)) => a.partial_cmp(&b).ok_or_else(|| "cannot compare NaN".to_string()),
+                _ => Err(format!("cannot compare {self:?} with {other:?}")),
+            },
+        }
+    }
+}
+
+/// Running state of one aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Acc {
+    Count(u64),
+    Sum { int: i64, float: f64, all_int: bool },
+    Avg { sum: f64, n: u64 },
+    Min(Option<Scalar>),
+    Max(Option<Scalar>),
+    First(Option<Scalar>),
+    Last(Option<Scalar>),
+}
+
+impl Acc {
+    pub fn new(kind: AggKind) -> Acc {
+        match kind {
+            AggKind::Count => Acc::Count(0),
+            AggKind::Sum => Acc::Sum {
+                int: 0,
+                float: 0.0,
+                all_int: true,
+            },
+            AggKind::Avg => Acc::Avg { sum: 0.0, n: 0 },
+            AggKind::Min => Acc::Min(None),
+            AggKind::Max => Acc::Max(None),
+            AggKind::First => Acc::First(None),
+            AggKind::Last => Acc::Last(None),
+        }
+    }
+
+    /// Add one input. `None` is `count()` (no argument). Nulls are skipped
+    /// by every aggregate but `count()`, as in SQL.
+    pub fn add(&mut self, v: Option<&Scalar>) -> Result<(), String> {
+        if let (Acc::Count(n), None) = (&mut *self, v) {
+            *n += 1;
+            return Ok(());
+        }
+        let Some(v) = v else { return Ok(()) };
+        if *v == Scalar::Null {
+            return Ok(());
+        }
+        let number = || v.number().ok_or_else(|| format!("expected a number, got {v:?}"));
+        match self {
+            Acc::Count(n) => *n += 1,
+            Acc::Sum { int, float, all_int } => match v {
+                Scalar::Int(i) if *all_int => match int.checked_add(*i) {
+                    Some(s) => *int = s,
+                    None => {
+                        *all_int = false;
+                        *float = *int as f64 + *i as f64;
+                    }
+                },
+                _ => {
+                    if *all_int {
+                        *float = *int as f64;
+                        *all_int = false;
+                    }
+                    *float += number()?;
+                }
+            },
+            Acc::Avg { sum, n } => {
+                *sum += number()?;
+                *n += 1;
+            }
+            Acc::Min(cur) => replace_if(cur, v, std::cmp::Ordering::Less)?,
+            Acc::Max(cur) => replace_if(cur, v, std::cmp::Ordering::Greater)?,
+            Acc::First(cur) => {
+                if cur.is_none() {
+                    *cur = Some(v.clone());
+                }
+            }
+            Acc::Last(cur) => *cur = Some(v.clone()),
+        }
+        Ok(())
+    }
+
+    pub fn result(&self) -> Value {
+        match self {
+            Acc::Count(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+            Acc::Sum { int, float, all_int } => {
+                if *all_int {
+                    Value::Int(*int)
+                } else {
+                    Value::Float(*float)
+                }
+            }
+            Acc::Avg { sum, n } => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(sum / *n as f64)
+                }
+            }
+            Acc::Min(v) | Acc::Max(v) | Acc::First(v) | Acc::Last(v) => {
+                v.as_ref().map(Scalar::to_value).unwrap_or(Value::Null)
+            }
+        }
+    }
+}
+
+fn replace_if(cur: &mut Option<Scalar>, v: &Scalar, want: std::cmp::Ordering) -> Result<(), String> {
+    let replace = match cur {
+        None => true,
+        Some(c) => v.compare(c)? == want,
+    };
+    if replace {
+        *cur = Some(v.clone());
+    }
+    Ok(())
+}
+
+/// What the window store keeps per (window, group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowState {
+    /// Largest timestamp of a record in the window (the output timestamp).
+    pub max_ts: i64,
+    pub accs: Vec<Acc>,
+}
+
+/// Order-preserving encoding of a signed time.
+pub fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1u64 << 63)).to_be_bytes()
+}
+
+fn time_from(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64
+}
+
+pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + group.len());
+    k.extend_from_slice(&time_bytes(start));
+    k.extend_from_slice(group);
+    k
+}
+
+/// Starts of every window containing `ts`, ascending.
+pub fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
+    let last = (ts - w.offset_ms).div_euclid(w.advance_ms) * w.advance_ms + w.offset_ms;
+    let mut starts = Vec::with_capacity((w.size_ms / w.advance_ms) as usize + 1);
+    let mut s = last;
+    while s > ts - w.size_ms {
+        starts.push(s);
+        s -= w.advance_ms;
+    }
+    starts.reverse();
+    starts
+}
+
+pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &Record) -> Result<(), ProcessError> {
+    let group = match super::key_bytes(&rec.key) {
+        Some(g) => g,
+        None => {
+            ctx.dead_letter(id, "window: null group key", Some(rec));
+            return Ok(());
+        }
+    };
+    // Evaluate every aggregate argument once, before touching state, so an
+    // expression error leaves no window half-updated.
+    let mut inputs = Vec::with_capacity(w.aggregates.len());
+    for a in &w.aggregates {
+        match &a.arg {
+            None => inputs.push(None),
+            Some(e) => match e.eval(&ctx.input(rec)) {
+                Ok(v) => inputs.push(Some(Scalar::from_value(&v))),
+                Err(err) => {
+                    ctx.dead_letter(id, &err.0, Some(rec));
+                    return Ok(());
+                }
+            },
+        }
+    }
+    let store_name = &ctx.topo.stores[w.store].name;
+    let mut late_for_all = true;
+    let mut updates = Vec::new();
+    for start in window_starts(w, rec.timestamp) {
+        let end = start + w.size_ms;
+        if ctx.stream_time >= end.saturating_add(w.grace_ms) {
+            continue;
+        }
+        late_for_all = false;
+        let key = store_key(start, &group);
+        let mut state = match ctx.store(w.store)?.get(&key)? {
+            Some(bytes) => decode::<WindowState>(store_name, &bytes)?,
+            None => WindowState {
+                max_ts: i64::MIN,
+                accs: w.aggregates.iter().map(|a| Acc::new(a.kind)).collect(),
+            },
+        };
+        for (acc, input) in state.accs.iter_mut().zip(&inputs) {
+            if let Err(e) = acc.add(input.as_ref()) {
+                ctx.dead_letter(id, &format!("aggregate: {e}"), Some(rec));
+                return Ok(());
+            }
+        }
+        state.max_ts = state.max_ts.max(rec.timestamp);
+        updates.push((start, key, state));
+    }
+    if late_for_all {
+        ctx.stats.dropped_late += 1;
+        tracing::debug!(processor = %ctx.topo.nodes[id].name, timestamp = rec.timestamp, stream_time = ctx.stream_time, "skipping record for expired window");
+        if w.late == LateSpec::DeadLetter {
+            let reason = format!(
+                "late: window closed (event time {} < stream time {} - grace)",
+                rec.timestamp, ctx.stream_time
+            );
+            // Late records are counted as dropped, not as dead-letter errors.
+            ctx.dead_letter(id, &reason, Some(rec));
+            ctx.stats.dead_letter -= 1;
+        }
+        return Ok(());
+    }
+    for (start, key, state) in updates {
+        let bytes = encode(&state);
+        ctx.store(w.store)?.put(key, bytes);
+        if w.emit == EmitSpec::OnUpdate {
+            let out = result_record(ctx, w, start, &group, &state);
+            ctx.forward(id, &out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Emit (for `on_window_close`) and delete every window that stream time
+/// has closed. Sets `next` to the stream time at which the oldest window
+/// still open will close.
+pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, next: &mut i64) -> Result<(), ProcessError> {
+    let store_name = ctx.topo.stores[w.store].name.clone();
+    // start + size + grace <= stream_time  <=>  start <= stream_time - size - grace
+    let last_closed_start = ctx.stream_time.saturating_sub(w.size_ms).saturating_sub(w.grace_ms);
+    let to = time_bytes(last_closed_start.saturating_add(1));
+    let closed = ctx.store(w.store)?.range(&time_bytes(i64::MIN), &to)?;
+    for (key, bytes) in closed {
+        let state = decode::<WindowState>(&store_name, &bytes)?;
+        let start = time_from(&key);
+        if w.emit == EmitSpec::OnWindowClose {
+            let out = result_record(ctx, w, start, &key[8..], &state);
+            ctx.forward(id, &out)?;
+        }
+        ctx.store(w.store)?.delete(key);
+    }
+    // Find the oldest open window to know when the next scan can find work.
+    let open = ctx.store(w.store)?.range(&to, &time_bytes(i64::MAX))?;
+    if let Some((key, _)) = open.first() {
+        Task::note_open(
+            next,
+            time_from(key).saturating_add(w.size_ms).saturating_add(w.grace_ms),
+        );
+    }
+    Ok(())
+}
+
+/// Window result: group fields, `window_start`, `window_end` (RFC 3339 in
+/// the topology's time zone), then the aggregates. Key:
+/// `<group parts joined by |>@<window_start>`.
+fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], state: &WindowState) -> Record {
+    let tz = ctx.topo.time_zone;
+    let fmt = |ms: i64| match tz.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) => t.to_rfc3339(),
+        _ => ms.to_string(),
+    };
+    let group_text = String::from_utf8_lossy(group);
+    let parts: Vec<Value> = if w.group_is_record_key {
+        vec![Value::String(Arc::new(group_text.to_string()))]
+    } else {
+        match serde_json::from_str::<Vec<serde_json::Value>>(&group_text) {
+            Ok(v) => v.into_iter().map(expr::from_json).collect(),
+            Err(_) => vec![Value::String(Arc::new(group_text.to_string()))],
+        }
+    };
+    let mut fields = std::collections::HashMap::new();
+    for (name, v) in w.group_names.iter().zip(&parts) {
+        fields.insert(Key::String(Arc::new(name.clone())), v.clone());
+    }
+    let start_text = fmt(start);
+    fields.insert(
+        Key::String(Arc::new("window_start".into())),
+        Value::String(Arc::new(start_text.clone())),
+    );
+    fields.insert(
+        Key::String(Arc::new("window_end".into())),
+        Value::String(Arc::new(fmt(start + w.size_ms))),
+    );
+    for (a, acc) in w.aggregates.iter().zip(&state.accs) {
+        fields.insert(Key::String(Arc::new(a.name.clone())), acc.result());
+    }
+    let key_text = parts.iter().map(expr::to_text).collect::<Vec<_>>().join("|");
+    Record {
+        key: Value::String(Arc::new(format!("{key_text}@{start_text}"))),
+        value: Value::Map(Map { map: Arc::new(fields) }),
+        timestamp: state.max_ts,
+    }
+}

@@ -1,0 +1,667 @@
+//! Drives the generator: resolves options, paces records in wall time,
+//! produces them to Kafka or writes them to a file, shows progress on a
+//! terminal and prints the summary line.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+use super::generator::{format_kst, generator, Generator, GeneratorOptions, RecordKind, SimRecord};
+use super::output::jsonl_line;
+use super::{catalog, SimulateArgs, SimulateError};
+use crate::kafka::{client_config, ensure_topics, TopicSpec};
+
+/// How long to wait for outstanding deliveries at the end.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the broker may take to answer a metadata request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest single wait while pacing, so Ctrl-C and deliveries are served.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Never back-date the default start by more than about ten years.
+const MAX_SPAN_MS: i64 = 10 * 366 * 86_400_000;
+
+/// Options resolved from the command line.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Records per second of wall time; 0 = as fast as possible on the
+    /// generator's own clock.
+    rate: f64,
+    speedup: f64,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    gen: GeneratorOptions,
+}
+
+fn plan(args: &SimulateArgs) -> Result<Plan, SimulateError> {
+    let poll_ms = i64::try_from(args.poll_interval.as_millis())
+        .map_err(|_| SimulateError::InvalidOption("--poll-interval is too long".into()))?;
+    let per_sweep = catalog()?.sweep().len();
+    let rate = match (args.rate, args.speedup) {
+        (Some(rate), _) => rate,
+        (None, Some(speedup)) => {
+            if poll_ms <= 0 {
+                return Err(SimulateError::InvalidOption(
+                    "--poll-interval must be more than 0 with --speedup".into(),
+                ));
+            }
+            per_sweep as f64 * speedup / args.poll_interval.as_secs_f64()
+        }
+        (None, None) => 0.0,
+    };
+    if rate == 0.0 && args.speedup.is_some() {
+        tracing::warn!(
+            "--speedup has no effect with --rate 0: the simulated clock advances by --poll-interval per sweep"
+        );
+    }
+    let speedup = args.speedup.unwrap_or(1.0);
+    let start = match args.start {
+        Some(start) => start,
+        None => {
+            let span = default_span_ms(rate, speedup, args.count, args.duration, poll_ms, per_sweep);
+            if span.is_none() && (rate == 0.0 || speedup > 1.0) {
+                tracing::warn!(
+                    "event time starts now and runs ahead of the wall clock; brokers reject records more than \
+                     message.timestamp.after.max.ms (1 h by default) in the future: give --count, --duration or \
+                     an earlier --start"
+                );
+            }
+            Utc::now() - chrono::Duration::milliseconds(span.unwrap_or(0))
+        }
+    };
+    Ok(Plan {
+        rate,
+        speedup,
+        count: args.count,
+        duration: args.duration,
+        gen: GeneratorOptions {
+            seed: args.seed.unwrap_or_else(rand::random),
+            start_ms: start.timestamp_millis(),
+            partitions: args.partitions,
+            sweep_interval_ms: poll_ms,
+            bad_ratio: args.bad_ratio,
+            late_ratio: args.late_ratio,
+        },
+    })
+}
+
+/// How much simulated time a bounded run covers when its clock runs faster
+/// than the wall clock (`--rate 0`, or `--speedup` above 1). The default
+/// start lies that far in the past so the feed ends about now instead of
+/// running into the future, which brokers reject (Kafka's
+/// `message.timestamp.after.max.ms`, 1 h by default). `None` when the run is
+/// unbounded or keeps pace with the wall clock.
+fn default_span_ms(
+    rate: f64,
+    speedup: f64,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    poll_ms: i64,
+    per_sweep: usize,
+) -> Option<i64> {
+    if rate == 0.0 {
+        let n = count?.saturating_sub(1);
+        let span = i128::from(n) * i128::from(poll_ms) / per_sweep.max(1) as i128;
+        return Some(i64::try_from(span).unwrap_or(i64::MAX).min(MAX_SPAN_MS));
+    }
+    if speedup <= 1.0 {
+        return None;
+    }
+    let by_count = count.map(|n| n as f64 / rate);
+    let by_duration = duration.map(|d| d.as_secs_f64());
+    let wall_secs = match (by_count, by_duration) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Some(((wall_secs * speedup * 1000.0) as i64).min(MAX_SPAN_MS))
+}
+
+pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
+    let plan = plan(&args)?;
+    let mut sink = match &args.output {
+        Some(path) => Sink::file(path, &args.topic)?,
+        None => {
+            // Fail fast on an unreachable broker, before the admin client's
+            // much longer timeouts.
+            let bootstrap = args.bootstrap.clone();
+            let kafka = tokio::task::spawn_blocking(move || KafkaSink::connect(&bootstrap))
+                .await
+                .map_err(|e| SimulateError::Task(e.to_string()))??;
+            ensure_topics(&args.bootstrap, &[TopicSpec::new(&args.topic, args.partitions)])
+                .await
+                .map_err(|source| SimulateError::Kafka {
+                    action: format!("creating topic {}", args.topic),
+                    error: source,
+                })?;
+            Sink::Kafka(kafka)
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let task_stop = Arc::clone(&stop);
+    let mut task = tokio::task::spawn_blocking(move || {
+        let mut gen = plan.gen.clone();
+        if let Sink::Kafka(kafka) = &mut sink {
+            let n = kafka.load_partitions(&args.topic)?;
+            if n != gen.partitions {
+                tracing::warn!(
+                    topic = %args.topic,
+                    partitions = n,
+                    "topic exists with a different partition count; placing keys over its partitions"
+                );
+                gen.partitions = n;
+            }
+        }
+        let gen = generator(gen)?;
+        tracing::info!(
+            seed = plan.gen.seed,
+            start = %format_kst(gen.next_time()),
+            rate = plan.rate,
+            speedup = plan.speedup,
+            lots = gen.records_per_sweep(),
+            to = %sink.describe(),
+            "simulating the Seoul parking feed"
+        );
+        let summary = drive(gen, &mut sink, &plan, &task_stop)?;
+        sink.finish()?;
+        Ok::<_, SimulateError>((summary, sink.describe()))
+    });
+    let joined = tokio::select! {
+        r = &mut task => r,
+        Ok(()) = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted: finishing deliveries");
+            stop.store(true, Ordering::Relaxed);
+            task.await
+        }
+    };
+    let (summary, dest) = joined.map_err(|e| SimulateError::Task(e.to_string()))??;
+    eprintln!("{}", summary.line(&dest));
+    Ok(())
+}
+
+/// What was generated, for the summary line.
+#[derive(Debug, Default)]
+struct Summary {
+    records: u64,
+    bad: u64,
+    late: u64,
+    elapsed: Duration,
+    seed: u64,
+    first_ms: Option<i64>,
+    max_ms: Option<i64>,
+}
+
+impl Summary {
+    fn line(&self, dest: &str) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { self.records as f64 / secs } else { 0.0 };
+        let span = match (self.first_ms, self.max_ms) {
+            (Some(a), Some(b)) => format!("; event time {} .. {} KST", format_kst(a), format_kst(b)),
+            _ => String::new(),
+        };
+        format!(
+            "simulate: {} records ({} bad, {} late) to {dest} in {secs:.2} s ({rate:.0} records/s); seed {}{span}",
+            self.records, self.bad, self.late, self.seed
+        )
+    }
+}
+
+fn drive(mut gen: Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBool) -> Result<Summary, SimulateError> {
+    let bar = progress_bar(plan.count);
+    let started = Instant::now();
+    let mut summary = Summary {
+        seed: plan.gen.seed,
+        ..Summary::default()
+    };
+    let over_time = |now: Instant| plan.duration.is_some_and(|d| now.duration_since(started) >= d);
+    'records: loop {
+        if stop.load(Ordering::Relaxed) || plan.count.is_some_and(|n| summary.records >= n) || over_time(Instant::now())
+        {
+            break;
+        }
+        let rec = if plan.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(summary.records as f64 / plan.rate);
+            loop {
+                let now = Instant::now();
+                if stop.load(Ordering::Relaxed) || over_time(now) {
+                    break 'records;
+                }
+                if now >= due {
+                    break;
+                }
+                sink.idle((due - now).min(MAX_WAIT))?;
+            }
+            let simulated = started.elapsed().as_secs_f64() * plan.speedup * 1000.0;
+            gen.next_at(plan.gen.start_ms.saturating_add(simulated as i64))
+        } else {
+            let t = gen.next_time();
+            gen.next_at(t)
+        };
+        sink.write(&rec)?;
+        summary.records += 1;
+        match rec.kind {
+            RecordKind::Good => {}
+            RecordKind::Late => summary.late += 1,
+            RecordKind::Bad(_) => summary.bad += 1,
+        }
+        summary.first_ms.get_or_insert(rec.timestamp_ms);
+        summary.max_ms = Some(summary.max_ms.map_or(rec.timestamp_ms, |m| m.max(rec.timestamp_ms)));
+        bar.inc(1);
+        if plan.rate > 0.0 || summary.records % 1024 == 1 {
+            bar.set_message(format!("event time {} KST", format_kst(rec.timestamp_ms)));
+        }
+    }
+    summary.elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+fn progress_bar(count: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match count {
+        Some(n) => (
+            ProgressBar::new(n),
+            "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} records ({per_sec}, eta {eta}) {msg}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} [{elapsed_precise}] {human_pos} records ({per_sec}) {msg}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Where records go.
+enum Sink {
+    /// `topic` is what the lines name (`--topic`), the topic the records
+    /// would have gone to.
+    File {
+        path: String,
+        topic: String,
+        out: BufWriter<Box<dyn Write + Send>>,
+    },
+    Kafka(KafkaSink),
+}
+
+impl Sink {
+    /// `--output`: a file, or stdout for `-`.
+    fn file(path: &Path, topic: &str) -> Result<Self, SimulateError> {
+        let name = path.display().to_string();
+        let out: Box<dyn Write + Send> = if name == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(File::create(path).map_err(|source| SimulateError::Output {
+                path: name.clone(),
+                source,
+            })?)
+        };
+        Ok(Sink::File {
+            path: name,
+            topic: topic.to_string(),
+            out: BufWriter::with_capacity(1 << 16, out),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sink::File { path, .. } if path == "-" => "stdout".to_string(),
+            Sink::File { path, .. } => path.clone(),
+            Sink::Kafka(k) => format!("topic {} ({} partitions)", k.topic, k.partitions),
+        }
+    }
+
+    fn write(&mut self, rec: &SimRecord) -> Result<(), SimulateError> {
+        match self {
+            Sink::File { path, topic, out } => {
+                let mut line = jsonl_line(topic, rec);
+                line.push(b'\n');
+                out.write_all(&line).map_err(|source| SimulateError::Output {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            Sink::Kafka(k) => k.send(rec),
+        }
+    }
+
+    /// Wait up to `d`, serving delivery reports when producing.
+    fn idle(&mut self, d: Duration) -> Result<(), SimulateError> {
+        match self {
+            Sink::File { path, out, .. } => {
+                // Let a reader following the file see records as they come.
+                out.flush().map_err(|source| SimulateError::Output {
+                    path: path.clone(),
+                    source,
+                })?;
+                std::thread::sleep(d);
+                Ok(())
+            }
+            Sink::Kafka(k) => {
+                k.producer.poll(d);
+                k.check()
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), SimulateError> {
+        match self {
+            Sink::File { path, out, .. } => out.flush().map_err(|source| SimulateError::Output {
+                path: path.clone(),
+                source,
+            }),
+            Sink::Kafka(k) => k.finish(),
+        }
+    }
+}
+
+/// Delivery reports, counted by the producer's callback.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    /// The most telling delivery error so far, and its code.
+    first_error: Mutex<Option<(String, Option<RDKafkaErrorCode>)>>,
+    /// The broker rejected a record's timestamp.
+    bad_timestamp: AtomicBool,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let code = e.rdkafka_error_code();
+                if code == Some(RDKafkaErrorCode::InvalidTimestamp) {
+                    self.bad_timestamp.store(true, Ordering::Relaxed);
+                }
+                // "Another record in the batch failed" says nothing: keep
+                // looking for the record that did.
+                let vague = |c: Option<RDKafkaErrorCode>| c == Some(RDKafkaErrorCode::InvalidDifferentRecord);
+                if let Ok(mut first) = self.first_error.lock() {
+                    let replace = match &*first {
+                        None => true,
+                        Some((_, old)) => vague(*old) && !vague(code),
+                    };
+                    if replace {
+                        *first = Some((e.to_string(), code));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct KafkaSink {
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    partitions: i32,
+    sent: u64,
+}
+
+impl KafkaSink {
+    /// Create the producer and check that the broker answers.
+    fn connect(bootstrap: &str) -> Result<Self, SimulateError> {
+        let producer: BaseProducer<Deliveries> = client_config(bootstrap)
+            .set("client.id", "weir-simulate")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(Deliveries::default())
+            .map_err(|source| SimulateError::Kafka {
+                action: "creating the producer".into(),
+                error: source,
+            })?;
+        producer
+            .client()
+            .fetch_metadata(None, CONNECT_TIMEOUT)
+            .map_err(|source| SimulateError::Kafka {
+                action: format!(
+                    "cannot reach the broker at {bootstrap} within {} s (is it running? `./dev up` starts one)",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+                error: source,
+            })?;
+        Ok(Self {
+            producer,
+            topic: String::new(),
+            partitions: 0,
+            sent: 0,
+        })
+    }
+
+    /// Use `topic` and return its partition count (a topic created a moment
+    /// ago may not list its partitions yet).
+    fn load_partitions(&mut self, topic: &str) -> Result<i32, SimulateError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let partitions = loop {
+            let metadata = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
+                .map_err(|source| SimulateError::Kafka {
+                    action: format!("reading metadata of topic {topic}"),
+                    error: source,
+                })?;
+            let n = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
+            if n > 0 {
+                break i32::try_from(n).unwrap_or(i32::MAX);
+            }
+            if Instant::now() >= deadline {
+                return Err(SimulateError::Kafka {
+                    action: format!("topic {topic} has no partitions"),
+                    error: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        self.topic = topic.to_string();
+        self.partitions = partitions;
+        Ok(partitions)
+    }
+
+    fn send(&mut self, rec: &SimRecord) -> Result<(), SimulateError> {
+        // Explicit partition = murmur2(key) % partitions, so the broker holds
+        // exactly what `--output` would have written.
+        let mut record = BaseRecord::to(&self.topic)
+            .key(rec.key.as_str())
+            .payload(rec.payload.as_slice())
+            .partition(rec.partition)
+            .timestamp(rec.timestamp_ms);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                    self.check()?;
+                }
+                Err((source, _)) => {
+                    return Err(SimulateError::Kafka {
+                        action: format!("producing to topic {}", self.topic),
+                        error: source,
+                    })
+                }
+            }
+        }
+        self.sent += 1;
+        self.producer.poll(Duration::ZERO);
+        self.check()
+    }
+
+    /// Fail as soon as a delivery has failed.
+    fn check(&self) -> Result<(), SimulateError> {
+        let ctx = self.producer.context();
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let mut first_error = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(text, _)| text.clone()))
+            .unwrap_or_default();
+        if ctx.bad_timestamp.load(Ordering::Relaxed) {
+            first_error.push_str(
+                " (the broker refuses timestamps more than message.timestamp.after.max.ms, 1 h by default, \
+                 ahead of its clock: use an earlier --start, fewer records or a smaller --speedup)",
+            );
+        }
+        Err(SimulateError::Delivery {
+            topic: self.topic.clone(),
+            failed,
+            first_error,
+        })
+    }
+
+    fn finish(&mut self) -> Result<(), SimulateError> {
+        let flushed = self.producer.flush(Timeout::After(FLUSH_TIMEOUT));
+        self.check()?;
+        if let Err(source) = flushed {
+            let pending = self.producer.in_flight_count();
+            return Err(SimulateError::Kafka {
+                action: format!(
+                    "{pending} record(s) still undelivered to topic {} after {} s",
+                    self.topic,
+                    FLUSH_TIMEOUT.as_secs()
+                ),
+                error: source,
+            });
+        }
+        let delivered = self.producer.context().delivered.load(Ordering::Relaxed);
+        if delivered != self.sent {
+            return Err(SimulateError::Delivery {
+                topic: self.topic.clone(),
+                failed: self.sent.saturating_sub(delivered),
+                first_error: "no delivery report".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn args(extra: &[&str]) -> SimulateArgs {
+        Cli::try_parse_from(std::iter::once("simulate").chain(extra.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn rate_defaults_to_zero_or_follows_speedup() {
+        let p = plan(&args(&["--seed", "1"])).unwrap();
+        assert_eq!(p.rate, 0.0);
+        assert_eq!(p.gen.seed, 1);
+        assert_eq!(p.gen.sweep_interval_ms, 300_000);
+        let lots = catalog().unwrap().sweep().len() as f64;
+        let p = plan(&args(&["--speedup", "1"])).unwrap();
+        assert!((p.rate - lots / 300.0).abs() < 1e-9);
+        let p = plan(&args(&["--speedup", "1440", "--rate", "50/s"])).unwrap();
+        assert_eq!((p.rate, p.speedup), (50.0, 1440.0));
+    }
+
+    #[test]
+    fn default_start_makes_fast_runs_end_about_now() {
+        let lots = catalog().unwrap().sweep().len();
+        // --rate 0: back-dated so the last record is stamped about now.
+        let before = Utc::now().timestamp_millis();
+        let p = plan(&args(&["--count", "100000"])).unwrap();
+        let end = p.gen.start_ms + 99_999 * 300_000 / lots as i64;
+        let after = Utc::now().timestamp_millis();
+        assert!((before - 1000..=after).contains(&end), "{end} not in {before}..{after}");
+        assert_eq!(default_span_ms(0.0, 1.0, Some(1), None, 300_000, lots), Some(0));
+        // A sped-up clock: the run's wall time times the speed-up.
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(
+            default_span_ms(10.0, 1440.0, None, minute, 300_000, lots),
+            Some(86_400_000)
+        );
+        assert_eq!(
+            default_span_ms(10.0, 60.0, Some(100), minute, 300_000, lots),
+            Some(600_000)
+        );
+        // Real time, or unbounded: start now.
+        assert_eq!(default_span_ms(10.0, 1.0, Some(100), None, 300_000, lots), None);
+        assert_eq!(default_span_ms(0.0, 1.0, None, minute, 300_000, lots), None);
+        // An explicit start wins.
+        let p = plan(&args(&["--count", "100000", "--start", "2025-03-20 00:00:00"])).unwrap();
+        assert_eq!(p.gen.start_ms, 1_742_396_400_000);
+    }
+
+    #[test]
+    fn file_output_is_the_generator_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.jsonl");
+        let path_s = path.to_str().unwrap();
+        let a = args(&[
+            "--seed",
+            "9",
+            "--count",
+            "700",
+            "--start",
+            "2025-03-20 08:00:00",
+            "--bad-ratio",
+            "0.1",
+            "--output",
+            path_s,
+        ]);
+        let p = plan(&a).unwrap();
+        let mut sink = Sink::file(&path, &a.topic).unwrap();
+        let summary = drive(
+            generator(p.gen.clone()).unwrap(),
+            &mut sink,
+            &p,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        sink.finish().unwrap();
+        assert_eq!(summary.records, 700);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected: Vec<String> = generator(p.gen)
+            .unwrap()
+            .take(700)
+            .map(|r| String::from_utf8(jsonl_line("parking_status", &r)).unwrap())
+            .collect();
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+        assert!(text.contains("\"value_base64\":"));
+    }
+}

@@ -1,0 +1,151 @@
+//! `weir sink`: loads Kafka topics into PostgreSQL tables, exactly once.
+//!
+//! A sink file (`docs/sink.md`) maps each topic to a table: key columns,
+//! column ← field mappings with types, `upsert` or `insert`. Rows and the
+//! consumed offsets are committed in one Postgres transaction and the
+//! consumer always starts from the offsets stored there, so after any
+//! crash or restart every record is applied exactly once.
+//!
+//! - [`config`]: the file format and its validation (line:col errors).
+//! - [`mapping`]: JSON record → typed row, in-batch deduplication (pure).
+//! - [`postgres`]: DDL, schema checks, batch writes with offsets.
+//! - `task`: the consumer loop, batching, retries, dead letters.
+
+pub mod config;
+pub mod mapping;
+pub mod postgres;
+mod task;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::SinkConfig;
+pub use postgres::{OffsetUpdate, TableRows, WriteError, Writer};
+
+use crate::topology::diag::Diagnostics;
+
+/// Where `./dev up` starts Postgres.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://weir:weir@127.0.0.1:5433/weir";
+
+/// Options of `weir sink`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SinkArgs {
+    /// Sink configuration file.
+    pub file: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
+    pub bootstrap: String,
+    /// PostgreSQL connection URL (default: the `./dev up` database).
+    #[arg(long, env = "WEIR_PG_URL")]
+    pub postgres: Option<String>,
+    /// Address of the Prometheus /metrics listener.
+    #[arg(long, env = "WEIR_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Consumer group id (default: `group` from the file, else
+    /// `weir-sink-<name>`).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Config(Diagnostics),
+    #[error("Postgres: {0}")]
+    Postgres(#[from] WriteError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("metrics exporter: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("{0}")]
+    Shutdown(String),
+    #[error("sink task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Check a sink file for `weir validate`: every problem with file:line:col.
+pub fn validate_file(path: &Path) -> Result<(), Diagnostics> {
+    config::load(path).map(|_| ())
+}
+
+/// Is this a sink file rather than a topology (a top-level `tables:` key)?
+pub fn is_sink_file(text: &str) -> bool {
+    config::is_sink_text(text)
+}
+
+/// Run `weir sink` until SIGINT/SIGTERM: the current batch is written and
+/// committed, then it returns.
+pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
+    let mut cfg = config::load(&args.file).map_err(SinkError::Config)?;
+    if let Some(g) = &args.group {
+        cfg.group = g.clone();
+    }
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics::install(addr)?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(shutdown.clone());
+
+    crate::kafka::ensure_topics(&args.bootstrap, &[crate::kafka::TopicSpec::new(cfg.dead_letter.clone(), 1)]).await?;
+
+    let url = args.postgres.clone().unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_string());
+    let owner = instance_id();
+    let mut delay = Duration::from_millis(100);
+    let writer = loop {
+        match Writer::start(&url, &cfg, &owner).await {
+            Ok(w) => break w,
+            Err(WriteError::Retryable { context, source }) => {
+                metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(1);
+                tracing::warn!(sink = %cfg.name, retry_in = ?delay, "{context}: {source}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                if shutdown.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    tracing::info!(sink = %cfg.name, owner = %owner, tables = cfg.tables.len(), "Postgres tables checked");
+
+    let handle = tokio::runtime::Handle::current();
+    let bootstrap = args.bootstrap.clone();
+    tokio::task::spawn_blocking(move || task::Task::new(cfg, &bootstrap, writer, handle, shutdown)?.run()).await?
+}
+
+/// Identifies this process in the offsets table's `owner` column.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{host}:{}:{nanos:08x}", std::process::id())
+}
+
+/// Set `flag` on SIGINT or SIGTERM; a second signal exits at once.
+fn spawn_signal_handler(flag: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if flag.swap(true, Ordering::SeqCst) {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: finishing the current batch");
+        }
+    });
+}

@@ -1,0 +1,157 @@
+//! RocksDB backend: one database per task under
+//! `<state_dir>/<application_id>/<task>/rocksdb`, one column family per
+//! store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+
+use super::{Backend, Change, StoreError};
+
+/// A task's RocksDB database.
+pub struct TaskDb {
+    db: Arc<DB>,
+}
+
+impl TaskDb {
+    /// Open (creating if needed) the database with a column family per
+    /// store name.
+    pub fn open(dir: &Path, stores: &[String]) -> Result<TaskDb, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Small per-task footprint: the parking job's state is a few MB.
+        opts.set_write_buffer_size(4 * 1024 * 1024);
+        opts.set_max_write_buffer_number(2);
+        let cfs = stores.iter().map(|s| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(4 * 1024 * 1024);
+            ColumnFamilyDescriptor::new(s, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(TaskDb { db: Arc::new(db) })
+    }
+
+    pub fn store(&self, name: &str) -> RocksBackend {
+        RocksBackend {
+            db: self.db.clone(),
+            cf: name.to_string(),
+        }
+    }
+}
+
+/// One column family of a task database.
+pub struct RocksBackend {
+    db: Arc<DB>,
+    cf: String,
+}
+
+impl RocksBackend {
+    fn handle(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(&self.cf).ok_or_else(|| StoreError::Corrupt {
+            store: self.cf.clone(),
+            reason: "column family missing".into(),
+        })
+    }
+
+    /// Delete everything (before a full restore).
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        let cf = self.handle()?;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            batch.delete_cf(cf, k);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Number of keys (estimate), for the store size metric.
+    pub fn estimate_keys(&self) -> u64 {
+        self.handle()
+            .ok()
+            .and_then(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Backend for RocksBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.handle()?, key)?)
+    }
+
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<crate::state::Entries, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let cf = self.handle()?;
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(cf, rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if k.as_ref() >= to {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        let cf = self.handle()?;
+        let mut wb = WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => wb.put_cf(cf, k, v),
+                None => wb.delete_cf(cf, k),
+            }
+        }
+        self.db.write(wb)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{CachedStore, Store};
+
+    #[test]
+    fn rocks_store_persists_flushed_writes_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["w".to_string(), "t".to_string()];
+        {
+            let db = TaskDb::open(dir.path(), &names).unwrap();
+            let mut s = CachedStore::new(db.store("w"));
+            s.put(vec![0, 1], b"a".to_vec());
+            s.put(vec![0, 2], b"b".to_vec());
+            s.put(vec![0, 3], b"c".to_vec());
+            s.flush().unwrap();
+            s.delete(vec![0, 2]);
+            s.flush().unwrap();
+            s.put(vec![0, 4], b"unflushed".to_vec());
+        }
+        let db = TaskDb::open(dir.path(), &names).unwrap();
+        let mut s = CachedStore::new(db.store("w"));
+        assert_eq!(
+            s.range(&[0], &[1]).unwrap(),
+            vec![(vec![0, 1], b"a".to_vec()), (vec![0, 3], b"c".to_vec())]
+        );
+        assert_eq!(CachedStore::new(db.store("t")).get(&[0, 1]).unwrap(), None);
+        let mut b = db.store("w");
+        b.clear().unwrap();
+        assert!(b.range(&[0], &[1]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,310 @@
+//! The offline driver behind `weir test`, like Kafka Streams'
+//! `TopologyTestDriver`: no broker, in-memory stores, the same tasks and
+//! processors as `weir run`.
+//!
+//! Input lines are processed in file order (arrival order). Each input
+//! partition gets its own task, records written to a repartition topic are
+//! partitioned by key (murmur2, as Kafka's producer does) and processed
+//! right after the record that produced them. Stores are flushed after every
+//! record, as if the commit interval and cache were zero.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+
+use crate::processor::{partition_for, Origin, Output, OutputKind, ProcessError, Task};
+use crate::topology::{NodeKind, Topology};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("{file}:{line}: {reason}")]
+    Input { file: String, line: usize, reason: String },
+    #[error("reading {file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// One input line.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputRecord {
+    pub topic: String,
+    #[serde(default)]
+    pub partition: i32,
+    pub timestamp: i64,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Raw payload text.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A JSON value, serialised as the payload (convenience).
+    #[serde(default)]
+    pub value_json: Option<serde_json::Value>,
+    /// Raw payload bytes in standard base64 (for payloads that are not
+    /// valid UTF-8).
+    #[serde(default)]
+    pub value_base64: Option<String>,
+}
+
+impl InputRecord {
+    fn payload(&self) -> Result<Option<Vec<u8>>, String> {
+        match (&self.value, &self.value_json, &self.value_base64) {
+            (Some(v), None, None) => Ok(Some(v.clone().into_bytes())),
+            (None, Some(j), None) => Ok(Some(j.to_string().into_bytes())),
+            (None, None, Some(b)) => base64_decode(b).map(Some),
+            (None, None, None) => Ok(None),
+            _ => Err("give only one of value, value_json, value_base64".into()),
+        }
+    }
+}
+
+/// One output line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub timestamp: i64,
+    pub key: Option<String>,
+    pub value: serde_json::Value,
+    /// Dead-letter records only: the reason and origin headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Runs a topology over input records.
+pub struct Driver<'t> {
+    topo: &'t Topology,
+    tasks: BTreeMap<(usize, i32), Task>,
+    partitions: i32,
+    output: Vec<OutputRecord>,
+}
+
+impl<'t> Driver<'t> {
+    /// `partitions`: partition count of every topic (sources, internal and
+    /// output topics without an explicit count).
+    pub fn new(topo: &'t Topology, partitions: i32) -> Self {
+        Self {
+            topo,
+            tasks: BTreeMap::new(),
+            partitions: partitions.max(1),
+            output: Vec::new(),
+        }
+    }
+
+    fn partitions_of(&self, topic: &str) -> i32 {
+        self.topo
+            .nodes
+            .iter()
+            .find_map(|n| match &n.kind {
+                NodeKind::Sink(s) if s.topic == topic => s.partitions,
+                _ => None,
+            })
+            .unwrap_or(self.partitions)
+    }
+
+    /// Process one record and everything it causes downstream.
+    pub fn pipe(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), ProcessError> {
+        let mut queue: VecDeque<(String, i32, Output)> = VecDeque::new();
+        self.run_one(topic, partition, timestamp, key, value, &mut queue)?;
+        while let Some((topic, partition, out)) = queue.pop_front() {
+            self.run_one(
+                &topic,
+                partition,
+                out.timestamp,
+                out.key.as_deref(),
+                out.value.as_deref(),
+                &mut queue,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn task(&mut self, sub: usize, partition: i32) -> &mut Task {
+        let topo = self.topo;
+        self.tasks
+            .entry((sub, partition))
+            .or_insert_with(|| Task::in_memory(topo, sub, partition))
+    }
+
+    fn run_one(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        queue: &mut VecDeque<(String, i32, Output)>,
+    ) -> Result<(), ProcessError> {
+        let (sub, _) = self
+            .topo
+            .source_for(topic)
+            .ok_or_else(|| ProcessError::UnknownTopic(topic.to_string()))?;
+        let origin = Origin {
+            topic,
+            partition,
+            offset: -1,
+            timestamp,
+            key,
+            value,
+        };
+        let mut outs = Vec::new();
+        let topo = self.topo;
+        let task = self.task(sub, partition);
+        task.process(topo, &origin, &mut outs)?;
+        task.flush()?;
+        self.route(outs, queue);
+        Ok(())
+    }
+
+    fn route(&mut self, outs: Vec<Output>, queue: &mut VecDeque<(String, i32, Output)>) {
+        for out in outs {
+            let p = partition_for(out.key.as_deref(), self.partitions_of(&out.topic), 0);
+            if out.kind == OutputKind::Repartition {
+                queue.push_back((out.topic.clone(), p, out));
+            } else {
+                self.output.push(to_line(out, p));
+            }
+        }
+    }
+
+    /// Advance every task's stream time past every window (upstream
+    /// sub-topologies first, so their final results reach downstream ones).
+    pub fn flush(&mut self) -> Result<(), ProcessError> {
+        for sub in 0..self.topo.subtopologies.len() {
+            let keys: Vec<(usize, i32)> = self.tasks.keys().copied().filter(|(s, _)| *s == sub).collect();
+            for k in keys {
+                let mut outs = Vec::new();
+                let topo = self.topo;
+                if let Some(task) = self.tasks.get_mut(&k) {
+                    task.advance_stream_time(topo, i64::MAX, &mut outs)?;
+                    task.flush()?;
+                }
+                let mut queue = VecDeque::new();
+                self.route(outs, &mut queue);
+                while let Some((topic, partition, out)) = queue.pop_front() {
+                    self.run_one(
+                        &topic,
+                        partition,
+                        out.timestamp,
+                        out.key.as_deref(),
+                        out.value.as_deref(),
+                        &mut queue,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn take_output(&mut self) -> Vec<OutputRecord> {
+        std::mem::take(&mut self.output)
+    }
+}
+
+fn to_line(out: Output, partition: i32) -> OutputRecord {
+    let value = match &out.value {
+        None => serde_json::Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())),
+    };
+    OutputRecord {
+        topic: out.topic,
+        partition,
+        timestamp: out.timestamp,
+        key: out.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        value,
+        headers: out.headers.into_iter().collect(),
+    }
+}
+
+/// Read a JSONL input file.
+pub fn read_input(path: &std::path::Path) -> Result<Vec<InputRecord>, TestError> {
+    let file = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|e| TestError::Io {
+        file: file.clone(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| TestError::Io {
+            file: file.clone(),
+            source: e,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: InputRecord = serde_json::from_str(&line).map_err(|e| TestError::Input {
+            file: file.clone(),
+            line: i + 1,
+            reason: e.to_string(),
+        })?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// Run `topo` over `records`; the records written to output and
+/// dead-letter topics, in order.
+pub fn run(topo: &Topology, records: &[InputRecord], flush: bool) -> Result<Vec<OutputRecord>, TestError> {
+    let partitions = records.iter().map(|r| r.partition + 1).max().unwrap_or(1);
+    let mut driver = Driver::new(topo, partitions);
+    for (i, r) in records.iter().enumerate() {
+        let payload = r.payload().map_err(|reason| TestError::Input {
+            file: "input".into(),
+            line: i + 1,
+            reason,
+        })?;
+        driver.pipe(
+            &r.topic,
+            r.partition,
+            r.timestamp,
+            r.key.as_deref().map(str::as_bytes),
+            payload.as_deref(),
+        )?;
+    }
+    if flush {
+        driver.flush()?;
+    }
+    Ok(driver.take_output())
+}
+
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .ok_or_else(|| format!("invalid base64 character {:?}", c as char))? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_padding_and_binary() {
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("/w==").unwrap(), vec![0xff]);
+        assert!(base64_decode("a*").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! `weir describe`: the processor graph in the text format of Kafka Streams'
+//! `Topology.describe()`, or as a Mermaid flowchart.
+
+use std::fmt::Write;
+
+use super::{NodeKind, Topology};
+
+/// Kafka Streams prints internal topics without the application id prefix.
+fn shown_topic<'a>(topo: &Topology, topic: &'a str, internal: bool) -> &'a str {
+    if internal {
+        topic
+            .strip_prefix(&format!("{}-", topo.application_id))
+            .unwrap_or(topic)
+    } else {
+        topic
+    }
+}
+
+fn names(topo: &Topology, ids: &[usize]) -> String {
+    if ids.is_empty() {
+        return "none".to_string();
+    }
+    // Kafka Streams keeps successors and predecessors in a TreeSet ordered
+    // like the nodes themselves: larger subtree first, then by name.
+    let mut v: Vec<(usize, &str)> = ids
+        .iter()
+        .map(|&i| (super::subtree_size(&topo.nodes, i), topo.nodes[i].name.as_str()))
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    v.into_iter().map(|(_, n)| n).collect::<Vec<_>>().join(", ")
+}
+
+fn stores_of_node(topo: &Topology, id: usize) -> Vec<&str> {
+    topo.stores
+        .iter()
+        .filter(|s| s.node == id)
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// Text in `Topology.describe()` format.
+pub fn text(topo: &Topology) -> String {
+    let mut out = String::from("Topologies:\n ");
+    for sub in &topo.subtopologies {
+        let _ = writeln!(out, "  Sub-topology: {}", sub.id);
+        for &id in &sub.nodes {
+            let node = &topo.nodes[id];
+            match &node.kind {
+                NodeKind::Source(s) => {
+                    let _ = writeln!(
+                        out,
+                        "    Source: {} (topics: [{}])",
+                        node.name,
+                        shown_topic(topo, &s.topic, s.internal)
+                    );
+                    let _ = writeln!(out, "      --> {}", names(topo, &node.children));
+                }
+                NodeKind::Sink(s) => {
+                    let _ = writeln!(
+                        out,
+                        "    Sink: {} (topic: {})",
+                        node.name,
+                        shown_topic(topo, &s.topic, s.internal)
+                    );
+                    let _ = writeln!(out, "      <-- {}", names(topo, &node.parents));
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "    Processor: {} (stores: [{}])",
+                        node.name,
+                        stores_of_node(topo, id).join(", ")
+                    );
+                    let _ = writeln!(out, "      --> {}", names(topo, &node.children));
+                    let _ = writeln!(out, "      <-- {}", names(topo, &node.parents));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn mermaid_id(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn op_label(kind: &NodeKind) -> String {
+    match kind {
+        NodeKind::Filter(e) => format!("filter: {}", e.source()),
+        NodeKind::Map(m) => {
+            let set: Vec<&str> = m.set.iter().map(|(k, _)| k.as_str()).collect();
+            format!("map: set {}", set.join(", "))
+        }
+        NodeKind::Window(w) => {
+            let size = humantime::format_duration(std::time::Duration::from_millis(w.size_ms as u64));
+            let kind = if w.size_ms == w.advance_ms {
+                "tumbling"
+            } else {
+                "hopping"
+            };
+            format!("window: {kind} {size} by {}", w.group_names.join(", "))
+        }
+        NodeKind::Table(_) => "table: latest per key".to_string(),
+        NodeKind::Pass => "pass".to_string(),
+        NodeKind::Source(_) | NodeKind::Sink(_) => String::new(),
+    }
+}
+
+/// A Mermaid flowchart: topics as stadiums, processors as boxes, stores as
+/// cylinders, one subgraph per sub-topology.
+pub fn mermaid(topo: &Topology) -> String {
+    let mut out = String::from("flowchart LR\n");
+    let mut topics: Vec<String> = Vec::new();
+    let mut edges = String::new();
+    for sub in &topo.subtopologies {
+        let _ = writeln!(out, "  subgraph sub{}[\"Sub-topology {}\"]", sub.id, sub.id);
+        for &id in &sub.nodes {
+            let node = &topo.nodes[id];
+            let nid = mermaid_id(&node.name);
+            match &node.kind {
+                NodeKind::Source(s) => {
+                    let _ = writeln!(out, "    {nid}[\"source: {}\"]", node.name);
+                    let t = format!("t_{}", mermaid_id(&s.topic));
+                    if !topics.contains(&s.topic) {
+                        topics.push(s.topic.clone());
+                    }
+                    let _ = writeln!(edges, "  {t} --> {nid}");
+                }
+                NodeKind::Sink(s) => {
+                    let _ = writeln!(out, "    {nid}[\"sink: {}\"]", node.name);
+                    let t = format!("t_{}", mermaid_id(&s.topic));
+                    if !topics.contains(&s.topic) {
+                        topics.push(s.topic.clone());
+                    }
+                    let _ = writeln!(edges, "  {nid} --> {t}");
+                }
+                kind => {
+                    let label = op_label(kind).replace('"', "#quot;");
+                    let _ = writeln!(out, "    {nid}[\"{}<br/>{label}\"]", node.name);
+                    for store in stores_of_node(topo, id) {
+                        let sid = format!("s_{}", mermaid_id(store));
+                        let _ = writeln!(out, "    {sid}[(\"store: {store}\")]");
+                        let _ = writeln!(edges, "  {nid} -.- {sid}");
+                    }
+                }
+            }
+            for &c in &node.children {
+                let _ = writeln!(edges, "  {nid} --> {}", mermaid_id(&topo.nodes[c].name));
+            }
+        }
+        out.push_str("  end\n");
+    }
+    for t in &topics {
+        let _ = writeln!(out, "  t_{}([\"{t}\"])", mermaid_id(t));
+    }
+    out.push_str(&edges);
+    out
+}

@@ -1,0 +1,157 @@
+//! Tests of loading, validation and describe.
+
+use super::*;
+
+fn errors(yaml: &str) -> Vec<Diagnostic> {
+    match Topology::parse(yaml) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(e) => e,
+    }
+}
+
+const BASE: &str = "application_id: app\nsources:\n  s:\n    topic: in\nsteps:\n";
+
+#[test]
+fn parking_topology_compiles_with_a_repartition_for_the_region_window() {
+    let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
+    assert_eq!(t.application_id, "parking-hourly");
+    assert_eq!(t.subtopologies.len(), 2);
+    assert_eq!(
+        t.subtopologies[1].source_topics,
+        vec!["parking-hourly-hourly-by-region-repartition"]
+    );
+    assert_eq!(t.stores.len(), 2);
+    assert_eq!(
+        t.stores[0].changelog,
+        "parking-hourly-latest-per-lot-changelog".replace("latest-per-lot", &t.stores[0].name)
+    );
+    assert!(t
+        .stores
+        .iter()
+        .any(|s| s.changelog == "parking-hourly-hourly-by-region-changelog" && s.kind == StoreKind::Window));
+}
+
+#[test]
+fn describe_text_matches_kafka_streams_format() {
+    let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
+    let golden = include_str!("../../tests/golden/parking.describe.txt");
+    assert_eq!(describe::text(&t), golden);
+}
+
+#[test]
+fn describe_mermaid_shows_topics_stores_and_subtopologies() {
+    let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
+    let m = describe::mermaid(&t);
+    assert!(m.starts_with("flowchart LR\n"));
+    for needle in [
+        "subgraph sub0[\"Sub-topology 0\"]",
+        "subgraph sub1[\"Sub-topology 1\"]",
+        "t_parking_status([\"parking_status\"])",
+        "t_parking_status --> parking",
+        "available --> hourly_by_region_repartition_sink",
+        "hourly_by_region_repartition_sink --> t_parking_hourly_hourly_by_region_repartition",
+        "t_parking_hourly_hourly_by_region_repartition --> hourly_by_region_repartition_source",
+        "s_hourly_by_region[(\"store: hourly-by-region\")]",
+        "hourly_by_region_to --> t_parking_hourly_avg",
+        "latest_per_lot_to --> t_parking_lot_status",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+    }
+}
+
+#[test]
+fn unknown_field_has_position_and_suggestion() {
+    let e = errors(&format!("{BASE}  - name: w\n    window:\n      group_by: {{ g: key }}\n      tumbling: 1h\n      grase: 1m\n      aggregate: {{ n: count() }}\n"));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 10, "{e:?}");
+    assert!(e[0].message.contains("grase"), "{e:?}");
+    assert_eq!(e[0].hint.as_deref(), Some("did you mean `grace`?"));
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_lines() {
+    let yaml = format!(
+        "{BASE}  - name: f\n    filter: nmu(value.A) > 1\n  - name: w\n    window:\n      group_by: {{}}\n      tumbling: 1 hour-ish\n      aggregate: {{ n: cnt() }}\n  - name: o\n    from: ff\n    to: {{ topic: in }}\n"
+    );
+    let e = errors(&yaml);
+    let text: Vec<String> = e
+        .iter()
+        .map(|d| format!("{}:{} {} {:?}", d.line, d.column, d.message, d.hint))
+        .collect();
+    let all = text.join("\n");
+    assert!(
+        all.contains("7:") && all.contains("unknown function `nmu`") && all.contains("did you mean `num`"),
+        "{all}"
+    );
+    assert!(all.contains("bad duration"), "{all}");
+    assert!(
+        all.contains("unknown step or source `ff`") && all.contains("did you mean `f`"),
+        "{all}"
+    );
+    assert!(
+        e.iter().any(|d| d.line == 11 && d.message.contains("bad duration")),
+        "{all}"
+    );
+}
+
+#[test]
+fn window_without_key_and_sink_on_source_are_rejected() {
+    let e = errors(&format!("{BASE}  - name: w\n    window:\n      group_by: {{}}\n      tumbling: 1h\n      aggregate: {{ n: count() }}\n    to: {{ topic: in }}\n"));
+    let all = format!("{e:?}");
+    assert!(all.contains("has no key"), "{all}");
+    assert!(all.contains("output topic `in` is also a source topic"), "{all}");
+}
+
+#[test]
+fn cycles_and_forward_references_are_rejected() {
+    let e = errors(&format!(
+        "{BASE}  - name: a\n    from: b\n    filter: 'true'\n  - name: b\n    filter: 'true'\n"
+    ));
+    assert!(e[0].message.contains("not defined before it"), "{e:?}");
+    assert_eq!(e[0].line, 7);
+    let e = errors(&format!("{BASE}  - name: a\n    from: a\n    filter: 'true'\n"));
+    assert!(e[0].message.contains("not defined before it"), "{e:?}");
+}
+
+#[test]
+fn bad_time_zone_and_unknown_aggregate_get_hints() {
+    let e = errors(&format!("{BASE}  - name: w\n    window:\n      group_by: {{ g: value.g }}\n      tumbling: 1h\n      time_zone: Asia/Seol\n      aggregate: {{ n: avrage(x) }}\n"));
+    let all = format!("{e:?}");
+    assert!(all.contains("Asia/Seoul"), "{all}");
+    assert!(all.contains("did you mean `avg`"), "{all}");
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let e = errors("application_id: app\nsources: [\n");
+    assert!(e[0].line >= 2, "{e:?}");
+}
+
+#[test]
+fn steps_name_internal_topics_and_group_by_key_skips_repartition() {
+    let t = Topology::parse(&format!("{BASE}  - name: w\n    window:\n      group_by: {{ g: key }}\n      tumbling: 1h\n      aggregate: {{ n: count() }}\n")).unwrap();
+    assert_eq!(t.subtopologies.len(), 1);
+    let t = Topology::parse(&format!("{BASE}  - name: w\n    window:\n      group_by: {{ g: value.x }}\n      tumbling: 1h\n      aggregate: {{ n: count() }}\n")).unwrap();
+    assert_eq!(t.subtopologies.len(), 2);
+    assert_eq!(
+        t.source_topics(),
+        vec!["in".to_string(), "app-w-repartition".to_string()]
+    );
+}
+
+#[test]
+fn schema_is_derived_from_the_types() {
+    let schema = serde_json::to_value(schemars::schema_for!(spec::TopologySpec)).unwrap();
+    let props = &schema["properties"];
+    for field in [
+        "application_id",
+        "processing_guarantee",
+        "commit_interval",
+        "dead_letter",
+        "sources",
+        "steps",
+    ] {
+        assert!(props.get(field).is_some(), "schema lacks {field}: {schema}");
+    }
+    assert!(schema.to_string().contains("close_idle_after"));
+}

@@ -1,0 +1,298 @@
+//! `weir run` against the real broker: simulator records → parking
+//! topology → `parking_hourly_avg`, checked against averages computed here
+//! from the same input; 3 input partitions must still give one result per
+//! (region, hour); deleting the state directory and restarting must restore
+//! the open windows from the changelog.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const H: i64 = 3_600_000;
+
+struct Input {
+    partition: i32,
+    timestamp: i64,
+    key: Option<String>,
+    payload: Vec<u8>,
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | A.iter().position(|&a| a == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
+    let path = dir.join("sim.jsonl");
+    run_weir(&[
+        "simulate",
+        "--count",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        // In the past: brokers reject timestamps over an hour ahead
+        // (log.message.timestamp.after.max.ms), and the sentinels below
+        // are days after the data.
+        "--start",
+        "2025-03-31 00:00:00",
+        "--partitions",
+        "3",
+        "--bad-ratio",
+        "0.02",
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let payload = match (&v["value"], &v["value_base64"]) {
+                (Value::String(s), _) => s.clone().into_bytes(),
+                (_, Value::String(b)) => b64(b),
+                _ => panic!("no payload in {l}"),
+            };
+            Input {
+                partition: v["partition"].as_i64().unwrap() as i32,
+                timestamp: v["timestamp"].as_i64().unwrap(),
+                key: v["key"].as_str().map(str::to_string),
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// The parking rules, written out independently of the engine: returns
+/// (region_code, hour start) → (region, sum of available, samples).
+fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)> {
+    let mut out: BTreeMap<(String, i64), (String, f64, u64)> = BTreeMap::new();
+    for i in inputs {
+        let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) else {
+            continue;
+        };
+        match v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) {
+            Some("Y") => {}
+            _ => continue,
+        }
+        let num = |f: &str| -> Option<f64> {
+            match v.get(f).and_then(Value::as_str).map(str::trim) {
+                None | Some("") => Some(0.0),
+                Some(s) => s.parse().ok(),
+            }
+        };
+        let (Some(cap), Some(occ)) = (num("CAPACITY"), num("OCCUPIED_SPOTS")) else {
+            continue;
+        };
+        let (Some(code), Some(region)) = (
+            v.get("REGION_CODE").and_then(Value::as_str),
+            v.get("REGION").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let available = (cap - occ).max(0.0).trunc();
+        let e = out
+            .entry((code.to_string(), i.timestamp.div_euclid(H) * H))
+            .or_insert((region.to_string(), 0.0, 0));
+        e.1 += available;
+        e.2 += 1;
+    }
+    out
+}
+
+fn topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]) {
+    let names = [
+        format!("{id}-status"),
+        format!("{id}-dlq"),
+        format!("{id}-hourly"),
+        format!("{id}-lots"),
+    ];
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))
+        .unwrap()
+        .replace("application_id: parking-hourly", &format!("application_id: {id}"))
+        .replace("parking_status_dlq", &names[1])
+        .replace("parking_status", &names[0])
+        .replace("parking_hourly_avg", &names[2])
+        .replace("parking_lot_status", &names[3])
+        .replace("commit_interval: 1s", "commit_interval: 200ms")
+        // Backlogs from three partitions interleave arbitrarily in the
+        // repartition topic; a long grace keeps every record in its window
+        // so the expectation does not depend on consumption order.
+        .replace("grace: 1m", "grace: 1d")
+        .replace("close_idle_after: 2m", "close_idle_after: 1d");
+    let path = dir.join("parking.yaml");
+    std::fs::write(&path, text).unwrap();
+    (path, names)
+}
+
+/// One record per region far in the future: every repartition task's
+/// stream time passes every earlier window's end + grace.
+fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
+    let mut regions = BTreeSet::new();
+    for i in inputs {
+        if let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) {
+            if let (Some(c), Some(r)) = (
+                v.get("REGION_CODE").and_then(Value::as_str),
+                v.get("REGION").and_then(Value::as_str),
+            ) {
+                regions.insert((c.to_string(), r.to_string()));
+            }
+        }
+    }
+    regions
+        .into_iter()
+        .map(|(code, region)| {
+            let v = serde_json::json!({"REGION": region, "REGION_CODE": code, "PARKING_CODE": format!("S-{code}"),
+                "CAPACITY": "1", "OCCUPIED_SPOTS": "0", "IS_REALTIME_STATUS_PROVIDED": "Y", "LAST_UPDATE": "2099-01-01 00:00:00"});
+            (format!("S-{code}"), v.to_string().into_bytes())
+        })
+        .collect()
+}
+
+fn produce_inputs(topic: &str, inputs: &[Input]) {
+    let p = producer();
+    for i in inputs {
+        produce(
+            &p,
+            topic,
+            i.partition,
+            i.timestamp,
+            i.key.as_deref().map(str::as_bytes),
+            Some(&i.payload),
+        );
+    }
+    flush(&p);
+}
+
+fn check_results(records: &[Rec], want: &BTreeMap<(String, i64), (String, f64, u64)>) {
+    let mut seen: BTreeMap<(String, i64), Value> = BTreeMap::new();
+    for r in records {
+        let v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        let code = v["region_code"].as_str().unwrap().to_string();
+        assert!(
+            seen.insert((code.clone(), start), v.clone()).is_none(),
+            "two results for {code} {start}"
+        );
+        assert_eq!(
+            r.key.as_deref(),
+            Some(format!("{code}@{}", v["window_start"].as_str().unwrap()).as_bytes())
+        );
+    }
+    let got: BTreeSet<_> = seen.keys().cloned().collect();
+    let exp: BTreeSet<_> = want.keys().cloned().collect();
+    assert_eq!(got, exp, "result windows differ");
+    for (k, (region, sum, n)) in want {
+        let v = &seen[k];
+        assert_eq!(v["samples"].as_u64(), Some(*n), "{k:?}");
+        assert_eq!(v["region"].as_str(), Some(region.as_str()));
+        let avg = v["avg_available_spots"].as_f64().unwrap();
+        assert!(
+            (avg - sum / *n as f64).abs() < 1e-6,
+            "{k:?}: got {avg}, want {}",
+            sum / *n as f64
+        );
+    }
+}
+
+#[test]
+fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-engine");
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(4000, 7, dir.path());
+    let want = expected(&inputs);
+    assert!(want.len() > 20, "the simulation should span several region-hours");
+    let (first, second) = inputs.split_at(inputs.len() / 2);
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+
+    // Run 1: first half. With a 1-day grace nothing closes yet: every window
+    // lives only in the state stores when weir stops.
+    produce_inputs(&status, first);
+    let run1 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    wait_committed(
+        &id,
+        &format!("{id}-hourly-by-region-repartition"),
+        3,
+        Duration::from_secs(90),
+    );
+    run1.stop();
+    let changelog = consume_until(
+        &format!("{id}-hourly-by-region-changelog"),
+        Duration::from_secs(20),
+        Duration::ZERO,
+        |r| !r.is_empty(),
+    );
+    assert!(!changelog.is_empty(), "window store changes reach the changelog topic");
+
+    // Lose the local state; run 2 must rebuild it from the changelog.
+    std::fs::remove_dir_all(&state).unwrap();
+    produce_inputs(&status, second);
+    let run2 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    wait_committed(&id, &format!("{id}-hourly-by-region-repartition"), 3, Duration::from_secs(90));
+    // Only now the sentinels: sent earlier, one could overtake data of the
+    // same region still queued in another input partition.
+    let p = producer();
+    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
+    for (k, v) in sentinels(&inputs) {
+        produce(&p, &status, weir::kafka::murmur2_partition(k.as_bytes(), 3), future, Some(k.as_bytes()), Some(&v));
+    }
+    flush(&p);
+    let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
+        r.len() >= want.len()
+    });
+    run2.stop();
+    check_results(&results, &want);
+    for r in &results {
+        assert!((0..3).contains(&r.partition));
+        assert_eq!(
+            r.partition,
+            weir::kafka::murmur2_partition(r.key.as_deref().unwrap(), 3)
+        );
+    }
+    assert!(
+        state.join(&id).join("1_0").join(".checkpoint").exists()
+            || state.join(&id).join("1_1").join(".checkpoint").exists()
+    );
+
+    // Bad records went to the dead-letter topic with their reason.
+    let bad = inputs
+        .iter()
+        .filter(|i| serde_json::from_slice::<Value>(&i.payload).is_err())
+        .count();
+    assert!(bad > 0);
+    let dead = consume_until(&dlq, Duration::from_secs(30), Duration::from_secs(1), |r| {
+        r.len() >= bad
+    });
+    assert!(
+        dead.len() >= bad,
+        "{} dead letters for {bad} undecodable records",
+        dead.len()
+    );
+    assert!(dead
+        .iter()
+        .all(|d| d.headers.contains_key("weir.error") && d.headers.contains_key("weir.offset")));
+    // Latest status per lot flowed too.
+    let lot_records = consume_until(&lots, Duration::from_secs(30), Duration::ZERO, |r| !r.is_empty());
+    assert!(!lot_records.is_empty());
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}

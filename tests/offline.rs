@@ -1,0 +1,209 @@
+//! `weir test` on the parking topology with hand-computed expectations
+//! (DESIGN.md rules: filter "N", empty CAPACITY = 0, negative available
+//! clamped to 0, bad records to the dead-letter topic, one result per
+//! region and hour across input partitions).
+
+use std::io::Write;
+use std::process::Command;
+
+use chrono::TimeZone;
+use serde_json::{json, Value};
+
+fn kst(h: u32, m: u32) -> i64 {
+    chrono_tz::Asia::Seoul
+        .with_ymd_and_hms(2025, 3, 31, h, m, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn lot(region: &str, code: &str, lot: &str, cap: &str, occ: &str, yn: &str, at: (u32, u32)) -> Value {
+    json!({
+        "REGION": region, "REGION_CODE": code, "PARKING_NAME": format!("{lot} 주차장"), "PARKING_CODE": lot,
+        "TYPE": "NS", "CAPACITY": cap, "OCCUPIED_SPOTS": occ,
+        "LAST_UPDATE": format!("2025-03-31 {:02}:{:02}:00", at.0, at.1),
+        "IS_REALTIME_STATUS_PROVIDED": yn, "PAY_YN": "Y", "BASE_RATE": "0", "BASE_TIME": "", "ADD_RATE": "0",
+        "ADD_TIME": "", "LATITUDE": "37.55", "LONGITUDE": "126.92"
+    })
+}
+
+fn line(partition: i32, ts: i64, key: &str, value: &Value) -> String {
+    json!({"topic": "parking_status", "partition": partition, "timestamp": ts, "key": key, "value": value.to_string()})
+        .to_string()
+}
+
+fn input() -> String {
+    let hongdae = "홍대 관광특구";
+    let gangnam = "강남 MICE 관광특구";
+    [
+        line(
+            0,
+            kst(10, 5),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "2", "Y", (10, 5)),
+        ), // 20
+        line(
+            1,
+            kst(10, 10),
+            "B",
+            &lot(hongdae, "POI007", "B", "10", "12", "Y", (10, 10)),
+        ), // clamped to 0
+        line(0, kst(10, 20), "C", &lot(hongdae, "POI007", "C", "", "", "Y", (10, 20))), // empty = 0
+        line(
+            1,
+            kst(10, 25),
+            "D",
+            &lot(hongdae, "POI007", "D", "30", "5", "N", (10, 25)),
+        ), // filtered out
+        line(
+            0,
+            kst(10, 28),
+            "E",
+            &lot(gangnam, "POI001", "E", "abc", "1", "Y", (10, 28)),
+        ), // DLQ
+        line(
+            1,
+            kst(10, 30),
+            "F",
+            &lot(gangnam, "POI001", "F", "8", "0", "Y", (10, 30)),
+        ), // 8
+        json!({"topic": "parking_status", "partition": 0, "timestamp": kst(10, 31), "key": "G", "value": "{not json"})
+            .to_string(),
+        line(
+            0,
+            kst(11, 5),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "12", "Y", (11, 5)),
+        ), // 10, next hour
+    ]
+    .join("\n")
+}
+
+fn run(flush: bool) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(input().as_bytes())
+        .unwrap();
+    let topo = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["test", topo, "--input"]).arg(&path);
+    if flush {
+        cmd.arg("--flush");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn on(records: &[Value], topic: &str) -> Vec<Value> {
+    records.iter().filter(|r| r["topic"] == topic).cloned().collect()
+}
+
+#[test]
+fn hourly_averages_follow_the_design_rules() {
+    let out = run(true);
+    let hourly = on(&out, "parking_hourly_avg");
+    assert_eq!(hourly.len(), 3, "{hourly:#?}");
+    let find = |code: &str, start: &str| {
+        hourly
+            .iter()
+            .find(|r| r["value"]["region_code"] == code && r["value"]["window_start"] == start)
+            .unwrap_or_else(|| panic!("no row for {code} {start}: {hourly:#?}"))
+            .clone()
+    };
+    let h = find("POI007", "2025-03-31T10:00:00+09:00");
+    assert_eq!(h["value"]["samples"], 3);
+    assert!((h["value"]["avg_available_spots"].as_f64().unwrap() - 20.0 / 3.0).abs() < 1e-9);
+    assert_eq!(h["value"]["region"], "홍대 관광특구");
+    assert_eq!(h["value"]["window_end"], "2025-03-31T11:00:00+09:00");
+    assert_eq!(h["key"], "POI007@2025-03-31T10:00:00+09:00");
+    assert_eq!(
+        h["timestamp"],
+        kst(10, 20),
+        "result timestamp = newest contributing record"
+    );
+    let g = find("POI001", "2025-03-31T10:00:00+09:00");
+    assert_eq!(
+        (
+            g["value"]["samples"].as_i64(),
+            g["value"]["avg_available_spots"].as_f64()
+        ),
+        (Some(1), Some(8.0))
+    );
+    let next = find("POI007", "2025-03-31T11:00:00+09:00");
+    assert_eq!(
+        (
+            next["value"]["samples"].as_i64(),
+            next["value"]["avg_available_spots"].as_f64()
+        ),
+        (Some(1), Some(10.0))
+    );
+    for r in &hourly {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(
+            r["partition"],
+            weir::kafka::murmur2_partition(key.as_bytes(), 3),
+            "output partitioned by key like Kafka"
+        );
+    }
+}
+
+#[test]
+fn bad_records_reach_the_dead_letter_topic_and_the_rest_goes_on() {
+    let out = run(false);
+    let dlq = on(&out, "parking_status_dlq");
+    assert_eq!(dlq.len(), 2, "{dlq:#?}");
+    assert_eq!(dlq[0]["key"], "E");
+    assert!(
+        dlq[0]["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .contains("not a number"),
+        "{dlq:#?}"
+    );
+    assert_eq!(dlq[0]["headers"]["weir.processor"], "available");
+    assert_eq!(dlq[1]["key"], "G");
+    assert!(dlq[1]["headers"]["weir.error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+    assert_eq!(dlq[1]["value"], "{not json", "original payload kept");
+}
+
+#[test]
+fn without_flush_open_windows_are_not_emitted() {
+    let out = run(false);
+    let hourly = on(&out, "parking_hourly_avg");
+    // Windows close per task (repartition partition, 2 here: the input has
+    // two partitions). POI007's task saw 11:05 > 10:00 + 1h + 1m grace, so
+    // its 10:00 window closed; POI001's closed only if it shares the task.
+    let part = |k: &str| weir::kafka::murmur2_partition(k.as_bytes(), 2);
+    let same = part(r#"["POI007","홍대 관광특구"]"#) == part(r#"["POI001","강남 MICE 관광특구"]"#);
+    let mut keys: Vec<&str> = hourly.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort();
+    let mut expected = vec!["POI007@2025-03-31T10:00:00+09:00"];
+    if same {
+        expected.insert(0, "POI001@2025-03-31T10:00:00+09:00");
+    }
+    assert_eq!(keys, expected, "{hourly:#?}");
+}
+
+#[test]
+fn latest_status_per_lot_excludes_filtered_and_bad_lots() {
+    let out = run(false);
+    let lots = on(&out, "parking_lot_status");
+    let keys: Vec<&str> = lots.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["A", "B", "C", "F", "A"]);
+    let a = &lots[4]["value"];
+    assert_eq!(a["AVAILABLE_SPOTS"], 10);
+    assert_eq!(a["LAST_UPDATE"], "2025-03-31 11:05:00");
+    assert_eq!(
+        lots[1]["value"]["AVAILABLE_SPOTS"], 0,
+        "negative availability clamps to 0"
+    );
+}
