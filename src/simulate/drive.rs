@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -28,6 +28,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest single wait while pacing, so Ctrl-C and deliveries are served.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Records stamped this far ahead of the wall clock explain an invalid-record
+/// rejection (Kafka's default limit is 1 h).
+const FUTURE_HINT_MS: i64 = 55 * 60 * 1000;
 /// Never back-date the default start by more than about ten years.
 const MAX_SPAN_MS: i64 = 10 * 366 * 86_400_000;
 
@@ -273,15 +276,18 @@ fn progress_bar(count: Option<u64>) -> ProgressBar {
     let (bar, template) = match count {
         Some(n) => (
             ProgressBar::new(n),
-            "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} records ({per_sec}, eta {eta}) {msg}",
+            "{spinner} [{elapsed_precise}] [{bar:30}] {human_pos}/{human_len} records ({rate}, eta {eta}) {msg}",
         ),
         None => (
             ProgressBar::new_spinner(),
-            "{spinner} [{elapsed_precise}] {human_pos} records ({per_sec}) {msg}",
+            "{spinner} [{elapsed_precise}] {human_pos} records ({rate}) {msg}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+        let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} records/s", state.per_sec());
+        };
+        bar.set_style(style.progress_chars("=> ").with_key("rate", rate));
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -377,8 +383,8 @@ struct Deliveries {
     failed: AtomicU64,
     /// The most telling delivery error so far, and its code.
     first_error: Mutex<Option<(String, Option<RDKafkaErrorCode>)>>,
-    /// The broker rejected a record's timestamp.
-    bad_timestamp: AtomicBool,
+    /// The broker rejected a record as invalid (its timestamp, say).
+    invalid_record: AtomicBool,
 }
 
 impl ClientContext for Deliveries {}
@@ -394,8 +400,12 @@ impl ProducerContext for Deliveries {
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 let code = e.rdkafka_error_code();
-                if code == Some(RDKafkaErrorCode::InvalidTimestamp) {
-                    self.bad_timestamp.store(true, Ordering::Relaxed);
+                // Kafka 4 answers a timestamp too far ahead with INVALID_RECORD.
+                if matches!(
+                    code,
+                    Some(RDKafkaErrorCode::InvalidTimestamp | RDKafkaErrorCode::InvalidRecord)
+                ) {
+                    self.invalid_record.store(true, Ordering::Relaxed);
                 }
                 // "Another record in the batch failed" says nothing: keep
                 // looking for the record that did.
@@ -419,6 +429,8 @@ struct KafkaSink {
     topic: String,
     partitions: i32,
     sent: u64,
+    /// Largest record timestamp sent.
+    max_timestamp_ms: i64,
 }
 
 impl KafkaSink {
@@ -451,6 +463,7 @@ impl KafkaSink {
             topic: String::new(),
             partitions: 0,
             sent: 0,
+            max_timestamp_ms: i64::MIN,
         })
     }
 
@@ -513,6 +526,7 @@ impl KafkaSink {
             }
         }
         self.sent += 1;
+        self.max_timestamp_ms = self.max_timestamp_ms.max(rec.timestamp_ms);
         self.producer.poll(Duration::ZERO);
         self.check()
     }
@@ -530,7 +544,8 @@ impl KafkaSink {
             .ok()
             .and_then(|e| e.as_ref().map(|(text, _)| text.clone()))
             .unwrap_or_default();
-        if ctx.bad_timestamp.load(Ordering::Relaxed) {
+        let future = self.max_timestamp_ms > Utc::now().timestamp_millis() + FUTURE_HINT_MS;
+        if ctx.invalid_record.load(Ordering::Relaxed) && future {
             first_error.push_str(
                 " (the broker refuses timestamps more than message.timestamp.after.max.ms, 1 h by default, \
                  ahead of its clock: use an earlier --start, fewer records or a smaller --speedup)",

@@ -54,16 +54,42 @@ pub struct SinkArgs {
 pub enum SinkError {
     #[error("{0}")]
     Config(Diagnostics),
+    // Causes are part of each message (not `source`), so `{:#}` does not
+    // print them twice.
     #[error("Postgres: {0}")]
-    Postgres(#[from] WriteError),
+    Postgres(WriteError),
     #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     #[error("metrics exporter: {0}")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    Metrics(metrics_exporter_prometheus::BuildError),
     #[error("{0}")]
     Shutdown(String),
     #[error("sink task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(tokio::task::JoinError),
+}
+
+impl From<WriteError> for SinkError {
+    fn from(e: WriteError) -> Self {
+        SinkError::Postgres(e)
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for SinkError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        SinkError::Kafka(e)
+    }
+}
+
+impl From<metrics_exporter_prometheus::BuildError> for SinkError {
+    fn from(e: metrics_exporter_prometheus::BuildError) -> Self {
+        SinkError::Metrics(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for SinkError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        SinkError::Join(e)
+    }
 }
 
 /// Check a sink file for `weir validate`: every problem with file:line:col.
@@ -98,9 +124,9 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     let writer = loop {
         match Writer::start(&url, &cfg, &owner).await {
             Ok(w) => break w,
-            Err(WriteError::Retryable { context, source }) => {
+            Err(WriteError::Retryable { context, cause }) => {
                 metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(1);
-                tracing::warn!(sink = %cfg.name, retry_in = ?delay, "{context}: {source}; retrying");
+                tracing::warn!(sink = %cfg.name, retry_in = ?delay, "{context}: {cause}; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
                 if shutdown.load(Ordering::SeqCst) {

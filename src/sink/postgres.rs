@@ -31,12 +31,8 @@ const DDL_LOCK_KEY: i64 = 0x7765_6972_5f73_6e6b; // "weir_snk"
 pub enum WriteError {
     /// Postgres is unreachable, restarting, or the transaction lost a
     /// deadlock: retry the same batch later.
-    #[error("{context}: {source}")]
-    Retryable {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error("{context}: {cause}")]
+    Retryable { context: String, cause: tokio_postgres::Error },
     /// Another instance advanced one of the batch's partitions: abort the
     /// batch and seek to the offsets stored in Postgres.
     #[error("offsets of {partitions:?} in Postgres are not where this instance left them (another instance wrote them)")]
@@ -93,7 +89,7 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 
 fn classify(context: &str, e: tokio_postgres::Error) -> WriteError {
     if is_transient(&e) {
-        WriteError::Retryable { context: context.to_string(), source: e }
+        WriteError::Retryable { context: context.to_string(), cause: e }
     } else {
         WriteError::fatal(context, e)
     }
@@ -517,6 +513,10 @@ impl Writer {
         }
         let mut client = connect(&config).await?;
         let tx = client.transaction().await.map_err(|e| classify("starting DDL transaction", e))?;
+        // `IF NOT EXISTS` notices would only clutter the log.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(|e| classify("starting DDL transaction", e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK_KEY])
             .await
             .map_err(|e| classify("locking for DDL", e))?;
@@ -790,7 +790,7 @@ impl Writer {
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, WriteError> {
     let (client, connection) =
-        config.connect(NoTls).await.map_err(|e| WriteError::Retryable { context: "connecting to Postgres".into(), source: e })?;
+        config.connect(NoTls).await.map_err(|e| WriteError::Retryable { context: "connecting to Postgres".into(), cause: e })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "Postgres connection ended");

@@ -530,15 +530,15 @@ impl Task {
             };
             match result {
                 Ok(()) => break,
-                Err(WriteError::Retryable { context, source }) => {
+                Err(WriteError::Retryable { context, cause }) => {
                     let delay = backoff.step();
                     metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
-                    tracing::warn!(sink = %sink, attempt = backoff.attempt, retry_in = ?delay, "{context}: {source}; retrying");
+                    tracing::warn!(sink = %sink, attempt = backoff.attempt, retry_in = ?delay, "{context}: {cause}; retrying");
                     if self.shutdown.load(Ordering::SeqCst) {
                         let deadline = *shutdown_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
                         if Instant::now() >= deadline {
                             return Err(SinkError::Shutdown(format!(
-                                "Postgres unreachable at shutdown ({context}: {source}); the last batch was not written and will be re-read on restart"
+                                "Postgres unreachable at shutdown ({context}: {cause}); the last batch was not written and will be re-read on restart"
                             )));
                         }
                         std::thread::sleep(delay);
@@ -578,10 +578,10 @@ impl Task {
                                 .collect();
                             rows[table] = kept;
                         }
-                        Err(WriteError::Retryable { context, source }) => {
+                        Err(WriteError::Retryable { context, cause }) => {
                             let delay = backoff.step();
                             metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
-                            tracing::warn!(sink = %sink, retry_in = ?delay, "{context}: {source}; retrying");
+                            tracing::warn!(sink = %sink, retry_in = ?delay, "{context}: {cause}; retrying");
                             sleep_unless(&self.shutdown, delay);
                         }
                         Err(e) => return Err(SinkError::Postgres(e)),

@@ -1,0 +1,62 @@
+//! The command line contract: subcommands, validate's error format,
+//! describe's golden output, schema.
+
+use std::process::Command;
+
+fn weir(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).output().expect("run weir")
+}
+
+const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
+    for cmd in ["validate", "describe", "run", "sink", "simulate", "test", "schema"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from:\n{out}");
+    }
+    let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
+    for opt in ["--bootstrap", "--metrics-addr", "--state-dir"] {
+        assert!(run.contains(opt), "{opt} missing from run --help");
+    }
+}
+
+#[test]
+fn validate_accepts_the_parking_topology() {
+    let out = weir(&["validate", PARKING]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("parking.yaml: ok"));
+}
+
+#[test]
+fn validate_reports_file_line_column_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(PARKING).unwrap().replace("tumbling: 1h", "tumbling: 1 fortnight");
+    std::fs::write(&bad, text).unwrap();
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = std::fs::read_to_string(&bad).unwrap().lines().position(|l| l.contains("fortnight")).unwrap() + 1;
+    assert!(err.contains(&format!("bad.yaml:{line}:")), "{err}");
+    assert!(err.contains("bad duration") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn describe_prints_the_golden_text() {
+    let out = weir(&["describe", PARKING]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), include_str!("golden/parking.describe.txt"));
+    let m = String::from_utf8(weir(&["describe", PARKING, "--format", "mermaid"]).stdout).unwrap();
+    assert!(m.starts_with("flowchart LR") && m.contains("Sub-topology 1"), "{m}");
+}
+
+#[test]
+fn schema_is_a_json_schema_of_the_format() {
+    let out = weir(&["schema"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"));
+    assert_eq!(v["title"], "TopologySpec");
+    assert!(v["required"].as_array().unwrap().iter().any(|r| r == "application_id"));
+}
