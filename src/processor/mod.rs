@@ -398,10 +398,14 @@ impl Ctx<'_, '_> {
                 Some(serde_json::Value::Array(values).to_string().into_bytes())
             }
         };
-        let mut json = expr::to_json(&rec.value);
-        if let (Some(fields), serde_json::Value::Object(obj)) = (&s.fields, &mut json) {
-            obj.retain(|k, _| fields.iter().any(|f| f == k));
-        }
+        let value = match (&s.fields, &rec.value) {
+            (Some(fields), cel::Value::Map(m)) => {
+                let mut kept = m.map.as_ref().clone();
+                kept.retain(|k, _| matches!(k, Key::String(name) if fields.iter().any(|f| f == name.as_str())));
+                expr::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
+            }
+            _ => expr::json_bytes(&rec.value),
+        };
         if !s.internal {
             self.stats.emitted += 1;
         }
@@ -413,7 +417,7 @@ impl Ctx<'_, '_> {
             },
             topic: s.topic.clone(),
             key,
-            value: Some(json.to_string().into_bytes()),
+            value: Some(value),
             timestamp: rec.timestamp,
             headers: Vec::new(),
         });
@@ -460,9 +464,7 @@ fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {
             if format == ValueFormat::String {
                 return Ok(Value::String(Arc::new(text.to_string())));
             }
-            serde_json::from_str::<serde_json::Value>(text)
-                .map(expr::from_json)
-                .map_err(|e| format!("invalid JSON ({e})"))
+            expr::parse_json(text).map_err(|e| format!("invalid JSON ({e})"))
         }
     }
 }

@@ -2,6 +2,11 @@
 //! its `newest_by` value (default: its timestamp) is not older; ties go to
 //! the later record. Accepted records are forwarded; older ones are dropped
 //! and counted as stale.
+//!
+//! The store keeps, per key, only what the comparison needs (the order value
+//! and timestamp): the values themselves go downstream, usually to a topic
+//! compacted by the same key, so storing them again would double the state
+//! and the changelog for nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +19,6 @@ use crate::topology::{NodeId, TableNode};
 struct Entry {
     order: Scalar,
     timestamp: i64,
-    /// The value as JSON text.
-    value: String,
 }
 
 pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Record) -> Result<(), ProcessError> {
@@ -51,7 +54,6 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     let entry = Entry {
         order,
         timestamp: rec.timestamp,
-        value: crate::topology::expr::to_json(&rec.value).to_string(),
     };
     ctx.store(t.store)?.put(key, encode(&entry));
     ctx.forward(id, rec)

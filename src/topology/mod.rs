@@ -11,6 +11,7 @@
 pub mod describe;
 pub mod diag;
 pub mod expr;
+mod fast;
 pub mod spec;
 
 use std::path::Path;
