@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).output().expect("run weir")
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .expect("run weir")
 }
 
 const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
@@ -13,7 +16,10 @@ const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yam
 fn help_lists_every_subcommand() {
     let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
     for cmd in ["validate", "describe", "run", "sink", "simulate", "test", "schema"] {
-        assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from:\n{out}");
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing from:\n{out}"
+        );
     }
     let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
     for opt in ["--bootstrap", "--metrics-addr", "--state-dir"] {
@@ -32,12 +38,19 @@ fn validate_accepts_the_parking_topology() {
 fn validate_reports_file_line_column_and_hint() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(PARKING).unwrap().replace("tumbling: 1h", "tumbling: 1 fortnight");
+    let text = std::fs::read_to_string(PARKING)
+        .unwrap()
+        .replace("tumbling: 1h", "tumbling: 1 fortnight");
     std::fs::write(&bad, text).unwrap();
     let out = weir(&["validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = std::fs::read_to_string(&bad).unwrap().lines().position(|l| l.contains("fortnight")).unwrap() + 1;
+    let line = std::fs::read_to_string(&bad)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("fortnight"))
+        .unwrap()
+        + 1;
     assert!(err.contains(&format!("bad.yaml:{line}:")), "{err}");
     assert!(err.contains("bad duration") && err.contains("hint:"), "{err}");
 }
@@ -46,7 +59,10 @@ fn validate_reports_file_line_column_and_hint() {
 fn describe_prints_the_golden_text() {
     let out = weir(&["describe", PARKING]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), include_str!("golden/parking.describe.txt"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        include_str!("golden/parking.describe.txt")
+    );
     let m = String::from_utf8(weir(&["describe", PARKING, "--format", "mermaid"]).stdout).unwrap();
     assert!(m.starts_with("flowchart LR") && m.contains("Sub-topology 1"), "{m}");
 }

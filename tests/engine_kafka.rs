@@ -248,13 +248,25 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     produce_inputs(&status, second);
     let run2 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
     wait_committed(&id, &status, 3, Duration::from_secs(90));
-    wait_committed(&id, &format!("{id}-hourly-by-region-repartition"), 3, Duration::from_secs(90));
+    wait_committed(
+        &id,
+        &format!("{id}-hourly-by-region-repartition"),
+        3,
+        Duration::from_secs(90),
+    );
     // Only now the sentinels: sent earlier, one could overtake data of the
     // same region still queued in another input partition.
     let p = producer();
     let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
     for (k, v) in sentinels(&inputs) {
-        produce(&p, &status, weir::kafka::murmur2_partition(k.as_bytes(), 3), future, Some(k.as_bytes()), Some(&v));
+        produce(
+            &p,
+            &status,
+            weir::kafka::murmur2_partition(k.as_bytes(), 3),
+            future,
+            Some(k.as_bytes()),
+            Some(&v),
+        );
     }
     flush(&p);
     let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
@@ -295,4 +307,82 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     let lot_records = consume_until(&lots, Duration::from_secs(30), Duration::ZERO, |r| !r.is_empty());
     assert!(!lot_records.is_empty());
     delete_topics(&[&status, &dlq, &hourly, &lots]);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-idle");
+    let (input, output) = (format!("{id}-in"), format!("{id}-out"));
+    let topo = dir.path().join("idle.yaml");
+    std::fs::write(
+        &topo,
+        format!(
+            "application_id: {id}\ncommit_interval: 200ms\nsources:\n  s: {{ topic: {input} }}\nsteps:\n  - name: per-key\n    window:\n      group_by: {{ k: key }}\n      tumbling: 5s\n      close_idle_after: 1s\n      aggregate: {{ n: count() }}\n    to: {{ topic: {output} }}\n"
+        ),
+    )
+    .unwrap();
+    create_topic(&input, 1);
+    // 2025-03-31 10:00:00 KST, a multiple of 5 s; nothing newer ever comes,
+    // so only the wall clock can close [t0, t0 + 5 s).
+    let t0 = 1_743_382_800_000i64;
+    let p = producer();
+    for i in 0..3 {
+        produce(&p, &input, 0, t0 + i * 1000, Some(b"a"), Some(br#"{"x":1}"#));
+    }
+    flush(&p);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let run = Proc::weir(&[
+        "run",
+        topo.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--metrics-addr",
+        &metrics,
+    ]);
+    let out = consume_until(&output, Duration::from_secs(60), Duration::from_millis(500), |r| {
+        !r.is_empty()
+    });
+    assert_eq!(out.len(), 1, "exactly one final result");
+    let v: Value = serde_json::from_slice(out[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(v["n"], 3);
+    assert_eq!(v["k"], "a");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis(),
+        t0
+    );
+    // Prometheus exposition, after a commit has exported the task counters.
+    std::thread::sleep(Duration::from_millis(500));
+    let body = http_get(&metrics, "/metrics");
+    for name in [
+        "weir_records_processed_total",
+        "weir_window_emitted_records_total",
+        "weir_commit_latency_seconds_bucket",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("weir_records_processed_total") && l.ends_with(" 3")),
+        "{body}"
+    );
+    run.stop();
+    delete_topics(&[&input, &output]);
 }

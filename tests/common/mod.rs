@@ -128,6 +128,8 @@ pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: imp
                     headers,
                 });
             }
+            // The topic may not exist yet: weir creates it when it starts.
+            Some(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => {}
             Some(Err(e)) => panic!("consumer error: {e}"),
             None => {}
         }
