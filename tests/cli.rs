@@ -76,3 +76,13 @@ fn schema_is_a_json_schema_of_the_format() {
     assert_eq!(v["title"], "TopologySpec");
     assert!(v["required"].as_array().unwrap().iter().any(|r| r == "application_id"));
 }
+
+#[test]
+fn readme_shows_the_current_mermaid_graph() {
+    let m = String::from_utf8(weir(&["describe", PARKING, "--format", "mermaid"]).stdout).unwrap();
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("```mermaid\n{m}```")),
+        "README's parking graph is out of date:\n{m}"
+    );
+}

@@ -386,3 +386,61 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
     run.stop();
     delete_topics(&[&input, &output]);
 }
+
+#[test]
+fn two_instances_share_the_work_and_results_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-group");
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(3000, 11, dir.path());
+    let want = expected(&inputs);
+    let (first, second) = inputs.split_at(inputs.len() / 2);
+    let topo_s = topo.to_str().unwrap().to_string();
+    let state_a = dir.path().join("a").to_str().unwrap().to_string();
+    let state_b = dir.path().join("b").to_str().unwrap().to_string();
+
+    produce_inputs(&status, first);
+    let a = Proc::weir(&["run", &topo_s, "--state-dir", &state_a]);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    // B joins: the group rebalances, A commits and hands over tasks, which B
+    // restores from their changelogs (it has no local state).
+    let b = Proc::weir(&["run", &topo_s, "--state-dir", &state_b]);
+    // Let B join the group before the second half arrives.
+    std::thread::sleep(Duration::from_secs(8));
+    produce_inputs(&status, second);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    wait_committed(
+        &id,
+        &format!("{id}-hourly-by-region-repartition"),
+        3,
+        Duration::from_secs(90),
+    );
+    let p = producer();
+    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
+    for (k, v) in sentinels(&inputs) {
+        produce(
+            &p,
+            &status,
+            weir::kafka::murmur2_partition(k.as_bytes(), 3),
+            future,
+            Some(k.as_bytes()),
+            Some(&v),
+        );
+    }
+    flush(&p);
+    let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
+        r.len() >= want.len()
+    });
+    let task_dirs = |state: &str| {
+        std::fs::read_dir(std::path::Path::new(state).join(&id))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let (dirs_a, dirs_b) = (task_dirs(&state_a), task_dirs(&state_b));
+    a.stop();
+    b.stop();
+    check_results(&results, &want);
+    assert!(dirs_b > 0, "the second instance ran tasks (a: {dirs_a}, b: {dirs_b})");
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}

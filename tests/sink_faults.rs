@@ -79,6 +79,8 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
             sink.kill9();
             break;
         }
+        // Somewhere inside the next batch: collecting, mapping or writing.
+        std::thread::sleep(Duration::from_millis(xorshift(&mut rng) % 120));
         sink.kill9();
         kills += 1;
         let after = stored_total(&mut pg, &id, &topic);
@@ -202,6 +204,62 @@ fn two_instances_in_one_group_split_the_partitions() {
             assert!(*o >= prev, "partition {p}'s stored offset moved back from {prev} to {o}");
         }
     }
+    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    common::delete_topics(&[&topic, &dlq]);
+}
+
+#[test]
+fn positions_come_from_postgres_not_from_kafka() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique_ident("sink_pos");
+    let topic = format!("{id}_hourly");
+    let dlq = format!("{id}_dlq");
+    common::create_topic(&topic, 2);
+    let top = format!("batch_size: 500\nlinger: 50ms\n{FAST_GROUP}");
+    let cfg = write_config(dir.path(), &id, &dlq, &top, &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")]);
+    let mut pg = Pg::connect();
+    let set_kafka_offsets = |at: &dyn Fn(i32) -> Offset| {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", common::bootstrap())
+            .set("group.id", format!("weir-sink-{id}"))
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset(&topic, p, at(p)).unwrap();
+        }
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    };
+
+    let wave1 = windows(10, 5, 0);
+    produce_windows(&topic, 2, &wave1);
+    let sink = SinkProc::start(&cfg, &[]);
+    wait_caught_up(&mut pg, &id, &topic, 2, T);
+    sink.stop();
+    // Kafka's committed offsets rewound to the start: a sink trusting them
+    // would apply wave 1 twice.
+    set_kafka_offsets(&|_| Offset::Offset(0));
+    let wave2 = windows(10, 5, wave1.len() as i64);
+    produce_windows(&topic, 2, &wave2);
+    let sink = SinkProc::start(&cfg, &[]);
+    wait_caught_up(&mut pg, &id, &topic, 2, T);
+    sink.stop();
+    assert_log_exact(&mut pg, &id, (wave1.len() + wave2.len()) as i64);
+
+    // Kafka's committed offsets moved past wave 3: a sink trusting them
+    // would skip it.
+    let wave3 = windows(10, 5, (wave1.len() + wave2.len()) as i64);
+    produce_windows(&topic, 2, &wave3);
+    let ends = end_offsets(&topic, 2);
+    set_kafka_offsets(&|p| Offset::Offset(ends[&p]));
+    let sink = SinkProc::start(&cfg, &[]);
+    wait_caught_up(&mut pg, &id, &topic, 2, T);
+    sink.stop();
+    let all: Vec<Window> = wave1.iter().chain(&wave2).chain(&wave3).cloned().collect();
+    assert_log_exact(&mut pg, &id, all.len() as i64);
+    assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
     pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
     common::delete_topics(&[&topic, &dlq]);
 }

@@ -62,7 +62,7 @@ impl Pg {
             let client = self.client.as_ref().unwrap();
             match self.rt.block_on(client.query(sql, &[])) {
                 Ok(rows) => return rows,
-                Err(e) if e.as_db_error().is_none() && attempt < 19 => {
+                Err(e) if attempt < 19 && e.as_db_error().is_none_or(|d| matches!(&d.code().code()[..2], "57" | "08")) => {
                     std::thread::sleep(Duration::from_millis(300));
                     self.reconnect();
                 }

@@ -1,0 +1,7 @@
+#[path = "../benches/sink_upsert.rs"]
+mod bench;
+#[test]
+#[ignore]
+fn run_bench() {
+    bench::main()
+}

@@ -1,0 +1,168 @@
+//! `weir sink` while Postgres is stopped for ~10 s in the middle of a run:
+//! the sink retries with backoff (counted in `weir_sink_retries_total`),
+//! keeps running, resumes by itself and leaves a complete table with every
+//! record applied once.
+//!
+//! Stops and starts the `./dev up` cluster the way `./dev` does
+//! (`pg_ctl` as the `postgres` user); a guard restarts it even if the test
+//! fails. In its own test binary so no other sink test runs meanwhile.
+
+mod common;
+mod sink_common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sink_common::*;
+
+const T: Duration = Duration::from_secs(120);
+
+/// The `./dev up` Postgres cluster.
+struct DevPostgres {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+    port: String,
+}
+
+impl DevPostgres {
+    fn find() -> DevPostgres {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/pg");
+        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql (./dev up installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_ctl")))
+            .filter(|p| p.exists())
+            .collect();
+        bins.sort_by_key(|p| {
+            p.parent().and_then(|b| b.parent()).and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+        });
+        let port = pg_url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).unwrap_or("5433").to_string();
+        DevPostgres {
+            pg_ctl: bins.pop().expect("pg_ctl"),
+            data: root.join("data"),
+            sock: root.join("run"),
+            log: root.join("postgres.log"),
+            port,
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let mut cmd = if is_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
+            c
+        } else {
+            Command::new(&self.pg_ctl)
+        };
+        cmd.arg("-D").arg(&self.data).args(args).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn running(&self) -> bool {
+        self.pg_ctl(&["status"])
+    }
+
+    fn stop(&self) {
+        assert!(self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]), "pg_ctl stop failed");
+    }
+
+    fn start(&self) {
+        if self.running() {
+            return;
+        }
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.sock.display());
+        let log = self.log.display().to_string();
+        assert!(self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &opts, "start"]), "pg_ctl start failed; see {log}");
+    }
+}
+
+/// Restarts Postgres when dropped, whatever happened.
+struct Restart<'a>(&'a DevPostgres);
+
+impl Drop for Restart<'_> {
+    fn drop(&mut self) {
+        self.0.start();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
+    let pg_server = DevPostgres::find();
+    assert!(pg_server.running(), "Postgres from ./dev up must be running");
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique_ident("sink_pgdown");
+    let topic = format!("{id}_hourly");
+    let dlq = format!("{id}_dlq");
+    common::create_topic(&topic, 3);
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        "batch_size: 500\nlinger: 50ms\n",
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sink = SinkProc::start(&cfg, &["--metrics-addr", &addr]);
+    let mut pg = Pg::connect();
+
+    let wave1 = windows(20, 10, 0);
+    produce_windows(&topic, 3, &wave1);
+    wait_caught_up(&mut pg, &id, &topic, 3, T);
+
+    let wave2 = windows(20, 10, wave1.len() as i64).into_iter().map(|mut w| {
+        w.samples += 10;
+        w
+    });
+    let wave2: Vec<Window> = wave2.collect();
+    {
+        let _restart = Restart(&pg_server);
+        pg_server.stop();
+        let down_at = Instant::now();
+        // Records keep arriving while the database is away.
+        produce_windows(&topic, 3, &wave2);
+        while down_at.elapsed() < Duration::from_secs(10) {
+            sink.assert_running();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert!(metric(&scrape(port), "weir_sink_retries_total") > 0.0, "retries must be counted while Postgres is down");
+    }
+    assert!(pg_server.running());
+    sink.assert_running();
+    wait_caught_up(&mut pg, &id, &topic, 3, T);
+
+    let all: Vec<Window> = wave1.iter().chain(&wave2).cloned().collect();
+    assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
+    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (all.len() as i64, all.len() as i64), "every record exactly once");
+
+    let m = scrape(port);
+    assert!(metric(&m, "weir_sink_rows_upserted_total") >= all.len() as f64, "{m}");
+    assert!(m.contains("weir_sink_batch_duration_seconds_bucket"), "{m}");
+    assert!(sink.log_text().contains("retrying"));
+    sink.stop();
+    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    common::delete_topics(&[&topic, &dlq]);
+}
