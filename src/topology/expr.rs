@@ -157,6 +157,14 @@ impl Expr {
         &self.source
     }
 
+    /// `Some("X")` if this is exactly `value.X`.
+    pub fn field_name(&self) -> Option<&str> {
+        match &self.fast {
+            Fast::Field(f) => Some(f.as_str()),
+            _ => None,
+        }
+    }
+
     /// True if this is exactly `key`.
     pub fn is_record_key(&self) -> bool {
         matches!(self.fast, Fast::Key)

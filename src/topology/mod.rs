@@ -583,7 +583,7 @@ impl Compiler {
             let parent = if key.is_record_key() {
                 input
             } else {
-                self.repartition(name, SinkKey::Expr(key), input)
+                self.repartition(name, SinkKey::Expr(key), None, input)
             };
             let store = self.stores.len();
             let node = self.add(
@@ -701,7 +701,15 @@ impl Compiler {
         let parent = if group_is_record_key {
             input
         } else {
-            self.repartition(name, SinkKey::Group(group), input)
+            // Ship only the fields the aggregates read, when they are plain
+            // `value.FIELD`s: the repartition topic then carries a fraction
+            // of each record.
+            let fields: Option<Vec<String>> = aggregates
+                .iter()
+                .filter_map(|a| a.arg.as_ref())
+                .map(|e| e.field_name().map(str::to_string))
+                .collect();
+            self.repartition(name, SinkKey::Group(group), fields, input)
         };
         let store = self.stores.len();
         let size_ms = millis(size);
@@ -736,14 +744,14 @@ impl Compiler {
 
     /// Insert `<name>-repartition-sink` → topic → `<name>-repartition-source`
     /// and return the new source node.
-    fn repartition(&mut self, name: &str, key: SinkKey, input: NodeId) -> NodeId {
+    fn repartition(&mut self, name: &str, key: SinkKey, fields: Option<Vec<String>>, input: NodeId) -> NodeId {
         let topic = format!("{}-{name}-repartition", self.app);
         self.add(
             format!("{name}-repartition-sink"),
             NodeKind::Sink(SinkNode {
                 topic: topic.clone(),
                 key,
-                fields: None,
+                fields,
                 partitions: None,
                 internal: true,
             }),
