@@ -19,7 +19,9 @@ const T: Duration = Duration::from_secs(120);
 
 /// Rows of the log table: exactly one per record, seq 0..n.
 fn assert_log_exact(pg: &mut Pg, schema: &str, n: i64) {
-    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM {schema}.record_log"))[0];
+    let r = &pg.query(&format!(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM {schema}.record_log"
+    ))[0];
     let (count, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2), r.get(3));
     assert_eq!(distinct, n, "records missing from the log table (a gap)");
     assert_eq!(count, n, "records applied twice (duplicates in the log table)");
@@ -47,7 +49,13 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
     let dlq = format!("{id}_dlq");
     common::create_topic(&topic, 3);
     let top = format!("batch_size: 1000\nlinger: 100ms\n{FAST_GROUP}");
-    let cfg = write_config(dir.path(), &id, &dlq, &top, &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        &top,
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
 
     // 8 regions × 50 hours × 100 on_update emits.
     let ws = windows(50, 100, 0);
@@ -55,7 +63,11 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
     produce_windows(&topic, 3, &ws);
 
     let mut pg = Pg::connect();
-    let mut rng = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("kill points seeded with {rng}");
     let mut kills = 0;
     let mut done_before = 0;
@@ -87,16 +99,24 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
         eprintln!("round {round}: killed at {after}/{n} records stored");
         done_before = after;
     }
-    assert!(kills >= 3, "the backlog was loaded before the sink could be killed often enough ({kills} kills)");
+    assert!(
+        kills >= 3,
+        "the backlog was loaded before the sink could be killed often enough ({kills} kills)"
+    );
 
     let sink = SinkProc::start(&cfg, &[]);
     wait_caught_up(&mut pg, &id, &topic, 3, T);
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&ws));
     assert_log_exact(&mut pg, &id, n);
     sink.stop();
-    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
     common::delete_topics(&[&topic, &dlq]);
 }
+
+/// Stored offsets per partition with their owner.
+type Offsets = BTreeMap<i32, (i64, Option<String>)>;
 
 /// Samples the offsets rows while instances run: a partition's stored
 /// offset must never move backwards (two writers of one partition would
@@ -104,7 +124,7 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
 struct Monitor {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
-    history: Arc<Mutex<Vec<BTreeMap<i32, (i64, Option<String>)>>>>,
+    history: Arc<Mutex<Vec<Offsets>>>,
 }
 
 impl Monitor {
@@ -120,10 +140,14 @@ impl Monitor {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Monitor { stop, handle: Some(handle), history }
+        Monitor {
+            stop,
+            handle: Some(handle),
+            history,
+        }
     }
 
-    fn finish(mut self) -> Vec<BTreeMap<i32, (i64, Option<String>)>> {
+    fn finish(mut self) -> Vec<Offsets> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             h.join().unwrap();
@@ -133,7 +157,11 @@ impl Monitor {
 }
 
 fn owner_pid(owner: &Option<String>) -> u32 {
-    owner.as_deref().and_then(|o| o.split(':').nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0)
+    owner
+        .as_deref()
+        .and_then(|o| o.split(':').nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -144,7 +172,13 @@ fn two_instances_in_one_group_split_the_partitions() {
     let dlq = format!("{id}_dlq");
     common::create_topic(&topic, 4);
     let top = format!("batch_size: 500\nlinger: 50ms\n{FAST_GROUP}");
-    let cfg = write_config(dir.path(), &id, &dlq, &top, &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        &top,
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
     let mut pg = Pg::connect();
     let monitor = Monitor::start(&id, &topic);
 
@@ -173,22 +207,43 @@ fn two_instances_in_one_group_split_the_partitions() {
 
     let mut b = SinkProc::start(&cfg, &[]);
     let pid_b = b.child.id();
-    wait_for("the second instance's assignment", T, || b.log_text().contains("assigned at the offsets stored in Postgres"));
+    wait_for("the second instance's assignment", T, || {
+        b.log_text().contains("assigned at the offsets stored in Postgres")
+    });
     // Let the group settle (A is revoked and re-assigned half).
-    wait_for("the first instance's new assignment", T, || a.log_text().matches("assigned at the offsets stored in Postgres").count() >= 2);
+    wait_for("the first instance's new assignment", T, || {
+        a.log_text()
+            .matches("assigned at the offsets stored in Postgres")
+            .count()
+            >= 2
+    });
     produce_windows(&topic, 4, &wave2);
     wait_caught_up(&mut pg, &id, &topic, 4, T);
-    let owners: BTreeMap<i32, u32> = pg.offsets(&id, &topic).iter().map(|(p, (_, o))| (*p, owner_pid(o))).collect();
+    let owners: BTreeMap<i32, u32> = pg
+        .offsets(&id, &topic)
+        .iter()
+        .map(|(p, (_, o))| (*p, owner_pid(o)))
+        .collect();
     let by_a = owners.values().filter(|p| **p == pid_a).count();
     let by_b = owners.values().filter(|p| **p == pid_b).count();
-    assert!(by_a >= 1 && by_b >= 1 && by_a + by_b == 4, "both instances must own partitions: {owners:?} (a={pid_a}, b={pid_b})");
+    assert!(
+        by_a >= 1 && by_b >= 1 && by_a + by_b == 4,
+        "both instances must own partitions: {owners:?} (a={pid_a}, b={pid_b})"
+    );
 
     a.stop();
     produce_windows(&topic, 4, &wave3);
     b.assert_running();
     wait_caught_up(&mut pg, &id, &topic, 4, T);
-    let owners: BTreeMap<i32, u32> = pg.offsets(&id, &topic).iter().map(|(p, (_, o))| (*p, owner_pid(o))).collect();
-    assert!(owners.values().all(|p| *p == pid_b), "after A left, B owns every partition: {owners:?}");
+    let owners: BTreeMap<i32, u32> = pg
+        .offsets(&id, &topic)
+        .iter()
+        .map(|(p, (_, o))| (*p, owner_pid(o)))
+        .collect();
+    assert!(
+        owners.values().all(|p| *p == pid_b),
+        "after A left, B owns every partition: {owners:?}"
+    );
 
     let all: Vec<Window> = wave1.iter().chain(&wave2).chain(&wave3).cloned().collect();
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
@@ -201,10 +256,15 @@ fn two_instances_in_one_group_split_the_partitions() {
     for snap in &history {
         for (p, (o, _)) in snap {
             let prev = last.insert(*p, *o).unwrap_or(0);
-            assert!(*o >= prev, "partition {p}'s stored offset moved back from {prev} to {o}");
+            assert!(
+                *o >= prev,
+                "partition {p}'s stored offset moved back from {prev} to {o}"
+            );
         }
     }
-    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
     common::delete_topics(&[&topic, &dlq]);
 }
 
@@ -218,7 +278,13 @@ fn positions_come_from_postgres_not_from_kafka() {
     let dlq = format!("{id}_dlq");
     common::create_topic(&topic, 2);
     let top = format!("batch_size: 500\nlinger: 50ms\n{FAST_GROUP}");
-    let cfg = write_config(dir.path(), &id, &dlq, &top, &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        &top,
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
     let mut pg = Pg::connect();
     let set_kafka_offsets = |at: &dyn Fn(i32) -> Offset| {
         let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -260,6 +326,8 @@ fn positions_come_from_postgres_not_from_kafka() {
     let all: Vec<Window> = wave1.iter().chain(&wave2).chain(&wave3).cloned().collect();
     assert_log_exact(&mut pg, &id, all.len() as i64);
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
-    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
     common::delete_topics(&[&topic, &dlq]);
 }

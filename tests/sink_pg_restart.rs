@@ -37,9 +37,17 @@ impl DevPostgres {
             .filter(|p| p.exists())
             .collect();
         bins.sort_by_key(|p| {
-            p.parent().and_then(|b| b.parent()).and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+            p.parent()
+                .and_then(|b| b.parent())
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
         });
-        let port = pg_url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).unwrap_or("5433").to_string();
+        let port = pg_url()
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .unwrap_or("5433")
+            .to_string();
         DevPostgres {
             pg_ctl: bins.pop().expect("pg_ctl"),
             data: root.join("data"),
@@ -50,7 +58,11 @@ impl DevPostgres {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> bool {
-        let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
         let mut cmd = if is_root {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
@@ -58,7 +70,12 @@ impl DevPostgres {
         } else {
             Command::new(&self.pg_ctl)
         };
-        cmd.arg("-D").arg(&self.data).args(args).status().map(|s| s.success()).unwrap_or(false)
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     fn running(&self) -> bool {
@@ -66,16 +83,26 @@ impl DevPostgres {
     }
 
     fn stop(&self) {
-        assert!(self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]), "pg_ctl stop failed");
+        assert!(
+            self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]),
+            "pg_ctl stop failed"
+        );
     }
 
     fn start(&self) {
         if self.running() {
             return;
         }
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.sock.display());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.sock.display()
+        );
         let log = self.log.display().to_string();
-        assert!(self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &opts, "start"]), "pg_ctl start failed; see {log}");
+        assert!(
+            self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &opts, "start"]),
+            "pg_ctl start failed; see {log}"
+        );
     }
 }
 
@@ -89,12 +116,17 @@ impl Drop for Restart<'_> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -147,7 +179,10 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
             sink.assert_running();
             std::thread::sleep(Duration::from_millis(250));
         }
-        assert!(metric(&scrape(port), "weir_sink_retries_total") > 0.0, "retries must be counted while Postgres is down");
+        assert!(
+            metric(&scrape(port), "weir_sink_retries_total") > 0.0,
+            "retries must be counted while Postgres is down"
+        );
     }
     assert!(pg_server.running());
     sink.assert_running();
@@ -156,13 +191,19 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     let all: Vec<Window> = wave1.iter().chain(&wave2).cloned().collect();
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
     let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
-    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (all.len() as i64, all.len() as i64), "every record exactly once");
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
+        (all.len() as i64, all.len() as i64),
+        "every record exactly once"
+    );
 
     let m = scrape(port);
     assert!(metric(&m, "weir_sink_rows_upserted_total") >= all.len() as f64, "{m}");
     assert!(m.contains("weir_sink_batch_duration_seconds_bucket"), "{m}");
     assert!(sink.log_text().contains("retrying"));
     sink.stop();
-    pg.exec(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
     common::delete_topics(&[&topic, &dlq]);
 }

@@ -27,14 +27,21 @@ struct Names {
 
 fn names(prefix: &str, partitions: i32) -> Names {
     let id = unique_ident(prefix);
-    let n = Names { topic: format!("{id}_hourly"), dlq: format!("{id}_dlq"), id };
+    let n = Names {
+        topic: format!("{id}_hourly"),
+        dlq: format!("{id}_dlq"),
+        id,
+    };
     common::create_topic(&n.topic, partitions);
     n
 }
 
 fn cleanup(pg: &mut Pg, n: &Names) {
     pg.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", n.id));
-    pg.exec(&format!("DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{}'", n.id));
+    pg.exec(&format!(
+        "DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{}'",
+        n.id
+    ));
     common::delete_topics(&[&n.topic, &n.dlq]);
 }
 
@@ -42,7 +49,13 @@ fn cleanup(pg: &mut Pg, n: &Names) {
 fn windows_load_exactly_once_and_replays_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let n = names("sink_win", 3);
-    let cfg = write_config(dir.path(), &n.id, &n.dlq, "batch_size: 50\nlinger: 50ms\n", &[hourly_table_yaml(&n.topic, &n.id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &n.id,
+        &n.dlq,
+        "batch_size: 50\nlinger: 50ms\n",
+        &[hourly_table_yaml(&n.topic, &n.id, "")],
+    );
     let ws = windows(24, 1, 0);
     let want = expected_rows(&ws);
     assert_eq!(want.len(), 24 * REGIONS.len());
@@ -80,16 +93,22 @@ fn windows_load_exactly_once_and_replays_change_nothing() {
     .collect();
     assert_eq!(cols, expect_cols);
     let stamps = |pg: &mut Pg| -> BTreeMap<String, (NaiveDateTime, NaiveDateTime)> {
-        pg.query(&format!("SELECT region_code || hour::text, created_at, updated_at FROM {}.parking_hourly_avg", n.id))
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
-            .collect()
+        pg.query(&format!(
+            "SELECT region_code || hour::text, created_at, updated_at FROM {}.parking_hourly_avg",
+            n.id
+        ))
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
     };
     let before = stamps(&mut pg);
     // created_at/updated_at are KST wall clock: within a minute of now+9h.
     let kst_now = chrono::Utc::now().naive_utc() + chrono::Duration::hours(9);
     for (created, _) in before.values() {
-        assert!((kst_now - *created).num_seconds().abs() < 120, "created_at {created} is not KST now ({kst_now})");
+        assert!(
+            (kst_now - *created).num_seconds().abs() < 120,
+            "created_at {created} is not KST now ({kst_now})"
+        );
     }
 
     // The same records again: same rows, same values, created_at kept.
@@ -121,7 +140,13 @@ fn on_update_stream_leaves_the_last_value_per_window() {
     let n = names("sink_upd", 2);
     // Small batches: updates of one window meet inside a batch (dedup) and
     // across batches (order).
-    let cfg = write_config(dir.path(), &n.id, &n.dlq, "batch_size: 97\nlinger: 20ms\n", &[hourly_table_yaml(&n.topic, &n.id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &n.id,
+        &n.dlq,
+        "batch_size: 97\nlinger: 20ms\n",
+        &[hourly_table_yaml(&n.topic, &n.id, "")],
+    );
     let ws = windows(6, 25, 0);
     let want = expected_rows(&ws);
     assert_eq!(want.len(), 6 * REGIONS.len());
@@ -164,7 +189,8 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
 
     // What the engine's latest-per-lot branch writes: realtime lots with
     // AVAILABLE_SPOTS added as a number.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/citydata_parking_poll.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/citydata_parking_poll.jsonl")).unwrap();
     let mut records = Vec::new();
     for line in text.lines() {
         let mut v: serde_json::Map<String, J> = serde_json::from_str(line).unwrap();
@@ -182,7 +208,14 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
     for v in &records {
         let key = v["PARKING_CODE"].as_str().unwrap();
         let part = weir::kafka::murmur2_partition(key.as_bytes(), 3);
-        common::produce(&p, &lots, part, now, Some(key.as_bytes()), Some(J::Object(v.clone()).to_string().as_bytes()));
+        common::produce(
+            &p,
+            &lots,
+            part,
+            now,
+            Some(key.as_bytes()),
+            Some(J::Object(v.clone()).to_string().as_bytes()),
+        );
     }
     common::flush(&p);
 
@@ -192,7 +225,16 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
 
     // Expected: the last record per lot; numbers from strings, "" → NULL,
     // LAST_UPDATE as the KST wall clock it already is.
-    type Lot = (String, String, Option<i32>, Option<i32>, Option<i32>, Option<NaiveDateTime>, String, Option<f64>);
+    type Lot = (
+        String,
+        String,
+        Option<i32>,
+        Option<i32>,
+        Option<i32>,
+        Option<NaiveDateTime>,
+        String,
+        Option<f64>,
+    );
     let mut want: BTreeMap<String, Lot> = BTreeMap::new();
     for v in &records {
         let s = |f: &str| v[f].as_str().unwrap().to_string();
@@ -207,7 +249,16 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
         let lat = s("LATITUDE").parse::<f64>().ok();
         want.insert(
             s("PARKING_CODE"),
-            (s("PARKING_NAME"), s("REGION_CODE"), int("CAPACITY"), int("OCCUPIED_SPOTS"), v["AVAILABLE_SPOTS"].as_i64().map(|a| a as i32), last, s("PAY_YN"), lat),
+            (
+                s("PARKING_NAME"),
+                s("REGION_CODE"),
+                int("CAPACITY"),
+                int("OCCUPIED_SPOTS"),
+                v["AVAILABLE_SPOTS"].as_i64().map(|a| a as i32),
+                last,
+                s("PAY_YN"),
+                lat,
+            ),
         );
     }
     let got: BTreeMap<String, Lot> = pg
@@ -220,8 +271,20 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8))))
         .collect();
     assert_eq!(got, want);
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {}.parking_lot_status WHERE is_realtime = 'Y'", n.id)), want.len() as i64);
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {}.parking_lot_status WHERE updated_at IS NULL", n.id)), 0);
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM {}.parking_lot_status WHERE is_realtime = 'Y'",
+            n.id
+        )),
+        want.len() as i64
+    );
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM {}.parking_lot_status WHERE updated_at IS NULL",
+            n.id
+        )),
+        0
+    );
     sink.stop();
     common::delete_topics(&[&lots]);
     cleanup(&mut pg, &n);
@@ -244,33 +307,83 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_rest_loads() {
            UNIQUE (region_code, hour))",
         n.id
     ));
-    let cfg = write_config(dir.path(), &n.id, &n.dlq, "batch_size: 1000\nlinger: 300ms\n", &[hourly_table_yaml(&n.topic, &n.id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &n.id,
+        &n.dlq,
+        "batch_size: 1000\nlinger: 300ms\n",
+        &[hourly_table_yaml(&n.topic, &n.id, "")],
+    );
     let good = windows(3, 1, 0);
-    let w = |hour: i64, code: &str| Window { region: "r".into(), region_code: code.into(), hour, avg: 1.0, samples: 1, seq: 0 };
+    let w = |hour: i64, code: &str| Window {
+        region: "r".into(),
+        region_code: code.into(),
+        hour,
+        avg: 1.0,
+        samples: 1,
+        seq: 0,
+    };
     let long = "가".repeat(300);
     let bad: Vec<(String, &str)> = vec![
         ("{oops".to_string(), "not valid JSON"),
-        (r#"{"region":"r","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":1,"samples":1}"#.to_string(), "column region_code: field `region_code` is missing"),
-        (w(50, "POI900").json().replace("\"avg_available_spots\":1.0", "\"avg_available_spots\":\"abc\""), "\"abc\" is not a number"),
-        (w(51, "POI901").json().replace("2025-04-02T03:00:00+09:00", "yesterday"), "\"yesterday\" is not an RFC 3339 timestamp"),
-        (w(52, "POI902").json().replace("\"region\":\"r\"", &format!("\"region\":\"{long}\"")), "longer than the column's 255"),
-        (w(53, "POI903").json().replace("\"samples\":1", "\"samples\":-1"), "rejected by Postgres"),
+        (
+            r#"{"region":"r","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":1,"samples":1}"#
+                .to_string(),
+            "column region_code: field `region_code` is missing",
+        ),
+        (
+            w(50, "POI900")
+                .json()
+                .replace("\"avg_available_spots\":1.0", "\"avg_available_spots\":\"abc\""),
+            "\"abc\" is not a number",
+        ),
+        (
+            w(51, "POI901").json().replace("2025-04-02T03:00:00+09:00", "yesterday"),
+            "\"yesterday\" is not an RFC 3339 timestamp",
+        ),
+        (
+            w(52, "POI902")
+                .json()
+                .replace("\"region\":\"r\"", &format!("\"region\":\"{long}\"")),
+            "longer than the column's 255",
+        ),
+        (
+            w(53, "POI903").json().replace("\"samples\":1", "\"samples\":-1"),
+            "rejected by Postgres",
+        ),
     ];
     // Each replace() must have changed the record.
-    for (i, (hour, code)) in [(50, "POI900"), (51, "POI901"), (52, "POI902"), (53, "POI903")].iter().enumerate() {
+    for (i, (hour, code)) in [(50, "POI900"), (51, "POI901"), (52, "POI902"), (53, "POI903")]
+        .iter()
+        .enumerate()
+    {
         assert_ne!(bad[i + 2].0, w(*hour, code).json());
     }
     let p = common::producer();
     let now = chrono::Utc::now().timestamp_millis();
     let (first, rest) = good.split_at(good.len() / 2);
     for g in first {
-        common::produce(&p, &n.topic, 0, now, Some(g.key().as_bytes()), Some(g.json().as_bytes()));
+        common::produce(
+            &p,
+            &n.topic,
+            0,
+            now,
+            Some(g.key().as_bytes()),
+            Some(g.json().as_bytes()),
+        );
     }
     for (payload, _) in &bad {
         common::produce(&p, &n.topic, 0, now, Some(b"bad"), Some(payload.as_bytes()));
     }
     for g in rest {
-        common::produce(&p, &n.topic, 0, now, Some(g.key().as_bytes()), Some(g.json().as_bytes()));
+        common::produce(
+            &p,
+            &n.topic,
+            0,
+            now,
+            Some(g.key().as_bytes()),
+            Some(g.json().as_bytes()),
+        );
     }
     common::flush(&p);
 
@@ -280,7 +393,11 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_rest_loads() {
     let dlq = common::consume_until(&n.dlq, T, Duration::from_secs(2), |r| r.len() >= bad.len());
     assert_eq!(dlq.len(), bad.len(), "{dlq:?}");
     for ((payload, reason), rec) in bad.iter().zip(&dlq) {
-        assert_eq!(rec.value.as_deref(), Some(payload.as_bytes()), "DLQ keeps the original value, in order");
+        assert_eq!(
+            rec.value.as_deref(),
+            Some(payload.as_bytes()),
+            "DLQ keeps the original value, in order"
+        );
         let err = &rec.headers["weir.error"];
         assert!(err.contains(reason), "reason {err:?} should contain {reason:?}");
         assert_eq!(rec.headers["weir.topic"], n.topic);
@@ -336,9 +453,15 @@ fn schema_mismatch_stops_the_sink_naming_the_column() {
     let err = run_expecting_failure(&cfg);
     assert!(err.contains("column \"samples\" has type text"), "{err}");
 
-    pg.exec(&format!("ALTER TABLE {0}.parking_hourly_avg DROP COLUMN samples, DROP COLUMN avg_available_spots", n.id));
+    pg.exec(&format!(
+        "ALTER TABLE {0}.parking_hourly_avg DROP COLUMN samples, DROP COLUMN avg_available_spots",
+        n.id
+    ));
     let err = run_expecting_failure(&cfg);
-    assert!(err.contains("column \"avg_available_spots\" (from field `avg_available_spots`) does not exist"), "{err}");
+    assert!(
+        err.contains("column \"avg_available_spots\" (from field `avg_available_spots`) does not exist"),
+        "{err}"
+    );
     assert!(err.contains("column \"samples\""), "{err}");
 
     // No unique key on (region_code, hour): upserts cannot work.
@@ -348,7 +471,10 @@ fn schema_mismatch_stops_the_sink_naming_the_column() {
         n.id
     ));
     let err = run_expecting_failure(&cfg);
-    assert!(err.contains("no primary key or unique constraint on (region_code, hour)"), "{err}");
+    assert!(
+        err.contains("no primary key or unique constraint on (region_code, hour)"),
+        "{err}"
+    );
     cleanup(&mut pg, &n);
 }
 
@@ -358,14 +484,26 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
     let n = names("sink_term", 1);
     // Nothing is written before shutdown: the batch neither fills nor
     // lingers out.
-    let cfg = write_config(dir.path(), &n.id, &n.dlq, "batch_size: 100000\nlinger: 10m\n", &[hourly_table_yaml(&n.topic, &n.id, "")]);
+    let cfg = write_config(
+        dir.path(),
+        &n.id,
+        &n.dlq,
+        "batch_size: 100000\nlinger: 10m\n",
+        &[hourly_table_yaml(&n.topic, &n.id, "")],
+    );
     let sink = SinkProc::start(&cfg, &[]);
-    wait_for("the assignment", T, || sink.log_text().contains("assigned at the offsets stored in Postgres"));
+    wait_for("the assignment", T, || {
+        sink.log_text().contains("assigned at the offsets stored in Postgres")
+    });
     let ws = windows(5, 2, 0);
     produce_windows(&n.topic, 1, &ws);
     std::thread::sleep(Duration::from_secs(3));
     let mut pg = Pg::connect();
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {}.parking_hourly_avg", n.id)), 0, "linger holds the batch");
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM {}.parking_hourly_avg", n.id)),
+        0,
+        "linger holds the batch"
+    );
     sink.stop();
     assert_eq!(table_rows(&mut pg, &n.id), expected_rows(&ws));
     assert_eq!(pg.offsets(&n.id, &n.topic)[&0].0, ws.len() as i64);
@@ -377,7 +515,10 @@ async fn offset_guard_rejects_a_second_writer() {
     use weir::sink::mapping::Value;
     use weir::sink::{OffsetUpdate, TableRows, WriteError, Writer};
     let id = unique_ident("sink_guard");
-    let text = format!("name: {id}\ndead_letter: d\ntables:\n{}", hourly_table_yaml("t", &id, ""));
+    let text = format!(
+        "name: {id}\ndead_letter: d\ntables:\n{}",
+        hourly_table_yaml("t", &id, "")
+    );
     let cfg = weir::sink::config::parse(&text).unwrap();
     let mut a = Writer::start(&pg_url(), &cfg, "instance-a").await.unwrap();
     let mut b = Writer::start(&pg_url(), &cfg, "instance-b").await.unwrap();
@@ -385,26 +526,70 @@ async fn offset_guard_rejects_a_second_writer() {
         let v = serde_json::json!({"region":"r","region_code":code,"window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":1.5,"samples":samples});
         w.tables()[0].mapping.map_json(&v).unwrap()
     }
-    let upd = |expected: Option<i64>, next: i64| vec![OffsetUpdate { topic: "t".into(), partition: 0, expected, next }];
+    let upd = |expected: Option<i64>, next: i64| {
+        vec![OffsetUpdate {
+            topic: "t".into(),
+            partition: 0,
+            expected,
+            next,
+        }]
+    };
     let r1 = a_row(&a, "A", 1);
     let r2 = a_row(&a, "B", 2);
     let r3 = a_row(&a, "C", 3);
-    a.write_batch(&[TableRows { table: 0, rows: vec![&r1] }], &upd(None, 10)).await.unwrap();
+    a.write_batch(
+        &[TableRows {
+            table: 0,
+            rows: vec![&r1],
+        }],
+        &upd(None, 10),
+    )
+    .await
+    .unwrap();
     // B still believes nothing is stored: its batch must not commit.
-    let err = b.write_batch(&[TableRows { table: 0, rows: vec![&r2] }], &upd(None, 10)).await.unwrap_err();
+    let err = b
+        .write_batch(
+            &[TableRows {
+                table: 0,
+                rows: vec![&r2],
+            }],
+            &upd(None, 10),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, WriteError::OwnershipLost { .. }), "{err:?}");
     // After reading the stored offset, B continues from there.
     let stored = b.read_offsets(&["t".to_string()]).await.unwrap();
     assert_eq!(stored[&("t".to_string(), 0)], 10);
-    b.write_batch(&[TableRows { table: 0, rows: vec![&r2] }], &upd(Some(10), 20)).await.unwrap();
+    b.write_batch(
+        &[TableRows {
+            table: 0,
+            rows: vec![&r2],
+        }],
+        &upd(Some(10), 20),
+    )
+    .await
+    .unwrap();
     // A, now a zombie that thinks it is at 10, is fenced off.
-    let err = a.write_batch(&[TableRows { table: 0, rows: vec![&r3] }], &upd(Some(10), 20)).await.unwrap_err();
+    let err = a
+        .write_batch(
+            &[TableRows {
+                table: 0,
+                rows: vec![&r3],
+            }],
+            &upd(Some(10), 20),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, WriteError::OwnershipLost { .. }), "{err:?}");
 
     let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let codes: Vec<String> = client
-        .query(&format!("SELECT region_code::text FROM {id}.parking_hourly_avg ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT region_code::text FROM {id}.parking_hourly_avg ORDER BY 1"),
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -412,10 +597,18 @@ async fn offset_guard_rejects_a_second_writer() {
         .collect();
     assert_eq!(codes, vec!["A", "B"], "rows of rejected batches must not be written");
     let owner: String = client
-        .query_one(&format!("SELECT owner FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"), &[])
+        .query_one(
+            &format!("SELECT owner FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"),
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(owner, "instance-b");
-    client.batch_execute(&format!("DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'")).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+        ))
+        .await
+        .unwrap();
 }

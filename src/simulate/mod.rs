@@ -1,14 +1,15 @@
 //! `weir simulate`: a realistic Seoul parking feed.
 //!
 //! Three layers, each usable alone:
-//! - [`catalog`]: the simulated city, built from real data compiled into the
+//! - [`mod@catalog`]: the simulated city, built from real data compiled into the
 //!   binary (30 hotspots, one captured poll of their lots);
-//! - [`generator`]: a pure, seeded iterator of [`SimRecord`]s (occupancy
+//! - [`mod@generator`]: a pure, seeded iterator of [`SimRecord`]s (occupancy
 //!   curve, noise, bad and late records) that benchmarks can use directly;
-//! - [`drive`]: pacing, the Kafka producer and the `--output` file writer.
+//! - `drive` (private): pacing, the Kafka producer (explicit murmur2
+//!   partition, idempotent, acks=all) and the `--output` file writer.
 //!
-//! Same seed and options (including `--start`) give the same records, byte
-//! for byte, whether they go to Kafka or to a file, as long as the
+//! Same seed and options (including an explicit `--start`) give the same
+//! records, byte for byte, whether they go to Kafka or to a file, as long as the
 //! generator's own clock is used (`--rate 0`, the default without
 //! `--speedup`).
 

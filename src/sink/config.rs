@@ -199,7 +199,9 @@ pub struct TableConfig {
 impl TableConfig {
     /// Columns whose values come from the record, in file order.
     pub fn field_columns(&self) -> impl Iterator<Item = &ColumnConfig> {
-        self.columns.iter().filter(|c| matches!(c.source, ColumnSource::Field(_)))
+        self.columns
+            .iter()
+            .filter(|c| matches!(c.source, ColumnSource::Field(_)))
     }
 }
 
@@ -232,8 +234,15 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    pub const NAMES: &'static [&'static str] =
-        &["text", "varchar(N)", "integer", "bigint", "double", "timestamptz", "timestamp"];
+    pub const NAMES: &'static [&'static str] = &[
+        "text",
+        "varchar(N)",
+        "integer",
+        "bigint",
+        "double",
+        "timestamptz",
+        "timestamp",
+    ];
 
     pub fn parse(s: &str) -> Option<ColumnType> {
         let s = s.trim().to_ascii_lowercase();
@@ -295,7 +304,12 @@ pub fn load(path: &Path) -> Result<SinkConfig, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: file.clone(),
-        items: vec![Diagnostic { line: 1, column: 1, message: format!("cannot read file: {e}"), hint: None }],
+        items: vec![Diagnostic {
+            line: 1,
+            column: 1,
+            message: format!("cannot read file: {e}"),
+            hint: None,
+        }],
     })?;
     parse(&text).map_err(|items| Diagnostics { file, items })
 }
@@ -321,7 +335,10 @@ fn is_ident(s: &str) -> bool {
 fn ident_diag<T>(span: &Spanned<T>, what: &str, s: &str) -> Diagnostic {
     let d = Diagnostic::at(span, format!("{what} `{s}` is not a plain SQL identifier"));
     if s.chars().any(|c| c.is_ascii_uppercase()) {
-        d.with_hint(format!("use lower case (`{}`): names are quoted, so case matters", s.to_ascii_lowercase()))
+        d.with_hint(format!(
+            "use lower case (`{}`): names are quoted, so case matters",
+            s.to_ascii_lowercase()
+        ))
     } else {
         d.with_hint("use lower-case letters, digits and `_`, starting with a letter or `_`, at most 63 characters")
     }
@@ -340,14 +357,20 @@ fn parse_qualified(s: &Str, what: &str, errs: &mut Vec<Diagnostic>) -> Option<Qu
             ok = false;
         }
     }
-    ok.then(|| QualifiedName { schema: schema.to_string(), name: name.to_string() })
+    ok.then(|| QualifiedName {
+        schema: schema.to_string(),
+        name: name.to_string(),
+    })
 }
 
 fn parse_linger(s: &Str, errs: &mut Vec<Diagnostic>) -> Option<Duration> {
     match humantime::parse_duration(s.value.trim()) {
         Ok(d) if d <= Duration::from_secs(600) => Some(d),
         Ok(_) => {
-            errs.push(Diagnostic::at(s, format!("linger `{}` is longer than 10 minutes", s.value)));
+            errs.push(Diagnostic::at(
+                s,
+                format!("linger `{}` is longer than 10 minutes", s.value),
+            ));
             None
         }
         Err(e) => {
@@ -361,7 +384,10 @@ fn parse_linger(s: &Str, errs: &mut Vec<Diagnostic>) -> Option<Duration> {
 
 fn parse_batch_size(s: &Spanned<u64>, errs: &mut Vec<Diagnostic>) -> Option<usize> {
     if s.value == 0 || s.value > MAX_BATCH_SIZE {
-        errs.push(Diagnostic::at(s, format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, not {}", s.value)));
+        errs.push(Diagnostic::at(
+            s,
+            format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, not {}", s.value),
+        ));
         None
     } else {
         Some(s.value as usize)
@@ -389,11 +415,16 @@ pub fn check(spec: SinkSpec) -> Result<SinkConfig, Vec<Diagnostic>> {
 
     let name = spec.name.value.trim().to_string();
     if non_empty(&spec.name, "name", &mut errs)
-        && !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         errs.push(
-            Diagnostic::at(&spec.name, format!("name `{name}` may only contain letters, digits, `-`, `_` and `.`"))
-                .with_hint("it is part of the consumer group id"),
+            Diagnostic::at(
+                &spec.name,
+                format!("name `{name}` may only contain letters, digits, `-`, `_` and `.`"),
+            )
+            .with_hint("it is part of the consumer group id"),
         );
     }
     let group = match &spec.group {
@@ -403,29 +434,55 @@ pub fn check(spec: SinkSpec) -> Result<SinkConfig, Vec<Diagnostic>> {
     non_empty(&spec.dead_letter, "dead_letter", &mut errs);
     let offsets_table = match &spec.offsets_table {
         Some(t) => parse_qualified(t, "offsets table", &mut errs),
-        None => Some(QualifiedName { schema: "weir".into(), name: "weir_sink_offsets".into() }),
+        None => Some(QualifiedName {
+            schema: "weir".into(),
+            name: "weir_sink_offsets".into(),
+        }),
     };
-    let batch_size = spec.batch_size.as_ref().and_then(|b| parse_batch_size(b, &mut errs)).unwrap_or(DEFAULT_BATCH_SIZE);
-    let linger = spec.linger.as_ref().and_then(|l| parse_linger(l, &mut errs)).unwrap_or(DEFAULT_LINGER);
-    let consumer: Vec<(String, String)> =
-        spec.consumer.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+    let batch_size = spec
+        .batch_size
+        .as_ref()
+        .and_then(|b| parse_batch_size(b, &mut errs))
+        .unwrap_or(DEFAULT_BATCH_SIZE);
+    let linger = spec
+        .linger
+        .as_ref()
+        .and_then(|l| parse_linger(l, &mut errs))
+        .unwrap_or(DEFAULT_LINGER);
+    let consumer: Vec<(String, String)> = spec
+        .consumer
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
     for (k, v) in &spec.consumer {
-        if matches!(k.as_str(), "group.id" | "enable.auto.commit" | "isolation.level" | "bootstrap.servers") {
+        if matches!(
+            k.as_str(),
+            "group.id" | "enable.auto.commit" | "isolation.level" | "bootstrap.servers"
+        ) {
             errs.push(
-                Diagnostic::at(v, format!("consumer property `{k}` is set by the sink and cannot be overridden"))
-                    .with_hint(if k == "group.id" { "use `group:`" } else { "remove it" }),
+                Diagnostic::at(
+                    v,
+                    format!("consumer property `{k}` is set by the sink and cannot be overridden"),
+                )
+                .with_hint(if k == "group.id" { "use `group:`" } else { "remove it" }),
             );
         }
     }
 
     if spec.tables.value.is_empty() {
-        errs.push(Diagnostic::at(&spec.tables, "tables must list at least one topic → table load"));
+        errs.push(Diagnostic::at(
+            &spec.tables,
+            "tables must list at least one topic → table load",
+        ));
     }
     let mut tables = Vec::new();
     let mut seen: Vec<(String, QualifiedName)> = Vec::new();
     for t in &spec.tables.value {
         if let Some(tc) = check_table(t, batch_size, linger, &mut errs) {
-            if seen.iter().any(|(topic, table)| *topic == tc.topic && *table == tc.table) {
+            if seen
+                .iter()
+                .any(|(topic, table)| *topic == tc.topic && *table == tc.table)
+            {
                 errs.push(Diagnostic::at(
                     &t.table,
                     format!("topic `{}` is already loaded into `{}`", tc.topic, tc.table),
@@ -451,13 +508,26 @@ pub fn check(spec: SinkSpec) -> Result<SinkConfig, Vec<Diagnostic>> {
     })
 }
 
-fn check_table(t: &TableSpec, default_batch: usize, default_linger: Duration, errs: &mut Vec<Diagnostic>) -> Option<TableConfig> {
+fn check_table(
+    t: &TableSpec,
+    default_batch: usize,
+    default_linger: Duration,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<TableConfig> {
     let before = errs.len();
     non_empty(&t.topic, "topic", errs);
     let table = parse_qualified(&t.table, "table name", errs);
     let mode = t.mode.as_ref().map(|m| m.value).unwrap_or_default();
-    let batch_size = t.batch_size.as_ref().and_then(|b| parse_batch_size(b, errs)).unwrap_or(default_batch);
-    let linger = t.linger.as_ref().and_then(|l| parse_linger(l, errs)).unwrap_or(default_linger);
+    let batch_size = t
+        .batch_size
+        .as_ref()
+        .and_then(|b| parse_batch_size(b, errs))
+        .unwrap_or(default_batch);
+    let linger = t
+        .linger
+        .as_ref()
+        .and_then(|l| parse_linger(l, errs))
+        .unwrap_or(default_linger);
 
     if t.columns.value.is_empty() {
         errs.push(Diagnostic::at(&t.columns, "columns must map at least one column"));
@@ -469,7 +539,10 @@ fn check_table(t: &TableSpec, default_batch: usize, default_linger: Duration, er
         }
     }
     if !columns.is_empty() && !columns.iter().any(|c| matches!(c.source, ColumnSource::Field(_))) {
-        errs.push(Diagnostic::at(&t.columns, "at least one column must come from a `field`"));
+        errs.push(Diagnostic::at(
+            &t.columns,
+            "at least one column must come from a `field`",
+        ));
     }
 
     let names: Vec<&str> = t.columns.value.keys().map(String::as_str).collect();
@@ -495,9 +568,10 @@ fn check_table(t: &TableSpec, default_batch: usize, default_linger: Duration, er
                         None => d,
                     });
                 }
-                Some(c) if c.value.now.is_some() => {
-                    errs.push(Diagnostic::at(kc, format!("key column `{kname}` cannot be a `now` column")))
-                }
+                Some(c) if c.value.now.is_some() => errs.push(Diagnostic::at(
+                    kc,
+                    format!("key column `{kname}` cannot be a `now` column"),
+                )),
                 Some(_) => {
                     if key.iter().any(|k: &String| k == kname) {
                         errs.push(Diagnostic::at(kc, format!("key column `{kname}` is listed twice")));
@@ -573,13 +647,22 @@ fn check_column(name: &str, c: &Spanned<ColumnSpec>, errs: &mut Vec<Diagnostic>)
     if let Some(ty) = ty {
         if !ty.is_timestamp() {
             if let Some(tz) = &spec.time_zone {
-                errs.push(Diagnostic::at(tz, format!("column `{name}`: `time_zone` only applies to timestamp types")));
+                errs.push(Diagnostic::at(
+                    tz,
+                    format!("column `{name}`: `time_zone` only applies to timestamp types"),
+                ));
             }
             if let Some(f) = &spec.format {
-                errs.push(Diagnostic::at(f, format!("column `{name}`: `format` only applies to timestamp types")));
+                errs.push(Diagnostic::at(
+                    f,
+                    format!("column `{name}`: `format` only applies to timestamp types"),
+                ));
             }
             if let Some(n) = &spec.now {
-                errs.push(Diagnostic::at(n, format!("column `{name}`: `now` only applies to timestamp types")));
+                errs.push(Diagnostic::at(
+                    n,
+                    format!("column `{name}`: `now` only applies to timestamp types"),
+                ));
             }
         }
     }
@@ -598,7 +681,10 @@ fn check_column(name: &str, c: &Spanned<ColumnSpec>, errs: &mut Vec<Diagnostic>)
         }
         (None, Some(n)) => Some(ColumnSource::Now(n.value)),
         (Some(f), Some(_)) => {
-            errs.push(Diagnostic::at(f, format!("column `{name}`: give either `field` or `now`, not both")));
+            errs.push(Diagnostic::at(
+                f,
+                format!("column `{name}`: give either `field` or `now`, not both"),
+            ));
             None
         }
         (None, None) => {
@@ -610,7 +696,10 @@ fn check_column(name: &str, c: &Spanned<ColumnSpec>, errs: &mut Vec<Diagnostic>)
         }
     };
     if let (Some(_), Some(n)) = (&spec.format, &spec.now) {
-        errs.push(Diagnostic::at(n, format!("column `{name}`: `format` does not apply to a `now` column")));
+        errs.push(Diagnostic::at(
+            n,
+            format!("column `{name}`: `format` does not apply to a `now` column"),
+        ));
     }
     if errs.len() > before {
         return None;
@@ -664,7 +753,13 @@ tables:
         assert_eq!(c.group, "weir-sink-parking");
         assert_eq!(c.offsets_table.sql(), "\"weir\".\"weir_sink_offsets\"");
         let t = &c.tables[0];
-        assert_eq!(t.table, QualifiedName { schema: "parking".into(), name: "parking_hourly_avg".into() });
+        assert_eq!(
+            t.table,
+            QualifiedName {
+                schema: "parking".into(),
+                name: "parking_hourly_avg".into()
+            }
+        );
         assert_eq!(t.key, vec!["region_code", "hour"]);
         assert_eq!(t.batch_size, 1000);
         assert_eq!(t.linger, Duration::from_millis(50));
@@ -699,7 +794,8 @@ tables:
 "#;
         let errs = errors(text);
         let has = |line: u64, col: u64, needle: &str| {
-            errs.iter().any(|(l, c, m)| *l == line && *c == col && m.contains(needle))
+            errs.iter()
+                .any(|(l, c, m)| *l == line && *c == col && m.contains(needle))
         };
         assert!(has(5, 12, "`Hourly` is not a plain SQL identifier"), "{errs:?}");
         assert!(has(8, 48, "unknown type `strng`"), "{errs:?}");
@@ -712,8 +808,15 @@ tables:
     fn key_must_name_a_column_and_upsert_needs_a_key() {
         let text = "name: s\ndead_letter: d\ntables:\n  - topic: t\n    table: x\n    key: [regoin_code]\n    columns:\n      region_code: { field: a, type: text }\n  - topic: t2\n    table: y\n    columns:\n      a: { field: a, type: text }\n";
         let errs = errors(text);
-        assert!(errs.iter().any(|(l, c, m)| *l == 6 && *c == 11 && m.contains("`regoin_code` is not in `columns`")), "{errs:?}");
-        assert!(errs.iter().any(|(l, _, m)| *l == 10 && m.contains("needs `key:`")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|(l, c, m)| *l == 6 && *c == 11 && m.contains("`regoin_code` is not in `columns`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|(l, _, m)| *l == 10 && m.contains("needs `key:`")),
+            "{errs:?}"
+        );
         let d = parse(text).unwrap_err();
         assert_eq!(d[0].hint.as_deref(), Some("did you mean `region_code`?"));
     }
@@ -735,10 +838,23 @@ tables:
         assert_eq!(errs[0].0, 7, "{errs:?}");
         let text = "name: s\ndead_letter: d\nlinger: soon\nbatch_size: 0\ntables:\n  - topic: t\n    table: x\n    mode: insert\n    columns:\n      a: { field: a, type: integer, format: \"%Y\" }\n      b: { field: b, type: timestamp, format: \"%Q\" }\n";
         let errs = errors(text);
-        assert!(errs.iter().any(|(l, _, m)| *l == 3 && m.contains("invalid duration")), "{errs:?}");
-        assert!(errs.iter().any(|(l, _, m)| *l == 4 && m.contains("batch_size")), "{errs:?}");
-        assert!(errs.iter().any(|(l, _, m)| *l == 10 && m.contains("`format` only applies")), "{errs:?}");
-        assert!(errs.iter().any(|(l, _, m)| *l == 11 && m.contains("invalid strftime")), "{errs:?}");
+        assert!(
+            errs.iter().any(|(l, _, m)| *l == 3 && m.contains("invalid duration")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|(l, _, m)| *l == 4 && m.contains("batch_size")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|(l, _, m)| *l == 10 && m.contains("`format` only applies")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|(l, _, m)| *l == 11 && m.contains("invalid strftime")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -62,9 +62,15 @@ pub enum Kind {
     Integer(u32),
     Double,
     /// An instant; text without offset is read in `tz`.
-    Timestamptz { tz: Tz, format: Option<String> },
+    Timestamptz {
+        tz: Tz,
+        format: Option<String>,
+    },
     /// The wall clock in `tz`.
-    Timestamp { tz: Tz, format: Option<String> },
+    Timestamp {
+        tz: Tz,
+        format: Option<String>,
+    },
 }
 
 /// A table's record mapping: the field columns in order, and which of them
@@ -88,7 +94,11 @@ pub enum MapError {
     #[error("column {column}: field `{field}` is missing or null but the column is NOT NULL")]
     Missing { column: String, field: String },
     #[error("column {column}: field `{field}`: {reason}")]
-    Invalid { column: String, field: String, reason: String },
+    Invalid {
+        column: String,
+        field: String,
+        reason: String,
+    },
 }
 
 impl RecordMapping {
@@ -98,15 +108,23 @@ impl RecordMapping {
     pub fn new(table: &TableConfig, db: &HashMap<String, DbColumnFacts>) -> RecordMapping {
         let mut fields = Vec::new();
         for c in table.field_columns() {
-            let super::config::ColumnSource::Field(field) = &c.source else { continue };
+            let super::config::ColumnSource::Field(field) = &c.source else {
+                continue;
+            };
             let facts = db.get(&c.name).cloned().unwrap_or_default();
             let kind = match c.ty {
                 ColumnType::Text | ColumnType::Varchar(_) => Kind::Text,
                 ColumnType::Integer => Kind::Integer(facts.int_bits.unwrap_or(32)),
                 ColumnType::BigInt => Kind::Integer(facts.int_bits.unwrap_or(64)),
                 ColumnType::Double => Kind::Double,
-                ColumnType::Timestamptz => Kind::Timestamptz { tz: c.time_zone, format: c.format.clone() },
-                ColumnType::Timestamp => Kind::Timestamp { tz: c.time_zone, format: c.format.clone() },
+                ColumnType::Timestamptz => Kind::Timestamptz {
+                    tz: c.time_zone,
+                    format: c.format.clone(),
+                },
+                ColumnType::Timestamp => Kind::Timestamp {
+                    tz: c.time_zone,
+                    format: c.format.clone(),
+                },
             };
             let declared_len = match c.ty {
                 ColumnType::Varchar(n) => Some(n as usize),
@@ -120,15 +138,18 @@ impl RecordMapping {
                 max_chars: facts.varchar_len.or(declared_len),
             });
         }
-        let key = table.key.iter().filter_map(|k| fields.iter().position(|f| f.column == *k)).collect();
+        let key = table
+            .key
+            .iter()
+            .filter_map(|k| fields.iter().position(|f| f.column == *k))
+            .collect();
         RecordMapping { fields, key }
     }
 
     /// Map a raw record value.
     pub fn map_payload(&self, payload: Option<&[u8]>) -> Result<Vec<Value>, MapError> {
         let payload = payload.ok_or(MapError::NoValue)?;
-        let v: serde_json::Value =
-            serde_json::from_slice(payload).map_err(|e| MapError::InvalidJson(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| MapError::InvalidJson(e.to_string()))?;
         self.map_json(&v)
     }
 
@@ -137,15 +158,24 @@ impl RecordMapping {
         let obj = v.as_object().ok_or(MapError::NotAnObject)?;
         let mut row = Vec::with_capacity(self.fields.len());
         for f in &self.fields {
-            let invalid = |reason: String| MapError::Invalid { column: f.column.clone(), field: f.field.clone(), reason };
+            let invalid = |reason: String| MapError::Invalid {
+                column: f.column.clone(),
+                field: f.field.clone(),
+                reason,
+            };
             let value = convert(obj.get(&f.field), &f.kind).map_err(invalid)?;
             if value == Value::Null && f.not_null {
-                return Err(MapError::Missing { column: f.column.clone(), field: f.field.clone() });
+                return Err(MapError::Missing {
+                    column: f.column.clone(),
+                    field: f.field.clone(),
+                });
             }
             if let (Value::Text(s), Some(max)) = (&value, f.max_chars) {
                 let n = s.chars().count();
                 if n > max {
-                    return Err(invalid(format!("text of {n} characters is longer than the column's {max}")));
+                    return Err(invalid(format!(
+                        "text of {n} characters is longer than the column's {max}"
+                    )));
                 }
             }
             row.push(value);
@@ -229,7 +259,10 @@ pub fn convert(v: Option<&serde_json::Value>, kind: &Kind) -> Result<Value, Stri
         Kind::Double => {
             let d = match v {
                 J::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a number"))?,
-                J::String(s) => s.trim().parse::<f64>().map_err(|_| format!("\"{s}\" is not a number"))?,
+                J::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("\"{s}\" is not a number"))?,
                 other => return Err(format!("expected a number, got {}", describe(other))),
             };
             if !d.is_finite() {
@@ -263,7 +296,9 @@ fn has_offset(fmt: &str) -> bool {
 fn parse_naive(s: &str, fmt: &str) -> Result<NaiveDateTime, String> {
     NaiveDateTime::parse_from_str(s, fmt)
         .or_else(|e| {
-            NaiveDate::parse_from_str(s, fmt).map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()).map_err(|_| e)
+            NaiveDate::parse_from_str(s, fmt)
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                .map_err(|_| e)
         })
         .map_err(|e| format!("\"{s}\" does not match format \"{fmt}\": {e}"))
 }
@@ -319,7 +354,11 @@ where
     for i in last.into_values() {
         keep[i] = true;
     }
-    items.into_iter().zip(keep).filter_map(|(item, k)| k.then_some(item)).collect()
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, k)| k.then_some(item))
+        .collect()
 }
 
 #[cfg(test)]
@@ -344,9 +383,16 @@ mod tests {
         assert_eq!(conv(json!(22.0), Kind::Integer(32)), Ok(Value::Int(22)));
         assert_eq!(conv(json!("22.0"), Kind::Integer(32)), Ok(Value::Int(22)));
         assert!(conv(json!(22.5), Kind::Integer(32)).is_err());
-        assert!(conv(json!("abc"), Kind::Integer(32)).unwrap_err().contains("\"abc\" is not an integer"));
-        assert!(conv(json!(3_000_000_000i64), Kind::Integer(32)).unwrap_err().contains("out of range"));
-        assert_eq!(conv(json!(3_000_000_000i64), Kind::Integer(64)), Ok(Value::Int(3_000_000_000)));
+        assert!(conv(json!("abc"), Kind::Integer(32))
+            .unwrap_err()
+            .contains("\"abc\" is not an integer"));
+        assert!(conv(json!(3_000_000_000i64), Kind::Integer(32))
+            .unwrap_err()
+            .contains("out of range"));
+        assert_eq!(
+            conv(json!(3_000_000_000i64), Kind::Integer(64)),
+            Ok(Value::Int(3_000_000_000))
+        );
         assert!(conv(json!(true), Kind::Integer(64)).is_err());
     }
 
@@ -354,7 +400,16 @@ mod tests {
     fn empty_strings_and_missing_fields_are_null() {
         assert_eq!(conv(json!(""), Kind::Integer(32)), Ok(Value::Null));
         assert_eq!(conv(json!("  "), Kind::Double), Ok(Value::Null));
-        assert_eq!(conv(json!(""), Kind::Timestamp { tz: Seoul, format: None }), Ok(Value::Null));
+        assert_eq!(
+            conv(
+                json!(""),
+                Kind::Timestamp {
+                    tz: Seoul,
+                    format: None
+                }
+            ),
+            Ok(Value::Null)
+        );
         assert_eq!(convert(None, &Kind::Double), Ok(Value::Null));
         assert_eq!(conv(json!(null), Kind::Text), Ok(Value::Null));
         // Text keeps an empty string.
@@ -374,47 +429,103 @@ mod tests {
 
     #[test]
     fn rfc3339_to_kst_wall_clock() {
-        let k = Kind::Timestamp { tz: Seoul, format: None };
-        assert_eq!(conv(json!("2025-03-31T10:00:00+09:00"), k.clone()), Ok(Value::Timestamp(ts("2025-03-31 10:00:00"))));
+        let k = Kind::Timestamp {
+            tz: Seoul,
+            format: None,
+        };
+        assert_eq!(
+            conv(json!("2025-03-31T10:00:00+09:00"), k.clone()),
+            Ok(Value::Timestamp(ts("2025-03-31 10:00:00")))
+        );
         // The same instant written in UTC is the same KST wall clock.
-        assert_eq!(conv(json!("2025-03-31T01:00:00Z"), k.clone()), Ok(Value::Timestamp(ts("2025-03-31 10:00:00"))));
-        assert_eq!(conv(json!("2025-03-31T20:30:00-05:00"), k.clone()), Ok(Value::Timestamp(ts("2025-04-01 10:30:00"))));
+        assert_eq!(
+            conv(json!("2025-03-31T01:00:00Z"), k.clone()),
+            Ok(Value::Timestamp(ts("2025-03-31 10:00:00")))
+        );
+        assert_eq!(
+            conv(json!("2025-03-31T20:30:00-05:00"), k.clone()),
+            Ok(Value::Timestamp(ts("2025-04-01 10:30:00")))
+        );
         // Epoch milliseconds: 2025-03-31T01:00:00Z.
-        assert_eq!(conv(json!(1_743_382_800_000i64), k.clone()), Ok(Value::Timestamp(ts("2025-03-31 10:00:00"))));
+        assert_eq!(
+            conv(json!(1_743_382_800_000i64), k.clone()),
+            Ok(Value::Timestamp(ts("2025-03-31 10:00:00")))
+        );
         assert!(conv(json!("2025-03-31 10:00:00"), k).unwrap_err().contains("RFC 3339"));
     }
 
     #[test]
     fn formatted_text_in_a_zone() {
         let fmt = Some("%Y-%m-%d %H:%M:%S".to_string());
-        let k = Kind::Timestamp { tz: Seoul, format: fmt.clone() };
-        assert_eq!(conv(json!("2025-03-31 10:16:20"), k.clone()), Ok(Value::Timestamp(ts("2025-03-31 10:16:20"))));
-        assert!(conv(json!("31/03/2025"), k).unwrap_err().contains("does not match format"));
+        let k = Kind::Timestamp {
+            tz: Seoul,
+            format: fmt.clone(),
+        };
+        assert_eq!(
+            conv(json!("2025-03-31 10:16:20"), k.clone()),
+            Ok(Value::Timestamp(ts("2025-03-31 10:16:20")))
+        );
+        assert!(conv(json!("31/03/2025"), k)
+            .unwrap_err()
+            .contains("does not match format"));
         let k = Kind::Timestamptz { tz: Seoul, format: fmt };
         let want = Utc.with_ymd_and_hms(2025, 3, 31, 1, 16, 20).unwrap();
         assert_eq!(conv(json!("2025-03-31 10:16:20"), k), Ok(Value::Timestamptz(want)));
-        let k = Kind::Timestamptz { tz: Tz::UTC, format: None };
-        assert_eq!(conv(json!("2025-03-31T10:16:20+09:00"), k), Ok(Value::Timestamptz(want)));
+        let k = Kind::Timestamptz {
+            tz: Tz::UTC,
+            format: None,
+        };
+        assert_eq!(
+            conv(json!("2025-03-31T10:16:20+09:00"), k),
+            Ok(Value::Timestamptz(want))
+        );
         // A wall clock in UTC from KST text without format.
-        let k = Kind::Timestamp { tz: Tz::UTC, format: None };
-        assert_eq!(conv(json!("2025-03-31T10:16:20+09:00"), k), Ok(Value::Timestamp(ts("2025-03-31 01:16:20"))));
+        let k = Kind::Timestamp {
+            tz: Tz::UTC,
+            format: None,
+        };
+        assert_eq!(
+            conv(json!("2025-03-31T10:16:20+09:00"), k),
+            Ok(Value::Timestamp(ts("2025-03-31 01:16:20")))
+        );
         // Date-only formats are midnight.
-        let k = Kind::Timestamp { tz: Seoul, format: Some("%Y-%m-%d".into()) };
-        assert_eq!(conv(json!("2025-03-31"), k), Ok(Value::Timestamp(ts("2025-03-31 00:00:00"))));
+        let k = Kind::Timestamp {
+            tz: Seoul,
+            format: Some("%Y-%m-%d".into()),
+        };
+        assert_eq!(
+            conv(json!("2025-03-31"), k),
+            Ok(Value::Timestamp(ts("2025-03-31 00:00:00")))
+        );
     }
 
     fn mapping() -> RecordMapping {
         RecordMapping {
             fields: vec![
-                FieldMapping { column: "region_code".into(), field: "region_code".into(), kind: Kind::Text, not_null: true, max_chars: Some(6) },
+                FieldMapping {
+                    column: "region_code".into(),
+                    field: "region_code".into(),
+                    kind: Kind::Text,
+                    not_null: true,
+                    max_chars: Some(6),
+                },
                 FieldMapping {
                     column: "hour".into(),
                     field: "window_start".into(),
-                    kind: Kind::Timestamp { tz: Seoul, format: None },
+                    kind: Kind::Timestamp {
+                        tz: Seoul,
+                        format: None,
+                    },
                     not_null: true,
                     max_chars: None,
                 },
-                FieldMapping { column: "avg".into(), field: "avg_available_spots".into(), kind: Kind::Double, not_null: false, max_chars: None },
+                FieldMapping {
+                    column: "avg".into(),
+                    field: "avg_available_spots".into(),
+                    kind: Kind::Double,
+                    not_null: false,
+                    max_chars: None,
+                },
             ],
             key: vec![0, 1],
         }
@@ -424,25 +535,61 @@ mod tests {
     fn maps_a_record_and_names_what_is_wrong() {
         let m = mapping();
         let row = m
-            .map_payload(Some(br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":12.5}"#))
+            .map_payload(Some(
+                br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":12.5}"#,
+            ))
             .unwrap();
-        assert_eq!(row, vec![Value::Text("POI007".into()), Value::Timestamp(ts("2025-03-31 10:00:00")), Value::Double(12.5)]);
+        assert_eq!(
+            row,
+            vec![
+                Value::Text("POI007".into()),
+                Value::Timestamp(ts("2025-03-31 10:00:00")),
+                Value::Double(12.5)
+            ]
+        );
         assert_eq!(m.key_of(&row), vec![&row[0], &row[1]]);
 
-        let err = m.map_payload(Some(br#"{"window_start":"2025-03-31T10:00:00+09:00"}"#)).unwrap_err();
-        assert_eq!(err, MapError::Missing { column: "region_code".into(), field: "region_code".into() });
-        let err = m.map_payload(Some(br#"{"region_code":"POI007","window_start":"x"}"#)).unwrap_err();
-        assert!(err.to_string().starts_with("column hour: field `window_start`: \"x\" is not an RFC 3339"), "{err}");
-        let err = m.map_payload(Some(br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":"abc"}"#)).unwrap_err();
+        let err = m
+            .map_payload(Some(br#"{"window_start":"2025-03-31T10:00:00+09:00"}"#))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MapError::Missing {
+                column: "region_code".into(),
+                field: "region_code".into()
+            }
+        );
+        let err = m
+            .map_payload(Some(br#"{"region_code":"POI007","window_start":"x"}"#))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("column hour: field `window_start`: \"x\" is not an RFC 3339"),
+            "{err}"
+        );
+        let err = m
+            .map_payload(Some(
+                br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":"abc"}"#,
+            ))
+            .unwrap_err();
         assert!(err.to_string().contains("\"abc\" is not a number"), "{err}");
-        assert!(matches!(m.map_payload(Some(b"{not json")), Err(MapError::InvalidJson(_))));
+        assert!(matches!(
+            m.map_payload(Some(b"{not json")),
+            Err(MapError::InvalidJson(_))
+        ));
         assert_eq!(m.map_payload(Some(b"[1]")), Err(MapError::NotAnObject));
         assert_eq!(m.map_payload(None), Err(MapError::NoValue));
-        let err = m.map_payload(Some(br#"{"region_code":"POI0077","window_start":"2025-03-31T10:00:00+09:00"}"#)).unwrap_err();
+        let err = m
+            .map_payload(Some(
+                br#"{"region_code":"POI0077","window_start":"2025-03-31T10:00:00+09:00"}"#,
+            ))
+            .unwrap_err();
         assert!(err.to_string().contains("longer than the column's 6"), "{err}");
         // A nullable column may be empty.
         let row = m
-            .map_payload(Some(br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":""}"#))
+            .map_payload(Some(
+                br#"{"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":""}"#,
+            ))
             .unwrap();
         assert_eq!(row[2], Value::Null);
     }
@@ -461,10 +608,14 @@ mod tests {
     fn dedup_on_mapped_rows() {
         let m = mapping();
         let rec = |avg: f64| {
-            m.map_json(&json!({"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots": avg}))
-                .unwrap()
+            m.map_json(
+                &json!({"region_code":"POI007","window_start":"2025-03-31T10:00:00+09:00","avg_available_spots": avg}),
+            )
+            .unwrap()
         };
-        let other = m.map_json(&json!({"region_code":"POI008","window_start":"2025-03-31T10:00:00+09:00"})).unwrap();
+        let other = m
+            .map_json(&json!({"region_code":"POI008","window_start":"2025-03-31T10:00:00+09:00"}))
+            .unwrap();
         let rows = vec![rec(1.0), other.clone(), rec(2.0), rec(3.5)];
         let out = dedup_last(rows, |r| m.key_of(r).into_iter().cloned().collect::<Vec<_>>());
         assert_eq!(out.len(), 2);

@@ -116,9 +116,16 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(shutdown.clone());
 
-    crate::kafka::ensure_topics(&args.bootstrap, &[crate::kafka::TopicSpec::new(cfg.dead_letter.clone(), 1)]).await?;
+    crate::kafka::ensure_topics(
+        &args.bootstrap,
+        &[crate::kafka::TopicSpec::new(cfg.dead_letter.clone(), 1)],
+    )
+    .await?;
 
-    let url = args.postgres.clone().unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_string());
+    let url = args
+        .postgres
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_string());
     let owner = instance_id();
     let mut delay = Duration::from_millis(100);
     let writer = loop {
@@ -148,7 +155,10 @@ fn instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{host}:{}:{nanos:08x}", std::process::id())
 }
 

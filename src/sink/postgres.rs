@@ -20,7 +20,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::config::{quote_ident, quote_literal, ColumnSource, ColumnType, Mode, NowMode, QualifiedName, SinkConfig, TableConfig, WriteMethod};
+use super::config::{
+    quote_ident, quote_literal, ColumnSource, ColumnType, Mode, NowMode, QualifiedName, SinkConfig, TableConfig,
+    WriteMethod,
+};
 use super::mapping::{DbColumnFacts, RecordMapping, Value};
 
 /// A key for `pg_advisory_xact_lock` around DDL, so instances starting
@@ -32,14 +35,23 @@ pub enum WriteError {
     /// Postgres is unreachable, restarting, or the transaction lost a
     /// deadlock: retry the same batch later.
     #[error("{context}: {cause}")]
-    Retryable { context: String, cause: tokio_postgres::Error },
+    Retryable {
+        context: String,
+        cause: tokio_postgres::Error,
+    },
     /// Another instance advanced one of the batch's partitions: abort the
     /// batch and seek to the offsets stored in Postgres.
-    #[error("offsets of {partitions:?} in Postgres are not where this instance left them (another instance wrote them)")]
+    #[error(
+        "offsets of {partitions:?} in Postgres are not where this instance left them (another instance wrote them)"
+    )]
     OwnershipLost { partitions: Vec<(String, i32)> },
     /// Postgres rejected a row's data (constraint, value out of range…).
     #[error("table {table_name}: {message}")]
-    Data { table: usize, table_name: String, message: String },
+    Data {
+        table: usize,
+        table_name: String,
+        message: String,
+    },
     /// The table does not match the config, or another error that retrying
     /// will not fix.
     #[error("{0}")]
@@ -74,7 +86,9 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
 
 /// Errors caused by a row's values.
 fn is_data_error(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().map(|db| matches!(&db.code().code()[..2], "22" | "23" | "21")).unwrap_or(false)
+    e.as_db_error()
+        .map(|db| matches!(&db.code().code()[..2], "22" | "23" | "21"))
+        .unwrap_or(false)
 }
 
 fn db_message(e: &tokio_postgres::Error) -> String {
@@ -89,7 +103,10 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 
 fn classify(context: &str, e: tokio_postgres::Error) -> WriteError {
     if is_transient(&e) {
-        WriteError::Retryable { context: context.to_string(), cause: e }
+        WriteError::Retryable {
+            context: context.to_string(),
+            cause: e,
+        }
     } else {
         WriteError::fatal(context, e)
     }
@@ -261,22 +278,48 @@ fn insert_sql(table: &TableConfig, sql_types: &[String], source: RowSource<'_>) 
             ColumnSource::Field(_) => None,
         })
         .collect();
-    let all: Vec<String> =
-        field_cols.iter().copied().chain(now_cols.iter().map(|(n, _, _)| *n)).map(quote_ident).collect();
+    let all: Vec<String> = field_cols
+        .iter()
+        .copied()
+        .chain(now_cols.iter().map(|(n, _, _)| *n))
+        .map(quote_ident)
+        .collect();
     let selected: Vec<String> = match source {
-        RowSource::Single => sql_types.iter().enumerate().map(|(i, t)| format!("${}::{t}", i + 1)).collect(),
+        RowSource::Single => sql_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}", i + 1))
+            .collect(),
         _ => field_cols.iter().map(|c| format!("u.{}", quote_ident(c))).collect(),
     };
-    let selected: Vec<String> = selected.into_iter().chain(now_cols.iter().map(|(_, _, e)| e.clone())).collect();
-    let mut sql = format!("INSERT INTO {} ({}) SELECT {}", table.table.sql(), all.join(", "), selected.join(", "));
+    let selected: Vec<String> = selected
+        .into_iter()
+        .chain(now_cols.iter().map(|(_, _, e)| e.clone()))
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) SELECT {}",
+        table.table.sql(),
+        all.join(", "),
+        selected.join(", ")
+    );
     let aliases = field_cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
     match source {
         RowSource::Unnest => {
-            let arrays: Vec<String> = sql_types.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+            let arrays: Vec<String> = sql_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("${}::{t}[]", i + 1))
+                .collect();
             sql.push_str(&format!(" FROM unnest({}) AS u({aliases})", arrays.join(", ")));
         }
         RowSource::Stage(name) => sql.push_str(&format!(" FROM {} AS u", quote_ident(name))),
         RowSource::Single => {}
+    }
+    if table.mode == Mode::Upsert && !matches!(source, RowSource::Single) {
+        // Key order: better index locality, and concurrent writers lock
+        // rows in the same order (no deadlocks between them).
+        let key: Vec<String> = table.key.iter().map(|k| format!("u.{}", quote_ident(k))).collect();
+        sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
     }
     if table.mode == Mode::Upsert {
         let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
@@ -284,13 +327,22 @@ fn insert_sql(table: &TableConfig, sql_types: &[String], source: RowSource<'_>) 
             .iter()
             .filter(|c| !table.key.iter().any(|k| k == *c))
             .copied()
-            .chain(now_cols.iter().filter(|(_, m, _)| *m == NowMode::OnWrite).map(|(n, _, _)| *n))
+            .chain(
+                now_cols
+                    .iter()
+                    .filter(|(_, m, _)| *m == NowMode::OnWrite)
+                    .map(|(n, _, _)| *n),
+            )
             .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
             .collect();
         if updates.is_empty() {
             sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")));
         } else {
-            sql.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), updates.join(", ")));
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                key.join(", "),
+                updates.join(", ")
+            ));
         }
     }
     sql
@@ -310,17 +362,28 @@ pub fn create_table_sql(table: &TableConfig) -> String {
         if let ColumnSource::Now(_) = c.source {
             match c.ty {
                 ColumnType::Timestamptz => d.push_str(" DEFAULT now()"),
-                _ => d.push_str(&format!(" DEFAULT (now() AT TIME ZONE {})", quote_literal(c.time_zone.name()))),
+                _ => d.push_str(&format!(
+                    " DEFAULT (now() AT TIME ZONE {})",
+                    quote_literal(c.time_zone.name())
+                )),
             }
         }
         defs.push(d);
     }
     if !table.key.is_empty() {
         let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
-        let kind = if table.id_column.is_some() { "UNIQUE" } else { "PRIMARY KEY" };
+        let kind = if table.id_column.is_some() {
+            "UNIQUE"
+        } else {
+            "PRIMARY KEY"
+        };
         defs.push(format!("{kind} ({})", key.join(", ")));
     }
-    format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)", table.table.sql(), defs.join(",\n  "))
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+        table.table.sql(),
+        defs.join(",\n  ")
+    )
 }
 
 fn create_offsets_sql(t: &QualifiedName) -> String {
@@ -352,7 +415,8 @@ struct DbColumn {
     has_default: bool,
 }
 
-const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod), \
+const COLUMNS_SQL: &str =
+    "SELECT a.attname::text, format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod), \
      t.typname::text, a.atttypmod, a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
@@ -366,7 +430,10 @@ const UNIQUE_KEYS_SQL: &str = "SELECT array_agg(a.attname::text ORDER BY a.attna
 async fn plan_table(client: &tokio_postgres::Transaction<'_>, table: &TableConfig) -> Result<TablePlan, WriteError> {
     let name = table.table.to_string();
     let regname = table.table.sql();
-    let rows = client.query(COLUMNS_SQL, &[&regname]).await.map_err(|e| classify("reading table columns", e))?;
+    let rows = client
+        .query(COLUMNS_SQL, &[&regname])
+        .await
+        .map_err(|e| classify("reading table columns", e))?;
     if rows.is_empty() {
         return Err(WriteError::Fatal(format!(
             "table {name} does not exist (create it, or set `auto_create: true` for topic {})",
@@ -417,20 +484,33 @@ async fn plan_table(client: &tokio_postgres::Transaction<'_>, table: &TableConfi
             };
             let varchar_len = (matches!(db.typname.as_str(), "varchar" | "bpchar") && db.typmod > 4)
                 .then(|| (db.typmod - 4) as usize);
-            facts.insert(c.name.clone(), DbColumnFacts { not_null: db.not_null, varchar_len, int_bits });
+            facts.insert(
+                c.name.clone(),
+                DbColumnFacts {
+                    not_null: db.not_null,
+                    varchar_len,
+                    int_bits,
+                },
+            );
             db_types.push(dbt);
             sql_types.push(db.sql_type.clone());
         }
     }
     for db in &cols {
         if db.not_null && !db.has_default && !table.columns.iter().any(|c| c.name == db.name) {
-            problems.push(format!("column \"{}\" is NOT NULL without a default, but the sink does not write it", db.name));
+            problems.push(format!(
+                "column \"{}\" is NOT NULL without a default, but the sink does not write it",
+                db.name
+            ));
         }
     }
     if table.mode == Mode::Upsert && problems.is_empty() {
         let mut want: Vec<String> = table.key.clone();
         want.sort();
-        let keys = client.query(UNIQUE_KEYS_SQL, &[&regname]).await.map_err(|e| classify("reading table keys", e))?;
+        let keys = client
+            .query(UNIQUE_KEYS_SQL, &[&regname])
+            .await
+            .map_err(|e| classify("reading table keys", e))?;
         let found = keys.iter().any(|r| r.get::<_, Vec<String>>(0) == want);
         if !found {
             problems.push(format!(
@@ -482,6 +562,7 @@ pub struct TableRows<'a> {
 struct Session {
     client: Client,
     unnest: Vec<Statement>,
+    single: Vec<Statement>,
     merge: Vec<Statement>,
     copy_types: Vec<Vec<Type>>,
     cas_update: Statement,
@@ -509,10 +590,13 @@ impl Writer {
             url.parse().map_err(|e| WriteError::fatal("invalid Postgres URL", e))?;
         config.connect_timeout(Duration::from_secs(5));
         if config.get_application_name().is_none() {
-            config.application_name(&format!("weir-sink-{}", sink.name));
+            config.application_name(format!("weir-sink-{}", sink.name));
         }
         let mut client = connect(&config).await?;
-        let tx = client.transaction().await.map_err(|e| classify("starting DDL transaction", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting DDL transaction", e))?;
         // `IF NOT EXISTS` notices would only clutter the log.
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await
@@ -521,7 +605,12 @@ impl Writer {
             .await
             .map_err(|e| classify("locking for DDL", e))?;
         let mut schemas = vec![sink.offsets_table.schema.clone()];
-        schemas.extend(sink.tables.iter().filter(|t| t.auto_create).map(|t| t.table.schema.clone()));
+        schemas.extend(
+            sink.tables
+                .iter()
+                .filter(|t| t.auto_create)
+                .map(|t| t.table.schema.clone()),
+        );
         schemas.dedup();
         for s in schemas {
             tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&s)))
@@ -558,20 +647,29 @@ impl Writer {
         &self.tables
     }
 
+    /// Switch the write method (the next write reconnects and prepares
+    /// its statements).
     pub fn set_method(&mut self, method: WriteMethod) {
         self.method = method;
+        self.session = None;
     }
 
     async fn new_session(&self, client: Client) -> Result<Session, WriteError> {
         let ctx = "preparing statements";
         let mut unnest = Vec::new();
+        let mut single = Vec::new();
         let mut merge = Vec::new();
         let mut copy_types = Vec::new();
         for t in &self.tables {
             unnest.push(client.prepare(&t.unnest_sql).await.map_err(|e| classify(ctx, e))?);
+            single.push(client.prepare(&t.single_sql).await.map_err(|e| classify(ctx, e))?);
             if self.method == WriteMethod::Copy {
-                let cols: Vec<String> =
-                    t.config.field_columns().zip(&t.sql_types).map(|(c, ty)| format!("{} {ty}", quote_ident(&c.name))).collect();
+                let cols: Vec<String> = t
+                    .config
+                    .field_columns()
+                    .zip(&t.sql_types)
+                    .map(|(c, ty)| format!("{} {ty}", quote_ident(&c.name)))
+                    .collect();
                 client
                     .batch_execute(&format!(
                         "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS",
@@ -582,7 +680,11 @@ impl Writer {
                     .map_err(|e| classify("creating the staging table", e))?;
                 let names: Vec<String> = t.config.field_columns().map(|c| quote_ident(&c.name)).collect();
                 let probe = client
-                    .prepare(&format!("SELECT {} FROM {}", names.join(", "), quote_ident(&t.stage_name)))
+                    .prepare(&format!(
+                        "SELECT {} FROM {}",
+                        names.join(", "),
+                        quote_ident(&t.stage_name)
+                    ))
                     .await
                     .map_err(|e| classify(ctx, e))?;
                 copy_types.push(probe.columns().iter().map(|c| c.type_().clone()).collect());
@@ -607,10 +709,21 @@ impl Writer {
             .await
             .map_err(|e| classify(ctx, e))?;
         let read_offsets = client
-            .prepare(&format!("SELECT topic, partition, next_offset FROM {o} WHERE sink_name = $1 AND topic = ANY($2)"))
+            .prepare(&format!(
+                "SELECT topic, partition, next_offset FROM {o} WHERE sink_name = $1 AND topic = ANY($2)"
+            ))
             .await
             .map_err(|e| classify(ctx, e))?;
-        Ok(Session { client, unnest, merge, copy_types, cas_update, cas_insert, read_offsets })
+        Ok(Session {
+            client,
+            unnest,
+            single,
+            merge,
+            copy_types,
+            cas_update,
+            cas_insert,
+            read_offsets,
+        })
     }
 
     /// The current session, connecting if there is none.
@@ -644,7 +757,10 @@ impl Writer {
             .query(&s.read_offsets, &[&sink, &topics])
             .await
             .map_err(|e| classify("reading stored offsets", e))?;
-        Ok(rows.iter().map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get::<_, i64>(2))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get::<_, i64>(2)))
+            .collect())
     }
 
     /// Write one batch and its offsets in one transaction.
@@ -665,8 +781,14 @@ impl Writer {
         let method = self.method;
         self.session().await?;
         let Writer { session, tables, .. } = self;
-        let Some(s) = session.as_mut() else { return Err(WriteError::Fatal("no Postgres session".into())) };
-        let tx = s.client.transaction().await.map_err(|e| classify("starting a transaction", e))?;
+        let Some(s) = session.as_mut() else {
+            return Err(WriteError::Fatal("no Postgres session".into()));
+        };
+        let tx = s
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting a transaction", e))?;
 
         // Offsets first: this takes the partitions' row locks, so a second
         // instance writing the same partitions waits here and then fails
@@ -691,7 +813,10 @@ impl Writer {
             let topics: Vec<&str> = new.iter().map(|o| o.topic.as_str()).collect();
             let parts: Vec<i32> = new.iter().map(|o| o.partition).collect();
             let next: Vec<i64> = new.iter().map(|o| o.next).collect();
-            if let Err(e) = tx.execute(&s.cas_insert, &[&sink, &owner, &topics, &parts, &next]).await {
+            if let Err(e) = tx
+                .execute(&s.cas_insert, &[&sink, &owner, &topics, &parts, &next])
+                .await
+            {
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                     return Err(WriteError::OwnershipLost {
                         partitions: new.iter().map(|o| (o.topic.clone(), o.partition)).collect(),
@@ -708,7 +833,11 @@ impl Writer {
             let plan = &tables[tr.table];
             let data_err = |e: tokio_postgres::Error| {
                 if is_data_error(&e) {
-                    WriteError::Data { table: tr.table, table_name: plan.config.table.to_string(), message: db_message(&e) }
+                    WriteError::Data {
+                        table: tr.table,
+                        table_name: plan.config.table.to_string(),
+                        message: db_message(&e),
+                    }
                 } else {
                     classify(&format!("writing {}", plan.config.table), e)
                 }
@@ -754,8 +883,12 @@ impl Writer {
     pub async fn find_bad_rows(&mut self, table: usize, rows: &[&[Value]]) -> Result<Vec<(usize, String)>, WriteError> {
         let plan = self.tables[table].clone();
         let s = self.session().await?;
-        let stmt = s.client.prepare(&plan.single_sql).await.map_err(|e| classify("preparing", e))?;
-        let mut tx = s.client.transaction().await.map_err(|e| classify("starting a transaction", e))?;
+        let stmt = s.single[table].clone();
+        let mut tx = s
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting a transaction", e))?;
         let mut bad = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             let arrays = build_arrays(&[*row], &plan.db_types)
@@ -766,7 +899,9 @@ impl Writer {
                 Ok(_) => sp.commit().await.map_err(|e| classify("releasing savepoint", e))?,
                 Err(e) if is_data_error(&e) => {
                     bad.push((i, db_message(&e)));
-                    sp.rollback().await.map_err(|e| classify("rolling back to savepoint", e))?;
+                    sp.rollback()
+                        .await
+                        .map_err(|e| classify("rolling back to savepoint", e))?;
                 }
                 Err(e) => return Err(classify(&format!("writing {}", plan.config.table), e)),
             }
@@ -775,22 +910,25 @@ impl Writer {
         Ok(bad)
     }
 
-    /// One row in its own implicit transaction (the row-at-a-time
-    /// baseline of the benchmark).
+    /// One row in its own implicit transaction, with a prepared statement
+    /// (the row-at-a-time baseline of the benchmark).
     pub async fn write_row_autocommit(&mut self, table: usize, row: &[Value]) -> Result<(), WriteError> {
-        let plan = &self.tables[table];
-        let sql = plan.single_sql.clone();
-        let arrays = build_arrays(&[row], &plan.db_types).map_err(WriteError::Fatal)?;
+        let arrays = build_arrays(&[row], &self.tables[table].db_types).map_err(WriteError::Fatal)?;
         let s = self.session().await?;
         let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a.element(0)).collect();
-        s.client.execute(sql.as_str(), &params).await.map_err(|e| classify("writing a row", e))?;
+        s.client
+            .execute(&s.single[table], &params)
+            .await
+            .map_err(|e| classify("writing a row", e))?;
         Ok(())
     }
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, WriteError> {
-    let (client, connection) =
-        config.connect(NoTls).await.map_err(|e| WriteError::Retryable { context: "connecting to Postgres".into(), cause: e })?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| WriteError::Retryable {
+        context: "connecting to Postgres".into(),
+        cause: e,
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "Postgres connection ended");
@@ -841,8 +979,14 @@ tables:
 
     #[test]
     fn upsert_refreshes_updated_at_and_keeps_created_at() {
-        let types: Vec<String> =
-            ["character varying", "character varying", "timestamp without time zone", "bigint"].map(String::from).into();
+        let types: Vec<String> = [
+            "character varying",
+            "character varying",
+            "timestamp without time zone",
+            "bigint",
+        ]
+        .map(String::from)
+        .into();
         let sql = insert_sql(&table(), &types, RowSource::Unnest);
         assert_eq!(
             sql,
@@ -850,7 +994,7 @@ tables:
              SELECT u.\"region\", u.\"region_code\", u.\"hour\", u.\"samples\", (now() AT TIME ZONE 'Asia/Seoul'), (now() AT TIME ZONE 'Asia/Seoul') \
              FROM unnest($1::character varying[], $2::character varying[], $3::timestamp without time zone[], $4::bigint[]) \
              AS u(\"region\", \"region_code\", \"hour\", \"samples\") \
-             ON CONFLICT (\"region_code\", \"hour\") DO UPDATE SET \"region\" = EXCLUDED.\"region\", \"samples\" = EXCLUDED.\"samples\", \
+             ORDER BY u.\"region_code\", u.\"hour\" ON CONFLICT (\"region_code\", \"hour\") DO UPDATE SET \"region\" = EXCLUDED.\"region\", \"samples\" = EXCLUDED.\"samples\", \
              \"updated_at\" = EXCLUDED.\"updated_at\""
         );
         let single = insert_sql(&table(), &types, RowSource::Single);

@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use super::config::{Mode, SinkConfig};
-use super::mapping::{dedup_last, Value};
+use super::mapping::{dedup_last, RecordMapping, Value};
 use super::postgres::{OffsetUpdate, TableRows, WriteError, Writer};
 use super::SinkError;
 
@@ -47,7 +47,10 @@ struct Backoff {
 
 impl Backoff {
     fn new() -> Self {
-        Self { next: FIRST_BACKOFF, attempt: 0 }
+        Self {
+            next: FIRST_BACKOFF,
+            attempt: 0,
+        }
     }
 
     fn step(&mut self) -> Duration {
@@ -76,7 +79,10 @@ enum Event {
     /// Assigned at these stored offsets (`None`: from the beginning). When
     /// `trusted` is false the offsets could not be read (shutting down) and
     /// the partitions must not be processed.
-    Assigned { parts: Vec<((String, i32), Option<i64>)>, trusted: bool },
+    Assigned {
+        parts: Vec<((String, i32), Option<i64>)>,
+        trusted: bool,
+    },
     Revoked(Vec<(String, i32)>),
 }
 
@@ -146,7 +152,11 @@ impl ClientContext for SinkContext {
 impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let stored = self.stored_offsets();
@@ -161,17 +171,30 @@ impl ConsumerContext for SinkContext {
                     }
                     assigned.push(((topic.clone(), *p), at));
                 }
-                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 match result {
-                    Ok(()) => tracing::info!(sink = %self.sink, partitions = ?assigned, "assigned at the offsets stored in Postgres"),
+                    Ok(()) => {
+                        tracing::info!(sink = %self.sink, partitions = ?assigned, "assigned at the offsets stored in Postgres")
+                    }
                     Err(e) => tracing::error!(sink = %self.sink, error = %e, "assign failed"),
                 }
-                self.push(Event::Assigned { parts: assigned, trusted });
+                self.push(Event::Assigned {
+                    parts: assigned,
+                    trusted,
+                });
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(sink = %self.sink, partitions = ?parts, "partitions revoked");
                 self.push(Event::Revoked(parts));
-                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = result {
                     tracing::warn!(sink = %self.sink, error = %e, "unassign failed");
                 }
@@ -255,6 +278,9 @@ pub(crate) struct Task {
     shutdown: Arc<AtomicBool>,
     /// Table indexes per topic.
     by_topic: HashMap<String, Vec<usize>>,
+    /// Per table, as checked against the database at start.
+    mappings: Vec<RecordMapping>,
+    table_names: Vec<String>,
     /// Assigned partitions: the offset stored in Postgres (as last read or
     /// written by this instance) and the next offset to accept.
     parts: HashMap<(String, i32), PartState>,
@@ -275,6 +301,8 @@ impl Task {
         handle: Handle,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Task, SinkError> {
+        let mappings: Vec<RecordMapping> = writer.tables().iter().map(|t| t.mapping.clone()).collect();
+        let table_names: Vec<String> = writer.tables().iter().map(|t| t.config.table.to_string()).collect();
         let writer = Arc::new(Mutex::new(writer));
         let mut by_topic: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, t) in cfg.tables.iter().enumerate() {
@@ -321,6 +349,8 @@ impl Task {
             handle,
             shutdown,
             by_topic,
+            mappings,
+            table_names,
             parts: HashMap::new(),
             batch: Batch::new(n),
         })
@@ -340,7 +370,10 @@ impl Task {
                 self.flush()?;
                 break;
             }
-            let timeout = self.time_to_flush().unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
+            let timeout = self
+                .time_to_flush()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
             let polled = self.consumer.poll(timeout);
             let msg = match polled {
                 Some(Ok(m)) => Some(SourceRecord {
@@ -380,7 +413,13 @@ impl Task {
             Event::Assigned { parts, trusted } => {
                 for (tp, stored) in parts {
                     if trusted {
-                        self.parts.insert(tp, PartState { stored, next: stored.unwrap_or(0) });
+                        self.parts.insert(
+                            tp,
+                            PartState {
+                                stored,
+                                next: stored.unwrap_or(0),
+                            },
+                        );
                     } else {
                         self.parts.remove(&tp);
                     }
@@ -405,7 +444,11 @@ impl Task {
     /// Remove the records of some partitions from the pending batch.
     fn drop_partitions(&mut self, drop: &HashSet<(String, i32)>) {
         let old = std::mem::replace(&mut self.batch, Batch::new(self.cfg.tables.len()));
-        let dropped = old.records.iter().filter(|r| drop.contains(&(r.topic.clone(), r.partition))).count();
+        let dropped = old
+            .records
+            .iter()
+            .filter(|r| drop.contains(&(r.topic.clone(), r.partition)))
+            .count();
         tracing::info!(sink = %self.cfg.name, records = dropped, "dropping pending records of revoked partitions");
         let mut keep = vec![false; old.records.len()];
         for (i, r) in old.records.iter().enumerate() {
@@ -433,7 +476,8 @@ impl Task {
             return;
         }
         st.next = rec.offset + 1;
-        metrics::counter!("weir_sink_records_consumed_total", "sink" => self.sink(), "topic" => rec.topic.clone()).increment(1);
+        metrics::counter!("weir_sink_records_consumed_total", "sink" => self.sink(), "topic" => rec.topic.clone())
+            .increment(1);
         self.add_unchecked(rec);
     }
 
@@ -441,12 +485,14 @@ impl Task {
         let idx = self.batch.records.len();
         let now = Instant::now();
         if let Some(tables) = self.by_topic.get(&rec.topic) {
-            let writer = lock(&self.writer);
             for &t in tables {
-                let plan = &writer.tables()[t];
-                match plan.mapping.map_payload(rec.payload.as_deref()) {
+                match self.mappings[t].map_payload(rec.payload.as_deref()) {
                     Ok(row) => self.batch.rows[t].push((idx, row)),
-                    Err(e) => self.batch.rejected.push(Rejected { record: idx, table: t, reason: e.to_string() }),
+                    Err(e) => self.batch.rejected.push(Rejected {
+                        record: idx,
+                        table: t,
+                        reason: e.to_string(),
+                    }),
                 }
                 self.batch.counts[t] += 1;
                 self.batch.first[t].get_or_insert(now);
@@ -487,23 +533,24 @@ impl Task {
         let sink = self.sink();
         let batch = std::mem::replace(&mut self.batch, Batch::new(self.cfg.tables.len()));
 
-        let rejected: Vec<(usize, usize, String)> = batch.rejected.iter().map(|r| (r.record, r.table, r.reason.clone())).collect();
+        let rejected: Vec<(usize, usize, String)> = batch
+            .rejected
+            .iter()
+            .map(|r| (r.record, r.table, r.reason.clone()))
+            .collect();
         if !rejected.is_empty() {
             self.dead_letter(&batch.records, &rejected)?;
         }
 
         // Last record per key wins inside a batch.
         let mut rows: Vec<Vec<(usize, &[Value])>> = Vec::with_capacity(batch.rows.len());
-        {
-            let writer = lock(&self.writer);
-            for (t, table_rows) in batch.rows.iter().enumerate() {
-                let plan = &writer.tables()[t];
-                let items: Vec<(usize, &[Value])> = table_rows.iter().map(|(i, r)| (*i, r.as_slice())).collect();
-                rows.push(match plan.config.mode {
-                    Mode::Upsert => dedup_last(items, |(_, r)| plan.mapping.key_of(r)),
-                    Mode::Insert => items,
-                });
-            }
+        for (t, table_rows) in batch.rows.iter().enumerate() {
+            let mapping = &self.mappings[t];
+            let items: Vec<(usize, &[Value])> = table_rows.iter().map(|(i, r)| (*i, r.as_slice())).collect();
+            rows.push(match self.cfg.tables[t].mode {
+                Mode::Upsert => dedup_last(items, |(_, r)| mapping.key_of(r)),
+                Mode::Insert => items,
+            });
         }
         let offsets: Vec<OffsetUpdate> = batch
             .last
@@ -522,7 +569,10 @@ impl Task {
             let tables: Vec<TableRows<'_>> = rows
                 .iter()
                 .enumerate()
-                .map(|(t, r)| TableRows { table: t, rows: r.iter().map(|(_, row)| *row).collect() })
+                .map(|(t, r)| TableRows {
+                    table: t,
+                    rows: r.iter().map(|(_, row)| *row).collect(),
+                })
                 .collect();
             let result = {
                 let mut w = lock(&self.writer);
@@ -550,7 +600,11 @@ impl Task {
                     tracing::warn!(sink = %sink, ?partitions, "another instance moved these partitions' offsets; re-seeking to Postgres");
                     return self.resync();
                 }
-                Err(WriteError::Data { table, table_name, message }) => {
+                Err(WriteError::Data {
+                    table,
+                    table_name,
+                    message,
+                }) => {
                     tracing::warn!(sink = %sink, table = %table_name, error = %message, "Postgres rejected the batch; finding the rejected rows");
                     let found = {
                         let table_rows: Vec<&[Value]> = rows[table].iter().map(|(_, r)| *r).collect();
@@ -567,7 +621,9 @@ impl Task {
                             let bad_idx: HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
                             let dl: Vec<(usize, usize, String)> = bad
                                 .iter()
-                                .map(|(i, reason)| (rows[table][*i].0, table, format!("rejected by Postgres: {reason}")))
+                                .map(|(i, reason)| {
+                                    (rows[table][*i].0, table, format!("rejected by Postgres: {reason}"))
+                                })
                                 .collect();
                             self.dead_letter(&batch.records, &dl)?;
                             let kept: Vec<(usize, &[Value])> = rows[table]
@@ -604,17 +660,14 @@ impl Task {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(sink = %sink, error = %e, "Kafka offset commit failed");
         }
-        {
-            let writer = lock(&self.writer);
-            for (t, r) in rows.iter().enumerate() {
-                if !r.is_empty() {
-                    let table = writer.tables()[t].config.table.to_string();
-                    metrics::counter!("weir_sink_rows_upserted_total", "sink" => sink.clone(), "table" => table)
-                        .increment(r.len() as u64);
-                }
+        for (t, r) in rows.iter().enumerate() {
+            if !r.is_empty() {
+                metrics::counter!("weir_sink_rows_upserted_total", "sink" => sink.clone(), "table" => self.table_names[t].clone())
+                    .increment(r.len() as u64);
             }
         }
-        metrics::histogram!("weir_sink_batch_duration_seconds", "sink" => sink.clone()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("weir_sink_batch_duration_seconds", "sink" => sink.clone())
+            .record(started.elapsed().as_secs_f64());
         tracing::debug!(
             sink = %sink,
             records = batch.records.len(),
@@ -632,21 +685,38 @@ impl Task {
         let mut backoff = Backoff::new();
         let mut todo: Vec<&(usize, usize, String)> = items.iter().collect();
         while !todo.is_empty() {
-            let writer = lock(&self.writer);
             let futures: Vec<_> = todo
                 .iter()
                 .map(|(ri, t, reason)| {
                     let r = &records[*ri];
-                    let table = writer.tables()[*t].config.table.to_string();
+                    let table = self.table_names[*t].as_str();
                     let partition = r.partition.to_string();
                     let offset = r.offset.to_string();
                     let headers = OwnedHeaders::new()
-                        .insert(Header { key: "weir.error", value: Some(reason.as_str()) })
-                        .insert(Header { key: "weir.topic", value: Some(r.topic.as_str()) })
-                        .insert(Header { key: "weir.partition", value: Some(partition.as_str()) })
-                        .insert(Header { key: "weir.offset", value: Some(offset.as_str()) })
-                        .insert(Header { key: "weir.sink", value: Some(sink.as_str()) })
-                        .insert(Header { key: "weir.table", value: Some(table.as_str()) });
+                        .insert(Header {
+                            key: "weir.error",
+                            value: Some(reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: "weir.topic",
+                            value: Some(r.topic.as_str()),
+                        })
+                        .insert(Header {
+                            key: "weir.partition",
+                            value: Some(partition.as_str()),
+                        })
+                        .insert(Header {
+                            key: "weir.offset",
+                            value: Some(offset.as_str()),
+                        })
+                        .insert(Header {
+                            key: "weir.sink",
+                            value: Some(sink.as_str()),
+                        })
+                        .insert(Header {
+                            key: "weir.table",
+                            value: Some(table),
+                        });
                     let mut rec: FutureRecord<'_, [u8], [u8]> =
                         FutureRecord::to(&self.cfg.dead_letter).headers(headers);
                     if let Some(k) = &r.key {
@@ -658,7 +728,6 @@ impl Task {
                     self.producer.send(rec, Duration::from_secs(10))
                 })
                 .collect();
-            drop(writer);
             let results = self.handle.block_on(futures::future::join_all(futures));
             let mut failed = Vec::new();
             for (item, res) in todo.iter().zip(results) {
@@ -666,8 +735,9 @@ impl Task {
                     Ok(_) => {
                         tracing::warn!(sink = %sink, topic = %records[item.0].topic, partition = records[item.0].partition,
                             offset = records[item.0].offset, reason = %item.2, "record sent to the dead-letter topic");
-                        let table = lock(&self.writer).tables()[item.1].config.table.to_string();
-                        metrics::counter!("weir_sink_dlq_records_total", "sink" => sink.clone(), "table" => table).increment(1);
+                        let table = self.table_names[item.1].clone();
+                        metrics::counter!("weir_sink_dlq_records_total", "sink" => sink.clone(), "table" => table)
+                            .increment(1);
                     }
                     Err((e, _)) => {
                         tracing::warn!(sink = %sink, error = %e, "dead-letter produce failed");
@@ -710,7 +780,10 @@ impl Task {
                     Err(e) => return Err(SinkError::Kafka(e)),
                 }
             }
-            *st = PartState { stored: at, next: at.unwrap_or(0) };
+            *st = PartState {
+                stored: at,
+                next: at.unwrap_or(0),
+            };
         }
         tracing::info!(sink = %self.cfg.name, "re-seeked to the offsets stored in Postgres");
         Ok(())

@@ -30,7 +30,10 @@ pub struct Pg {
 
 impl Pg {
     pub fn connect() -> Pg {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut pg = Pg { rt, client: None };
         pg.reconnect();
         pg
@@ -39,7 +42,10 @@ impl Pg {
     fn reconnect(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match self.rt.block_on(tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)) {
+            match self
+                .rt
+                .block_on(tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls))
+            {
                 Ok((client, conn)) => {
                     self.rt.spawn(async move {
                         let _ = conn.await;
@@ -62,7 +68,11 @@ impl Pg {
             let client = self.client.as_ref().unwrap();
             match self.rt.block_on(client.query(sql, &[])) {
                 Ok(rows) => return rows,
-                Err(e) if attempt < 19 && e.as_db_error().is_none_or(|d| matches!(&d.code().code()[..2], "57" | "08")) => {
+                Err(e)
+                    if attempt < 19
+                        && e.as_db_error()
+                            .is_none_or(|d| matches!(&d.code().code()[..2], "57" | "08")) =>
+                {
                     std::thread::sleep(Duration::from_millis(300));
                     self.reconnect();
                 }
@@ -74,7 +84,9 @@ impl Pg {
 
     pub fn exec(&mut self, sql: &str) {
         let client = self.client.as_ref().unwrap();
-        self.rt.block_on(client.batch_execute(sql)).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        self.rt
+            .block_on(client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
@@ -95,8 +107,13 @@ impl Pg {
 /// End offset of every partition of `topic`.
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", common::bootstrap()).create().unwrap();
-    (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
+        .collect()
 }
 
 /// Wait until the sink has stored the end offset of every partition.
@@ -105,10 +122,16 @@ pub fn wait_caught_up(pg: &mut Pg, sink: &str, topic: &str, partitions: i32, tim
     let deadline = Instant::now() + timeout;
     loop {
         let got = pg.offsets(sink, topic);
-        if want.iter().all(|(p, end)| *end == 0 || got.get(p).map(|(o, _)| *o) == Some(*end)) {
+        if want
+            .iter()
+            .all(|(p, end)| *end == 0 || got.get(p).map(|(o, _)| *o) == Some(*end))
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "sink {sink} did not reach {want:?} on {topic} in {timeout:?}; stored {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "sink {sink} did not reach {want:?} on {topic} in {timeout:?}; stored {got:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -155,7 +178,11 @@ impl SinkProc {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "weir sink exited with {status}; log:\n{}", self.log_text());
+                assert!(
+                    status.success(),
+                    "weir sink exited with {status}; log:\n{}",
+                    self.log_text()
+                );
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -175,7 +202,11 @@ impl Drop for SinkProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- log of weir sink ({}) ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- log of weir sink ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -219,7 +250,10 @@ pub fn log_table_yaml(topic: &str, schema: &str, batch: &str) -> String {
 }
 
 pub fn write_config(dir: &Path, name: &str, dlq: &str, extra_top: &str, tables: &[String]) -> PathBuf {
-    let text = format!("name: {name}\ndead_letter: {dlq}\n{extra_top}tables:\n{}", tables.concat());
+    let text = format!(
+        "name: {name}\ndead_letter: {dlq}\n{extra_top}tables:\n{}",
+        tables.concat()
+    );
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
@@ -306,7 +340,10 @@ pub fn windows(hours: i64, updates: i64, seq0: i64) -> Vec<Window> {
 pub fn expected_rows(ws: &[Window]) -> BTreeMap<(String, NaiveDateTime), (String, f64, i64)> {
     let mut m = BTreeMap::new();
     for w in ws {
-        m.insert((w.region_code.clone(), w.kst_hour()), (w.region.clone(), w.avg, w.samples));
+        m.insert(
+            (w.region_code.clone(), w.kst_hour()),
+            (w.region.clone(), w.avg, w.samples),
+        );
     }
     m
 }
@@ -318,7 +355,12 @@ pub fn table_rows(pg: &mut Pg, schema: &str) -> BTreeMap<(String, NaiveDateTime)
     let mut m = BTreeMap::new();
     for r in rows {
         let prev = m.insert((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4)));
-        assert!(prev.is_none(), "duplicate row for ({}, {})", r.get::<_, String>(0), r.get::<_, NaiveDateTime>(1));
+        assert!(
+            prev.is_none(),
+            "duplicate row for ({}, {})",
+            r.get::<_, String>(0),
+            r.get::<_, NaiveDateTime>(1)
+        );
     }
     m
 }
@@ -338,7 +380,10 @@ pub fn produce_windows(topic: &str, partitions: i32, ws: &[Window]) {
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

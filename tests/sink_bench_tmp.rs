@@ -1,7 +1,0 @@
-#[path = "../benches/sink_upsert.rs"]
-mod bench;
-#[test]
-#[ignore]
-fn run_bench() {
-    bench::main()
-}
