@@ -10,6 +10,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
+mod murmur2;
+pub use murmur2::{murmur2, partition_for as murmur2_partition};
+
 /// Where `./dev up` starts the broker.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
@@ -87,73 +90,4 @@ pub async fn delete_topics(bootstrap: &str, names: &[&str]) -> Result<(), KafkaE
         }
     }
     Ok(())
-}
-
-/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`),
-/// used by the Java producer's default partitioner.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    let mut h: u32 = SEED ^ (len as u32);
-    let chunks = data.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    match tail.len() {
-        3 => {
-            h ^= u32::from(tail[2]) << 16;
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(M);
-        }
-        2 => {
-            h ^= u32::from(tail[1]) << 8;
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(M);
-        }
-        1 => {
-            h ^= u32::from(tail[0]);
-            h = h.wrapping_mul(M);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-/// The partition Java's default partitioner gives a keyed record:
-/// `toPositive(murmur2(key)) % partitions`.
-pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn murmur2_matches_kafka_test_vectors() {
-        // From Kafka's UtilsTest.testMurmur2.
-        let cases: [(&[u8], i32); 6] = [
-            (b"21", -973932308),
-            (b"foobar", -790332482),
-            (b"a-little-bit-long-string", -985981536),
-            (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
-            (b"abc", 479470107),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(murmur2(input), expected, "{:?}", String::from_utf8_lossy(input));
-        }
-    }
 }

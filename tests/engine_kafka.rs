@@ -162,6 +162,23 @@ fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Produce the sentinels (see `sentinels`) to their lots' partitions.
+fn send_sentinels(topic: &str, inputs: &[Input]) {
+    let p = producer();
+    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
+    for (k, v) in sentinels(inputs) {
+        produce(
+            &p,
+            topic,
+            weir::kafka::murmur2_partition(k.as_bytes(), 3),
+            future,
+            Some(k.as_bytes()),
+            Some(&v),
+        );
+    }
+    flush(&p);
+}
+
 fn produce_inputs(topic: &str, inputs: &[Input]) {
     let p = producer();
     for i in inputs {
@@ -256,19 +273,7 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     );
     // Only now the sentinels: sent earlier, one could overtake data of the
     // same region still queued in another input partition.
-    let p = producer();
-    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
-    for (k, v) in sentinels(&inputs) {
-        produce(
-            &p,
-            &status,
-            weir::kafka::murmur2_partition(k.as_bytes(), 3),
-            future,
-            Some(k.as_bytes()),
-            Some(&v),
-        );
-    }
-    flush(&p);
+    send_sentinels(&status, &inputs);
     let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
         r.len() >= want.len()
     });
@@ -416,19 +421,7 @@ fn two_instances_share_the_work_and_results_stay_exact() {
         3,
         Duration::from_secs(90),
     );
-    let p = producer();
-    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
-    for (k, v) in sentinels(&inputs) {
-        produce(
-            &p,
-            &status,
-            weir::kafka::murmur2_partition(k.as_bytes(), 3),
-            future,
-            Some(k.as_bytes()),
-            Some(&v),
-        );
-    }
-    flush(&p);
+    send_sentinels(&status, &inputs);
     let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
         r.len() >= want.len()
     });

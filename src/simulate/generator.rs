@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::catalog::{catalog, Catalog, Lot, Region};
 use super::curve::{self, KST_OFFSET_SECS};
-use super::murmur2::partition_for;
 use super::SimulateError;
+use crate::kafka::murmur2_partition as partition_for;
 
 /// Field names of a `parking_status` value, in the feed's order.
 pub const FIELDS: [&str; 16] = [

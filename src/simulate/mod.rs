@@ -17,7 +17,6 @@ pub mod catalog;
 pub mod curve;
 mod drive;
 pub mod generator;
-pub mod murmur2;
 pub mod output;
 pub mod parse;
 
@@ -27,9 +26,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
+pub use crate::kafka::{murmur2, murmur2_partition as partition_for};
 pub use catalog::{catalog, Catalog, Lot, Region};
 pub use generator::{format_kst, generator, BadKind, Generator, GeneratorOptions, RecordKind, SimRecord, FIELDS};
-pub use murmur2::{murmur2, partition_for};
 pub use output::jsonl_line;
 
 /// Options of `weir simulate`.
