@@ -87,6 +87,9 @@ impl Backend for Box<dyn Backend + Send> {
     fn range(&self, from: &[u8], to: &[u8]) -> Result<crate::state::Entries, StoreError> {
         (**self).range(from, to)
     }
+    fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).first_key(from, skip)
+    }
     fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
         (**self).write(batch)
     }
@@ -116,6 +119,9 @@ pub(crate) struct Ctx<'a, 'o> {
     pub stream_time: i64,
     pub partition: i32,
     pub origin: Option<&'a Origin<'o>>,
+    /// Per window node: the earliest stream time at which one of its open
+    /// windows closes (see `Task::close_windows`).
+    pub next_close: &'a mut [i64],
 }
 
 impl Task {
@@ -208,6 +214,7 @@ impl Task {
             stream_time: self.stream_time,
             partition: self.partition,
             origin,
+            next_close: &mut self.next_close,
         }
     }
 
@@ -218,7 +225,6 @@ impl Task {
                 if self.stream_time < self.next_close[id] {
                     continue;
                 }
-                let mut next = i64::MAX;
                 let mut ctx = Ctx {
                     topo,
                     stores: &mut self.stores,
@@ -227,9 +233,9 @@ impl Task {
                     stream_time: self.stream_time,
                     partition: self.partition,
                     origin: None,
+                    next_close: &mut self.next_close,
                 };
-                window::close(&mut ctx, id, w, &mut next)?;
-                self.next_close[id] = next;
+                window::close(&mut ctx, id, w)?;
             }
         }
         Ok(())
@@ -254,9 +260,6 @@ impl Task {
                 }
             }
         }
-        // Restored or flushed state may hold windows we have not seen this
-        // session: let the next record scan for them.
-        self.next_close.iter_mut().for_each(|n| *n = i64::MIN);
         Ok(out)
     }
 }

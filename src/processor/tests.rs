@@ -272,3 +272,18 @@ steps:
     assert_eq!(out[0]["x"], 3);
     assert_eq!(task.stats.dropped_stale, 1);
 }
+
+#[test]
+fn a_window_opened_within_grace_closes_on_time() {
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    // Only [15:00, 16:00) is open: the next close check is at 16:01.
+    feed(&mut task, &t, "a", T14 + H + 10_000, 1.0);
+    // Within grace, a record opens the earlier [14:00, 15:00) window...
+    assert!(values(&feed(&mut task, &t, "b", T14 + H - 30_000, 2.0)).is_empty());
+    // ...which must close at 15:01, not wait for 16:01.
+    let out = values(&feed(&mut task, &t, "c", T14 + H + 60_000, 0.0));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["g"], "b");
+    assert_eq!(out[0]["window_start"], "2025-03-31T14:00:00+09:00");
+}

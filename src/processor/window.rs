@@ -292,6 +292,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
     for (start, key, state) in updates {
         let bytes = encode(&state);
         ctx.store(w.store)?.put(key, bytes);
+        Task::note_open(&mut ctx.next_close[id], start + w.size_ms + w.grace_ms);
         if w.emit == EmitSpec::OnUpdate {
             let out = result_record(ctx, w, start, &group, &state);
             ctx.forward(id, &out)?;
@@ -301,9 +302,9 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
 }
 
 /// Emit (for `on_window_close`) and delete every window that stream time
-/// has closed. Sets `next` to the stream time at which the oldest window
-/// still open will close.
-pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, next: &mut i64) -> Result<(), ProcessError> {
+/// has closed, then note when the oldest window still open will close, so
+/// no scan runs before then.
+pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result<(), ProcessError> {
     let store_name = ctx.topo.stores[w.store].name.clone();
     // start + size + grace <= stream_time  <=>  start <= stream_time - size - grace
     let last_closed_start = ctx.stream_time.saturating_sub(w.size_ms).saturating_sub(w.grace_ms);
@@ -318,14 +319,11 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, next: &mu
         }
         ctx.store(w.store)?.delete(key);
     }
-    // Find the oldest open window to know when the next scan can find work.
-    let open = ctx.store(w.store)?.range(&to, &time_bytes(i64::MAX))?;
-    if let Some((key, _)) = open.first() {
-        Task::note_open(
-            next,
-            time_from(key).saturating_add(w.size_ms).saturating_add(w.grace_ms),
-        );
-    }
+    // The oldest open window says when the next scan can find work.
+    ctx.next_close[id] = match ctx.store(w.store)?.first_key(&to)? {
+        Some(key) => time_from(&key).saturating_add(w.size_ms).saturating_add(w.grace_ms),
+        None => i64::MAX,
+    };
     Ok(())
 }
 

@@ -36,6 +36,8 @@ pub trait Backend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries with `from <= key < to`, in key order.
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// The first key `>= from` for which `skip` is false, stopping early.
+    fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError>;
     fn write(&mut self, batch: &[Change]) -> Result<(), StoreError>;
 }
 
@@ -47,6 +49,8 @@ pub trait Store {
     /// Entries with `from <= key < to`, in key order, including unflushed
     /// writes.
     fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// The smallest key `>= from`, including unflushed writes.
+    fn first_key(&mut self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// In-memory backend (tests and `weir test`).
@@ -69,6 +73,15 @@ impl Backend for MemBackend {
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .map
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .find(|k| !skip(k))
+            .cloned())
     }
 
     fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
@@ -147,6 +160,19 @@ impl<B: Backend> Store for CachedStore<B> {
         }
         Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
     }
+
+    fn first_key(&mut self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let dirty = &self.dirty;
+        let stored = self.backend.first_key(from, &|k| matches!(dirty.get(k), Some(None)))?;
+        let cached = dirty
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .find(|(_, v)| v.is_some())
+            .map(|(k, _)| k.clone());
+        Ok(match (stored, cached) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
 }
 
 /// Store values start with this version byte so the encoding can change.
@@ -195,6 +221,20 @@ mod tests {
         let changes = s.flush().unwrap();
         assert_eq!(changes, vec![(b"a".to_vec(), None)]);
         assert!(!s.backend.map.contains_key(b"a".as_slice()));
+    }
+
+    #[test]
+    fn first_key_sees_cache_and_skips_deleted() {
+        let mut s = CachedStore::new(MemBackend::default());
+        s.put(b"b".to_vec(), vec![1]);
+        s.put(b"d".to_vec(), vec![1]);
+        s.flush().unwrap();
+        assert_eq!(s.first_key(b"a").unwrap(), Some(b"b".to_vec()));
+        s.delete(b"b".to_vec());
+        assert_eq!(s.first_key(b"a").unwrap(), Some(b"d".to_vec()), "deleted in the cache");
+        s.put(b"c".to_vec(), vec![1]);
+        assert_eq!(s.first_key(b"a").unwrap(), Some(b"c".to_vec()), "unflushed write");
+        assert_eq!(s.first_key(b"e").unwrap(), None);
     }
 
     #[test]

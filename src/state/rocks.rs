@@ -109,6 +109,20 @@ impl Backend for RocksBackend {
         Ok(out)
     }
 
+    fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.handle()?;
+        for item in self
+            .db
+            .iterator_cf(cf, rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward))
+        {
+            let (k, _) = item?;
+            if !skip(&k) {
+                return Ok(Some(k.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
     fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
         let cf = self.handle()?;
         let mut wb = WriteBatch::default();
