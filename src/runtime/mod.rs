@@ -160,6 +160,9 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     rt: tokio::runtime::Handle,
 ) -> Result<(), RuntimeError> {
+    if topo.guarantee == crate::topology::Guarantee::ExactlyOnce {
+        tracing::warn!("processing_guarantee exactly_once is not implemented yet: running at-least-once");
+    }
     let topo = Arc::new(topo);
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap))?;
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
