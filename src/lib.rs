@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod processor;
 pub mod runtime;
+pub mod shutdown;
 pub mod simulate;
 pub mod sink;
 pub mod state;

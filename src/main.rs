@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -87,30 +85,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Set `flag` on SIGINT or SIGTERM (a second signal exits at once).
-fn spawn_signal_handler(flag: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        for _ in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("second signal: exiting now");
-                std::process::exit(130);
-            }
-            tracing::info!("signal received: finishing the current work");
-        }
-    });
-}
-
 /// Load a topology, printing its diagnostics on failure.
 fn load(path: &std::path::Path) -> Option<weir::topology::Topology> {
     match weir::topology::Topology::load(path) {
@@ -179,8 +153,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 weir::metrics::install(addr)?;
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
             }
-            let shutdown = Arc::new(AtomicBool::new(false));
-            spawn_signal_handler(shutdown.clone());
+            let shutdown = weir::shutdown::on_signal();
             let opts = weir::runtime::RunOptions { bootstrap, state_dir };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;

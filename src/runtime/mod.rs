@@ -353,7 +353,13 @@ impl Engine {
         let names: Vec<String> = self.topo.stores_of(sub).map(|(_, s)| s.name.clone()).collect();
         let mut checkpoint = checkpoint::read(&dir.join(".checkpoint"))?;
         let task = if names.is_empty() {
-            Task::new(&self.topo, sub, partition, |_| unreachable!("no stores"))?
+            // A stateless sub-topology: the opener is never called.
+            Task::new(&self.topo, sub, partition, |i| {
+                Err(StoreError::Corrupt {
+                    store: i.to_string(),
+                    reason: "stateless task has no store".into(),
+                })
+            })?
         } else {
             let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
             for (_, store) in self.topo.stores_of(sub) {

@@ -18,8 +18,7 @@ mod task;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use config::SinkConfig;
@@ -113,8 +112,7 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
         crate::metrics::install(addr)?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
     }
-    let shutdown = Arc::new(AtomicBool::new(false));
-    spawn_signal_handler(shutdown.clone());
+    let shutdown = crate::shutdown::on_signal();
 
     crate::kafka::ensure_topics(
         &args.bootstrap,
@@ -160,28 +158,4 @@ fn instance_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{host}:{}:{nanos:08x}", std::process::id())
-}
-
-/// Set `flag` on SIGINT or SIGTERM; a second signal exits at once.
-fn spawn_signal_handler(flag: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if flag.swap(true, Ordering::SeqCst) {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            }
-            tracing::info!("signal received: finishing the current batch");
-        }
-    });
 }
