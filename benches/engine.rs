@@ -11,24 +11,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir::processor::{Origin, Task};
 use weir::topology::Topology;
 
-const POLL: &str = include_str!("../data/citydata_parking_poll.jsonl");
-
-/// Real records, all marked real-time so every record takes the full path
-/// (the real poll has only 54 "Y" among 765).
-fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
-    POLL.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["REGION_CODE"].as_str().is_some_and(|c| c.starts_with("POI")))
-        .map(|mut v| {
-            v["IS_REALTIME_STATUS_PROVIDED"] = "Y".into();
-            if v["LAST_UPDATE"] == "" {
-                v["LAST_UPDATE"] = "2025-03-20 14:26:00".into();
-            }
-            let key = v["PARKING_CODE"].as_str().unwrap_or("").as_bytes().to_vec();
-            (key, v.to_string().into_bytes())
-        })
-        .collect()
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{records, BASE_TS};
 
 fn bench(c: &mut Criterion) {
     let topo = Topology::load(std::path::Path::new(concat!(
@@ -53,7 +38,7 @@ fn bench(c: &mut Criterion) {
                     topic: "parking_status",
                     partition: 0,
                     offset: i as i64,
-                    timestamp: 1_742_448_360_000 + i as i64 * 1000,
+                    timestamp: BASE_TS + i as i64 * 1000,
                     key: Some(k),
                     value: Some(v),
                 };
@@ -73,7 +58,7 @@ fn bench(c: &mut Criterion) {
             topic: "parking_status",
             partition: 0,
             offset: i as i64,
-            timestamp: 1_742_448_360_000 + i as i64 * 1000,
+            timestamp: BASE_TS + i as i64 * 1000,
             key: Some(k),
             value: Some(v),
         };

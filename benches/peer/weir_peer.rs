@@ -33,27 +33,12 @@ use weir::processor::{Origin, Output, OutputKind, Task};
 use weir::state::rocks::TaskDb;
 use weir::topology::Topology;
 
-const POLL: &str = include_str!("../../data/citydata_parking_poll.jsonl");
-const BASE_TS: i64 = 1_742_448_360_000;
+#[path = "../common/mod.rs"]
+mod common;
+use common::{records, BASE_TS};
+
 const HOURLY: &str = "parking_hourly_avg";
 const LOT: &str = "parking_lot_status";
-
-/// Exactly `benches/engine.rs`'s records: real records, all marked real-time
-/// so every record takes the full path, empty LAST_UPDATE filled.
-fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
-    POLL.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["REGION_CODE"].as_str().is_some_and(|c| c.starts_with("POI")))
-        .map(|mut v| {
-            v["IS_REALTIME_STATUS_PROVIDED"] = "Y".into();
-            if v["LAST_UPDATE"] == "" {
-                v["LAST_UPDATE"] = "2025-03-20 14:26:00".into();
-            }
-            let key = v["PARKING_CODE"].as_str().unwrap_or("").as_bytes().to_vec();
-            (key, v.to_string().into_bytes())
-        })
-        .collect()
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
