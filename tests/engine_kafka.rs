@@ -179,6 +179,24 @@ fn send_sentinels(topic: &str, inputs: &[Input]) {
     flush(&p);
 }
 
+/// Once the group `id` has committed everything on the input and the
+/// repartition topic, send the sentinels and read the hourly results.
+/// Only then: sent earlier, a sentinel could overtake data of its region
+/// still queued in another input partition.
+fn close_windows_and_collect(id: &str, status: &str, hourly: &str, inputs: &[Input], want: usize) -> Vec<Rec> {
+    wait_committed(id, status, 3, Duration::from_secs(90));
+    wait_committed(
+        id,
+        &format!("{id}-hourly-by-region-repartition"),
+        3,
+        Duration::from_secs(90),
+    );
+    send_sentinels(status, inputs);
+    consume_until(hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
+        r.len() >= want
+    })
+}
+
 fn produce_inputs(topic: &str, inputs: &[Input]) {
     let p = producer();
     for i in inputs {
@@ -264,19 +282,7 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     std::fs::remove_dir_all(&state).unwrap();
     produce_inputs(&status, second);
     let run2 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
-    wait_committed(&id, &status, 3, Duration::from_secs(90));
-    wait_committed(
-        &id,
-        &format!("{id}-hourly-by-region-repartition"),
-        3,
-        Duration::from_secs(90),
-    );
-    // Only now the sentinels: sent earlier, one could overtake data of the
-    // same region still queued in another input partition.
-    send_sentinels(&status, &inputs);
-    let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
-        r.len() >= want.len()
-    });
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     run2.stop();
     check_results(&results, &want);
     for r in &results {
@@ -414,17 +420,7 @@ fn two_instances_share_the_work_and_results_stay_exact() {
     // Let B join the group before the second half arrives.
     std::thread::sleep(Duration::from_secs(8));
     produce_inputs(&status, second);
-    wait_committed(&id, &status, 3, Duration::from_secs(90));
-    wait_committed(
-        &id,
-        &format!("{id}-hourly-by-region-repartition"),
-        3,
-        Duration::from_secs(90),
-    );
-    send_sentinels(&status, &inputs);
-    let results = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
-        r.len() >= want.len()
-    });
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     let task_dirs = |state: &str| {
         std::fs::read_dir(std::path::Path::new(state).join(&id))
             .map(|d| d.count())
