@@ -193,18 +193,26 @@ pub fn wait_committed(group: &str, topic: &str, partitions: i32, timeout: Durati
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
-        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        let all = (0..partitions).all(|p| {
-            let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-            let got = committed.find_partition(topic, p).map(|e| e.offset());
-            high == 0 || matches!(got, Some(Offset::Offset(o)) if o >= high)
+        // A fresh broker answers NotCoordinator / CoordinatorLoadInProgress
+        // until __consumer_offsets is loaded: those are "not yet", not failures.
+        let done = c.committed_offsets(tpl, Duration::from_secs(10)).and_then(|committed| {
+            for p in 0..partitions {
+                let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+                let got = committed.find_partition(topic, p).map(|e| e.offset());
+                if high > 0 && !matches!(got, Some(Offset::Offset(o)) if o >= high) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         });
-        if all {
-            return;
+        match &done {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => eprintln!("wait_committed({group}, {topic}): {e}; retrying"),
         }
         assert!(
             Instant::now() < deadline,
-            "group {group} did not commit the end of {topic} in time"
+            "group {group} did not commit the end of {topic} in time (last: {done:?})"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
