@@ -94,7 +94,14 @@ impl Pg {
     }
 
     /// `next_offset` per partition stored for `sink` and `topic`.
+    /// Empty until the sink has created its offsets table (a fresh cluster
+    /// has none before the first sink starts).
     pub fn offsets(&mut self, sink: &str, topic: &str) -> BTreeMap<i32, (i64, Option<String>)> {
+        if self.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'weir' AND tablename = 'weir_sink_offsets'")
+            == 0
+        {
+            return BTreeMap::new();
+        }
         self.query(&format!(
             "SELECT partition, next_offset, owner FROM weir.weir_sink_offsets WHERE sink_name = '{sink}' AND topic = '{topic}'"
         ))
