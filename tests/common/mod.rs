@@ -90,17 +90,39 @@ pub struct Rec {
 /// read, or `timeout` passes; then keep reading for `settle` to catch
 /// extras. Returns everything read.
 pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+    // Reads by assignment, not through a consumer group: a group needs the
+    // group coordinator, which a freshly started broker may still be loading.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("it-reader"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
+    // The topic may not exist yet: weir creates it when it starts.
+    let partitions = loop {
+        let n = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().len())
+            })
+            .unwrap_or(0);
+        if n > 0 || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
     let mut done_at: Option<Instant> = None;
     while Instant::now() < deadline {
         if let Some(at) = done_at {
@@ -128,8 +150,6 @@ pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: imp
                     headers,
                 });
             }
-            // The topic may not exist yet: weir creates it when it starts.
-            Some(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => {}
             Some(Err(e)) => panic!("consumer error: {e}"),
             None => {}
         }
