@@ -36,6 +36,18 @@ fn b64(s: &str) -> Vec<u8> {
     out
 }
 
+/// The hour 36 h ago. Not older: the broker deletes a segment once its
+/// newest record is older than the topic's retention (7 days for inputs, 2 d
+/// 1 h for the window changelog here), which would lose state between the
+/// runs of a test. Not newer: brokers reject timestamps over an hour ahead
+/// (message.timestamp.after.max.ms) and the sentinels come 26 h after the data.
+fn data_start() -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    chrono::DateTime::from_timestamp_millis((now - 36 * H).div_euclid(H) * H)
+        .unwrap()
+        .to_rfc3339()
+}
+
 fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
     let path = dir.join("sim.jsonl");
     run_weir(&[
@@ -44,11 +56,8 @@ fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
         &count.to_string(),
         "--seed",
         &seed.to_string(),
-        // In the past: brokers reject timestamps over an hour ahead
-        // (log.message.timestamp.after.max.ms), and the sentinels below
-        // are days after the data.
         "--start",
-        "2025-03-31 00:00:00",
+        &data_start(),
         "--partitions",
         "3",
         "--bad-ratio",
@@ -138,8 +147,9 @@ fn topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]
     (path, names)
 }
 
-/// One record per region far in the future: every repartition task's
-/// stream time passes every earlier window's end + grace.
+/// One record per region a grace (1 d) plus a window (1 h) and an hour after
+/// the data: every repartition task's stream time passes every earlier
+/// window's end + grace.
 fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
     let mut regions = BTreeSet::new();
     for i in inputs {
@@ -165,7 +175,7 @@ fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
 /// Produce the sentinels (see `sentinels`) to their lots' partitions.
 fn send_sentinels(topic: &str, inputs: &[Input]) {
     let p = producer();
-    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 3 * 24 * H;
+    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 26 * H;
     for (k, v) in sentinels(inputs) {
         produce(
             &p,
@@ -314,6 +324,18 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     assert!(dead
         .iter()
         .all(|d| d.headers.contains_key("weir.error") && d.headers.contains_key("weir.offset")));
+    // Written with the time they were dead-lettered (the DLQ's retention
+    // counts from then), the original timestamp in a header.
+    let started = chrono::Utc::now().timestamp_millis() - 10 * 60_000;
+    for d in &dead {
+        assert!(
+            d.timestamp > started,
+            "dead letter timestamp {} is not recent",
+            d.timestamp
+        );
+        let original: i64 = d.headers["weir.timestamp"].parse().unwrap();
+        assert!(inputs.iter().any(|i| i.timestamp == original));
+    }
     // Latest status per lot flowed too.
     let lot_records = consume_until(&lots, Duration::from_secs(30), Duration::ZERO, |r| !r.is_empty());
     assert!(!lot_records.is_empty());
@@ -343,9 +365,9 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
     )
     .unwrap();
     create_topic(&input, 1);
-    // 2025-03-31 10:00:00 KST, a multiple of 5 s; nothing newer ever comes,
-    // so only the wall clock can close [t0, t0 + 5 s).
-    let t0 = 1_743_382_800_000i64;
+    // An hour ago (recent, so retention keeps it), a multiple of 5 s; nothing
+    // newer ever comes, so only the wall clock can close [t0, t0 + 5 s).
+    let t0 = (chrono::Utc::now().timestamp_millis() - H).div_euclid(5000) * 5000;
     let p = producer();
     for i in 0..3 {
         produce(&p, &input, 0, t0 + i * 1000, Some(b"a"), Some(br#"{"x":1}"#));

@@ -19,7 +19,15 @@ use weir::simulate::{partition_for, FIELDS};
 
 const COUNT: usize = 5000;
 const PARTITIONS: i32 = 3;
-const START: &str = "2025-03-20 13:00:00";
+
+/// Two days ago at a whole hour, KST. Recent on purpose: the topic keeps the
+/// broker's 7-day retention, and older records could be deleted by a
+/// retention check while the test reads them.
+fn start() -> String {
+    let kst = FixedOffset::east_opt(9 * 3600).unwrap();
+    let t = chrono::Utc::now().with_timezone(&kst) - chrono::Duration::days(2);
+    t.format("%Y-%m-%d %H:00:00").to_string()
+}
 
 fn bootstrap() -> String {
     std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| weir::kafka::DEFAULT_BOOTSTRAP.to_string())
@@ -169,6 +177,7 @@ async fn with_topic(what: &str, body: impl FnOnce(String)) {
 #[tokio::test(flavor = "multi_thread")]
 async fn produces_keyed_timestamped_records_identical_to_output_file() {
     with_topic("good", |topic| {
+        let start = start();
         let count = COUNT.to_string();
         let parts = PARTITIONS.to_string();
         let common = [
@@ -181,7 +190,7 @@ async fn produces_keyed_timestamped_records_identical_to_output_file() {
             "--topic",
             &topic,
             "--start",
-            START,
+            &start,
         ];
         let stderr = simulate(&common);
         assert!(stderr.contains(&format!("{COUNT} records")), "summary line: {stderr}");
@@ -213,7 +222,7 @@ async fn produces_keyed_timestamped_records_identical_to_output_file() {
             with_last_update > COUNT * 8 / 10,
             "{with_last_update} records carry LAST_UPDATE"
         );
-        assert_eq!(recs.iter().map(|r| r.timestamp).min(), Some(kst_ms(START)));
+        assert_eq!(recs.iter().map(|r| r.timestamp).min(), Some(kst_ms(&start)));
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("feed.jsonl");
@@ -230,6 +239,7 @@ async fn produces_keyed_timestamped_records_identical_to_output_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_and_late_records_reach_kafka_byte_for_byte() {
     with_topic("bad_late", |topic| {
+        let start = start();
         let parts = PARTITIONS.to_string();
         let common = [
             "--count",
@@ -241,7 +251,7 @@ async fn bad_and_late_records_reach_kafka_byte_for_byte() {
             "--topic",
             &topic,
             "--start",
-            START,
+            &start,
             "--bad-ratio",
             "0.1",
             "--late-ratio",

@@ -312,6 +312,7 @@ impl Ctx<'_, '_> {
                 None => (None, None, self.stream_time),
             },
         };
+        headers.push(("weir.timestamp".into(), timestamp.to_string()));
         self.out.push(Output {
             kind: OutputKind::DeadLetter,
             topic: topic.clone(),

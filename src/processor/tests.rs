@@ -219,6 +219,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
         assert!(h["weir.error"].contains(reason), "{reason}: {}", h["weir.error"]);
         assert_eq!(h["weir.offset"], (i as i64 + 10).to_string());
         assert_eq!(h["weir.topic"], "in");
+        assert_eq!(h["weir.timestamp"], T14.to_string());
     }
     assert_eq!(task.stats.dead_letter, 4);
     let big = vec![b' '; crate::topology::MAX_RECORD_BYTES + 1];

@@ -413,12 +413,21 @@ impl Engine {
                     value: Some(v.as_bytes()),
                 });
             }
+            // A dead letter carries the time it was dead-lettered, so the
+            // dead-letter topic's retention counts from then: with the
+            // original (possibly days old) timestamp the broker could delete
+            // it at its next retention check. The original is in the
+            // `weir.timestamp` header.
+            let timestamp = match out.kind {
+                OutputKind::DeadLetter => now_ms,
+                _ => out.timestamp,
+            };
             self.produce(
                 &out.topic,
                 p,
                 out.key.as_deref(),
                 out.value.as_deref(),
-                out.timestamp,
+                timestamp,
                 headers,
             )?;
         }

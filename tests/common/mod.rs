@@ -245,7 +245,10 @@ pub fn create_topic(name: &str, partitions: i32) {
         .unwrap();
     rt.block_on(weir::kafka::ensure_topics(
         &bootstrap(),
-        &[weir::kafka::TopicSpec::new(name, partitions)],
+        // Kept forever: several tests produce records with fixed 2025
+        // timestamps, which a 7-day retention would let the broker delete at
+        // its next retention check (30 s after start, then every 5 min).
+        &[weir::kafka::TopicSpec::new(name, partitions).with_config("retention.ms", "-1")],
     ))
     .unwrap();
 }
