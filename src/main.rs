@@ -54,6 +54,10 @@ enum Command {
         /// Directory of the local RocksDB state stores.
         #[arg(long, env = "WEIR_STATE_DIR", default_value = "state")]
         state_dir: PathBuf,
+        /// How often records of repartition topics that every task has
+        /// committed are deleted (Kafka Streams' repartition.purge.interval.ms).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        repartition_purge_interval: std::time::Duration,
     },
     /// Load Kafka topics into PostgreSQL tables, exactly once.
     Sink(weir::sink::SinkArgs),
@@ -144,6 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             bootstrap,
             metrics_addr,
             state_dir,
+            repartition_purge_interval,
         } => {
             let topo = match load(&file) {
                 Some(t) => t,
@@ -154,7 +159,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
             }
             let shutdown = weir::shutdown::on_signal();
-            let opts = weir::runtime::RunOptions { bootstrap, state_dir };
+            let opts = weir::runtime::RunOptions {
+                bootstrap,
+                state_dir,
+                purge_interval: repartition_purge_interval,
+            };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;
             Ok(ExitCode::SUCCESS)

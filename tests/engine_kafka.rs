@@ -291,8 +291,30 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     // Lose the local state; run 2 must rebuild it from the changelog.
     std::fs::remove_dir_all(&state).unwrap();
     produce_inputs(&status, second);
-    let run2 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
+    let run2 = Proc::weir(&[
+        "run",
+        topo.to_str().unwrap(),
+        "--state-dir",
+        &state_s,
+        "--repartition-purge-interval",
+        "500ms",
+    ]);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    // Processed and committed repartition records are deleted (the topic
+    // keeps them forever otherwise), never beyond the committed position.
+    let repartition = format!("{id}-hourly-by-region-repartition");
+    let purged = wait_for(Duration::from_secs(20), || {
+        let low: Vec<i64> = (0..3).map(|p| watermarks(&repartition, p).0).collect();
+        low.iter().all(|&l| l > 0).then_some(low)
+    });
+    let committed = committed_offsets(&id, &repartition, 3);
+    for (p, low) in purged.iter().enumerate() {
+        assert!(
+            *low <= committed[p],
+            "partition {p}: purged to {low}, committed {}",
+            committed[p]
+        );
+    }
     run2.stop();
     check_results(&results, &want);
     for r in &results {

@@ -11,13 +11,15 @@
 
 mod restore;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -49,6 +51,8 @@ pub enum RuntimeError {
 pub struct RunOptions {
     pub bootstrap: String,
     pub state_dir: PathBuf,
+    /// How often committed repartition records are deleted.
+    pub purge_interval: Duration,
 }
 
 /// Delivery reports: the highest delivered offset per partition (for
@@ -113,6 +117,59 @@ struct Engine {
     app: String,
     fatal: Option<RuntimeError>,
     last_lag: Instant,
+    purge: Purge,
+}
+
+/// Deletes the records of repartition topics that every reader has
+/// committed, as Kafka Streams does (`repartition.purge.interval.ms`):
+/// repartition topics are created with `retention.ms=-1`, so without this
+/// they would grow forever.
+struct Purge {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    rt: tokio::runtime::Handle,
+    topics: HashSet<String>,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Purge {
+    /// After a commit: once per `interval`, delete what is below the
+    /// committed position of every repartition partition this instance reads.
+    /// Runs in the background; a failure is logged and retried next time.
+    fn after_commit(&mut self, positions: &HashMap<(String, i32), i64>, app: &str) {
+        if self.last.elapsed() < self.interval {
+            return;
+        }
+        self.last = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in positions {
+            if self.topics.contains(topic) && *offset > 0 {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let admin = self.admin.clone();
+        let app = app.to_string();
+        self.rt.spawn(async move {
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            match admin.delete_records(&tpl, &opts).await {
+                Ok(done) => {
+                    for e in done.elements() {
+                        match e.error() {
+                            Ok(()) => {
+                                counter!("weir_repartition_purges_total", "topology" => app.clone()).increment(1);
+                                tracing::debug!(topic = e.topic(), partition = e.partition(), low_watermark = ?e.offset(), "repartition records purged")
+                            }
+                            Err(err) => tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err, "purging repartition records failed"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "purging repartition records failed"),
+            }
+        });
+    }
 }
 
 /// How often consumer lag is measured (one metadata round trip per
@@ -184,6 +241,20 @@ pub fn run(
         partitions,
         fatal: None,
         last_lag: Instant::now(),
+        purge: Purge {
+            admin: Arc::new(client_config(&opts.bootstrap).create()?),
+            rt: rt.clone(),
+            topics: topo
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.kind {
+                    NodeKind::Source(s) if s.internal => Some(s.topic.clone()),
+                    _ => None,
+                })
+                .collect(),
+            interval: opts.purge_interval,
+            last: Instant::now(),
+        },
     }));
     let consumer: BaseConsumer<RebalanceContext> = client_config(&opts.bootstrap)
         .set("group.id", &topo.application_id)
@@ -547,6 +618,7 @@ impl Engine {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
             }
             consumer.commit(&tpl, CommitMode::Sync)?;
+            self.purge.after_commit(&self.positions, &self.app);
         }
         if self.last_lag.elapsed() >= LAG_INTERVAL {
             self.last_lag = Instant::now();
