@@ -185,7 +185,7 @@ impl Task {
         self.stats.processed += 1;
         {
             let mut ctx = self.ctx(topo, out, Some(origin));
-            ctx.forward(source_id, &record)?;
+            ctx.forward(source_id, record)?;
         }
         self.close_windows(topo, out)
     }
@@ -323,44 +323,57 @@ impl Ctx<'_, '_> {
         });
     }
 
-    /// Hand `rec` to every child of `node`.
-    pub fn forward(&mut self, node: NodeId, rec: &Record) -> Result<(), ProcessError> {
+    /// Hand `rec` to every child of `node` (the last child gets it without a
+    /// copy, so a map step after a single-child step edits it in place).
+    pub fn forward(&mut self, node: NodeId, rec: Record) -> Result<(), ProcessError> {
         let topo = self.topo;
-        for &child in &topo.nodes[node].children {
-            self.process(child, rec)?;
+        let children = &topo.nodes[node].children;
+        if let Some((&last, rest)) = children.split_last() {
+            for &child in rest {
+                self.process(child, rec.clone())?;
+            }
+            self.process(last, rec)?;
         }
         Ok(())
     }
 
-    fn process(&mut self, id: NodeId, rec: &Record) -> Result<(), ProcessError> {
+    fn process(&mut self, id: NodeId, rec: Record) -> Result<(), ProcessError> {
         let topo = self.topo;
         match &topo.nodes[id].kind {
             NodeKind::Source(_) => self.forward(id, rec),
             NodeKind::Pass => self.forward(id, rec),
-            NodeKind::Filter(e) => match e.eval_bool(&self.input(rec)) {
+            NodeKind::Filter(e) => match e.eval_bool(&self.input(&rec)) {
                 Ok(true) => self.forward(id, rec),
                 Ok(false) => Ok(()),
                 Err(err) => {
-                    self.dead_letter(id, &err.0, Some(rec));
+                    self.dead_letter(id, &err.0, Some(&rec));
                     Ok(())
                 }
             },
             NodeKind::Map(m) => {
-                let Value::Map(map) = &rec.value else {
-                    self.dead_letter(id, "map needs a JSON object value", Some(rec));
+                if !matches!(rec.value, Value::Map(_)) {
+                    self.dead_letter(id, "map needs a JSON object value", Some(&rec));
                     return Ok(());
-                };
-                let mut fields = (*map.map).clone();
+                }
+                // Every expression sees the record as it came in.
+                let mut set = Vec::with_capacity(m.set.len());
                 for (name, e) in &m.set {
-                    match e.eval(&self.input(rec)) {
-                        Ok(v) => {
-                            fields.insert(Key::String(name.clone()), v);
-                        }
+                    match e.eval(&self.input(&rec)) {
+                        Ok(v) => set.push((name, v)),
                         Err(err) => {
-                            self.dead_letter(id, &err.0, Some(rec));
+                            self.dead_letter(id, &err.0, Some(&rec));
                             return Ok(());
                         }
                     }
+                }
+                let Record { key, value, timestamp } = rec;
+                let Value::Map(map) = value else {
+                    unreachable!("checked above")
+                };
+                // In place unless another branch still holds the record.
+                let mut fields = Arc::try_unwrap(map.map).unwrap_or_else(|shared| (*shared).clone());
+                for (name, v) in set {
+                    fields.insert(Key::String(name.clone()), v);
                 }
                 for name in &m.drop {
                     fields.remove(&Key::String(Arc::new(name.clone())));
@@ -369,16 +382,16 @@ impl Ctx<'_, '_> {
                     fields.retain(|k, _| matches!(k, Key::String(s) if keep.iter().any(|f| f == s.as_str())));
                 }
                 let out = Record {
-                    key: rec.key.clone(),
+                    key,
                     value: Value::Map(Map { map: Arc::new(fields) }),
-                    timestamp: rec.timestamp,
+                    timestamp,
                 };
-                self.forward(id, &out)
+                self.forward(id, out)
             }
-            NodeKind::Window(w) => window::process(self, id, w, rec),
-            NodeKind::Table(t) => table::process(self, id, t, rec),
+            NodeKind::Window(w) => window::process(self, id, w, &rec),
+            NodeKind::Table(t) => table::process(self, id, t, &rec),
             NodeKind::Sink(s) => {
-                self.sink(id, s, rec);
+                self.sink(id, s, &rec);
                 Ok(())
             }
         }
@@ -404,8 +417,15 @@ impl Ctx<'_, '_> {
         };
         let value = match (&s.fields, &rec.value) {
             (Some(fields), cel::Value::Map(m)) => {
-                let mut kept = m.map.as_ref().clone();
-                kept.retain(|k, _| matches!(k, Key::String(name) if fields.iter().any(|f| f == name.as_str())));
+                // Only the named fields: look them up rather than copy the
+                // whole record and drop the rest.
+                let kept: std::collections::HashMap<Key, Value> = fields
+                    .iter()
+                    .filter_map(|f| {
+                        let k = Key::String(Arc::new(f.clone()));
+                        m.map.get(&k).map(|v| (k, v.clone()))
+                    })
+                    .collect();
                 expr::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
             }
             _ => expr::json_bytes(&rec.value),
@@ -464,11 +484,16 @@ fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {
     match format {
         ValueFormat::Bytes => Ok(Value::Bytes(Arc::new(raw.to_vec()))),
         ValueFormat::String | ValueFormat::Json => {
-            let text = std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8 ({e})"))?;
             if format == ValueFormat::String {
+                let text = std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8 ({e})"))?;
                 return Ok(Value::String(Arc::new(text.to_string())));
             }
-            expr::parse_json(text).map_err(|e| format!("invalid JSON ({e})"))
+            // The JSON parser checks UTF-8 as it goes (no separate pass); on
+            // failure, say whether the bytes were text at all.
+            expr::parse_json_bytes(raw).map_err(|e| match std::str::from_utf8(raw) {
+                Err(u) => format!("invalid UTF-8 ({u})"),
+                Ok(_) => format!("invalid JSON ({e})"),
+            })
         }
     }
 }

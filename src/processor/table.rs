@@ -56,5 +56,5 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         timestamp: rec.timestamp,
     };
     ctx.store(t.store)?.put(key, encode(&entry));
-    ctx.forward(id, rec)
+    ctx.forward(id, rec.clone())
 }

@@ -295,7 +295,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
         Task::note_open(&mut ctx.next_close[id], start + w.size_ms + w.grace_ms);
         if w.emit == EmitSpec::OnUpdate {
             let out = result_record(ctx, w, start, &group, &state);
-            ctx.forward(id, &out)?;
+            ctx.forward(id, out)?;
         }
     }
     Ok(())
@@ -315,7 +315,7 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result
         let start = time_from(&key);
         if w.emit == EmitSpec::OnWindowClose {
             let out = result_record(ctx, w, start, &key[8..], &state);
-            ctx.forward(id, &out)?;
+            ctx.forward(id, out)?;
         }
         ctx.store(w.store)?.delete(key);
     }

@@ -480,15 +480,32 @@ pub fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
     serde_json::from_str::<CelJson>(text).map(|c| c.0)
 }
 
+/// [`parse_json`] on bytes: UTF-8 is checked by the parser, in one pass.
+pub fn parse_json_bytes(raw: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<CelJson>(raw).map(|c| c.0)
+}
+
 struct CelJson(Value);
 
 impl<'de> serde::Deserialize<'de> for CelJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CelVisitor).map(CelJson)
+        serde::de::DeserializeSeed::deserialize(CelSeed(0), d).map(CelJson)
     }
 }
 
-struct CelVisitor;
+/// A JSON value at nesting depth `.0` (for key sharing, see [`intern_key`]).
+#[derive(Clone, Copy)]
+struct CelSeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CelSeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(CelVisitor(self.0))
+    }
+}
+
+struct CelVisitor(usize);
 
 impl<'de> serde::de::Visitor<'de> for CelVisitor {
     type Value = Value;
@@ -522,17 +539,77 @@ impl<'de> serde::de::Visitor<'de> for CelVisitor {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(CelJson(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(CelSeed(self.0 + 1))? {
             items.push(v);
         }
         Ok(Value::List(Arc::new(items)))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = HashMap::with_capacity(access.size_hint().unwrap_or(16));
-        while let Some((k, CelJson(v))) = access.next_entry::<String, CelJson>()? {
-            map.insert(Key::String(Arc::new(k)), v);
+        let mut index = 0;
+        while let Some(k) = access.next_key_seed(InternedKey { depth: self.0, index })? {
+            let v = access.next_value_seed(CelSeed(self.0 + 1))?;
+            map.insert(Key::String(k), v);
+            index += 1;
         }
         Ok(Value::Map(Map { map: Arc::new(map) }))
+    }
+}
+
+/// Object keys of consecutive records, by nesting depth and position. A
+/// feed's records mostly repeat the same fields in the same order, so the key
+/// at a position is usually the one the previous record had there: it is
+/// then shared (an `Arc` clone) instead of allocated.
+const INTERNED_DEPTHS: usize = 4;
+const INTERNED_KEYS: usize = 64;
+
+thread_local! {
+    static KEYS: std::cell::RefCell<[Vec<Arc<String>>; INTERNED_DEPTHS]> =
+        const { std::cell::RefCell::new([const { Vec::new() }; INTERNED_DEPTHS]) };
+}
+
+fn intern_key(depth: usize, index: usize, key: &str) -> Arc<String> {
+    if depth >= INTERNED_DEPTHS || index >= INTERNED_KEYS {
+        return Arc::new(key.to_string());
+    }
+    KEYS.with(|keys| {
+        let keys = &mut keys.borrow_mut()[depth];
+        if let Some(k) = keys.get(index) {
+            if k.as_str() == key {
+                return k.clone();
+            }
+        }
+        let k = Arc::new(key.to_string());
+        if index < keys.len() {
+            keys[index] = k.clone();
+        } else if index == keys.len() {
+            keys.push(k.clone());
+        }
+        k
+    })
+}
+
+struct InternedKey {
+    depth: usize,
+    index: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for InternedKey {
+    type Value = Arc<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Arc<String>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for InternedKey {
+    type Value = Arc<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Arc<String>, E> {
+        Ok(intern_key(self.depth, self.index, v))
     }
 }
 
@@ -819,5 +896,46 @@ mod tests {
     fn json_round_trip() {
         let v = record(r#"{"a":1,"b":[true,null],"c":1.5,"d":"x"}"#);
         assert_eq!(to_json(&v).to_string(), r#"{"a":1,"b":[true,null],"c":1.5,"d":"x"}"#);
+    }
+
+    fn keys(v: &Value) -> Vec<Arc<String>> {
+        let Value::Map(m) = v else { panic!("not a map") };
+        let mut k: Vec<Arc<String>> = m
+            .map
+            .keys()
+            .map(|k| match k {
+                Key::String(s) => s.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn parsed_records_share_repeated_keys_and_keep_every_value() {
+        let a = parse_json_bytes(br#"{"CODE":"1","N":1,"NEST":{"CODE":"x","Z":2}}"#).unwrap();
+        let b = parse_json_bytes(br#"{"CODE":"2","N":2,"NEST":{"CODE":"y","Z":3}}"#).unwrap();
+        for (ka, kb) in keys(&a).iter().zip(keys(&b).iter()) {
+            assert!(Arc::ptr_eq(ka, kb), "{ka} is allocated again");
+        }
+        let nested = |v: &Value| match v {
+            Value::Map(m) => m.map[&Key::String(Arc::new("NEST".into()))].clone(),
+            _ => unreachable!(),
+        };
+        for (ka, kb) in keys(&nested(&a)).iter().zip(keys(&nested(&b)).iter()) {
+            assert!(Arc::ptr_eq(ka, kb), "nested {ka} is allocated again");
+        }
+        // Another order, fewer and other fields: values land on the right keys.
+        let c = parse_json_bytes(br#"{"N":3,"OTHER":"o","CODE":"3"}"#).unwrap();
+        assert_eq!(to_json(&c).to_string(), r#"{"CODE":"3","N":3,"OTHER":"o"}"#);
+        assert_eq!(
+            to_json(&b).to_string(),
+            r#"{"CODE":"2","N":2,"NEST":{"CODE":"y","Z":3}}"#
+        );
+        assert!(
+            parse_json_bytes(b"{\"a\":\"\xff\"}").is_err(),
+            "invalid UTF-8 inside a string"
+        );
     }
 }
