@@ -27,3 +27,22 @@ pub mod topology;
 /// `perf` (`unlink_chunk`, `malloc_consolidate`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc commits its arenas eagerly on Linux, which kept 6–15 MiB more
+/// resident than glibc (bench-peer: 25 vs 19 MB). Lazy commit gives the
+/// memory back with no measurable cost in throughput. Set from an
+/// `.init_array` constructor: it runs before Rust's runtime makes its first
+/// allocation, i.e. before mimalloc creates its first arena.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_LAZY_COMMIT: extern "C" fn() = {
+    extern "C" fn lazy_commit() {
+        /// `mi_option_arena_eager_commit` in mimalloc.h (not exported by
+        /// libmimalloc-sys).
+        const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+        // SAFETY: setting an option is valid at any time, before any allocation too.
+        unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+    }
+    lazy_commit
+};
