@@ -303,10 +303,15 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     // Processed and committed repartition records are deleted (the topic
     // keeps them forever otherwise), never beyond the committed position.
     let repartition = format!("{id}-hourly-by-region-repartition");
-    let purged = wait_for(Duration::from_secs(20), || {
-        let low: Vec<i64> = (0..3).map(|p| watermarks(&repartition, p).0).collect();
-        low.iter().all(|&l| l > 0).then_some(low)
-    });
+    let mut purged = Vec::new();
+    wait_for(
+        "committed repartition records to be deleted",
+        Duration::from_secs(20),
+        || {
+            purged = (0..3).map(|p| watermarks(&repartition, p).0).collect();
+            purged.iter().all(|&low| low > 0)
+        },
+    );
     let committed = committed_offsets(&id, &repartition, 3);
     for (p, low) in purged.iter().enumerate() {
         assert!(

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::wait_for;
 use sink_common::*;
 
 const T: Duration = Duration::from_secs(120);

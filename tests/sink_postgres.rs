@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
+use common::wait_for;
 use serde_json::Value as J;
 use sink_common::*;
 

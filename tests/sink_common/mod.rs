@@ -383,14 +383,3 @@ pub fn produce_windows(topic: &str, partitions: i32, ws: &[Window]) {
     }
     common::flush(&p);
 }
-
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
