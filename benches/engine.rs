@@ -49,6 +49,38 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The "pure engine path" in one task: decode → filter → map →
+    // window update. The parking steps with the window grouped by the record
+    // key (hourly per lot, so no repartition) and without the lot table.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml")).unwrap();
+    let text = text[..text.find("  - name: latest-per-lot").expect("table step")].replace(
+        "        region_code: value.REGION_CODE\n        region: value.REGION\n",
+        "        lot: key\n",
+    );
+    let single = Topology::parse(&text.replace("value.region_code + \"@\" + value.window_start", "value.lot"))
+        .expect("single-task topology");
+    assert_eq!(single.subtopologies.len(), 1, "grouped by the key: no repartition");
+    group.bench_function("parse_filter_map_window", |b| {
+        b.iter(|| {
+            let mut task = Task::in_memory(&single, 0, 0);
+            let mut out = Vec::with_capacity(64);
+            for i in 0..n {
+                let (k, v) = &recs[i % recs.len()];
+                let origin = Origin {
+                    topic: "parking_status",
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp: BASE_TS + i as i64 * 1000,
+                    key: Some(k),
+                    value: Some(v),
+                };
+                task.process(&single, &origin, &mut out).expect("process");
+                out.clear();
+            }
+            task.flush().expect("flush");
+        })
+    });
+
     // Sub-topology 1: the repartitioned records into the hourly window.
     let mut task0 = Task::in_memory(&topo, 0, 0);
     let mut repart = Vec::new();
