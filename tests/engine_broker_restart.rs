@@ -1,0 +1,79 @@
+//! `weir run` rides out a broker restart: the `./dev up` Kafka is stopped in
+//! the middle of a run and started again ten seconds later; weir keeps
+//! running, reconnects by itself, and the hourly results are still exact.
+//! A test binary of its own: the restart would disturb tests running beside
+//! it (binaries run one after another).
+
+mod common;
+mod engine_common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use engine_common::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn kafka_pid() -> String {
+    let path = format!("{ROOT}/.cache/kafka/kafka.pid");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (this test restarts the broker that ./dev up started)"))
+        .trim()
+        .to_string()
+}
+
+fn dev_up() {
+    let status = Command::new(format!("{ROOT}/dev"))
+        .arg("up")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run ./dev up");
+    assert!(status.success(), "./dev up failed");
+}
+
+/// Starts the broker again when dropped, also when the test fails midway.
+struct StartAgain;
+
+impl Drop for StartAgain {
+    fn drop(&mut self) {
+        dev_up();
+    }
+}
+
+#[test]
+fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-restart");
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(3000, 13, dir.path());
+    let want = expected(&inputs);
+    let (first, second) = inputs.split_at(inputs.len() / 2);
+    let state = dir.path().join("state");
+    produce_inputs(&status, first);
+    let mut run = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+
+    let pid = kafka_pid();
+    let start_again = StartAgain;
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "Kafka (pid {pid}) did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        run.0.try_wait().unwrap().is_none(),
+        "weir run exited while the broker was down"
+    );
+    drop(start_again);
+    assert_ne!(kafka_pid(), pid, "./dev up started a new broker");
+
+    produce_inputs(&status, second);
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    check_results(&results, &want);
+    run.stop();
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}

@@ -1,0 +1,254 @@
+//! Shared by the engine integration tests: the parking topology renamed per
+//! test, simulator input, the expected hourly averages computed
+//! independently of the engine, and the sentinels that close every window.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+pub const H: i64 = 3_600_000;
+
+pub struct Input {
+    pub partition: i32,
+    pub timestamp: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+pub fn b64(s: &str) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | A.iter().position(|&a| a == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The hour 36 h ago. Not older: the broker deletes a segment once its
+/// newest record is older than the topic's retention (7 days for inputs, 2 d
+/// 1 h for the window changelog here), which would lose state between the
+/// runs of a test. Not newer: brokers reject timestamps over an hour ahead
+/// (message.timestamp.after.max.ms) and the sentinels come 26 h after the data.
+pub fn data_start() -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    chrono::DateTime::from_timestamp_millis((now - 36 * H).div_euclid(H) * H)
+        .unwrap()
+        .to_rfc3339()
+}
+
+pub fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
+    let path = dir.join("sim.jsonl");
+    run_weir(&[
+        "simulate",
+        "--count",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--start",
+        &data_start(),
+        "--partitions",
+        "3",
+        "--bad-ratio",
+        "0.02",
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let payload = match (&v["value"], &v["value_base64"]) {
+                (Value::String(s), _) => s.clone().into_bytes(),
+                (_, Value::String(b)) => b64(b),
+                _ => panic!("no payload in {l}"),
+            };
+            Input {
+                partition: v["partition"].as_i64().unwrap() as i32,
+                timestamp: v["timestamp"].as_i64().unwrap(),
+                key: v["key"].as_str().map(str::to_string),
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// The parking rules, written out independently of the engine: returns
+/// (region_code, hour start) → (region, sum of available, samples).
+pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)> {
+    let mut out: BTreeMap<(String, i64), (String, f64, u64)> = BTreeMap::new();
+    for i in inputs {
+        let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) else {
+            continue;
+        };
+        match v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) {
+            Some("Y") => {}
+            _ => continue,
+        }
+        let num = |f: &str| -> Option<f64> {
+            match v.get(f).and_then(Value::as_str).map(str::trim) {
+                None | Some("") => Some(0.0),
+                Some(s) => s.parse().ok(),
+            }
+        };
+        let (Some(cap), Some(occ)) = (num("CAPACITY"), num("OCCUPIED_SPOTS")) else {
+            continue;
+        };
+        let (Some(code), Some(region)) = (
+            v.get("REGION_CODE").and_then(Value::as_str),
+            v.get("REGION").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let available = (cap - occ).max(0.0).trunc();
+        let e = out
+            .entry((code.to_string(), i.timestamp.div_euclid(H) * H))
+            .or_insert((region.to_string(), 0.0, 0));
+        e.1 += available;
+        e.2 += 1;
+    }
+    out
+}
+
+pub fn topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]) {
+    let names = [
+        format!("{id}-status"),
+        format!("{id}-dlq"),
+        format!("{id}-hourly"),
+        format!("{id}-lots"),
+    ];
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))
+        .unwrap()
+        .replace("application_id: parking-hourly", &format!("application_id: {id}"))
+        .replace("parking_status_dlq", &names[1])
+        .replace("parking_status", &names[0])
+        .replace("parking_hourly_avg", &names[2])
+        .replace("parking_lot_status", &names[3])
+        .replace("commit_interval: 1s", "commit_interval: 200ms")
+        // Backlogs from three partitions interleave arbitrarily in the
+        // repartition topic; a long grace keeps every record in its window
+        // so the expectation does not depend on consumption order.
+        .replace("grace: 1m", "grace: 1d")
+        .replace("close_idle_after: 2m", "close_idle_after: 1d");
+    let path = dir.join("parking.yaml");
+    std::fs::write(&path, text).unwrap();
+    (path, names)
+}
+
+/// One record per region a grace (1 d) plus a window (1 h) and an hour after
+/// the data: every repartition task's stream time passes every earlier
+/// window's end + grace.
+pub fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
+    let mut regions = BTreeSet::new();
+    for i in inputs {
+        if let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) {
+            if let (Some(c), Some(r)) = (
+                v.get("REGION_CODE").and_then(Value::as_str),
+                v.get("REGION").and_then(Value::as_str),
+            ) {
+                regions.insert((c.to_string(), r.to_string()));
+            }
+        }
+    }
+    regions
+        .into_iter()
+        .map(|(code, region)| {
+            let v = serde_json::json!({"REGION": region, "REGION_CODE": code, "PARKING_CODE": format!("S-{code}"),
+                "CAPACITY": "1", "OCCUPIED_SPOTS": "0", "IS_REALTIME_STATUS_PROVIDED": "Y", "LAST_UPDATE": "2099-01-01 00:00:00"});
+            (format!("S-{code}"), v.to_string().into_bytes())
+        })
+        .collect()
+}
+
+/// Produce the sentinels (see `sentinels`) to their lots' partitions.
+pub fn send_sentinels(topic: &str, inputs: &[Input]) {
+    let p = producer();
+    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 26 * H;
+    for (k, v) in sentinels(inputs) {
+        produce(
+            &p,
+            topic,
+            weir::kafka::murmur2_partition(k.as_bytes(), 3),
+            future,
+            Some(k.as_bytes()),
+            Some(&v),
+        );
+    }
+    flush(&p);
+}
+
+/// Once the group `id` has committed everything on the input and the
+/// repartition topic, send the sentinels and read the hourly results.
+/// Only then: sent earlier, a sentinel could overtake data of its region
+/// still queued in another input partition.
+pub fn close_windows_and_collect(id: &str, status: &str, hourly: &str, inputs: &[Input], want: usize) -> Vec<Rec> {
+    wait_committed(id, status, 3, Duration::from_secs(90));
+    wait_committed(
+        id,
+        &format!("{id}-hourly-by-region-repartition"),
+        3,
+        Duration::from_secs(90),
+    );
+    send_sentinels(status, inputs);
+    consume_until(hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
+        r.len() >= want
+    })
+}
+
+pub fn produce_inputs(topic: &str, inputs: &[Input]) {
+    let p = producer();
+    for i in inputs {
+        produce(
+            &p,
+            topic,
+            i.partition,
+            i.timestamp,
+            i.key.as_deref().map(str::as_bytes),
+            Some(&i.payload),
+        );
+    }
+    flush(&p);
+}
+
+pub fn check_results(records: &[Rec], want: &BTreeMap<(String, i64), (String, f64, u64)>) {
+    let mut seen: BTreeMap<(String, i64), Value> = BTreeMap::new();
+    for r in records {
+        let v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        let code = v["region_code"].as_str().unwrap().to_string();
+        assert!(
+            seen.insert((code.clone(), start), v.clone()).is_none(),
+            "two results for {code} {start}"
+        );
+        assert_eq!(
+            r.key.as_deref(),
+            Some(format!("{code}@{}", v["window_start"].as_str().unwrap()).as_bytes())
+        );
+    }
+    let got: BTreeSet<_> = seen.keys().cloned().collect();
+    let exp: BTreeSet<_> = want.keys().cloned().collect();
+    assert_eq!(got, exp, "result windows differ");
+    for (k, (region, sum, n)) in want {
+        let v = &seen[k];
+        assert_eq!(v["samples"].as_u64(), Some(*n), "{k:?}");
+        assert_eq!(v["region"].as_str(), Some(region.as_str()));
+        let avg = v["avg_available_spots"].as_f64().unwrap();
+        assert!(
+            (avg - sum / *n as f64).abs() < 1e-6,
+            "{k:?}: got {avg}, want {}",
+            sum / *n as f64
+        );
+    }
+}
