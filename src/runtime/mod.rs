@@ -120,8 +120,9 @@ struct Engine {
     purge: Purge,
 }
 
-/// Deletes the records of repartition topics that every reader has
-/// committed, as Kafka Streams does (`repartition.purge.interval.ms`):
+/// Deletes the records of repartition topics that this instance's tasks
+/// have processed and committed (each repartition partition has one reader:
+/// its task), as Kafka Streams does (`repartition.purge.interval.ms`):
 /// repartition topics are created with `retention.ms=-1`, so without this
 /// they would grow forever.
 struct Purge {
