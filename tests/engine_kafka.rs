@@ -191,7 +191,7 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
     let body = http_get(&metrics, "/metrics");
     for name in [
         "weir_records_processed_total",
-        "weir_window_emitted_records_total",
+        "weir_result_records_total",
         "weir_commit_latency_seconds_bucket",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");

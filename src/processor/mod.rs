@@ -66,6 +66,7 @@ pub struct TaskStats {
     pub dead_letter: u64,
     pub dropped_late: u64,
     pub dropped_stale: u64,
+    /// Records for output topics (not repartition, changelog or DLQ).
     pub emitted: u64,
 }
 

@@ -655,7 +655,7 @@ fn export_stats(app: &str, entry: &mut TaskEntry) {
     counter!("weir_records_consumed_total", &labels).increment(s.consumed - e.consumed);
     counter!("weir_records_processed_total", &labels).increment(s.processed - e.processed);
     counter!("weir_dead_letter_records_total", &labels).increment(s.dead_letter - e.dead_letter);
-    counter!("weir_window_emitted_records_total", &labels).increment(s.emitted - e.emitted);
+    counter!("weir_result_records_total", &labels).increment(s.emitted - e.emitted);
     let late = [
         ("topology", app.to_string()),
         ("task", entry.id.clone()),
