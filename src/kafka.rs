@@ -16,6 +16,60 @@ pub use murmur2::{murmur2, partition_for as murmur2_partition};
 /// Where `./dev up` starts the broker.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
+/// How long `weir run`, `weir sink` and `weir simulate` wait at start for a
+/// broker that does not answer yet (it may be starting alongside them).
+pub const BROKER_WAIT: Duration = Duration::from_secs(120);
+
+/// The brokers did not answer within the wait.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka at {bootstrap} did not answer a metadata request within {}s (last error: {last})", waited.as_secs())]
+pub struct BrokerUnreachable {
+    pub bootstrap: String,
+    pub waited: Duration,
+    pub last: KafkaError,
+}
+
+/// Block until the brokers at `bootstrap` answer a metadata request, retrying
+/// with backoff for at most `wait`; says on the log that it is waiting.
+/// Returns false if `stop` was set meanwhile (SIGINT/SIGTERM).
+pub fn wait_for_brokers(
+    bootstrap: &str,
+    wait: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<bool, BrokerUnreachable> {
+    let unreachable = |last| BrokerUnreachable {
+        bootstrap: bootstrap.to_string(),
+        waited: wait,
+        last,
+    };
+    let consumer: rdkafka::consumer::BaseConsumer = client_config(bootstrap).create().map_err(unreachable)?;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let mut attempts = 0u32;
+    loop {
+        match rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2)) {
+            Ok(_) => {
+                if attempts > 0 {
+                    tracing::info!(bootstrap, waited = ?started.elapsed(), "Kafka answers");
+                }
+                return Ok(true);
+            }
+            Err(e) if started.elapsed() + delay >= wait => return Err(unreachable(e)),
+            Err(e) => {
+                if attempts == 0 {
+                    tracing::warn!(bootstrap, error = %e, wait = ?wait, "Kafka does not answer yet; waiting for it");
+                }
+                attempts += 1;
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
 /// A topic that should exist, with the partition count and topic configs to
 /// use when it is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,4 +144,40 @@ pub async fn delete_topics(bootstrap: &str, names: &[&str]) -> Result<(), KafkaE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Nothing listens on port 9 (discard) of this machine.
+    const NOBODY: &str = "127.0.0.1:9";
+
+    #[test]
+    fn an_unreachable_broker_is_waited_for_then_reported() {
+        let started = Instant::now();
+        let err = wait_for_brokers(NOBODY, Duration::from_secs(3), &AtomicBool::new(false)).unwrap_err();
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "gave up after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Kafka at 127.0.0.1:9 did not answer") && msg.contains("within 3s"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_wait() {
+        let started = Instant::now();
+        let waited = wait_for_brokers(NOBODY, Duration::from_secs(60), &AtomicBool::new(true)).unwrap();
+        assert!(!waited);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
 }

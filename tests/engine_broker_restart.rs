@@ -1,6 +1,8 @@
 //! `weir run` rides out a broker restart: the `./dev up` Kafka is stopped in
 //! the middle of a run and started again ten seconds later; weir keeps
-//! running, reconnects by itself, and the hourly results are still exact.
+//! running, reconnects by itself, and the hourly results are still exact. A
+//! second `weir run` started while the broker is down waits for it, then
+//! works.
 //! A test binary of its own: the restart would disturb tests running beside
 //! it (binaries run one after another).
 
@@ -63,10 +65,29 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
         assert!(Instant::now() < deadline, "Kafka (pid {pid}) did not stop");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Started while the broker is down: waits for it instead of failing.
+    let (late_out, late_topo) = (format!("{id}-late-out"), dir.path().join("late.yaml"));
+    std::fs::write(
+        &late_topo,
+        format!(
+            "application_id: {id}-late\nsources:\n  s: {{ topic: {status} }}\nsteps:\n  - name: all\n    filter: \"true\"\n    to: {{ topic: {late_out} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut late = Proc::weir(&[
+        "run",
+        late_topo.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("late-state").to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_secs(10));
     assert!(
         run.0.try_wait().unwrap().is_none(),
         "weir run exited while the broker was down"
+    );
+    assert!(
+        late.0.try_wait().unwrap().is_none(),
+        "weir run started without a broker gave up within 10 s"
     );
     drop(start_again);
     assert_ne!(kafka_pid(), pid, "./dev up started a new broker");
@@ -75,5 +96,17 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
     run.stop();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    // Every record that is JSON passes `filter: true`: the inputs but the
+    // undecodable ones, and the sentinels.
+    let json = inputs
+        .iter()
+        .filter(|i| serde_json::from_slice::<serde_json::Value>(&i.payload).is_ok())
+        .count()
+        + sentinels(&inputs).len();
+    let passed = consume_until(&late_out, Duration::from_secs(60), Duration::from_secs(1), |r| {
+        r.len() >= json
+    });
+    assert_eq!(passed.len(), json, "the late starter's output");
+    late.stop();
+    delete_topics(&[&status, &dlq, &hourly, &lots, &late_out]);
 }

@@ -36,6 +36,8 @@ use crate::topology::{NodeKind, StoreKind, Topology};
 pub enum RuntimeError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Unreachable(#[from] crate::kafka::BrokerUnreachable),
     #[error("state: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -220,6 +222,9 @@ pub fn run(
 ) -> Result<(), RuntimeError> {
     if topo.guarantee == crate::topology::Guarantee::ExactlyOnce {
         tracing::warn!("processing_guarantee exactly_once is not implemented yet: running at-least-once");
+    }
+    if !crate::kafka::wait_for_brokers(&opts.bootstrap, crate::kafka::BROKER_WAIT, &shutdown)? {
+        return Ok(());
     }
     let topo = Arc::new(topo);
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap))?;

@@ -59,6 +59,8 @@ pub enum SinkError {
     Postgres(WriteError),
     #[error("Kafka: {0}")]
     Kafka(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Unreachable(#[from] crate::kafka::BrokerUnreachable),
     #[error("metrics exporter: {0}")]
     Metrics(metrics_exporter_prometheus::BuildError),
     #[error("{0}")]
@@ -114,6 +116,15 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     }
     let shutdown = crate::shutdown::on_signal();
 
+    let (bootstrap, stop) = (args.bootstrap.clone(), shutdown.clone());
+    let ready = tokio::task::spawn_blocking(move || {
+        crate::kafka::wait_for_brokers(&bootstrap, crate::kafka::BROKER_WAIT, &stop)
+    })
+    .await
+    .map_err(SinkError::Join)??;
+    if !ready {
+        return Ok(());
+    }
     crate::kafka::ensure_topics(
         &args.bootstrap,
         &[crate::kafka::TopicSpec::new(cfg.dead_letter.clone(), 1)],
