@@ -204,22 +204,16 @@ pub fn flush(p: &BaseProducer) {
 pub fn wait_committed(group: &str, topic: &str, partitions: i32, timeout: Duration) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
-        .set("group.id", group)
         .create()
         .unwrap();
     let deadline = Instant::now() + timeout;
     loop {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
         // A fresh broker answers NotCoordinator / CoordinatorLoadInProgress
         // until __consumer_offsets is loaded: those are "not yet", not failures.
-        let done = c.committed_offsets(tpl, Duration::from_secs(10)).and_then(|committed| {
-            for p in 0..partitions {
-                let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-                let got = committed.find_partition(topic, p).map(|e| e.offset());
-                if high > 0 && !matches!(got, Some(Offset::Offset(o)) if o >= high) {
+        let done = fetch_committed(group, topic, partitions).and_then(|committed| {
+            for (p, got) in committed.iter().enumerate() {
+                let (_, high) = c.fetch_watermarks(topic, p as i32, Duration::from_secs(10))?;
+                if high > 0 && *got < high {
                     return Ok(false);
                 }
             }
@@ -262,22 +256,25 @@ pub fn watermarks(topic: &str, partition: i32) -> (i64, i64) {
 /// Offsets committed by `group` for partitions 0..partitions of `topic`
 /// (-1 where none).
 pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    fetch_committed(group, topic, partitions).unwrap()
+}
+
+fn fetch_committed(group: &str, topic: &str, partitions: i32) -> rdkafka::error::KafkaResult<Vec<i64>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", group)
-        .create()
-        .unwrap();
+        .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..partitions)
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => -1,
         })
-        .collect()
+        .collect())
 }
 
 pub fn create_topic(name: &str, partitions: i32) {
