@@ -8,12 +8,40 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir::processor::{Origin, Task};
+use weir::processor::{Origin, Output, Task};
 use weir::topology::Topology;
 
 #[path = "common/mod.rs"]
 mod common;
 use common::{records, BASE_TS};
+
+/// Feed `n` records of the captured poll (cycled, one second apart) to a
+/// sub-topology 0 task; `keep` keeps the outputs, else they are dropped after
+/// each record.
+fn feed_status(
+    topo: &Topology,
+    task: &mut Task,
+    recs: &[(Vec<u8>, Vec<u8>)],
+    n: usize,
+    out: &mut Vec<Output>,
+    keep: bool,
+) {
+    for i in 0..n {
+        let (k, v) = &recs[i % recs.len()];
+        let origin = Origin {
+            topic: "parking_status",
+            partition: 0,
+            offset: i as i64,
+            timestamp: BASE_TS + i as i64 * 1000,
+            key: Some(k),
+            value: Some(v),
+        };
+        task.process(topo, &origin, out).expect("process");
+        if !keep {
+            out.clear();
+        }
+    }
+}
 
 fn bench(c: &mut Criterion) {
     let topo = Topology::load(std::path::Path::new(concat!(
@@ -31,20 +59,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_filter_map_table", |b| {
         b.iter(|| {
             let mut task = Task::in_memory(&topo, 0, 0);
-            let mut out = Vec::with_capacity(64);
-            for i in 0..n {
-                let (k, v) = &recs[i % recs.len()];
-                let origin = Origin {
-                    topic: "parking_status",
-                    partition: 0,
-                    offset: i as i64,
-                    timestamp: BASE_TS + i as i64 * 1000,
-                    key: Some(k),
-                    value: Some(v),
-                };
-                task.process(&topo, &origin, &mut out).expect("process");
-                out.clear();
-            }
+            feed_status(&topo, &mut task, &recs, n, &mut Vec::with_capacity(64), false);
             task.flush().expect("flush");
         })
     });
@@ -63,39 +78,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_filter_map_window", |b| {
         b.iter(|| {
             let mut task = Task::in_memory(&single, 0, 0);
-            let mut out = Vec::with_capacity(64);
-            for i in 0..n {
-                let (k, v) = &recs[i % recs.len()];
-                let origin = Origin {
-                    topic: "parking_status",
-                    partition: 0,
-                    offset: i as i64,
-                    timestamp: BASE_TS + i as i64 * 1000,
-                    key: Some(k),
-                    value: Some(v),
-                };
-                task.process(&single, &origin, &mut out).expect("process");
-                out.clear();
-            }
+            feed_status(&single, &mut task, &recs, n, &mut Vec::with_capacity(64), false);
             task.flush().expect("flush");
         })
     });
 
     // Sub-topology 1: the repartitioned records into the hourly window.
-    let mut task0 = Task::in_memory(&topo, 0, 0);
     let mut repart = Vec::new();
-    for i in 0..n {
-        let (k, v) = &recs[i % recs.len()];
-        let origin = Origin {
-            topic: "parking_status",
-            partition: 0,
-            offset: i as i64,
-            timestamp: BASE_TS + i as i64 * 1000,
-            key: Some(k),
-            value: Some(v),
-        };
-        task0.process(&topo, &origin, &mut repart).expect("process");
-    }
+    feed_status(&topo, &mut Task::in_memory(&topo, 0, 0), &recs, n, &mut repart, true);
     let repart: Vec<_> = repart
         .into_iter()
         .filter(|o| o.topic.ends_with("-repartition"))
