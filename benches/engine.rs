@@ -13,7 +13,7 @@ use weir::topology::Topology;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{records, BASE_TS};
+use common::{records, status_origin};
 
 /// Feed `n` records of the captured poll (cycled, one second apart) to a
 /// sub-topology 0 task; `keep` keeps the outputs, else they are dropped after
@@ -27,16 +27,7 @@ fn feed_status(
     keep: bool,
 ) {
     for i in 0..n {
-        let (k, v) = &recs[i % recs.len()];
-        let origin = Origin {
-            topic: "parking_status",
-            partition: 0,
-            offset: i as i64,
-            timestamp: BASE_TS + i as i64 * 1000,
-            key: Some(k),
-            value: Some(v),
-        };
-        task.process(topo, &origin, out).expect("process");
+        task.process(topo, &status_origin(recs, i), out).expect("process");
         if !keep {
             out.clear();
         }

@@ -24,3 +24,17 @@ pub fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Record `i` of the cycled poll as it arrives on `parking_status`
+/// partition 0, at offset `i` and `i` seconds after [`BASE_TS`].
+pub fn status_origin(recs: &[(Vec<u8>, Vec<u8>)], i: usize) -> weir::processor::Origin<'_> {
+    let (k, v) = &recs[i % recs.len()];
+    weir::processor::Origin {
+        topic: "parking_status",
+        partition: 0,
+        offset: i as i64,
+        timestamp: BASE_TS + i as i64 * 1000,
+        key: Some(k),
+        value: Some(v),
+    }
+}

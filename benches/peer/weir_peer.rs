@@ -35,7 +35,7 @@ use weir::topology::Topology;
 
 #[path = "../common/mod.rs"]
 mod common;
-use common::{records, BASE_TS};
+use common::{records, status_origin};
 
 const HOURLY: &str = "parking_hourly_avg";
 const LOT: &str = "parking_lot_status";
@@ -145,16 +145,9 @@ fn run(topo: &Topology, recs: &[(Vec<u8>, Vec<u8>)], n: usize, mode: Mode) -> (f
     let mut offset1 = 0i64;
     let t0 = Instant::now();
     for i in 0..n {
-        let (k, v) = &recs[i % recs.len()];
-        let origin = Origin {
-            topic: "parking_status",
-            partition: 0,
-            offset: i as i64,
-            timestamp: BASE_TS + i as i64 * 1000,
-            key: Some(k),
-            value: Some(v),
-        };
-        task0.process(topo, &origin, &mut out0).expect("process 0");
+        task0
+            .process(topo, &status_origin(recs, i), &mut out0)
+            .expect("process 0");
         if each {
             c.changelog += task0
                 .flush()
