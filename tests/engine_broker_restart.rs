@@ -15,18 +15,21 @@ use std::time::{Duration, Instant};
 use common::*;
 use engine_common::*;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 fn kafka_pid() -> String {
-    let path = format!("{ROOT}/.cache/kafka/kafka.pid");
+    let path = checkout().join(".cache/kafka/kafka.pid");
     std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (this test restarts the broker that ./dev up started)"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (this test restarts the broker that ./dev up started)",
+                path.display()
+            )
+        })
         .trim()
         .to_string()
 }
 
 fn dev_up() {
-    let status = Command::new(format!("{ROOT}/dev"))
+    let status = Command::new(checkout().join("dev"))
         .arg("up")
         .stdout(Stdio::null())
         .status()

@@ -30,7 +30,7 @@ struct DevPostgres {
 
 impl DevPostgres {
     fn find() -> DevPostgres {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/pg");
+        let root = common::checkout().join(".cache/pg");
         let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql (./dev up installs them)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_ctl")))

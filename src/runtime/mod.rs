@@ -175,6 +175,42 @@ impl Purge {
     }
 }
 
+/// How long an offset commit is retried while the group coordinator is
+/// unavailable (a broker restarting or a coordinator moving).
+const COMMIT_RETRY: Duration = Duration::from_secs(60);
+
+/// Commit `tpl`, retrying errors that clear by themselves once the group
+/// coordinator is back (after a broker restart the first commits answer
+/// NotCoordinator or CoordinatorLoadInProgress); any other error, or one that
+/// lasts [`COMMIT_RETRY`], is returned.
+fn commit_offsets<C: ClientContext + ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> Result<(), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + COMMIT_RETRY;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Err(KafkaError::ConsumerCommit(
+                code @ (Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::NetworkException
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown),
+            )) if Instant::now() < deadline => {
+                tracing::warn!(error = %code, retry_in = ?delay, "offset commit failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How often consumer lag is measured (one metadata round trip per
 /// partition).
 const LAG_INTERVAL: Duration = Duration::from_secs(10);
@@ -623,7 +659,7 @@ impl Engine {
             for ((topic, partition), offset) in &self.positions {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
             }
-            consumer.commit(&tpl, CommitMode::Sync)?;
+            commit_offsets(consumer, &tpl)?;
             self.purge.after_commit(&self.positions, &self.app);
         }
         if self.last_lag.elapsed() >= LAG_INTERVAL {

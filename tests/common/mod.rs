@@ -14,6 +14,16 @@ pub fn bootstrap() -> String {
     std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
 }
 
+/// The checkout whose `./dev up` services the tests use (its `.cache/`).
+/// Read when the test runs (cargo sets `CARGO_MANIFEST_DIR` for it): the
+/// compile-time value can name another checkout that shares the target
+/// directory, whose unchanged test binaries cargo then reuses.
+pub fn checkout() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
