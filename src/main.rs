@@ -58,6 +58,16 @@ enum Command {
         /// committed are deleted (Kafka Streams' repartition.purge.interval.ms).
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         repartition_purge_interval: std::time::Duration,
+        /// Consumer group session timeout: an instance silent for this long
+        /// (crashed, stalled) loses its partitions to the others; under
+        /// exactly-once it is fenced and cannot commit anymore.
+        #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+        session_timeout: std::time::Duration,
+        /// How long an input partition with nothing to read (and not caught
+        /// up) holds back the others while records are taken in event-time
+        /// order (Kafka Streams' max.task.idle.ms).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        max_task_idle: std::time::Duration,
     },
     /// Load Kafka topics into PostgreSQL tables, exactly once.
     Sink(weir::sink::SinkArgs),
@@ -149,6 +159,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics_addr,
             state_dir,
             repartition_purge_interval,
+            session_timeout,
+            max_task_idle,
         } => {
             let topo = match load(&file) {
                 Some(t) => t,
@@ -163,6 +175,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 bootstrap,
                 state_dir,
                 purge_interval: repartition_purge_interval,
+                session_timeout,
+                max_task_idle,
             };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;

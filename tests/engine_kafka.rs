@@ -87,9 +87,20 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
             weir::kafka::murmur2_partition(r.key.as_deref().unwrap(), 3)
         );
     }
+    // Each window task's RocksDB holds the changelog offset its state is at
+    // (written with the state, in one batch): a restart replays only what
+    // follows it.
+    let changelog = format!("{id}-hourly-by-region-changelog");
+    let (_, end) = watermarks(&changelog, 0);
+    let db = weir::state::rocks::TaskDb::open(
+        &state.join(&id).join("1_0").join("rocksdb"),
+        &["hourly-by-region".to_string()],
+    )
+    .unwrap();
+    let at = db.changelog_offset(&changelog, 0).unwrap();
     assert!(
-        state.join(&id).join("1_0").join(".checkpoint").exists()
-            || state.join(&id).join("1_1").join(".checkpoint").exists()
+        matches!(at, Some(o) if o > 0 && o <= end),
+        "stored changelog offset {at:?}, end {end}"
     );
 
     // Bad records went to the dead-letter topic with their reason.

@@ -249,6 +249,21 @@ impl Task {
         }
     }
 
+    /// Take every store's cached writes without applying them (the runtime
+    /// applies them once its commit succeeded); (store index, changes).
+    pub fn take_changes(&mut self) -> Vec<(usize, Vec<Change>)> {
+        let mut out = Vec::new();
+        for (i, s) in self.stores.iter_mut().enumerate() {
+            if let Some(s) = s {
+                let changes = s.take_changes();
+                if !changes.is_empty() {
+                    out.push((i, changes));
+                }
+            }
+        }
+        out
+    }
+
     /// Flush every store's cache; returns (store index, changes) for the
     /// changelog.
     pub fn flush(&mut self) -> Result<Vec<(usize, Vec<Change>)>, StoreError> {

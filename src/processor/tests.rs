@@ -288,3 +288,34 @@ fn a_window_opened_within_grace_closes_on_time() {
     assert_eq!(out[0]["g"], "b");
     assert_eq!(out[0]["window_start"], "2025-03-31T14:00:00+09:00");
 }
+
+#[test]
+fn extreme_event_times_do_not_overflow_window_arithmetic() {
+    let t = topo(&window_yaml(""));
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!("not a window")
+    };
+    for ts in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
+        let starts = window_starts(w, ts);
+        assert!(starts.len() <= 1, "{ts}: {starts:?}");
+    }
+    let mut task = Task::in_memory(&t, 0, 0);
+    feed(&mut task, &t, "a", i64::MIN + 1, 1.0);
+    feed(&mut task, &t, "a", T14, 1.0);
+    feed(&mut task, &t, "a", i64::MAX, 1.0);
+    assert_eq!(task.stream_time, i64::MAX);
+    let mut o = Vec::new();
+    task.advance_stream_time(&t, i64::MAX, &mut o).unwrap();
+}
+
+#[test]
+fn taken_changes_are_the_writes_of_the_interval() {
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    feed(&mut task, &t, "a", T14, 1.0);
+    feed(&mut task, &t, "b", T14, 1.0);
+    let changes = task.take_changes();
+    assert_eq!(changes.len(), 1, "one store");
+    assert_eq!(changes[0].1.len(), 2, "one window per key");
+    assert!(task.take_changes().is_empty(), "taken once");
+}

@@ -213,14 +213,24 @@ pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Starts of every window containing `ts`, ascending.
+/// Starts of every window containing `ts`, ascending. Saturating: an
+/// extreme event time (near `i64::MIN`/`MAX`, from a corrupt timestamp or
+/// an absurd date) clamps instead of overflowing.
 pub fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
-    let last = (ts - w.offset_ms).div_euclid(w.advance_ms) * w.advance_ms + w.offset_ms;
+    let last = ts
+        .saturating_sub(w.offset_ms)
+        .div_euclid(w.advance_ms)
+        .saturating_mul(w.advance_ms)
+        .saturating_add(w.offset_ms);
+    let lower = ts.saturating_sub(w.size_ms);
     let mut starts = Vec::with_capacity((w.size_ms / w.advance_ms) as usize + 1);
     let mut s = last;
-    while s > ts - w.size_ms {
+    while s > lower {
         starts.push(s);
-        s -= w.advance_ms;
+        match s.checked_sub(w.advance_ms) {
+            Some(next) => s = next,
+            None => break,
+        }
     }
     starts.reverse();
     starts
@@ -253,7 +263,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
     let mut late_for_all = true;
     let mut updates = Vec::new();
     for start in window_starts(w, rec.timestamp) {
-        let end = start + w.size_ms;
+        let end = start.saturating_add(w.size_ms);
         if ctx.stream_time >= end.saturating_add(w.grace_ms) {
             continue;
         }
@@ -292,7 +302,10 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
     for (start, key, state) in updates {
         let bytes = encode(&state);
         ctx.store(w.store)?.put(key, bytes);
-        Task::note_open(&mut ctx.next_close[id], start + w.size_ms + w.grace_ms);
+        Task::note_open(
+            &mut ctx.next_close[id],
+            start.saturating_add(w.size_ms).saturating_add(w.grace_ms),
+        );
         if w.emit == EmitSpec::OnUpdate {
             let out = result_record(ctx, w, start, &group, &state);
             ctx.forward(id, out)?;
@@ -356,7 +369,7 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
     );
     fields.insert(
         Key::String(Arc::new("window_end".into())),
-        Value::String(Arc::new(fmt(start + w.size_ms))),
+        Value::String(Arc::new(fmt(start.saturating_add(w.size_ms)))),
     );
     for (a, acc) in w.aggregates.iter().zip(&state.accs) {
         fields.insert(Key::String(Arc::new(a.name.clone())), acc.result());

@@ -1,4 +1,11 @@
 //! Restoring a store from its changelog topic before a task processes.
+//!
+//! The store's RocksDB holds the changelog offset it is at (written with
+//! the data, see `state::rocks`), so after a crash only the changelog after
+//! it is replayed; a store with no offset (new or lost state directory), or
+//! an offset the topic no longer has, is cleared and restored from the
+//! start. Every restored batch is written together with the offset it
+//! reaches, so a crash in the middle of a restore resumes where it stopped.
 
 use std::time::{Duration, Instant};
 
@@ -9,23 +16,37 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::RuntimeError;
 use crate::kafka::client_config;
-use crate::state::rocks::RocksBackend;
-use crate::state::{Backend, Change};
+use crate::state::rocks::TaskDb;
+use crate::state::Change;
 
-/// Bring `backend` up to the end of `changelog`/`partition`, starting at the
-/// checkpointed offset (or from scratch, clearing the store, when there is
-/// no checkpoint or it is ahead of the topic). Returns the next offset.
-#[allow(clippy::too_many_arguments)]
-pub fn restore(
-    bootstrap: &str,
-    app: &str,
-    task: &str,
-    store: &str,
-    changelog: &str,
-    partition: i32,
-    checkpointed: Option<i64>,
-    backend: &mut RocksBackend,
-) -> Result<i64, RuntimeError> {
+/// Records per restored batch (one RocksDB write each).
+const BATCH: usize = 10_000;
+
+/// What one restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Changelog records replayed.
+    pub records: i64,
+    /// Whether the store was cleared and rebuilt from the start.
+    pub full: bool,
+}
+
+/// One store of a task, and the changelog partition behind it.
+pub struct StoreRef<'a> {
+    pub task: &'a str,
+    pub store: &'a str,
+    pub changelog: &'a str,
+    pub partition: i32,
+}
+
+/// Bring `store` up to the end of its changelog partition.
+pub fn restore(bootstrap: &str, app: &str, db: &TaskDb, s: &StoreRef<'_>) -> Result<Restored, RuntimeError> {
+    let StoreRef {
+        task,
+        store,
+        changelog,
+        partition,
+    } = *s;
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", format!("{app}-restore"))
         .set("enable.auto.commit", "false")
@@ -33,19 +54,24 @@ pub fn restore(
         .set("enable.partition.eof", "false")
         .create()?;
     let (low, high) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10))?;
-    let start = match checkpointed {
-        Some(off) if off >= low && off <= high => off,
+    let at = db.changelog_offset(changelog, partition)?;
+    let (start, full) = match at {
+        Some(off) if off >= low && off <= high => (off, false),
         other => {
             if other.is_some() {
-                tracing::warn!(task, store, checkpoint = ?other, low, high, "checkpoint outside the changelog: restoring from scratch");
+                tracing::warn!(task, store, offset = ?other, low, high, "stored changelog offset outside the changelog: restoring from scratch");
             }
-            backend.clear()?;
-            low
+            db.store(store).clear()?;
+            (low, true)
         }
     };
+    let labels = [("store", store.to_string()), ("task", task.to_string())];
     if start >= high {
+        if at != Some(high) {
+            db.apply(&[], &[(changelog, partition, high)])?;
+        }
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
-        return Ok(high);
+        return Ok(Restored { records: 0, full });
     }
     let total = high - start;
     tracing::info!(
@@ -55,6 +81,7 @@ pub fn restore(
         partition,
         from = start,
         to = high,
+        full,
         "restoring store from changelog"
     );
     let mut tpl = TopicPartitionList::new();
@@ -62,6 +89,7 @@ pub fn restore(
     consumer.assign(&tpl)?;
     let began = Instant::now();
     let mut batch: Vec<Change> = Vec::new();
+    let mut next = start;
     let mut restored = 0i64;
     let mut last_log = Instant::now();
     loop {
@@ -69,18 +97,21 @@ pub fn restore(
             Some(Ok(m)) => {
                 batch.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)));
                 restored += 1;
-                if batch.len() >= 10_000 {
-                    backend.write(&batch)?;
+                next = m.offset() + 1;
+                if batch.len() >= BATCH {
+                    db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
                     batch.clear();
                 }
-                if m.offset() + 1 >= high {
+                if next >= high {
                     break;
                 }
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
                 // Compaction and transaction markers leave offset gaps: the
-                // position, not the last record, says when we are done.
+                // position, not the last record, says when we are done. (An
+                // open transaction of a crashed instance holds the position
+                // back until the broker aborts it: transaction.timeout.ms.)
                 let pos = consumer.position()?;
                 let done = pos
                     .elements()
@@ -95,19 +126,21 @@ pub fn restore(
             tracing::info!(task, store, restored, total, "restoring");
             last_log = Instant::now();
         }
-        gauge!("weir_restore_remaining_records", "store" => store.to_string(), "task" => task.to_string())
-            .set((total - restored).max(0) as f64);
+        gauge!("weir_restore_remaining_records", &labels).set((high - next).max(0) as f64);
     }
-    backend.write(&batch)?;
-    counter!("weir_restore_records_total", "store" => store.to_string(), "task" => task.to_string())
-        .increment(restored as u64);
-    gauge!("weir_restore_remaining_records", "store" => store.to_string(), "task" => task.to_string()).set(0.0);
+    db.apply(&[(store, &batch)], &[(changelog, partition, high)])?;
+    counter!("weir_restore_records_total", &labels).increment(restored as u64);
+    gauge!("weir_restore_remaining_records", &labels).set(0.0);
     tracing::info!(
         task,
         store,
         records = restored,
+        full,
         elapsed_ms = began.elapsed().as_millis() as u64,
         "restore done"
     );
-    Ok(high)
+    Ok(Restored {
+        records: restored,
+        full,
+    })
 }

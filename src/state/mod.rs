@@ -3,12 +3,14 @@
 //! (RocksDB under `weir run`, a BTreeMap under `weir test` and in unit
 //! tests).
 //!
-//! Writes land in the cache; `flush` (on commit) applies them to the backend
-//! in one batch and returns them as changelog entries, so RocksDB and the
-//! changelog topic see one write per key per commit interval, like Kafka
-//! Streams' record cache.
+//! Writes land in the cache, so RocksDB and the changelog topic see one
+//! write per key per commit interval, like Kafka Streams' record cache. On
+//! commit `weir run` takes the cached writes ([`CachedStore::take_changes`]),
+//! sends them to the changelog inside the commit, and applies them to
+//! RocksDB only once the commit succeeded ([`rocks::TaskDb::apply`]): the
+//! local store is never ahead of what was committed. `weir test` and unit
+//! tests apply them at once ([`CachedStore::flush`]).
 
-pub mod checkpoint;
 pub mod rocks;
 
 use std::collections::BTreeMap;
@@ -114,14 +116,20 @@ impl<B: Backend> CachedStore<B> {
         self.dirty.len()
     }
 
+    /// Remove the cached writes and return them, without applying them:
+    /// the caller applies them to the backend once they are committed (until
+    /// then reads no longer see them, so take them only to commit).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
     /// Apply the cached writes to the backend and return them for the
     /// changelog.
     pub fn flush(&mut self) -> Result<Vec<Change>, StoreError> {
-        if self.dirty.is_empty() {
-            return Ok(Vec::new());
+        let batch = self.take_changes();
+        if !batch.is_empty() {
+            self.backend.write(&batch)?;
         }
-        let batch: Vec<Change> = std::mem::take(&mut self.dirty).into_iter().collect();
-        self.backend.write(&batch)?;
         Ok(batch)
     }
 }
@@ -235,6 +243,16 @@ mod tests {
         s.put(b"c".to_vec(), vec![1]);
         assert_eq!(s.first_key(b"a").unwrap(), Some(b"c".to_vec()), "unflushed write");
         assert_eq!(s.first_key(b"e").unwrap(), None);
+    }
+
+    #[test]
+    fn taken_changes_are_not_applied() {
+        let mut s = CachedStore::new(MemBackend::default());
+        s.put(b"a".to_vec(), b"1".to_vec());
+        assert_eq!(s.take_changes(), vec![(b"a".to_vec(), Some(b"1".to_vec()))]);
+        assert_eq!(s.dirty_len(), 0);
+        assert!(s.backend.map.is_empty(), "the caller applies them after its commit");
+        assert_eq!(s.get(b"a").unwrap(), None);
     }
 
     #[test]

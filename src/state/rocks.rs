@@ -1,6 +1,15 @@
 //! RocksDB backend: one database per task under
 //! `<state_dir>/<application_id>/<task>/rocksdb`, one column family per
-//! store.
+//! store, plus [`META_CF`] holding the changelog offset each store is at.
+//!
+//! The offsets live in RocksDB, not in a `.checkpoint` file as in Kafka
+//! Streams: [`TaskDb::apply`] writes a commit's store changes and the
+//! changelog offsets they reach in one atomic `WriteBatch` (the idea of
+//! KIP-892/KIP-1035). Whatever survives a crash (WAL recovery keeps a
+//! consistent prefix of batches) is a state together with its true
+//! position, so a restart replays only the changelog after it and never
+//! wipes the store. No fsync is needed for that: a lost batch takes its
+//! offset with it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,9 +18,16 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 use super::{Backend, Change, StoreError};
 
+/// Column family of the changelog offsets (not a valid store name).
+pub const META_CF: &str = "weir.meta";
+
 /// A task's RocksDB database.
 pub struct TaskDb {
     db: Arc<DB>,
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("changelog/{topic}/{partition}").into_bytes()
 }
 
 impl TaskDb {
@@ -28,7 +44,7 @@ impl TaskDb {
         // Small per-task footprint: the parking job's state is a few MB.
         opts.set_write_buffer_size(4 * 1024 * 1024);
         opts.set_max_write_buffer_number(2);
-        let cfs = stores.iter().map(|s| {
+        let cfs = stores.iter().map(String::as_str).chain([META_CF]).map(|s| {
             let mut o = Options::default();
             o.set_write_buffer_size(4 * 1024 * 1024);
             ColumnFamilyDescriptor::new(s, o)
@@ -42,6 +58,49 @@ impl TaskDb {
             db: self.db.clone(),
             cf: name.to_string(),
         }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
+            store: name.to_string(),
+            reason: "column family missing".into(),
+        })
+    }
+
+    /// The changelog offset the stores are at: the next changelog record to
+    /// replay. `None` when nothing was ever applied.
+    pub fn changelog_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        match self.db.get_cf(self.cf(META_CF)?, offset_key(topic, partition))? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                    store: META_CF.to_string(),
+                    reason: format!("changelog offset of {topic}/{partition} is {} bytes", v.len()),
+                })?;
+                Ok(Some(i64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Apply store changes and the changelog offsets they reach in one
+    /// atomic write.
+    pub fn apply(&self, changes: &[(&str, &[Change])], offsets: &[(&str, i32, i64)]) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for (store, batch) in changes {
+            let cf = self.cf(store)?;
+            for (k, v) in batch.iter() {
+                match v {
+                    Some(v) => wb.put_cf(cf, k, v),
+                    None => wb.delete_cf(cf, k),
+                }
+            }
+        }
+        let meta = self.cf(META_CF)?;
+        for (topic, partition, offset) in offsets {
+            wb.put_cf(meta, offset_key(topic, *partition), offset.to_be_bytes());
+        }
+        self.db.write(wb)?;
+        Ok(())
     }
 }
 
@@ -141,6 +200,25 @@ impl Backend for RocksBackend {
 mod tests {
     use super::*;
     use crate::state::{CachedStore, Store};
+
+    #[test]
+    fn changes_and_changelog_offsets_are_applied_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["w".to_string()];
+        {
+            let db = TaskDb::open(dir.path(), &names).unwrap();
+            assert_eq!(db.changelog_offset("c", 0).unwrap(), None);
+            let batch: Vec<Change> = vec![(vec![1], Some(b"x".to_vec())), (vec![2], Some(b"y".to_vec()))];
+            db.apply(&[("w", &batch)], &[("c", 0, 42)]).unwrap();
+            db.apply(&[("w", &[(vec![2], None)])], &[("c", 0, 43)]).unwrap();
+            // A store that is not there fails the whole batch.
+            assert!(db.apply(&[("nope", &batch)], &[("c", 0, 99)]).is_err());
+        }
+        let db = TaskDb::open(dir.path(), &names).unwrap();
+        assert_eq!(db.changelog_offset("c", 0).unwrap(), Some(43));
+        assert_eq!(db.changelog_offset("c", 1).unwrap(), None);
+        assert_eq!(db.store("w").range(&[0], &[9]).unwrap(), vec![(vec![1], b"x".to_vec())]);
+    }
 
     #[test]
     fn rocks_store_persists_flushed_writes_across_reopen() {

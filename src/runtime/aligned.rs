@@ -1,0 +1,221 @@
+//! Catching up in event-time order.
+//!
+//! librdkafka hands out whole fetched chunks of one partition before the
+//! next, so while a backlog is read one input partition runs far ahead of
+//! the others. For a sub-topology that writes a repartition topic that is
+//! fatal: the records of all its tasks meet in the repartition topic, and
+//! the downstream window's stream time jumps past the grace before the
+//! other partitions' older records arrive (they are dropped as late). Kafka
+//! Streams orders records only within a task; weir orders them across every
+//! task of such a sub-topology on the instance.
+//!
+//! Each partition of an aligned sub-topology gets its own librdkafka queue
+//! (`split_partition_queue`); the next record is the one with the smallest
+//! timestamp among the partitions' heads. A partition with nothing buffered
+//! is waited for, unless it is caught up (the fetcher reported its end:
+//! `enable.partition.eof`) or it has been empty for `max_idle` (like Kafka Streams'
+//! `max.task.idle.ms`): one idle partition cannot stall the others for
+//! long. librdkafka keeps fetching only up to its queue limits, so what a
+//! partition buffers here is one record.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::gauge;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+
+use crate::topology::{NodeKind, Topology};
+
+struct Partition<C: ConsumerContext + 'static> {
+    sub: usize,
+    queue: Option<PartitionQueue<C>>,
+    /// Records taken from the queue (or from the main queue before the
+    /// partition was split), oldest first.
+    buffered: VecDeque<OwnedMessage>,
+    empty_since: Option<Instant>,
+    /// The fetcher reported the end of the partition and nothing came since.
+    caught_up: bool,
+}
+
+pub struct Aligner<C: ConsumerContext + 'static> {
+    /// Sub-topologies whose tasks feed a repartition topic.
+    aligned: HashSet<usize>,
+    topo: Arc<Topology>,
+    partitions: HashMap<(String, i32), Partition<C>>,
+    max_idle: Duration,
+    app: String,
+}
+
+impl<C: ConsumerContext + 'static> Aligner<C> {
+    pub fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
+        let aligned = topo
+            .subtopologies
+            .iter()
+            .filter(|sub| {
+                sub.nodes
+                    .iter()
+                    .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::Sink(s) if s.internal))
+            })
+            .map(|sub| sub.id)
+            .collect();
+        Aligner {
+            aligned,
+            app: topo.application_id.clone(),
+            topo,
+            partitions: HashMap::new(),
+            max_idle,
+        }
+    }
+
+    fn aligned_sub(&self, topic: &str) -> Option<usize> {
+        self.topo
+            .source_for(topic)
+            .map(|(sub, _)| sub)
+            .filter(|sub| self.aligned.contains(sub))
+    }
+
+    /// Take a record the main queue delivered: `None` if it belongs to an
+    /// aligned partition (buffered here until its turn), else the record.
+    pub fn offer<'a>(&mut self, msg: BorrowedMessage<'a>) -> Option<BorrowedMessage<'a>> {
+        let Some(sub) = self.aligned_sub(msg.topic()) else {
+            return Some(msg);
+        };
+        let key = (msg.topic().to_string(), msg.partition());
+        let owned = msg.detach();
+        self.partitions
+            .entry(key)
+            .or_insert_with(|| Partition {
+                sub,
+                queue: None,
+                buffered: VecDeque::new(),
+                empty_since: None,
+                caught_up: false,
+            })
+            .buffered
+            .push_back(owned);
+        None
+    }
+
+    /// Match the assignment: give every newly assigned aligned partition its
+    /// own queue; forget revoked ones. Call after every rebalance (an
+    /// assignment deactivates earlier partition queues, so all are split
+    /// again).
+    pub fn reassign(&mut self, consumer: &Arc<BaseConsumer<C>>) {
+        let assigned: HashSet<(String, i32)> = match consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the assignment failed");
+                return;
+            }
+        };
+        self.partitions.retain(|k, _| assigned.contains(k));
+        for (topic, partition) in assigned {
+            let Some(sub) = self.aligned_sub(&topic) else { continue };
+            let queue = consumer.split_partition_queue(&topic, partition);
+            let p = self.partitions.entry((topic, partition)).or_insert_with(|| Partition {
+                sub,
+                queue: None,
+                buffered: VecDeque::new(),
+                empty_since: None,
+                caught_up: false,
+            });
+            p.queue = queue;
+            p.caught_up = false;
+        }
+    }
+
+    /// Forget every buffered record (after the consumer was rewound).
+    pub fn clear(&mut self) {
+        for p in self.partitions.values_mut() {
+            p.buffered.clear();
+            p.empty_since = None;
+        }
+    }
+
+    /// The next record to process, if one may go now.
+    pub fn next(&mut self) -> Option<OwnedMessage> {
+        let now = Instant::now();
+        for ((topic, partition), p) in self.partitions.iter_mut() {
+            if p.buffered.is_empty() {
+                if let Some(q) = &p.queue {
+                    match q.poll(Duration::ZERO) {
+                        Some(Ok(m)) => p.buffered.push_back(m.detach()),
+                        // The fetcher reached the end of the partition
+                        // (`enable.partition.eof`): nothing to wait for.
+                        Some(Err(KafkaError::PartitionEOF(_))) => p.caught_up = true,
+                        Some(Err(e)) => tracing::warn!(topic, partition, error = %e, "consumer error"),
+                        None => {}
+                    }
+                }
+            }
+            if p.buffered.is_empty() {
+                p.empty_since.get_or_insert(now);
+            } else {
+                p.empty_since = None;
+                p.caught_up = false;
+            }
+        }
+        // Per aligned sub-topology: ready when every partition has a record,
+        // is caught up or has waited long enough.
+        let mut heads: HashMap<usize, (i64, i64)> = HashMap::new();
+        let mut blocked: HashSet<usize> = HashSet::new();
+        for p in self.partitions.values() {
+            match p.buffered.front() {
+                Some(m) => {
+                    let ts = m.timestamp().to_millis().unwrap_or(0);
+                    let e = heads.entry(p.sub).or_insert((ts, ts));
+                    e.0 = e.0.min(ts);
+                    e.1 = e.1.max(ts);
+                }
+                None => {
+                    let waited = p.empty_since.map_or(Duration::ZERO, |s| now.duration_since(s));
+                    if !p.caught_up && waited < self.max_idle {
+                        blocked.insert(p.sub);
+                    }
+                }
+            }
+        }
+        for (sub, (lo, hi)) in &heads {
+            gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
+                .set((hi - lo) as f64 / 1000.0);
+        }
+        // The oldest head among the ready sub-topologies.
+        let mut pick: Option<((String, i32), i64)> = None;
+        for (key, p) in &self.partitions {
+            if blocked.contains(&p.sub) {
+                continue;
+            }
+            if let Some(m) = p.buffered.front() {
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                if pick.as_ref().is_none_or(|(_, b)| ts < *b) {
+                    pick = Some((key.clone(), ts));
+                }
+            }
+        }
+        let (key, _) = pick?;
+        self.partitions.get_mut(&key)?.buffered.pop_front()
+    }
+
+    /// Partitions with records taken from librdkafka but not processed yet:
+    /// the consumer's position is ahead of what was processed there.
+    pub fn held(&self) -> HashSet<(String, i32)> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| !p.buffered.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Whether any aligned partition is assigned.
+    pub fn active(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+}

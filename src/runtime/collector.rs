@@ -1,0 +1,269 @@
+//! The record collector: owns the producer and, under exactly-once, its
+//! transaction (Kafka Streams' `RecordCollector` + `StreamsProducer`).
+//!
+//! Under `exactly_once` every record of a commit interval (outputs,
+//! repartition records, dead letters, changelog records) goes into one
+//! transaction, begun with the first record; [`Collector::commit`] adds the
+//! consumed offsets (`send_offsets_to_transaction` with the consumer's group
+//! metadata, KIP-447: a member thrown out of the group cannot commit, so a
+//! zombie is fenced) and commits. Under `at_least_once` the producer is
+//! only idempotent and the offsets go through the consumer.
+//!
+//! The producer is a `BaseProducer` served from the engine's own thread:
+//! after [`Collector::flush`] every delivery report has been seen, so the
+//! changelog offsets it returns are complete. librdkafka's transaction calls
+//! block until the broker answers; the engine runs on a dedicated thread,
+//! never on the async runtime.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
+
+use super::RuntimeError;
+
+/// How long a transaction call, a flush or an offset commit may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an offset commit (at-least-once) is retried while the group
+/// coordinator is unavailable (a broker restarting or a coordinator moving).
+const COMMIT_RETRY: Duration = Duration::from_secs(60);
+
+/// Delivery reports since the last flush: the highest delivered offset per
+/// partition (changelog positions) and the first error.
+#[derive(Default)]
+struct Deliveries {
+    offsets: HashMap<(String, i32), i64>,
+    error: Option<String>,
+}
+
+struct DeliveryContext {
+    state: Mutex<Deliveries>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut s = lock(&self.state);
+        match result {
+            Ok(m) => {
+                let e = s.offsets.entry((m.topic().to_string(), m.partition())).or_insert(-1);
+                *e = (*e).max(m.offset());
+            }
+            Err((e, m)) => {
+                if s.error.is_none() {
+                    s.error = Some(format!("{} [{}]: {e}", m.topic(), m.partition()));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One record to produce.
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp: i64,
+    pub headers: &'a [(String, String)],
+}
+
+pub struct Collector {
+    producer: BaseProducer<DeliveryContext>,
+    config: ClientConfig,
+    transactional: bool,
+    in_transaction: bool,
+}
+
+fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<DeliveryContext>, KafkaError> {
+    let producer: BaseProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
+        state: Mutex::new(Deliveries::default()),
+    })?;
+    if transactional {
+        // Fences an earlier incarnation with the same transactional.id and
+        // aborts the transaction it left open.
+        producer.init_transactions(CALL_TIMEOUT)?;
+    }
+    Ok(producer)
+}
+
+impl Collector {
+    /// `transactional_id` makes it transactional (exactly-once).
+    pub fn new(bootstrap: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
+        let mut config = crate::kafka::client_config(bootstrap);
+        config
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        if let Some(id) = transactional_id {
+            // Kafka Streams' default under EOS: a crashed instance's open
+            // transaction blocks read_committed readers for at most this long.
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "10000");
+        }
+        let producer = create(&config, transactional_id.is_some())?;
+        Ok(Collector {
+            producer,
+            config,
+            transactional: transactional_id.is_some(),
+            in_transaction: false,
+        })
+    }
+
+    pub fn transactional(&self) -> bool {
+        self.transactional
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Produce one record (inside the open transaction, begun if needed).
+    pub fn send(&mut self, r: &Outgoing<'_>) -> Result<(), KafkaError> {
+        if self.transactional && !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(r.topic).partition(r.partition).timestamp(r.timestamp);
+        if !r.headers.is_empty() {
+            record = record.headers(headers);
+        }
+        if let Some(k) = r.key {
+            record = record.key(k);
+        }
+        if let Some(v) = r.value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Serve delivery reports (call often: the producer has no thread).
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Wait until every record sent so far is delivered and its report
+    /// served; returns the highest delivered offset per partition since the
+    /// last flush, or the first delivery error.
+    pub fn flush(&mut self) -> Result<HashMap<(String, i32), i64>, RuntimeError> {
+        self.producer.flush(CALL_TIMEOUT)?;
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(10));
+        }
+        let mut d = lock(&self.producer.context().state);
+        if let Some(e) = d.error.take() {
+            d.offsets.clear();
+            return Err(RuntimeError::Delivery(e));
+        }
+        Ok(std::mem::take(&mut d.offsets))
+    }
+
+    /// Commit the consumed `offsets` (with their metadata): as part of the
+    /// transaction under exactly-once, through the consumer otherwise.
+    /// Call after [`Collector::flush`].
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+    ) -> Result<(), RuntimeError> {
+        if !self.transactional {
+            if offsets.count() > 0 {
+                commit_offsets(consumer, offsets)?;
+            }
+            return Ok(());
+        }
+        if offsets.count() > 0 {
+            if !self.in_transaction {
+                self.producer.begin_transaction()?;
+                self.in_transaction = true;
+            }
+            let group = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
+            self.producer
+                .send_offsets_to_transaction(offsets, &group, CALL_TIMEOUT)?;
+        }
+        if self.in_transaction {
+            self.producer.commit_transaction(CALL_TIMEOUT)?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    /// Abort the open transaction (nothing of it becomes visible to
+    /// read_committed readers). A producer that cannot abort (fenced, or a
+    /// fatal error) is replaced by a new one with the same transactional.id.
+    pub fn abort(&mut self) -> Result<(), RuntimeError> {
+        let was_open = std::mem::replace(&mut self.in_transaction, false);
+        if self.transactional && was_open {
+            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                tracing::warn!(error = %e, "aborting the transaction failed: replacing the producer");
+                self.producer = create(&self.config, true)?;
+            }
+        }
+        let mut d = lock(&self.producer.context().state);
+        d.offsets.clear();
+        d.error = None;
+        Ok(())
+    }
+}
+
+/// Commit `tpl` through the consumer, retrying errors that clear by
+/// themselves once the group coordinator is back (after a broker restart the
+/// first commits answer NotCoordinator or CoordinatorLoadInProgress); any
+/// other error, or one that lasts [`COMMIT_RETRY`], is returned.
+fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
+    use RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + COMMIT_RETRY;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Err(KafkaError::ConsumerCommit(
+                code @ (Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::NetworkException
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown),
+            )) if Instant::now() < deadline => {
+                tracing::warn!(error = %code, retry_in = ?delay, "offset commit failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The task manager: which tasks this instance runs, opening them (their
+//! stores restored, their stream time read back from the committed offsets),
+//! feeding them records, and the commit that ties their outputs, changelog
+//! records, stream time and input offsets together.
+//!
+//! A commit, in this order (the same for both guarantees):
+//! 1. take every store's cached writes and send them to the changelog;
+//! 2. flush the producer (every record of the interval delivered);
+//! 3. commit the input positions with each task's stream time in the offset
+//!    metadata: in the transaction (exactly-once) or through the consumer;
+//! 4. only then apply the writes to RocksDB, with the changelog offsets they
+//!    reach, in one atomic write per task.
+//!
+//! A failure before 4 leaves RocksDB at the previous commit; under
+//! exactly-once the transaction is aborted and [`TaskManager::drop_all`]
+//! rebuilds every task from that committed state. A crash between 3 and 4
+//! leaves RocksDB one interval behind, which the changelog tail (committed)
+//! restores on the next open.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::collector::{Collector, Outgoing};
+use super::restore::{self, StoreRef};
+use super::RuntimeError;
+use crate::processor::{partition_for, Origin, Output, OutputKind, Task, TaskStats};
+use crate::state::rocks::TaskDb;
+use crate::state::{Change, StoreError};
+use crate::topology::{NodeKind, Topology};
+
+/// How often consumer lag is measured (one metadata round trip per
+/// partition).
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Offset-commit metadata: the task's stream time, so a restarted or moved
+/// task resumes with it and an emitted window stays final (Kafka Streams
+/// keeps its partition time there too).
+const META_PREFIX: &str = "weir:v1:stream_time=";
+
+pub fn encode_stream_time(t: i64) -> String {
+    format!("{META_PREFIX}{t}")
+}
+
+pub fn decode_stream_time(meta: &str) -> Option<i64> {
+    meta.strip_prefix(META_PREFIX)?.parse().ok()
+}
+
+/// A task's taken store changes: (store index, changes).
+type StoreChanges = Vec<(usize, Vec<Change>)>;
+
+struct TaskEntry {
+    task: Task,
+    id: String,
+    /// `None` for a stateless task.
+    db: Option<TaskDb>,
+    last_record: Instant,
+    stream_time_at_last_record: i64,
+    idle_after: Option<Duration>,
+    exported: TaskStats,
+}
+
+pub struct TaskManager {
+    topo: Arc<Topology>,
+    bootstrap: String,
+    state_dir: PathBuf,
+    app: String,
+    tasks: HashMap<(usize, i32), TaskEntry>,
+    /// Next offset to commit per consumed partition.
+    positions: HashMap<(String, i32), i64>,
+    /// Partition count of every topic the topology reads or writes.
+    partitions: HashMap<String, i32>,
+    /// Records were consumed or produced since the last commit.
+    uncommitted: bool,
+    /// What the last commit committed per partition.
+    committed: HashMap<(String, i32), i64>,
+    last_lag: Instant,
+}
+
+impl TaskManager {
+    pub fn new(topo: Arc<Topology>, bootstrap: &str, state_dir: PathBuf, partitions: HashMap<String, i32>) -> Self {
+        TaskManager {
+            app: topo.application_id.clone(),
+            topo,
+            bootstrap: bootstrap.to_string(),
+            state_dir,
+            tasks: HashMap::new(),
+            positions: HashMap::new(),
+            partitions,
+            uncommitted: false,
+            committed: HashMap::new(),
+            last_lag: Instant::now(),
+        }
+    }
+
+    pub fn positions(&self) -> &HashMap<(String, i32), i64> {
+        &self.positions
+    }
+
+    /// Process one consumed record.
+    pub fn handle<M: Message, C: ConsumerContext>(
+        &mut self,
+        msg: &M,
+        consumer: &BaseConsumer<C>,
+        collector: &mut Collector,
+    ) -> Result<(), RuntimeError> {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let Some((sub, _)) = self.topo.source_for(topic) else {
+            tracing::warn!(topic, "record from a topic this topology does not read");
+            return Ok(());
+        };
+        if !self.tasks.contains_key(&(sub, partition)) {
+            let entry = self.open_task(sub, partition, consumer, collector)?;
+            self.tasks.insert((sub, partition), entry);
+        }
+        self.positions.insert((topic.to_string(), partition), msg.offset() + 1);
+        self.uncommitted = true;
+        let origin = Origin {
+            topic,
+            partition,
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis().unwrap_or(0),
+            key: msg.key(),
+            value: msg.payload(),
+        };
+        let topo = self.topo.clone();
+        let Some(entry) = self.tasks.get_mut(&(sub, partition)) else {
+            return Ok(());
+        };
+        let mut outs = Vec::new();
+        entry.task.process(&topo, &origin, &mut outs)?;
+        entry.last_record = Instant::now();
+        entry.stream_time_at_last_record = entry.task.stream_time;
+        self.send(outs, partition, collector)
+    }
+
+    /// The source topics of a sub-topology.
+    fn sources(&self, sub: usize) -> Vec<String> {
+        self.topo.subtopologies[sub]
+            .nodes
+            .iter()
+            .filter_map(|&id| match &self.topo.nodes[id].kind {
+                NodeKind::Source(s) => Some(s.topic.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The stream time a task committed last (the largest over its input
+    /// partitions), `None` if it never committed one.
+    fn committed_stream_time<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        sub: usize,
+        partition: i32,
+    ) -> Result<Option<i64>, RuntimeError> {
+        let mut tpl = TopicPartitionList::new();
+        for topic in self.sources(sub) {
+            tpl.add_partition(&topic, partition);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "reading committed offsets failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| decode_stream_time(e.metadata()))
+            .max())
+    }
+
+    /// Open a task: its stores restored from their changelogs (only the
+    /// part after the offset RocksDB holds), its stream time from the
+    /// committed offsets.
+    fn open_task<C: ConsumerContext>(
+        &mut self,
+        sub: usize,
+        partition: i32,
+        consumer: &BaseConsumer<C>,
+        collector: &mut Collector,
+    ) -> Result<TaskEntry, RuntimeError> {
+        let id = format!("{sub}_{partition}");
+        let stores: Vec<(String, String)> = self
+            .topo
+            .stores_of(sub)
+            .map(|(_, s)| (s.name.clone(), s.changelog.clone()))
+            .collect();
+        let stream_time = self.committed_stream_time(consumer, sub, partition)?;
+        let (mut task, db) = if stores.is_empty() {
+            let task = Task::new(&self.topo, sub, partition, |i| {
+                Err(StoreError::Corrupt {
+                    store: i.to_string(),
+                    reason: "stateless task has no store".into(),
+                })
+            })?;
+            (task, None)
+        } else {
+            // A restore can take long: commit what is open first, so the
+            // transaction does not run into its timeout meanwhile.
+            if self.uncommitted || collector.in_transaction() {
+                self.commit(consumer, collector, None)?;
+            }
+            let dir = super::task_dir(&self.state_dir, &self.app, sub, partition);
+            let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
+            let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
+            let began = Instant::now();
+            let mut replayed = 0;
+            for (store, changelog) in &stores {
+                let r = restore::restore(
+                    &self.bootstrap,
+                    &self.app,
+                    &db,
+                    &StoreRef {
+                        task: &id,
+                        store,
+                        changelog,
+                        partition,
+                    },
+                )?;
+                replayed += r.records;
+            }
+            if replayed > 0 {
+                tracing::info!(task = %id, records = replayed, elapsed_ms = began.elapsed().as_millis() as u64, "task restored");
+            }
+            let topo = self.topo.clone();
+            let task = Task::new(&self.topo, sub, partition, |i| {
+                Ok(Box::new(db.store(&topo.stores[i].name)))
+            })?;
+            (task, Some(db))
+        };
+        if let Some(t) = stream_time {
+            task.stream_time = t;
+        }
+        tracing::info!(task = %id, stream_time = ?stream_time, "task ready");
+        counter!("weir_tasks_created_total", "topology" => self.app.clone()).increment(1);
+        Ok(TaskEntry {
+            task,
+            id,
+            db,
+            last_record: Instant::now(),
+            stream_time_at_last_record: i64::MIN,
+            idle_after: self.topo.close_idle_after(sub),
+            exported: TaskStats::default(),
+        })
+    }
+
+    fn send(
+        &mut self,
+        outs: Vec<Output>,
+        fallback_partition: i32,
+        collector: &mut Collector,
+    ) -> Result<(), RuntimeError> {
+        if outs.is_empty() {
+            return Ok(());
+        }
+        self.uncommitted = true;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for out in outs {
+            let n = self.partitions.get(&out.topic).copied().unwrap_or(1);
+            let partition = partition_for(out.key.as_deref(), n, fallback_partition);
+            if out.kind == OutputKind::Result {
+                histogram!("weir_record_e2e_latency_seconds", "topology" => self.app.clone())
+                    .record((now_ms - out.timestamp).max(0) as f64 / 1000.0);
+            }
+            counter!("weir_records_produced_total", "topology" => self.app.clone(), "topic" => out.topic.clone())
+                .increment(1);
+            // A dead letter carries the time it was dead-lettered, so the
+            // dead-letter topic's retention counts from then: with the
+            // original (possibly days old) timestamp the broker could delete
+            // it at its next retention check. The original is in the
+            // `weir.timestamp` header.
+            let timestamp = match out.kind {
+                OutputKind::DeadLetter => now_ms,
+                _ => out.timestamp,
+            };
+            let record = Outgoing {
+                topic: &out.topic,
+                partition,
+                key: out.key.as_deref(),
+                value: out.value.as_deref(),
+                timestamp,
+                headers: &out.headers,
+            };
+            match collector.send(&record) {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                    self.send_too_large(&out, partition, now_ms, collector)?
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A record over the producer's `message.max.bytes` would fail the
+    /// commit again on every replay (a crash loop): it goes to the
+    /// dead-letter topic instead, without its value, with the reason.
+    fn send_too_large(
+        &mut self,
+        out: &Output,
+        partition: i32,
+        now_ms: i64,
+        collector: &mut Collector,
+    ) -> Result<(), RuntimeError> {
+        let size = out.value.as_ref().map_or(0, Vec::len);
+        tracing::warn!(topic = %out.topic, bytes = size, "record too large for the producer: dead-lettered without its value");
+        let Some(dlq) = self.topo.dead_letter.clone() else {
+            return Ok(());
+        };
+        let mut headers = out.headers.clone();
+        if out.kind != OutputKind::DeadLetter {
+            headers.push((
+                "weir.error".into(),
+                format!("output record for {} too large: {size} bytes", out.topic),
+            ));
+            headers.push(("weir.timestamp".into(), out.timestamp.to_string()));
+        }
+        headers.push((
+            "weir.value_dropped".into(),
+            format!("{size} bytes over the producer's message.max.bytes"),
+        ));
+        let n = self.partitions.get(&dlq).copied().unwrap_or(1);
+        collector.send(&Outgoing {
+            topic: &dlq,
+            partition: partition_for(out.key.as_deref(), n, partition.min(n - 1)),
+            key: out.key.as_deref(),
+            value: None,
+            timestamp: now_ms,
+            headers: &headers,
+        })?;
+        Ok(())
+    }
+
+    /// Stream time of an idle task follows the wall clock once it has been
+    /// idle for `close_idle_after`, so the windows of a paused feed close.
+    pub fn close_idle(&mut self, collector: &mut Collector) -> Result<(), RuntimeError> {
+        let topo = self.topo.clone();
+        let mut sends = Vec::new();
+        for entry in self.tasks.values_mut() {
+            let Some(idle) = entry.idle_after else { continue };
+            if entry.stream_time_at_last_record == i64::MIN {
+                continue;
+            }
+            let elapsed = entry.last_record.elapsed();
+            if elapsed < idle {
+                continue;
+            }
+            let target = entry
+                .stream_time_at_last_record
+                .saturating_add(elapsed.as_millis() as i64);
+            let mut outs = Vec::new();
+            entry.task.advance_stream_time(&topo, target, &mut outs)?;
+            if !outs.is_empty() {
+                tracing::info!(task = %entry.id, stream_time = target, records = outs.len(), "idle task: stream time advanced by the wall clock");
+                sends.push((outs, entry.task.partition));
+            }
+        }
+        for (outs, p) in sends {
+            self.send(outs, p, collector)?;
+        }
+        Ok(())
+    }
+
+    /// The positions to commit, each with its task's stream time.
+    ///
+    /// Given `held` (the partitions with records taken but not processed),
+    /// a partition holding nothing commits the consumer's position when it
+    /// is further: after the last record of a transaction comes its commit
+    /// marker, which takes an offset but is never handed out, and the
+    /// position steps over it (as Kafka Streams does, KAFKA-6607). Without
+    /// this a read_committed group never reaches the end of a transactional
+    /// topic and its lag never drops below 1.
+    fn offsets<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        held: Option<&HashSet<(String, i32)>>,
+    ) -> Result<TopicPartitionList, KafkaError> {
+        let consumer_at: HashMap<(String, i32), i64> = match held {
+            None => HashMap::new(),
+            Some(_) => consumer
+                .position()?
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in &self.positions {
+            let (topic, partition) = tp;
+            let offset = match (consumer_at.get(tp), held) {
+                (Some(&at), Some(held)) if at > *offset && !held.contains(tp) => at,
+                _ => *offset,
+            };
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
+            let stream_time = self
+                .topo
+                .source_for(topic)
+                .and_then(|(sub, _)| self.tasks.get(&(sub, *partition)))
+                .map(|t| t.task.stream_time)
+                .filter(|t| *t != i64::MIN);
+            if let (Some(t), Some(mut elem)) = (stream_time, tpl.find_partition(topic, *partition)) {
+                elem.set_metadata(encode_stream_time(t));
+            }
+        }
+        Ok(tpl)
+    }
+
+    /// Commit (see the module doc). Does nothing when nothing happened since
+    /// the last commit.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        collector: &mut Collector,
+        held: Option<&HashSet<(String, i32)>>,
+    ) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let topo = self.topo.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
+        for (key, entry) in self.tasks.iter_mut() {
+            let changes = entry.task.take_changes();
+            for (store, batch) in &changes {
+                let changelog = &topo.stores[*store].changelog;
+                for (k, v) in batch {
+                    collector.send(&Outgoing {
+                        topic: changelog,
+                        partition: entry.task.partition,
+                        key: Some(k),
+                        value: v.as_deref(),
+                        timestamp: now_ms,
+                        headers: &[],
+                    })?;
+                }
+            }
+            if !changes.is_empty() {
+                pending.push((*key, changes));
+            }
+        }
+        let offsets = self.offsets(consumer, held)?;
+        let moved = offsets
+            .elements()
+            .iter()
+            .any(|e| self.committed.get(&(e.topic().to_string(), e.partition())).copied() != e.offset().to_raw());
+        if pending.is_empty() && !self.uncommitted && !collector.in_transaction() && !moved {
+            return Ok(());
+        }
+        let delivered = collector.flush()?;
+        collector.commit(consumer, &offsets)?;
+        self.uncommitted = false;
+        for e in offsets.elements() {
+            if let Some(o) = e.offset().to_raw() {
+                self.committed.insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+        for (key, changes) in pending {
+            let Some(entry) = self.tasks.get(&key) else { continue };
+            let Some(db) = &entry.db else { continue };
+            let batches: Vec<(&str, &[Change])> = changes
+                .iter()
+                .map(|(i, c)| (topo.stores[*i].name.as_str(), c.as_slice()))
+                .collect();
+            let reached: Vec<(&str, i32, i64)> = changes
+                .iter()
+                .filter_map(|(i, _)| {
+                    let changelog = topo.stores[*i].changelog.as_str();
+                    delivered
+                        .get(&(changelog.to_string(), key.1))
+                        .map(|last| (changelog, key.1, last + 1))
+                })
+                .collect();
+            db.apply(&batches, &reached)?;
+        }
+        for entry in self.tasks.values_mut() {
+            export_stats(&self.app, entry);
+        }
+        if self.last_lag.elapsed() >= LAG_INTERVAL {
+            self.last_lag = Instant::now();
+            for ((topic, partition), offset) in &self.positions {
+                if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) {
+                    gauge!("weir_consumer_lag", "topology" => self.app.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set((high - offset).max(0) as f64);
+                }
+            }
+        }
+        histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Close the tasks reading the given partitions (after a commit).
+    pub fn close(&mut self, partitions: &[(String, i32)]) {
+        for (topic, partition) in partitions {
+            self.positions.remove(&(topic.clone(), *partition));
+            self.committed.remove(&(topic.clone(), *partition));
+            if let Some((sub, _)) = self.topo.source_for(topic) {
+                if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
+                    tracing::info!(task = %entry.id, "task closed");
+                }
+            }
+        }
+    }
+
+    /// Drop every task without committing: what they did since the last
+    /// commit is forgotten (their RocksDB holds the committed state), and
+    /// they are opened again from it when their partitions deliver.
+    pub fn drop_all(&mut self) {
+        if !self.tasks.is_empty() {
+            tracing::info!(
+                tasks = self.tasks.len(),
+                "closing every task dirty: back to the last commit"
+            );
+        }
+        self.tasks.clear();
+        self.positions.clear();
+        self.committed.clear();
+        self.uncommitted = false;
+    }
+
+    /// Every consumed partition, for closing on shutdown.
+    pub fn consumed(&self) -> Vec<(String, i32)> {
+        self.positions.keys().cloned().collect()
+    }
+}
+
+fn export_stats(app: &str, entry: &mut TaskEntry) {
+    let s = &entry.task.stats;
+    let e = &entry.exported;
+    let labels = [("topology", app.to_string()), ("task", entry.id.clone())];
+    counter!("weir_records_consumed_total", &labels).increment(s.consumed - e.consumed);
+    counter!("weir_records_processed_total", &labels).increment(s.processed - e.processed);
+    counter!("weir_dead_letter_records_total", &labels).increment(s.dead_letter - e.dead_letter);
+    counter!("weir_result_records_total", &labels).increment(s.emitted - e.emitted);
+    let late = [
+        ("topology", app.to_string()),
+        ("task", entry.id.clone()),
+        ("reason", "late".to_string()),
+    ];
+    counter!("weir_dropped_records_total", &late).increment(s.dropped_late - e.dropped_late);
+    let stale = [
+        ("topology", app.to_string()),
+        ("task", entry.id.clone()),
+        ("reason", "stale".to_string()),
+    ];
+    counter!("weir_dropped_records_total", &stale).increment(s.dropped_stale - e.dropped_stale);
+    if entry.task.stream_time != i64::MIN {
+        gauge!("weir_task_stream_time_seconds", &labels).set(entry.task.stream_time as f64 / 1000.0);
+    }
+    entry.exported = s.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_time_round_trips_through_commit_metadata() {
+        for t in [0, 1_743_397_200_000, -5, i64::MAX] {
+            assert_eq!(decode_stream_time(&encode_stream_time(t)), Some(t));
+        }
+        assert_eq!(decode_stream_time(""), None, "committed without metadata");
+        assert_eq!(decode_stream_time("something else"), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! Topic preparation: the internal and output topics a topology needs,
+//! created before the first poll, and the purge of consumed repartition
+//! records.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::counter;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::RuntimeError;
+use crate::kafka::{client_config, ensure_topics, TopicSpec};
+use crate::topology::{NodeKind, StoreKind, Topology};
+
+/// Deletes the records of repartition topics that this instance's tasks
+/// have processed and committed (each repartition partition has one reader:
+/// its task), as Kafka Streams does (`repartition.purge.interval.ms`):
+/// repartition topics are created with `retention.ms=-1`, so without this
+/// they would grow forever.
+pub struct Purge {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    rt: tokio::runtime::Handle,
+    topics: HashSet<String>,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Purge {
+    /// After a commit: once per `interval`, delete what is below the
+    /// committed position of every repartition partition this instance reads.
+    /// Runs in the background; a failure is logged and retried next time.
+    pub fn after_commit(&mut self, positions: &HashMap<(String, i32), i64>, app: &str) {
+        if self.last.elapsed() < self.interval {
+            return;
+        }
+        self.last = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in positions {
+            if self.topics.contains(topic) && *offset > 0 {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let admin = self.admin.clone();
+        let app = app.to_string();
+        self.rt.spawn(async move {
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            match admin.delete_records(&tpl, &opts).await {
+                Ok(done) => {
+                    for e in done.elements() {
+                        match e.error() {
+                            Ok(()) => {
+                                counter!("weir_repartition_purges_total", "topology" => app.clone()).increment(1);
+                                tracing::debug!(topic = e.topic(), partition = e.partition(), low_watermark = ?e.offset(), "repartition records purged")
+                            }
+                            Err(err) => tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err, "purging repartition records failed"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "purging repartition records failed"),
+            }
+        });
+    }
+}
+
+impl Purge {
+    pub fn new(
+        topo: &Topology,
+        admin: AdminClient<DefaultClientContext>,
+        rt: tokio::runtime::Handle,
+        interval: Duration,
+    ) -> Purge {
+        Purge {
+            admin: Arc::new(admin),
+            rt,
+            topics: topo
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.kind {
+                    NodeKind::Source(s) if s.internal => Some(s.topic.clone()),
+                    _ => None,
+                })
+                .collect(),
+            interval,
+            last: Instant::now(),
+        }
+    }
+}
+
+/// Create internal and output topics; returns the partition count of every
+/// topic the topology reads or writes.
+pub async fn prepare_topics(topo: &Topology, bootstrap: &str) -> Result<HashMap<String, i32>, RuntimeError> {
+    let existing = topic_partitions(bootstrap, None)?;
+    let mut parts: HashMap<String, i32> = HashMap::new();
+    let mut sub_parts = vec![1i32; topo.subtopologies.len()];
+    let mut specs = Vec::new();
+    // Sub-topologies are numbered so that a repartition topic's writer
+    // comes before its reader.
+    for sub in &topo.subtopologies {
+        let mut n = 0;
+        for &id in &sub.nodes {
+            if let NodeKind::Source(s) = &topo.nodes[id].kind {
+                let p = if s.internal {
+                    *parts.get(&s.topic).unwrap_or(&1)
+                } else {
+                    *existing
+                        .get(&s.topic)
+                        .ok_or_else(|| RuntimeError::MissingSource(s.topic.clone()))?
+                };
+                parts.insert(s.topic.clone(), p);
+                n = n.max(p);
+            }
+        }
+        sub_parts[sub.id] = n.max(1);
+        for &id in &sub.nodes {
+            if let NodeKind::Sink(s) = &topo.nodes[id].kind {
+                let p = s.partitions.unwrap_or(sub_parts[sub.id]);
+                let spec = if s.internal {
+                    TopicSpec::new(&s.topic, p)
+                        .with_config("cleanup.policy", "delete")
+                        .with_config("retention.ms", "-1")
+                } else {
+                    TopicSpec::new(&s.topic, p)
+                };
+                specs.push(spec);
+                parts.entry(s.topic.clone()).or_insert(p);
+            }
+        }
+    }
+    for store in &topo.stores {
+        let n = sub_parts[store.subtopology];
+        let spec = match (store.kind, store.retention_ms) {
+            (StoreKind::Window, Some(r)) => TopicSpec::new(&store.changelog, n)
+                .with_config("cleanup.policy", "compact,delete")
+                .with_config("retention.ms", &r.to_string()),
+            _ => TopicSpec::new(&store.changelog, n).with_config("cleanup.policy", "compact"),
+        };
+        specs.push(spec);
+    }
+    if let Some(dlq) = &topo.dead_letter {
+        specs.push(TopicSpec::new(dlq, sub_parts.iter().copied().max().unwrap_or(1)));
+    }
+    ensure_topics(bootstrap, &specs).await?;
+    // Existing topics keep their partition counts: read them back.
+    let actual = topic_partitions(bootstrap, None)?;
+    for spec in &specs {
+        if let Some(p) = actual.get(&spec.name) {
+            parts.insert(spec.name.clone(), *p);
+        }
+    }
+    Ok(parts)
+}
+
+/// Partition count of every topic (or of one).
+pub fn topic_partitions(bootstrap: &str, topic: Option<&str>) -> Result<HashMap<String, i32>, KafkaError> {
+    let consumer: BaseConsumer = client_config(bootstrap).create()?;
+    let md = consumer.fetch_metadata(topic, Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
