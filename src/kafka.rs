@@ -70,12 +70,15 @@ pub fn wait_for_brokers(
     }
 }
 
-/// A topic that should exist, with the partition count and topic configs to
-/// use when it is created.
+/// A topic that should exist, with the partition count, replication factor
+/// and topic configs to use when it is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
+    /// `-1`: the broker's `default.replication.factor` (KIP-464), as Kafka
+    /// Streams' `replication.factor` default.
+    pub replication: i32,
     pub config: Vec<(String, String)>,
 }
 
@@ -84,8 +87,14 @@ impl TopicSpec {
         Self {
             name: name.into(),
             partitions,
+            replication: -1,
             config: Vec::new(),
         }
+    }
+
+    pub fn with_replication(mut self, replication: i32) -> Self {
+        self.replication = replication;
+        self
     }
 
     pub fn with_config(mut self, key: &str, value: &str) -> Self {
@@ -111,7 +120,7 @@ pub async fn ensure_topics(bootstrap: &str, topics: &[TopicSpec]) -> Result<(), 
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            let mut nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            let mut nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication));
             for (k, v) in &t.config {
                 nt = nt.set(k, v);
             }

@@ -68,6 +68,11 @@ enum Command {
         /// order (Kafka Streams' max.task.idle.ms).
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         max_task_idle: std::time::Duration,
+        /// Replication factor of the topics weir creates (internal and
+        /// output); -1 takes the broker's default.replication.factor. With 3
+        /// or more, internal topics get min.insync.replicas=2.
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        replication_factor: i32,
     },
     /// Load Kafka topics into PostgreSQL tables, exactly once.
     Sink(weir::sink::SinkArgs),
@@ -161,6 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             repartition_purge_interval,
             session_timeout,
             max_task_idle,
+            replication_factor,
         } => {
             let topo = match load(&file) {
                 Some(t) => t,
@@ -177,6 +183,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 purge_interval: repartition_purge_interval,
                 session_timeout,
                 max_task_idle,
+                replication_factor,
             };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;

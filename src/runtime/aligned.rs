@@ -132,6 +132,14 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         }
     }
 
+    /// Forget revoked partitions and what they buffered: if one comes back
+    /// its records are fetched again from the committed offset.
+    pub fn forget(&mut self, revoked: &[(String, i32)]) {
+        for tp in revoked {
+            self.partitions.remove(tp);
+        }
+    }
+
     /// Forget every buffered record (after the consumer was rewound).
     pub fn clear(&mut self) {
         for p in self.partitions.values_mut() {

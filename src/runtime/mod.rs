@@ -90,6 +90,9 @@ pub struct RunOptions {
     /// How long an empty, not caught-up partition holds back the others of
     /// an aligned sub-topology (see `aligned`).
     pub max_task_idle: Duration,
+    /// Replication factor of the topics weir creates (-1: the broker's
+    /// default).
+    pub replication_factor: i32,
 }
 
 /// Records taken from the aligned partitions between two looks at the main
@@ -121,6 +124,8 @@ struct Engine {
     aborts_in_a_row: u32,
     /// A rebalance happened since the loop last looked.
     rebalanced: bool,
+    /// Partitions revoked since the loop last looked.
+    revoked: Vec<(String, i32)>,
 }
 
 impl Engine {
@@ -245,6 +250,7 @@ impl ConsumerContext for RebalanceContext {
                     }
                 }
                 engine.tasks.close(&revoked);
+                engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -304,7 +310,7 @@ pub fn run(
         return Ok(());
     }
     let topo = Arc::new(topo);
-    let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap))?;
+    let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     let transactional_id = match exactly_once {
         true => Some(format!("{}-{}", topo.application_id, process_id(&app_dir)?)),
@@ -324,6 +330,7 @@ pub fn run(
         fatal: None,
         aborts_in_a_row: 0,
         rebalanced: false,
+        revoked: Vec::new(),
     }));
     let session_ms = opts.session_timeout.as_millis().max(1000);
     let consumer: BaseConsumer<RebalanceContext> = client_config(&opts.bootstrap)
@@ -333,6 +340,9 @@ pub fn run(
         .set("isolation.level", "read_committed")
         // End-of-partition events tell the aligner a partition is caught up.
         .set("enable.partition.eof", "true")
+        // Incremental rebalancing: tasks that stay on this instance keep
+        // running through a rebalance; only moved partitions are revoked.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", session_ms.to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
         .create_with_context(RebalanceContext { engine: engine.clone() })?;
@@ -366,6 +376,7 @@ pub fn run(
             return Err(e);
         }
         if std::mem::take(&mut engine.rebalanced) {
+            aligner.forget(&std::mem::take(&mut engine.revoked));
             aligner.reassign(&consumer);
         }
         engine.collector.poll();

@@ -96,7 +96,40 @@ impl Purge {
 
 /// Create internal and output topics; returns the partition count of every
 /// topic the topology reads or writes.
-pub async fn prepare_topics(topo: &Topology, bootstrap: &str) -> Result<HashMap<String, i32>, RuntimeError> {
+/// How long topic preparation is retried on broker errors (right after
+/// a topic is created its leader may not be known yet:
+/// `NotLeaderForPartition`, `LeaderNotAvailable`).
+const PREPARE_RETRY: Duration = Duration::from_secs(120);
+
+/// [`prepare_topics_once`], retried on Kafka errors for [`PREPARE_RETRY`].
+pub async fn prepare_topics(
+    topo: &Topology,
+    bootstrap: &str,
+    replication: i32,
+) -> Result<HashMap<String, i32>, RuntimeError> {
+    let deadline = Instant::now() + PREPARE_RETRY;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match prepare_topics_once(topo, bootstrap, replication).await {
+            Err(RuntimeError::Kafka(e)) if Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in = ?delay, "preparing topics failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Create internal and output topics; returns the partition count of every
+/// topic the topology reads or writes. `replication` -1 is the broker's
+/// default; 3 or more also sets `min.insync.replicas=2` on internal topics,
+/// so an acknowledged (committed) write survives one broker.
+async fn prepare_topics_once(
+    topo: &Topology,
+    bootstrap: &str,
+    replication: i32,
+) -> Result<HashMap<String, i32>, RuntimeError> {
     let existing = topic_partitions(bootstrap, None)?;
     let mut parts: HashMap<String, i32> = HashMap::new();
     let mut sub_parts = vec![1i32; topo.subtopologies.len()];
@@ -147,6 +180,27 @@ pub async fn prepare_topics(topo: &Topology, bootstrap: &str) -> Result<HashMap<
     if let Some(dlq) = &topo.dead_letter {
         specs.push(TopicSpec::new(dlq, sub_parts.iter().copied().max().unwrap_or(1)));
     }
+    let internal: HashSet<&str> = topo
+        .stores
+        .iter()
+        .map(|s| s.changelog.as_str())
+        .chain(topo.nodes.iter().filter_map(|n| match &n.kind {
+            NodeKind::Sink(s) if s.internal => Some(s.topic.as_str()),
+            _ => None,
+        }))
+        .collect();
+    let specs: Vec<TopicSpec> = specs
+        .into_iter()
+        .map(|spec| {
+            let is_internal = internal.contains(spec.name.as_str());
+            let spec = spec.with_replication(replication);
+            if replication >= 3 && is_internal {
+                spec.with_config("min.insync.replicas", "2")
+            } else {
+                spec
+            }
+        })
+        .collect();
     ensure_topics(bootstrap, &specs).await?;
     // Existing topics keep their partition counts: read them back.
     let actual = topic_partitions(bootstrap, None)?;
