@@ -4,7 +4,9 @@
 //! shipped parking sink loads the real poll into `parking_lot_status`, bad
 //! records go to the dead-letter topic with their reason, a table that does
 //! not match stops the sink naming the column, SIGTERM writes the pending
-//! batch, and the offsets guard rejects a second writer.
+//! batch, the offsets guard rejects a second writer, and a transactional
+//! topic (weir run's exactly-once output) is read to its end, commit markers
+//! included.
 
 mod common;
 mod sink_common;
@@ -612,4 +614,56 @@ async fn offset_guard_rejects_a_second_writer() {
         ))
         .await
         .unwrap();
+}
+
+/// Windows produced in Kafka transactions, as `weir run` writes them under
+/// exactly-once: each transaction ends with a commit marker that takes an
+/// offset but is never delivered. The sink must still store the end offset
+/// (lag 0), not the offset after the last record.
+#[test]
+fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("sink_txn", 3);
+    let cfg = write_config(
+        dir.path(),
+        &n.id,
+        &n.dlq,
+        "batch_size: 50\nlinger: 50ms\n",
+        &[hourly_table_yaml(&n.topic, &n.id, "")],
+    );
+    let ws = windows(6, 1, 0);
+    let want = expected_rows(&ws);
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .set("transactional.id", format!("{}-txn", n.id))
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for chunk in ws.chunks(10) {
+        p.begin_transaction().unwrap();
+        for w in chunk {
+            let key = w.key();
+            let json = w.json();
+            let part = weir::kafka::murmur2_partition(key.as_bytes(), 3);
+            p.send(
+                BaseRecord::to(&n.topic)
+                    .partition(part)
+                    .timestamp(now)
+                    .key(key.as_bytes())
+                    .payload(json.as_bytes()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+        p.commit_transaction(Duration::from_secs(30)).unwrap();
+    }
+    let sink = SinkProc::start(&cfg, &[]);
+    let mut pg = Pg::connect();
+    // The end offsets count the markers: reached only by stepping over them.
+    wait_caught_up(&mut pg, &n.id, &n.topic, 3, T);
+    assert_eq!(table_rows(&mut pg, &n.id), want);
+    sink.stop();
+    cleanup(&mut pg, &n);
 }

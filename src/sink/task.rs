@@ -287,6 +287,9 @@ pub(crate) struct Task {
     batch: Batch,
 }
 
+/// How often an idle sink stores its position past commit markers.
+const MARKER_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy)]
 struct PartState {
     stored: Option<i64>,
@@ -364,6 +367,7 @@ impl Task {
     pub(crate) fn run(mut self) -> Result<(), SinkError> {
         tracing::info!(sink = %self.cfg.name, group = %self.cfg.group, "sink started");
         let mut last_error: Option<String> = None;
+        let mut last_markers = Instant::now();
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 tracing::info!(sink = %self.cfg.name, "shutting down: writing the current batch");
@@ -402,10 +406,66 @@ impl Task {
             if self.due() {
                 self.flush()?;
             }
+            if self.batch.is_empty() && last_markers.elapsed() >= MARKER_INTERVAL {
+                last_markers = Instant::now();
+                self.step_over_markers();
+            }
         }
         self.consumer.unsubscribe();
         tracing::info!(sink = %self.cfg.name, "sink stopped");
         Ok(())
+    }
+
+    /// With nothing pending, store the consumer's position where it passed
+    /// the stored offset without a record: the commit markers of a
+    /// transactional topic (weir run's exactly-once output) take offsets but
+    /// are never handed out, so the offset after the last record is one
+    /// short of the end and the sink would never look caught up (lag 1).
+    /// Offsets only, with the same ownership check as a batch; a failure is
+    /// retried next time.
+    fn step_over_markers(&mut self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let offsets: Vec<OffsetUpdate> = positions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let Offset::Offset(at) = e.offset() else { return None };
+                let st = self.parts.get(&(e.topic().to_string(), e.partition()))?;
+                (st.stored.is_some() && at > st.next).then(|| OffsetUpdate {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                    expected: st.stored,
+                    next: at,
+                })
+            })
+            .collect();
+        if offsets.is_empty() {
+            return;
+        }
+        let result = {
+            let mut w = lock(&self.writer);
+            self.handle.block_on(w.write_batch(&[], &offsets))
+        };
+        match result {
+            Ok(()) => {
+                for o in &offsets {
+                    if let Some(st) = self.parts.get_mut(&(o.topic.clone(), o.partition)) {
+                        st.stored = Some(o.next);
+                        st.next = o.next;
+                    }
+                }
+            }
+            Err(WriteError::OwnershipLost { .. }) => {
+                if let Err(e) = self.resync() {
+                    tracing::warn!(sink = %self.cfg.name, error = %e, "re-seeking to Postgres failed");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(sink = %self.cfg.name, error = %e, "storing the position past commit markers failed")
+            }
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
