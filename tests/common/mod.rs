@@ -309,3 +309,49 @@ pub fn delete_topics(names: &[&str]) {
         .unwrap();
     let _ = rt.block_on(weir::kafka::delete_topics(&bootstrap(), names));
 }
+
+/// State ("Stable", "PreparingRebalance", "Empty", ...) and member ids of
+/// the (classic protocol) consumer group `group`; None while the broker
+/// cannot answer or does not know the group.
+pub fn group_members(group: &str) -> Option<(String, Vec<String>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .ok()?;
+    let list = c.fetch_group_list(Some(group), Duration::from_secs(10)).ok()?;
+    let g = list.groups().iter().find(|g| g.name() == group)?;
+    Some((
+        g.state().to_string(),
+        g.members().iter().map(|m| m.id().to_string()).collect(),
+    ))
+}
+
+/// Wait until group `group` is Stable with `n` members, none of them in
+/// `gone` (members of killed instances stay in the group until their
+/// session times out). Returns the member ids.
+pub fn wait_group_stable(group: &str, n: usize, gone: &[String], timeout: Duration) -> Vec<String> {
+    let mut last = None;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = group_members(group);
+        if let Some((state, members)) = &got {
+            if state == "Stable" && members.len() == n && !members.iter().any(|m| gone.contains(m)) {
+                return members.clone();
+            }
+        }
+        last = got.or(last);
+        assert!(
+            Instant::now() < deadline,
+            "group {group} not Stable with {n} live members within {timeout:?} (last: {last:?}, gone: {gone:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `weir` binary to run: this build's, unless `WEIR_BIN` names another
+/// (e.g. an older build, to see a test fail on the engine it guards
+/// against; checkouts sharing one target directory overwrite each other's
+/// `target/debug/weir`).
+pub fn weir_bin() -> std::ffi::OsString {
+    std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into())
+}

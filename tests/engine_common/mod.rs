@@ -252,3 +252,68 @@ pub fn check_results(records: &[Rec], want: &BTreeMap<(String, i64), (String, f6
         );
     }
 }
+
+/// `topology()` (renamed, 200 ms commits, 1-day grace) with
+/// `processing_guarantee: exactly_once`.
+pub fn topology_eos(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]) {
+    let (path, names) = topology(dir, id);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "processing_guarantee: at_least_once",
+        "processing_guarantee: exactly_once",
+    );
+    assert!(text.contains("\nprocessing_guarantee: exactly_once\n"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    (path, names)
+}
+
+/// The parking topology renamed like `topology()`, exactly_once, 200 ms
+/// commits, but with the real window grace (1 m) and idle close (2 m).
+pub fn topology_real_grace(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]) {
+    let names = [
+        format!("{id}-status"),
+        format!("{id}-dlq"),
+        format!("{id}-hourly"),
+        format!("{id}-lots"),
+    ];
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))
+        .unwrap()
+        .replace("application_id: parking-hourly", &format!("application_id: {id}"))
+        .replace("parking_status_dlq", &names[1])
+        .replace("parking_status", &names[0])
+        .replace("parking_hourly_avg", &names[2])
+        .replace("parking_lot_status", &names[3])
+        .replace("commit_interval: 1s", "commit_interval: 200ms")
+        .replace(
+            "processing_guarantee: at_least_once",
+            "processing_guarantee: exactly_once",
+        );
+    assert!(text.contains("\nprocessing_guarantee: exactly_once\n"), "{text}");
+    assert!(
+        text.contains("grace: 1m") && text.contains("close_idle_after: 2m"),
+        "{text}"
+    );
+    let path = dir.join("parking.yaml");
+    std::fs::write(&path, text).unwrap();
+    (path, names)
+}
+
+/// Read `topic` back (read_committed) until at least `at_least` records
+/// came, as inputs: expectations are computed from what the broker holds.
+pub fn read_inputs(topic: &str, at_least: usize) -> Vec<Input> {
+    let recs = consume_until(topic, Duration::from_secs(90), Duration::from_secs(1), |r| {
+        r.len() >= at_least
+    });
+    assert!(
+        recs.len() >= at_least,
+        "read {} records back from {topic}, want {at_least}",
+        recs.len()
+    );
+    recs.into_iter()
+        .map(|r| Input {
+            partition: r.partition,
+            timestamp: r.timestamp,
+            key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+            payload: r.value.unwrap_or_default(),
+        })
+        .collect()
+}

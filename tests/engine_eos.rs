@@ -1,0 +1,548 @@
+//! Exactly-once, end to end (DESIGN.md "Exactly-once, end to end"), against
+//! the real broker and Postgres: `weir run` and `weir sink` SIGKILLed
+//! between commits, a SIGSTOPped instance fenced after its session timed
+//! out, and a restart plus a rebalance with the real 1 m grace. Every
+//! expectation is computed here from the input topic read back from Kafka,
+//! never from the engine; output is read `read_committed`.
+
+mod common;
+mod engine_common;
+mod sink_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use common::*;
+use engine_common::*;
+use serde_json::Value;
+use sink_common::{hourly_table_yaml, table_rows, write_config, Pg, REGIONS};
+
+/// Consumer group session timeout given to every `weir run` here: a killed
+/// or stopped instance leaves the group this long after its last heartbeat.
+const SESSION: &str = "6s";
+
+/// `weir run` as a child process, its log in a file (printed, the tail of
+/// it, if the test fails); SIGKILLed when dropped.
+struct Run {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl Run {
+    fn start(topo: &Path, state: &Path, logs: &Path, name: &str) -> Run {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(weir_bin());
+        cmd.arg("run")
+            .arg(topo)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--session-timeout", SESSION]);
+        let child = cmd
+            .env("WEIR_BOOTSTRAP", bootstrap())
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn weir run");
+        eprintln!("test: started {name} (pid {})", child.id());
+        Run {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.name);
+    }
+
+    /// SIGKILL: nothing gets finished, committed or aborted.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("test: SIGKILLed {}", self.name);
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A SIGSTOPped process dies on SIGKILL too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- tail of {} ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.tail(40)
+            );
+        }
+    }
+}
+
+/// A small deterministic generator (no `rand` among the dev-dependencies);
+/// the seed is printed, `WEIR_TEST_SEED` replays it.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("WEIR_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("test: WEIR_TEST_SEED={seed}");
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+/// Produce `inputs` in `slices` slices, `pause` apart (so that an instance
+/// is busy for a while instead of getting one burst).
+fn feed_slowly(topic: String, inputs: Vec<Input>, slices: usize, pause: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let size = inputs.len().div_ceil(slices).max(1);
+        for slice in inputs.chunks(size) {
+            produce_inputs(&topic, slice);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+fn split(mut inputs: Vec<Input>, n: usize) -> Vec<Vec<Input>> {
+    let size = inputs.len().div_ceil(n);
+    let mut out = Vec::new();
+    while !inputs.is_empty() {
+        let rest = inputs.split_off(size.min(inputs.len()));
+        out.push(std::mem::replace(&mut inputs, rest));
+    }
+    out
+}
+
+/// The window of an output record: (region_code, window_start ms) and the
+/// record as JSON.
+fn window_of(r: &Rec) -> ((String, i64), Value) {
+    let v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    ((v["region_code"].as_str().unwrap().to_string(), start), v)
+}
+
+/// Fails naming every window that was emitted more than once, with the
+/// samples of each emission.
+fn assert_each_window_once(results: &[Rec]) {
+    let mut seen: BTreeMap<(String, i64), Vec<Value>> = BTreeMap::new();
+    for r in results {
+        let (k, v) = window_of(r);
+        seen.entry(k).or_default().push(v["samples"].clone());
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {} windows were emitted more than once ((region_code, window_start ms) → samples of each emission): {twice:?}",
+        twice.len(),
+        seen.len()
+    );
+}
+
+/// The rows the sink must leave: the expectation keyed like the table
+/// ((region_code, KST wall clock of the hour)).
+fn expected_rows(
+    want: &BTreeMap<(String, i64), (String, f64, u64)>,
+) -> BTreeMap<(String, NaiveDateTime), (String, f64, i64)> {
+    want.iter()
+        .map(|((code, start), (region, sum, n))| {
+            let kst = chrono::DateTime::from_timestamp_millis(*start).unwrap().naive_utc() + chrono::Duration::hours(9);
+            ((code.clone(), kst), (region.clone(), sum / *n as f64, *n as i64))
+        })
+        .collect()
+}
+
+fn compare_rows(
+    got: &BTreeMap<(String, NaiveDateTime), (String, f64, i64)>,
+    want: &BTreeMap<(String, NaiveDateTime), (String, f64, i64)>,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} rows, want {}", got.len(), want.len()));
+    }
+    for (k, (region, avg, n)) in want {
+        let Some((g_region, g_avg, g_n)) = got.get(k) else {
+            return Err(format!("no row for {k:?}"));
+        };
+        if g_region != region || g_n != n || (g_avg - avg).abs() >= 1e-6 {
+            return Err(format!(
+                "row {k:?}: got ({g_region}, avg {g_avg}, samples {g_n}), want ({region}, avg {avg}, samples {n})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn table_len(pg: &mut Pg, schema: &str) -> i64 {
+    if pg.count(&format!(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'parking_hourly_avg'"
+    )) == 0
+    {
+        return 0;
+    }
+    pg.count(&format!("SELECT count(*) FROM {schema}.parking_hourly_avg"))
+}
+
+#[test]
+fn exactly_once_survives_sigkill_of_run_and_sink() {
+    let began = Instant::now();
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    // Underscores only: the id also names the sink and its Postgres schema.
+    let id = sink_common::unique_ident("it_eos_kill");
+    // topology() keeps its 1-day grace on purpose: after a restart the
+    // instance catches up on three input partitions' backlogs in whatever
+    // order they are fetched, not in event-time order, so with the real
+    // 1 m grace it could drop records as late (and the expectation would
+    // depend on consumption order). Catching up in event-time order is a
+    // later issue; test 3 covers the real grace with time-ordered input.
+    let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
+    create_topic(&status, 3);
+    // The sink subscribes before the engine's first start creates it.
+    create_topic(&hourly, 3);
+    let sim = simulate(18_000, 31, dir.path());
+    let total = sim.len();
+    let rounds = split(sim, 8);
+    let state = dir.path().join("state");
+    let logs = dir.path();
+
+    let sink_dlq = format!("{id}_sink_dlq");
+    // One row per transaction: the final load spans many Postgres
+    // transactions, so the kill below can land between them.
+    let sink_cfg = write_config(
+        dir.path(),
+        &id,
+        &sink_dlq,
+        "batch_size: 1\nlinger: 10ms\n",
+        &[hourly_table_yaml(&hourly, &id, "")],
+    );
+    let mut sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+    let mut pg = Pg::connect();
+
+    let (mut kills, mut restarts, mut sink_kills, mut wiped) = (0, 0, 0, 0);
+    let mut gone: Vec<String> = Vec::new();
+    let mut run = Run::start(&topo, &state, logs, "run-0");
+    let n_rounds = rounds.len();
+    for (round, chunk) in rounds.into_iter().enumerate() {
+        // Until the current instance owns the partitions (a killed one stays
+        // in the group until its session times out), a kill would find it
+        // idle.
+        let members = wait_group_stable(&id, 1, &gone, Duration::from_secs(120));
+        let feeder = feed_slowly(status.clone(), chunk, 15, Duration::from_millis(150));
+        // Rounds 0, 1, 2, 4, 6: killed a few hundred ms to a few s after
+        // the feed starts, while it processes (commits every 200 ms).
+        if [0, 1, 2, 4, 6].contains(&round) {
+            std::thread::sleep(rng.millis(300, 3000));
+            run.kill9();
+            kills += 1;
+            gone.extend(members);
+            if round == 2 {
+                // Lost local state: restored from the changelog.
+                std::fs::remove_dir_all(&state).unwrap();
+                wiped += 1;
+            }
+            restarts += 1;
+            run = Run::start(&topo, &state, logs, &format!("run-{restarts}"));
+        }
+        if round == 3 {
+            std::thread::sleep(rng.millis(100, 1000));
+            sink.kill9();
+            sink_kills += 1;
+            sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+        }
+        feeder.join().unwrap();
+        if round + 1 == n_rounds {
+            eprintln!("test: all {total} inputs produced after {:?}", began.elapsed());
+        }
+    }
+
+    // The expectation, from what the input topic holds.
+    let inputs = read_inputs(&status, total);
+    let want = expected(&inputs);
+    assert!(want.len() > 20, "the simulation should span several region-hours");
+    let rows_want = expected_rows(&want);
+    // The sink pauses while the results are produced, so that it finds a
+    // backlog to load (one row per transaction) and is killed in the middle
+    // of loading it.
+    let sink_pid = sink.child.id().to_string();
+    let sig = |s: &str| assert!(Command::new("kill").args([s, &sink_pid]).status().unwrap().success());
+    sig("-STOP");
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    sig("-CONT");
+    let loaded_before = table_len(&mut pg, &id);
+    std::thread::sleep(rng.millis(20, 120));
+    eprintln!(
+        "test: sink killed with {} rows loaded ({loaded_before} before the results) of {}",
+        table_len(&mut pg, &id),
+        rows_want.len()
+    );
+    sink.kill9();
+    sink_kills += 1;
+    sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+
+    eprintln!(
+        "test: weir run SIGKILLed {kills} times ({wiped} with its state directory deleted), restarted {restarts} times; weir sink SIGKILLed {sink_kills} times; {} inputs, {} windows",
+        inputs.len(),
+        want.len()
+    );
+    // (a) The output topic: each window once, with exactly the input's
+    // samples and averages.
+    assert_each_window_once(&results);
+    check_results(&results, &want);
+
+    // (b) The Postgres table.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        sink.assert_running();
+        let got = table_rows(&mut pg, &id);
+        match compare_rows(&got, &rows_want) {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= deadline => panic!("the Postgres table differs from the expectation: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    assert!(run.exited().is_none(), "weir run exited:\n{}", run.tail(30));
+    drop(run);
+    sink.stop();
+    pg.exec(&format!("DROP SCHEMA IF EXISTS {id} CASCADE"));
+    pg.exec(&format!("DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
+    delete_topics(&[&status, &dlq, &hourly, &lots, &sink_dlq]);
+    eprintln!("test: done in {:?}", began.elapsed());
+}
+
+#[test]
+fn stalled_instance_is_fenced() {
+    let began = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-eos-fence");
+    let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
+    create_topic(&status, 3);
+    let sim = simulate(15_000, 37, dir.path());
+    let total = sim.len();
+    let logs = dir.path();
+    let mut a = Run::start(&topo, &dir.path().join("a"), logs, "A");
+    let mut b = Run::start(&topo, &dir.path().join("b"), logs, "B");
+
+    // ~30 s of continuous feed: 150 chunks, 200 ms apart.
+    let feeder = feed_slowly(status.clone(), sim, 150, Duration::from_millis(200));
+    wait_group_stable(&id, 2, &[], Duration::from_secs(60));
+    // Let both process (and commit) for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped_for = Duration::from_secs(15);
+    a.signal("STOP");
+    eprintln!("test: A stopped after {:?}", began.elapsed());
+    // Longer than the session timeout: the group drops A, B takes its
+    // partitions and goes on from A's last committed transaction.
+    std::thread::sleep(stopped_for);
+    let during = group_members(&id);
+    a.signal("CONT");
+    eprintln!(
+        "test: A continued after {:?}; group while it was stopped: {during:?}",
+        began.elapsed()
+    );
+    feeder.join().unwrap();
+    eprintln!("test: all {total} inputs produced after {:?}", began.elapsed());
+
+    let inputs = read_inputs(&status, total);
+    let want = expected(&inputs);
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    assert_each_window_once(&results);
+    check_results(&results, &want);
+    // The zombie did not exit: it rejoined the group and keeps running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = a.exited() {
+            panic!(
+                "the fenced instance A exited ({status}); it must rejoin the group and keep running. Its log:\n{}",
+                a.tail(30)
+            );
+        }
+        assert!(b.exited().is_none(), "instance B exited:\n{}", b.tail(30));
+        match group_members(&id) {
+            Some((state, members)) if state == "Stable" && members.len() == 2 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "A did not rejoin the group within 60 s: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(a);
+    drop(b);
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    eprintln!("test: done in {:?}", began.elapsed());
+}
+
+/// Records of `hour` (hours after `h0`): for every region of REGIONS, 4
+/// lots, one record at each of `minutes` past the hour, in time order;
+/// `phase` is carried in the payload so the records can be told apart when
+/// read back.
+fn hour_records(h0: i64, hour: i64, minutes: &[i64], lots: i64, phase: &str) -> Vec<Input> {
+    let mut out = Vec::new();
+    for (ri, (code, region)) in REGIONS.iter().enumerate() {
+        for lot in 0..lots {
+            for &m in minutes {
+                let key = format!("{code}-L{lot}");
+                let capacity = 40 + lot * 10;
+                let occupied = (ri as i64 * 7 + lot * 3 + hour * 5 + m) % (capacity + 5);
+                let ts = h0 + hour * H + m * 60_000 + lot * 1000 + ri as i64 * 10;
+                let v = serde_json::json!({
+                    "REGION": region, "REGION_CODE": code, "PARKING_CODE": key,
+                    "CAPACITY": capacity.to_string(), "OCCUPIED_SPOTS": occupied.to_string(),
+                    "IS_REALTIME_STATUS_PROVIDED": "Y", "LAST_UPDATE": "2025-03-31 10:00:00",
+                    "PHASE": phase,
+                });
+                out.push(Input {
+                    partition: weir::kafka::murmur2_partition(key.as_bytes(), 3),
+                    timestamp: ts,
+                    key: Some(key),
+                    payload: v.to_string().into_bytes(),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|i| i.timestamp);
+    out
+}
+
+#[test]
+fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
+    let began = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-eos-grace");
+    let (topo, [status, dlq, hourly, lots]) = topology_real_grace(dir.path(), &id);
+    create_topic(&status, 3);
+    let repartition = format!("{id}-hourly-by-region-repartition");
+    let h0 = chrono::DateTime::parse_from_rfc3339(&data_start())
+        .unwrap()
+        .timestamp_millis();
+    // Records up to minute 45 only: an idle task's stream time follows the
+    // wall clock after close_idle_after (2 m), which must not close the
+    // current hour's windows during the test.
+    let minutes: Vec<i64> = (0..10).map(|i| i * 5).collect();
+    let logs = dir.path();
+    let mut produced = 0;
+    let mut stage = |records: Vec<Input>| {
+        produced += records.len();
+        produce_inputs(&status, &records);
+        // One hour at a time, each processed completely before the next: the
+        // repartition topic sees the hours in order whatever order the input
+        // partitions are fetched in, so with the 1 m grace no on-time record
+        // is late.
+        wait_committed(&id, &status, 3, Duration::from_secs(90));
+        wait_committed(&id, &repartition, 3, Duration::from_secs(90));
+    };
+
+    let a = Run::start(&topo, &dir.path().join("a"), logs, "A");
+    for hour in 0..4 {
+        stage(hour_records(h0, hour, &minutes, 4, "on_time"));
+    }
+    // H3's records passed H0..H2's ends + grace: those windows are emitted.
+    let early_windows = REGIONS.len() * 2;
+    let early = consume_until(&hourly, Duration::from_secs(60), Duration::from_secs(1), |r| {
+        r.iter().filter(|r| window_of(r).0 .1 < h0 + 2 * H).count() >= early_windows
+    });
+    assert!(
+        early.iter().filter(|r| window_of(r).0 .1 < h0 + 2 * H).count() >= early_windows,
+        "H0 and H1 windows were not emitted before the restart: {} records",
+        early.len()
+    );
+    a.kill9();
+    let a2 = Run::start(&topo, &dir.path().join("a"), logs, "A'");
+    // Hours late (stream time is past H3 + 45 min): dropped, they must not
+    // reopen the emitted H0 / H1 windows.
+    let late: Vec<Input> = [0, 1]
+        .iter()
+        .flat_map(|&hour| hour_records(h0, hour, &[20], 1, "late"))
+        .collect();
+    let n_late = late.len();
+    stage(late);
+    stage(hour_records(h0, 4, &minutes, 4, "on_time"));
+    // A second instance: a rebalance moves tasks (and their stream time).
+    let b = Run::start(&topo, &dir.path().join("b"), logs, "B");
+    wait_group_stable(&id, 2, &[], Duration::from_secs(60));
+    eprintln!("test: rebalanced onto 2 instances after {:?}", began.elapsed());
+    let h5 = hour_records(h0, 5, &minutes, 4, "on_time");
+    produced += h5.len();
+    let feeder = feed_slowly(status.clone(), h5, 10, Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(700));
+    // One of the two dies mid-feed; the other takes over its tasks.
+    a2.kill9();
+    feeder.join().unwrap();
+
+    // The expectation: the on-time records read back from the input.
+    let inputs = read_inputs(&status, produced);
+    let phase = |i: &Input| -> String {
+        serde_json::from_slice::<Value>(&i.payload).unwrap()["PHASE"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(inputs.iter().filter(|i| phase(i) == "late").count(), n_late);
+    let on_time: Vec<Input> = inputs.into_iter().filter(|i| phase(i) == "on_time").collect();
+    let want = expected(&on_time);
+    assert_eq!(want.len(), REGIONS.len() * 6);
+    let results = close_windows_and_collect(&id, &status, &hourly, &on_time, want.len());
+    eprintln!(
+        "test: {} on-time and {n_late} late inputs, {} results, after {:?}",
+        on_time.len(),
+        results.len(),
+        began.elapsed()
+    );
+    assert_each_window_once(&results);
+    // H0 / H1: exactly the on-time records' samples.
+    for r in &results {
+        let ((code, start), v) = window_of(r);
+        if start < h0 + 2 * H {
+            let (_, sum, n) = &want[&(code.clone(), start)];
+            assert_eq!(v["samples"].as_u64(), Some(*n), "{code} {start}: {v}");
+            let avg = v["avg_available_spots"].as_f64().unwrap();
+            assert!((avg - sum / *n as f64).abs() < 1e-6, "{code} {start}: {v}");
+        }
+    }
+    check_results(&results, &want);
+    drop(b);
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    eprintln!("test: done in {:?}", began.elapsed());
+}
