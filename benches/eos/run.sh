@@ -1,0 +1,483 @@
+#!/usr/bin/env bash
+# exactly_once vs at_least_once on the parking job against the real broker,
+# same machine, same run, same input; and the cost of a crash under
+# exactly_once (changelog tail vs full restore).
+#
+#   ./dev bench-eos            (builds weir, starts Kafka, then runs this)
+#   bash benches/eos/run.sh    (Kafka up and $CARGO_TARGET_DIR/debug/weir built)
+#
+# 1. Throughput. A fresh 3-partition input topic gets N records of the
+#    simulated Seoul feed (seed 7, event time from 36 hours ago). Then, for
+#    exactly_once, at_least_once, exactly_once, at_least_once (alternating),
+#    `weir run` processes it with a copy of topology/parking.yaml: its own
+#    application_id, output and dead-letter topics and --state-dir, `grace: 1d`
+#    and `close_idle_after: 1d` so nothing is late and every window stays open
+#    in the store. Seconds = from starting the process until the consumer
+#    group (= application_id) has committed the end offset of every input
+#    partition; records/s = N / seconds, nothing subtracted (process start,
+#    topic setup, group join and the first transaction are included). The
+#    time until the repartition topic is committed too is shown beside it.
+#    Offsets are polled every 100 ms by one small Admin-client program
+#    (GroupWatch, written below, run on Kafka's own jars) started before the
+#    clock: a kafka-consumer-groups JVM per poll costs ~1 s of one of the two
+#    cores, about as long as the run itself.
+# 2. Restore. The second exactly_once instance, finished, is killed with
+#    SIGKILL and (a) restarted on its state directory: RocksDB holds the
+#    changelog offsets it reached, so only the tail is replayed; (b) killed
+#    again, its state directory deleted, restarted: the whole changelog is
+#    replayed (what Kafka Streams does after every crash under EOS). Records
+#    and time come from weir's `restore done` / `task restored` log lines.
+#    weir opens a task, and restores its stores, when the first record of its
+#    partition arrives (Kafka Streams restores on assignment), so before each
+#    restart a small batch of newer records (WEIR_BENCH_EOS_TRIGGER_RECORDS,
+#    two sweeps of every lot: each input and repartition partition gets some)
+#    is appended to the input topic.
+#
+# Knobs (environment): WEIR_BENCH_EOS_RECORDS (200000),
+# WEIR_BENCH_EOS_SESSION_TIMEOUT (10s: a killed instance's partitions move
+# after this long; passed to every run alike), WEIR_BENCH_EOS_TIMEOUT (1800 s
+# per wait), WEIR_BENCH_EOS_DRAIN_TIMEOUT (300 s: from the input committed to
+# the repartition topic committed), WEIR_BENCH_EOS_DIR (work dir: logs,
+# state; default under $TMPDIR), WEIR_BENCH_EOS_TRIGGER_RECORDS (1000),
+# WEIR_BENCH_EOS_KEEP=1 (keep topics and
+# state), WEIR_BIN, WEIR_BOOTSTRAP (127.0.0.1:9092).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+n="${WEIR_BENCH_EOS_RECORDS:-200000}"
+partitions=3
+seed=7
+session="${WEIR_BENCH_EOS_SESSION_TIMEOUT:-10s}"
+wait_s="${WEIR_BENCH_EOS_TIMEOUT:-1800}"
+drain_s="${WEIR_BENCH_EOS_DRAIN_TIMEOUT:-300}"
+trigger_n="${WEIR_BENCH_EOS_TRIGGER_RECORDS:-1000}"
+bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
+weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
+kafka_libs="$repo/.cache/kafka/libs"
+tools_log4j="$repo/ops/kafka/log4j2-tools.properties"
+run_id="$(date +%Y%m%d%H%M%S)"
+prefix="bench-eos-$run_id"
+work="${WEIR_BENCH_EOS_DIR:-${TMPDIR:-/tmp}/weir-bench-eos-$run_id}"
+input="$prefix-status"
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+for tool in java javac awk sed grep; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+[[ -x "$weir_bin" ]] || die "no weir binary at $weir_bin (cargo build --bin weir)"
+compgen -G "$kafka_libs/kafka-clients-*.jar" >/dev/null || die "no Kafka jars in $kafka_libs (./dev up fetches them)"
+[[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "WEIR_BENCH_EOS_RECORDS must be a positive integer"
+
+kafka_tool() { # CLASS ARGS... (quiet: warnings on stderr, stdout parseable)
+  local class="$1"; shift
+  java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" "$class" "$@"
+}
+now_ms() { date +%s%3N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
+strip_ansi() { sed -E 's/\x1b\[[0-9;]*[A-Za-z]//g' "$@"; }
+
+# Is a process alive? (a zombie waiting to be reaped does not count)
+pid_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+# Every process this script starts, so the EXIT trap can stop them.
+PIDS=()
+forget_pid() {
+  local p keep=()
+  for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+stop_pid() { # PID [SIGNAL]: TERM waits up to 30 s, then KILL
+  local pid="$1" sig="${2:-TERM}" i
+  if pid_alive "$pid"; then
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+
+APPS=()
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do stop_pid "$p" TERM; done
+  if [[ "${WEIR_BENCH_EOS_KEEP:-0}" == 1 ]]; then
+    say "kept topics $prefix-* and $work"
+    exit "$rc"
+  fi
+  local topics
+  topics="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --list 2>/dev/null |
+    grep -F "$prefix-" | paste -sd, -)" || true
+  if [[ -n "$topics" ]]; then
+    say "deleting topics $prefix-*"
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
+      --delete --topic "$topics" >/dev/null 2>&1 || echo "run.sh: could not delete topics $topics" >&2
+  fi
+  if ((${#APPS[@]})); then
+    local args=() a
+    for a in "${APPS[@]}"; do args+=(--group "$a"); done
+    kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
+      --delete "${args[@]}" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"/*/state
+  say "logs kept in $work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$work"
+
+# ---------------------------------------------------------------------------
+# GroupWatch: prints "ready", then "input_done <epoch ms>" once the group has
+# committed the end offset of every input partition, then "all_done <epoch
+# ms>" once the repartition topic is committed too (less SLACK per partition:
+# under exactly_once the last transaction's commit marker sits after the last
+# record and is never consumed).
+# ---------------------------------------------------------------------------
+cat >"$work/GroupWatch.java" <<'JAVA'
+import java.util.*;
+import java.util.stream.*;
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.*;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
+
+public class GroupWatch {
+    // GroupWatch BOOTSTRAP GROUP INPUT_TOPIC REPARTITION_TOPIC SLACK INTERVAL_MS TIMEOUT_S
+    public static void main(String[] a) throws Exception {
+        String group = a[1], input = a[2], rep = a[3];
+        long slack = Long.parseLong(a[4]), interval = Long.parseLong(a[5]);
+        long deadline = System.currentTimeMillis() + Long.parseLong(a[6]) * 1000;
+        Properties p = new Properties();
+        p.put("bootstrap.servers", a[0]);
+        p.put("request.timeout.ms", "15000");
+        p.put("default.api.timeout.ms", "20000");
+        try (Admin admin = Admin.create(p)) {
+            Map<TopicPartition, Long> inEnd = ends(admin, parts(admin, input));
+            committed(admin, group); // warm the code path before the clock starts
+            System.out.println("ready " + System.currentTimeMillis() + " input_end " + sum(inEnd.values()));
+            List<TopicPartition> repParts = null;
+            boolean inputDone = false;
+            long lastProgress = 0;
+            while (System.currentTimeMillis() < deadline) {
+                Map<TopicPartition, OffsetAndMetadata> c = committed(admin, group);
+                long t = System.currentTimeMillis();
+                if (!inputDone && caughtUp(c, inEnd, 0)) {
+                    inputDone = true;
+                    System.out.println("input_done " + t);
+                }
+                Map<TopicPartition, Long> repEnd = null;
+                if (inputDone) {
+                    if (repParts == null) repParts = parts(admin, rep);
+                    if (repParts != null) repEnd = ends(admin, repParts);
+                    if (repEnd != null && caughtUp(c, repEnd, slack)) {
+                        System.out.println("all_done " + t);
+                        return;
+                    }
+                }
+                if (t - lastProgress >= 5000) {
+                    StringBuilder b = new StringBuilder("progress " + t + " input_committed " + at(c, inEnd.keySet()) + " of " + sum(inEnd.values()));
+                    if (repEnd != null) {
+                        for (TopicPartition tp : repEnd.keySet()) {
+                            b.append(" repartition-" + tp.partition() + " " + at(c, List.of(tp)) + "/" + repEnd.get(tp));
+                        }
+                    }
+                    System.out.println(b);
+                    lastProgress = t;
+                }
+                Thread.sleep(interval);
+            }
+            System.out.println("timeout " + System.currentTimeMillis());
+            System.exit(2);
+        }
+    }
+
+    static long sum(Collection<Long> v) { return v.stream().mapToLong(Long::longValue).sum(); }
+
+    static long at(Map<TopicPartition, OffsetAndMetadata> c, Collection<TopicPartition> tps) {
+        return tps.stream().mapToLong(tp -> c.containsKey(tp) ? c.get(tp).offset() : 0).sum();
+    }
+
+    static boolean caughtUp(Map<TopicPartition, OffsetAndMetadata> c, Map<TopicPartition, Long> end, long slack) {
+        for (Map.Entry<TopicPartition, Long> e : end.entrySet()) {
+            OffsetAndMetadata m = c.get(e.getKey());
+            long at = m == null ? 0 : m.offset();
+            if (at < e.getValue() - slack) return false;
+        }
+        return true;
+    }
+
+    static Map<TopicPartition, OffsetAndMetadata> committed(Admin admin, String group) throws Exception {
+        Map<TopicPartition, OffsetAndMetadata> m = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
+        Map<TopicPartition, OffsetAndMetadata> out = new HashMap<>();
+        m.forEach((k, v) -> { if (v != null) out.put(k, v); });
+        return out;
+    }
+
+    /** The topic's partitions, or null while it does not exist. */
+    static List<TopicPartition> parts(Admin admin, String topic) throws Exception {
+        try {
+            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            return d.partitions().stream().map(i -> new TopicPartition(topic, i.partition())).collect(Collectors.toList());
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof UnknownTopicOrPartitionException) return null;
+            throw e;
+        }
+    }
+
+    static Map<TopicPartition, Long> ends(Admin admin, List<TopicPartition> tps) throws Exception {
+        Map<TopicPartition, OffsetSpec> q = new HashMap<>();
+        for (TopicPartition tp : tps) q.put(tp, OffsetSpec.latest());
+        Map<TopicPartition, ListOffsetsResult.ListOffsetsResultInfo> r =
+            admin.listOffsets(q, new ListOffsetsOptions(IsolationLevel.READ_COMMITTED)).all().get();
+        Map<TopicPartition, Long> out = new HashMap<>();
+        r.forEach((k, v) -> out.put(k, v.offset()));
+        return out;
+    }
+}
+JAVA
+javac -nowarn -cp "$kafka_libs/*" -d "$work/classes" "$work/GroupWatch.java" 2>"$work/javac.log" ||
+  { cat "$work/javac.log" >&2; die "GroupWatch did not compile"; }
+
+# Sum and count of a topic's end offsets: "SUM PARTITIONS".
+end_offsets() {
+  kafka_tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server "$bootstrap" --topic "$1" 2>/dev/null |
+    awk -F: '{ s += $NF; n++ } END { printf "%d %d\n", s, n }'
+}
+
+# Waits until FILE has a line starting with WORD (prints that line), while
+# PID (the process under test) lives.
+wait_line() { # FILE WORD PID WHAT [SECONDS]
+  local file="$1" word="$2" pid="$3" what="$4" limit="${5:-$wait_s}" line
+  local deadline=$((SECONDS + limit))
+  while ((SECONDS < deadline)); do
+    line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
+    grep -q '^timeout ' "$file" 2>/dev/null && die "$what: GroupWatch timed out ($file)"
+    if ! pid_alive "$pid"; then
+      line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
+      die "$what: process $pid exited; see $file and the logs in $(dirname "$file")"
+    fi
+    sleep 0.05
+  done
+  die "$what: no '$word' within ${limit}s; last: $(grep '^progress ' "$file" | tail -n1) ($file)"
+}
+
+# The run's topology: topology/parking.yaml with the app's own names.
+write_topology() { # APP GUARANTEE FILE
+  local app="$1" g="$2" out="$3"
+  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
+    -e "s/parking_status_dlq/$app-dlq/g" \
+    -e "s/parking_status/$input/g" \
+    -e "s/parking_hourly_avg/$app-hourly/g" \
+    -e "s/parking_lot_status/$app-lots/g" \
+    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
+    -e "s/grace: 1m\$/grace: 1d/" \
+    -e "s/close_idle_after: 2m\$/close_idle_after: 1d/" \
+    "$repo/topology/parking.yaml" >"$out"
+  local want
+  for want in "application_id: $app" "processing_guarantee: $g" "topic: $input" "dead_letter: $app-dlq" \
+      "topic: $app-hourly" "topic: $app-lots" "grace: 1d" "close_idle_after: 1d"; do
+    grep -qF "$want" "$out" || die "topology/parking.yaml changed shape: '$want' missing in $out"
+  done
+  "$weir_bin" validate "$out" >"$out.validate" 2>&1 || { cat "$out.validate" >&2; die "weir validate $out failed"; }
+}
+
+run_args=()
+if "$weir_bin" run --help 2>/dev/null | grep -q -- '--session-timeout'; then
+  run_args+=(--session-timeout "$session")
+else
+  echo "run.sh: warning: this weir has no 'run --session-timeout' (the exactly-once engine is not in this build); restarts wait for the default session timeout" >&2
+fi
+
+WEIR_PID=""
+start_weir() { # APP LOG
+  local app="$1" log="$2"
+  NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$weir_bin" run "$work/$app/parking.yaml" --bootstrap "$bootstrap" \
+    --state-dir "$work/$app/state" "${run_args[@]}" >"$log" 2>&1 </dev/null &
+  WEIR_PID=$!
+  PIDS+=("$WEIR_PID")
+}
+
+# ---------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------
+say "work dir $work; topics $prefix-*; weir $weir_bin"
+say "creating $input ($partitions partitions) and simulating $n records (seed $seed)"
+kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$input" \
+  --partitions "$partitions" --replication-factor 1 >/dev/null
+start="$(date -u -d '-36 hours' +%Y-%m-%dT%H:%M:%SZ)"
+t="$(now_ms)"
+"$weir_bin" simulate --count "$n" --partitions "$partitions" --topic "$input" --start "$start" --seed "$seed" \
+  --bootstrap "$bootstrap" >"$work/simulate.log" 2>&1 || { tail -n 20 "$work/simulate.log" >&2; die "weir simulate failed"; }
+read -r in_sum in_parts < <(end_offsets "$input")
+say "simulated in $(secs "$t" "$(now_ms)") s; $input end offsets: $in_sum over $in_parts partitions"
+[[ "$in_sum" == "$n" ]] || die "$input holds $in_sum records, expected $n"
+
+# ---------------------------------------------------------------------------
+# 1. Throughput
+# ---------------------------------------------------------------------------
+RESULTS=() # "guarantee run seconds_input seconds_all"
+VICTIM=""
+throughput_run() { # GUARANTEE RUN CRASH(0/1)
+  local g="$1" r="$2" crash="$3" short slack
+  case "$g" in exactly_once) short=eos slack=1 ;; *) short=alos slack=0 ;; esac
+  local app="$prefix-$short-$r"
+  APPS+=("$app")
+  mkdir -p "$work/$app"
+  write_topology "$app" "$g" "$work/$app/parking.yaml"
+  local watch="$work/$app/watch.out"
+  java -Xmx128m -XX:+UseSerialGC -Dlog4j2.configurationFile="$tools_log4j" -cp "$work/classes:$kafka_libs/*" \
+    GroupWatch "$bootstrap" "$app" "$input" "$app-hourly-by-region-repartition" "$slack" 100 "$wait_s" \
+    >"$watch" 2>"$work/$app/watch.err" </dev/null &
+  local wpid=$!
+  PIDS+=("$wpid")
+  wait_line "$watch" ready "$wpid" "$app watcher" >/dev/null
+  say "$g run $r: weir run ($app)"
+  local t0 line t_in t_all
+  t0="$(now_ms)"
+  start_weir "$app" "$work/$app/run.log"
+  line="$(wait_line "$watch" input_done "$WEIR_PID" "$app")"
+  t_in="${line#input_done }"
+  line="$(wait_line "$watch" all_done "$WEIR_PID" "$app: repartition topic not drained" "$drain_s")"
+  t_all="${line#all_done }"
+  stop_pid "$wpid" TERM
+  RESULTS+=("$g $r $(secs "$t0" "$t_in") $(secs "$t0" "$t_all")")
+  say "$g run $r: input committed after $(secs "$t0" "$t_in") s, repartition after $(secs "$t0" "$t_all") s"
+  if ((crash)); then
+    # Finished: two more commit intervals so nothing is left in flight, then
+    # the crash.
+    sleep 2
+    say "SIGKILL $app (pid $WEIR_PID)"
+    stop_pid "$WEIR_PID" KILL
+    VICTIM="$app"
+  else
+    stop_pid "$WEIR_PID" TERM
+  fi
+  sleep 1
+}
+
+throughput_run exactly_once 1 0
+throughput_run at_least_once 1 0
+throughput_run exactly_once 2 1
+throughput_run at_least_once 2 0
+
+# ---------------------------------------------------------------------------
+# 2. Restore after a crash under exactly_once
+# ---------------------------------------------------------------------------
+read -r cl_win cl_win_parts < <(end_offsets "$VICTIM-hourly-by-region-changelog")
+read -r cl_lot cl_lot_parts < <(end_offsets "$VICTIM-latest-per-lot-changelog")
+read -r out_hourly _ < <(end_offsets "$VICTIM-hourly")
+stores=$((cl_win_parts + cl_lot_parts))
+say "changelog end offsets: $VICTIM-hourly-by-region-changelog $cl_win, $VICTIM-latest-per-lot-changelog $cl_lot ($stores store partitions)"
+((stores > 0)) || die "no changelog partitions found for $VICTIM"
+
+RESTORES=() # "label records seconds_sum wall_seconds full_count"
+restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again until every store is restored
+  local label="$1" log="$work/$VICTIM/restart-$1.log" t0 t_ready deadline=$((SECONDS + wait_s)) done_n
+  "$weir_bin" simulate --count "$trigger_n" --partitions "$partitions" --topic "$input" --seed "$3" \
+    --start "$(date -u -d "-$2 minutes" +%Y-%m-%dT%H:%M:%SZ)" --bootstrap "$bootstrap" >"$work/simulate-$label.log" 2>&1 ||
+    { tail -n 20 "$work/simulate-$label.log" >&2; die "weir simulate (trigger batch) failed"; }
+  t0="$(now_ms)"
+  start_weir "$VICTIM" "$log"
+  while :; do
+    done_n="$(strip_ansi "$log" | grep -cE 'restore done|nothing to restore' || true)"
+    ((done_n >= stores)) && break
+    pid_alive "$WEIR_PID" || { tail -n 20 "$log" >&2; die "$VICTIM exited during the $label restore; see $log"; }
+    ((SECONDS < deadline)) || die "$label restore: $done_n of $stores stores after ${wait_s}s; see $log"
+    sleep 0.05
+  done
+  t_ready="$(now_ms)"
+  sleep 1 # the last 'task restored' line follows its store's 'restore done'
+  local stats
+  stats="$(strip_ansi "$log" | awk '
+    /restore done/ {
+      for (i = 1; i <= NF; i++) {
+        if ($i ~ /^records=/) { sub(/^records=/, "", $i); r += $i }
+        if ($i ~ /^elapsed_ms=/) { sub(/^elapsed_ms=/, "", $i); ms += $i }
+        if ($i == "full=true") f++
+      }
+    }
+    /task restored/ { for (i = 1; i <= NF; i++) if ($i ~ /^records=/) { sub(/^records=/, "", $i); tr += $i } }
+    END { printf "%d %.3f %d %d\n", r, ms / 1000, f, tr }')"
+  local records rsecs full task_records
+  read -r records rsecs full task_records <<<"$stats"
+  RESTORES+=("$label $records $rsecs $(secs "$t0" "$t_ready") $full $task_records")
+  say "$label restore: $records records replayed in $rsecs s (sum of elapsed_ms; $full of $stores stores full; 'task restored' records $task_records); process start to all stores ready $(secs "$t0" "$t_ready") s"
+}
+
+say "restart $VICTIM on its state directory (tail restore)"
+restore_run tail 40 8
+sleep 3
+say "SIGKILL $VICTIM (pid $WEIR_PID), delete $work/$VICTIM/state, restart (full restore)"
+stop_pid "$WEIR_PID" KILL
+rm -rf "$work/$VICTIM/state"
+restore_run full 25 9
+sleep 2
+stop_pid "$WEIR_PID" TERM
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+echo
+echo "weir exactly_once vs at_least_once, parking topology, N=$n records, $partitions input partitions,"
+echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ). Seconds: process start until the group committed every"
+echo "input partition's end offset (nothing subtracted); records/s = N / seconds."
+echo
+echo "| guarantee | run | seconds (input committed) | records/s | seconds (repartition committed too) |"
+echo "|---|---:|---:|---:|---:|"
+for row in "${RESULTS[@]}"; do
+  read -r g r s s_all <<<"$row"
+  printf '| %s | %s | %s | %s | %s |\n' "$g" "$r" "$s" "$(awk -v n="$n" -v s="$s" 'BEGIN { printf "%.0f", n / s }')" "$s_all"
+done
+printf '%s\n' "${RESULTS[@]}" | awk -v n="$n" '
+  $1 == "exactly_once" { es += $3; ec++; ea += $4; e[$2] = $3 }
+  $1 == "at_least_once" { as += $3; ac++; aa += $4; a[$2] = $3 }
+  END {
+    printf "| **EOS/ALOS** (records/s, mean seconds) | | %.2f / %.2f s | **%.2f×** | %.2f× |\n",
+      es / ec, as / ac, (as / ac) / (es / ec), (aa / ac) / (ea / ec)
+    for (r = 1; r in e; r++) if (r in a) printf "| EOS/ALOS run %d | | | %.2f× | |\n", r, a[r] / e[r]
+  }'
+echo
+echo "Restore of $VICTIM after SIGKILL (exactly_once; stores: hourly-by-region window + latest-per-lot table,"
+echo "$stores partitions). Changelog end offsets (records + transaction markers): hourly-by-region $cl_win,"
+echo "latest-per-lot $cl_lot, total $((cl_win + cl_lot)). Hourly windows closed and emitted before the crash"
+echo "(output topic end offsets, records + markers): $out_hourly. Each restart is preceded by $trigger_n new input records"
+echo "(weir restores a task's stores when its first record arrives)."
+echo
+echo "| restore | records replayed | seconds (sum of restore elapsed_ms) | process start → all stores ready (s) |"
+echo "|---|---:|---:|---:|"
+for row in "${RESTORES[@]}"; do
+  read -r label records rsecs wall full task_records <<<"$row"
+  case "$label" in
+    tail) label="tail (same state dir)" ;;
+    full) label="full (state dir deleted)" ;;
+  esac
+  printf '| %s | %s | %s | %s |\n' "$label" "$records" "$rsecs" "$wall"
+done
+echo "(start → ready includes the group join: the killed member holds its partitions for the session timeout, $session)"
+
+# Anything odd in weir's logs.
+echo
+echo "weir log lines at WARN/ERROR (count, message without timestamp), all runs:"
+odd="$(for f in "$work"/*/run.log "$work"/*/restart-*.log; do
+  [[ -f "$f" ]] || continue
+  strip_ansi "$f" | { grep -E '\b(WARN|ERROR)\b' || true; } | sed -E 's/^[0-9TZ:.+-]+ +//; s/[0-9]{4,}/N/g' |
+    sed "s|^|$(basename "$(dirname "$f")")/$(basename "$f"): |"
+done | sed -E "s/$prefix-//g" | sort | uniq -c | sort -rn | head -40)" || true
+if [[ -n "$odd" ]]; then echo "$odd"; else echo "  none"; fi
+aborts="$(cat "$work"/*/run.log "$work"/*/restart-*.log 2>/dev/null | strip_ansi | grep -ci 'abort')" || true
+echo "lines mentioning 'abort': $aborts"
+echo "logs: $work"

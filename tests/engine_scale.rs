@@ -1,0 +1,223 @@
+//! Scaling out under exactly-once: instances join and leave one consumer
+//! group while the feed runs (1 → 3 → 1, one of them SIGKILLed), and the
+//! output topic still holds every window once with the samples and averages
+//! computed independently from the input; a new instance joining moves only
+//! some tasks (cooperative rebalancing): the tasks that stay on the first
+//! instance are never closed and keep processing.
+
+mod common;
+mod engine_common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use engine_common::*;
+
+/// `weir run` with its log in a file (ANSI colours stripped when read).
+struct Logged {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Logged {
+    fn start(topo: &Path, state: &Path, log: PathBuf, extra: &[&str]) -> Logged {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg(topo)
+            .arg("--state-dir")
+            .arg(state)
+            .args(extra)
+            .env("WEIR_BOOTSTRAP", bootstrap())
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn weir");
+        Logged { child, log }
+    }
+
+    fn text(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Task ids named by log lines containing `what` ("task ready", ...).
+    fn tasks(&self, what: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| l.split("task=").nth(1))
+            .map(|t| t.split_whitespace().next().unwrap_or("").trim_matches('"').to_string())
+            .collect()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn sigterm(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "weir exited with {status}:\n{}", self.text());
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.text());
+        }
+    }
+}
+
+fn members(group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    c.fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()
+        .and_then(|l| {
+            l.groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .map(|g| if g.state() == "Stable" { g.members().len() } else { 0 })
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-scale");
+    // The 1-day grace of `topology()`: event-time alignment is per
+    // instance; while instances own different input partitions, one may run
+    // ahead of another by more than a minute of event time.
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(12_000, 21, dir.path());
+    let want = expected(&inputs);
+    let chunks: Vec<&[Input]> = inputs.chunks(inputs.len() / 6 + 1).collect();
+    let run = |name: &str| {
+        Logged::start(
+            &topo,
+            &dir.path().join(name),
+            dir.path().join(format!("{name}.log")),
+            &["--session-timeout", "6s"],
+        )
+    };
+
+    let mut a = run("a");
+    produce_inputs(&status, chunks[0]);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    produce_inputs(&status, chunks[1]);
+    let b = run("b");
+    let c = run("c");
+    wait_for("three members in the group", Duration::from_secs(60), || {
+        members(&id) == 3
+    });
+    produce_inputs(&status, chunks[2]);
+    std::thread::sleep(Duration::from_secs(2));
+    produce_inputs(&status, chunks[3]);
+    // One leaves cleanly, one crashes: its partitions move after the
+    // session timeout, its open transaction is aborted.
+    b.sigterm();
+    drop(c);
+    produce_inputs(&status, chunks[4]);
+    wait_for("one member left", Duration::from_secs(60), || members(&id) == 1);
+    for chunk in &chunks[5..] {
+        produce_inputs(&status, chunk);
+    }
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    assert!(a.alive(), "the first instance kept running");
+    check_results(&results, &want);
+    a.sigterm();
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}
+
+#[test]
+fn tasks_that_stay_keep_running_when_an_instance_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-coop");
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(6_000, 22, dir.path());
+    let want = expected(&inputs);
+    let (first, rest) = inputs.split_at(inputs.len() / 2);
+    let a = Logged::start(&topo, &dir.path().join("a"), dir.path().join("a.log"), &[]);
+    produce_inputs(&status, first);
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+    let before: BTreeSet<String> = a.tasks("task ready").into_iter().collect();
+    assert_eq!(before.len(), 6, "A runs all 6 tasks: {before:?}");
+
+    // B joins while records keep coming.
+    let feeder = {
+        let status = status.clone();
+        let rest: Vec<(i32, i64, Option<String>, Vec<u8>)> = rest
+            .iter()
+            .map(|i| (i.partition, i.timestamp, i.key.clone(), i.payload.clone()))
+            .collect();
+        std::thread::spawn(move || {
+            let p = producer();
+            for chunk in rest.chunks(200) {
+                for (part, ts, key, payload) in chunk {
+                    produce(
+                        &p,
+                        &status,
+                        *part,
+                        *ts,
+                        key.as_deref().map(str::as_bytes),
+                        Some(payload),
+                    );
+                }
+                flush(&p);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let b = Logged::start(&topo, &dir.path().join("b"), dir.path().join("b.log"), &[]);
+    wait_for("B to run tasks", Duration::from_secs(60), || {
+        !b.tasks("task ready").is_empty()
+    });
+    feeder.join().unwrap();
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    let closed: BTreeSet<String> = a.tasks("task closed").into_iter().collect();
+    let moved: BTreeSet<String> = b.tasks("task ready").into_iter().collect();
+    let stayed: BTreeSet<String> = before.difference(&moved).cloned().collect();
+    assert!(!stayed.is_empty(), "some tasks stay on A (moved: {moved:?})");
+    assert!(
+        closed.is_subset(&moved),
+        "A closed only tasks that moved to B: closed {closed:?}, moved {moved:?}"
+    );
+    // Each task that stayed was opened once on A: never closed and reopened.
+    let ready = a.tasks("task ready");
+    for t in &stayed {
+        assert_eq!(ready.iter().filter(|r| *r == t).count(), 1, "task {t} reopened on A");
+    }
+    check_results(&results, &want);
+    a.sigterm();
+    b.sigterm();
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}
