@@ -251,3 +251,56 @@ fn two_instances_share_the_work_and_results_stay_exact() {
     assert!(dirs_b > 0, "the second instance ran tasks (a: {dirs_a}, b: {dirs_b})");
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }
+
+/// A record near the broker's size limit (over the producer's
+/// `message.max.bytes`, so its dead letter cannot carry it either) goes to
+/// the dead-letter topic without its value; exactly-once `weir run` keeps
+/// running and processes what follows (a record refused inside a commit
+/// would fail every replay of it: a crash loop).
+#[test]
+fn a_record_near_the_size_limit_is_dead_lettered_and_processing_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-big");
+    let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(600, 31, dir.path());
+    let want = expected(&inputs);
+    let (first, second) = inputs.split_at(inputs.len() / 2);
+    produce_inputs(&status, first);
+    // 1,040,000 bytes of valid JSON: under the broker's 1,048,588-byte
+    // limit, over the producer's 1,000,000 and weir's 900 KiB.
+    let big = format!(
+        r#"{{"REGION":"x","REGION_CODE":"POI999","PARKING_CODE":"BIG","CAPACITY":"1","OCCUPIED_SPOTS":"0","IS_REALTIME_STATUS_PROVIDED":"Y","LAST_UPDATE":"2025-03-31 10:00:00","PAD":"{}"}}"#,
+        "x".repeat(1_040_000 - 170)
+    );
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", "1048000")
+        .create()
+        .unwrap();
+    let ts = first.last().unwrap().timestamp;
+    produce(&p, &status, 0, ts, Some(b"BIG"), Some(big.as_bytes()));
+    flush(&p);
+    produce_inputs(&status, second);
+    let mut run = Proc::weir(&[
+        "run",
+        topo.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    assert!(matches!(run.0.try_wait(), Ok(None)), "weir run kept running");
+    check_results(&results, &want);
+    let dead = consume_until(&dlq, Duration::from_secs(30), Duration::ZERO, |r| {
+        r.iter().any(|d| d.key.as_deref() == Some(b"BIG".as_slice()))
+    });
+    let d = dead
+        .iter()
+        .find(|d| d.key.as_deref() == Some(b"BIG".as_slice()))
+        .expect("the big record is dead-lettered");
+    assert!(d.headers["weir.error"].contains("too large"), "{:?}", d.headers);
+    assert!(d.headers.contains_key("weir.value_dropped"), "{:?}", d.headers);
+    assert!(d.value.is_none(), "its value is dropped");
+    run.stop();
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}

@@ -140,6 +140,16 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         }
     }
 
+    /// Drop what a partition buffered (it was sought back: the records come
+    /// again); its queue stays.
+    pub fn drop_buffered(&mut self, tp: &(String, i32)) {
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.buffered.clear();
+            p.empty_since = None;
+            p.caught_up = false;
+        }
+    }
+
     /// Forget every buffered record (after the consumer was rewound).
     pub fn clear(&mut self) {
         for p in self.partitions.values_mut() {

@@ -144,7 +144,7 @@ impl Engine {
     /// After `err` under exactly-once: abort the transaction and drop every
     /// task (back to the last commit). Errors that cannot be recovered from,
     /// any error at-least-once, and too many aborts in a row are returned.
-    fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
+    fn abort<C: ConsumerContext>(&mut self, err: RuntimeError, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
         if !self.collector.transactional() || !err.recoverable() {
             return Err(err);
         }
@@ -156,7 +156,7 @@ impl Engine {
         tracing::warn!(error = %err, "transaction aborted: rebuilding every task from its last commit");
         counter!("weir_transaction_aborts_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
-        self.tasks.drop_all();
+        self.tasks.drop_all(consumer);
         Ok(())
     }
 }
@@ -165,10 +165,10 @@ impl Engine {
     /// This member's partitions went to others without a chance to commit:
     /// forget everything since the last commit (its transaction, if any,
     /// could not commit anyway).
-    fn lose(&mut self) -> Result<(), RuntimeError> {
+    fn lose<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
         counter!("weir_partitions_lost_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
-        self.tasks.drop_all();
+        self.tasks.drop_all(consumer);
         Ok(())
     }
 }
@@ -234,7 +234,7 @@ impl ConsumerContext for RebalanceContext {
                         partitions = revoked.len(),
                         "partitions lost: dropping their tasks uncommitted"
                     );
-                    if let Err(e) = engine.lose() {
+                    if let Err(e) = engine.lose(consumer) {
                         engine.fatal.get_or_insert(e);
                     }
                 } else {
@@ -244,12 +244,12 @@ impl ConsumerContext for RebalanceContext {
                     );
                     if let Err(e) = engine.commit(consumer, None) {
                         tracing::warn!(error = %e, "commit before revocation failed");
-                        if let Err(e) = engine.abort(e) {
+                        if let Err(e) = engine.abort(e, consumer) {
                             engine.fatal.get_or_insert(e);
                         }
                     }
                 }
-                engine.tasks.close(&revoked);
+                engine.tasks.close(&revoked, consumer);
                 engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
@@ -375,12 +375,24 @@ pub fn run(
         if let Some(e) = engine.fatal.take() {
             return Err(e);
         }
+        let mut assigned = Vec::new();
         if std::mem::take(&mut engine.rebalanced) {
             aligner.forget(&std::mem::take(&mut engine.revoked));
             aligner.reassign(&consumer);
+            if let Ok(tpl) = consumer.assignment() {
+                assigned = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+            }
         }
         engine.collector.poll();
         let step = || -> Result<bool, RuntimeError> {
+            engine.tasks.open_assigned(&assigned, &consumer)?;
+            for tp in engine.tasks.poll_restores(&consumer)? {
+                aligner.drop_buffered(&tp);
+            }
             let mut handled = 0;
             match polled {
                 Some(Ok(msg)) => {
@@ -409,7 +421,7 @@ pub fn run(
         match step() {
             Ok(did) => busy = did,
             Err(e) => {
-                engine.abort(e)?;
+                engine.abort(e, &consumer)?;
                 rewind(&consumer)?;
                 aligner.clear();
                 last_commit = Instant::now();
@@ -421,10 +433,10 @@ pub fn run(
     let mut guard = lock(&engine);
     let engine = &mut *guard;
     if let Err(e) = engine.commit(&consumer, Some(&aligner.held())) {
-        engine.abort(e)?;
+        engine.abort(e, &consumer)?;
     }
     let all = engine.tasks.consumed();
-    engine.tasks.close(&all);
+    engine.tasks.close(&all, &consumer);
     drop(guard);
     consumer.unsubscribe();
     Ok(())

@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,19 @@ pub fn decode_stream_time(meta: &str) -> Option<i64> {
 /// A task's taken store changes: (store index, changes).
 type StoreChanges = Vec<(usize, Vec<Change>)>;
 
+/// A task whose stores are being restored.
+struct Restoring {
+    id: String,
+    db: TaskDb,
+    stream_time: Option<i64>,
+    cancel: Arc<AtomicBool>,
+    /// Returns the changelog records replayed.
+    thread: Option<std::thread::JoinHandle<Result<i64, RuntimeError>>>,
+    started: Instant,
+    /// Input partitions paused meanwhile → the first record not processed.
+    skipped: HashMap<(String, i32), i64>,
+}
+
 struct TaskEntry {
     task: Task,
     id: String,
@@ -74,6 +88,7 @@ pub struct TaskManager {
     state_dir: PathBuf,
     app: String,
     tasks: HashMap<(usize, i32), TaskEntry>,
+    restoring: HashMap<(usize, i32), Restoring>,
     /// Next offset to commit per consumed partition.
     positions: HashMap<(String, i32), i64>,
     /// Partition count of every topic the topology reads or writes.
@@ -93,6 +108,7 @@ impl TaskManager {
             bootstrap: bootstrap.to_string(),
             state_dir,
             tasks: HashMap::new(),
+            restoring: HashMap::new(),
             positions: HashMap::new(),
             partitions,
             uncommitted: false,
@@ -118,9 +134,17 @@ impl TaskManager {
             tracing::warn!(topic, "record from a topic this topology does not read");
             return Ok(());
         };
-        if !self.tasks.contains_key(&(sub, partition)) {
-            let entry = self.open_task(sub, partition, consumer, collector)?;
-            self.tasks.insert((sub, partition), entry);
+        self.ensure_open(sub, partition, consumer)?;
+        if let Some(r) = self.restoring.get_mut(&(sub, partition)) {
+            // Not yet: pause the partition and come back to this record
+            // once the stores are restored.
+            if let std::collections::hash_map::Entry::Vacant(e) = r.skipped.entry((topic.to_string(), partition)) {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, partition);
+                consumer.pause(&tpl)?;
+                e.insert(msg.offset());
+            }
+            return Ok(());
         }
         self.positions.insert((topic.to_string(), partition), msg.offset() + 1);
         self.uncommitted = true;
@@ -141,6 +165,34 @@ impl TaskManager {
         entry.last_record = Instant::now();
         entry.stream_time_at_last_record = entry.task.stream_time;
         self.send(outs, partition, collector)
+    }
+
+    /// Open the task of (sub-topology, partition) unless it runs already.
+    fn ensure_open<C: ConsumerContext>(
+        &mut self,
+        sub: usize,
+        partition: i32,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        if !self.tasks.contains_key(&(sub, partition)) && !self.restoring.contains_key(&(sub, partition)) {
+            self.open_task(sub, partition, consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Open the tasks of newly assigned partitions (restoring their stores)
+    /// before they process anything, as Kafka Streams does on assignment.
+    pub fn open_assigned<C: ConsumerContext>(
+        &mut self,
+        assigned: &[(String, i32)],
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        for (topic, partition) in assigned {
+            if let Some((sub, _)) = self.topo.source_for(topic) {
+                self.ensure_open(sub, *partition, consumer)?;
+            }
+        }
+        Ok(())
     }
 
     /// The source topics of a sub-topology.
@@ -185,16 +237,17 @@ impl TaskManager {
             .max())
     }
 
-    /// Open a task: its stores restored from their changelogs (only the
-    /// part after the offset RocksDB holds), its stream time from the
-    /// committed offsets.
+    /// Open a task. A stateless one runs at once; a stateful one first
+    /// restores its stores (only the changelog after the offset its RocksDB
+    /// holds) on a thread of its own, so polling and the other tasks go on
+    /// meanwhile; [`TaskManager::poll_restores`] starts it when done. Its
+    /// stream time comes from the committed offsets.
     fn open_task<C: ConsumerContext>(
         &mut self,
         sub: usize,
         partition: i32,
         consumer: &BaseConsumer<C>,
-        collector: &mut Collector,
-    ) -> Result<TaskEntry, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let id = format!("{sub}_{partition}");
         let stores: Vec<(String, String)> = self
             .topo
@@ -202,62 +255,154 @@ impl TaskManager {
             .map(|(_, s)| (s.name.clone(), s.changelog.clone()))
             .collect();
         let stream_time = self.committed_stream_time(consumer, sub, partition)?;
-        let (mut task, db) = if stores.is_empty() {
-            let task = Task::new(&self.topo, sub, partition, |i| {
-                Err(StoreError::Corrupt {
-                    store: i.to_string(),
-                    reason: "stateless task has no store".into(),
-                })
-            })?;
-            (task, None)
-        } else {
-            // A restore can take long: commit what is open first, so the
-            // transaction does not run into its timeout meanwhile.
-            if self.uncommitted || collector.in_transaction() {
-                self.commit(consumer, collector, None)?;
-            }
+        if !stores.is_empty() {
             let dir = super::task_dir(&self.state_dir, &self.app, sub, partition);
             let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
             let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
-            let began = Instant::now();
-            let mut replayed = 0;
-            for (store, changelog) in &stores {
-                let r = restore::restore(
-                    &self.bootstrap,
-                    &self.app,
-                    &db,
-                    &StoreRef {
-                        task: &id,
-                        store,
-                        changelog,
-                        partition,
-                    },
-                )?;
-                replayed += r.records;
-            }
-            if replayed > 0 {
-                tracing::info!(task = %id, records = replayed, elapsed_ms = began.elapsed().as_millis() as u64, "task restored");
-            }
-            let topo = self.topo.clone();
-            let task = Task::new(&self.topo, sub, partition, |i| {
-                Ok(Box::new(db.store(&topo.stores[i].name)))
-            })?;
-            (task, Some(db))
-        };
+            let cancel = Arc::new(AtomicBool::new(false));
+            let thread = {
+                let (db, cancel, task) = (db.clone(), cancel.clone(), id.clone());
+                let (bootstrap, app) = (self.bootstrap.clone(), self.app.clone());
+                std::thread::Builder::new()
+                    .name(format!("restore-{id}"))
+                    .spawn(move || {
+                        let mut replayed = 0;
+                        for (store, changelog) in &stores {
+                            let s = StoreRef {
+                                task: &task,
+                                store,
+                                changelog,
+                                partition,
+                            };
+                            replayed += restore::restore(&bootstrap, &app, &db, &s, &cancel)?.records;
+                        }
+                        Ok(replayed)
+                    })
+                    .map_err(|source| RuntimeError::Io {
+                        path: format!("restore thread of task {id}"),
+                        source,
+                    })?
+            };
+            self.restoring.insert(
+                (sub, partition),
+                Restoring {
+                    id,
+                    db,
+                    stream_time,
+                    cancel,
+                    thread: Some(thread),
+                    started: Instant::now(),
+                    skipped: HashMap::new(),
+                },
+            );
+            gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+            return Ok(());
+        }
+        let task = Task::new(&self.topo, sub, partition, |i| {
+            Err(StoreError::Corrupt {
+                store: i.to_string(),
+                reason: "stateless task has no store".into(),
+            })
+        })?;
+        self.start_task(sub, partition, id, task, None, stream_time);
+        Ok(())
+    }
+
+    fn start_task(
+        &mut self,
+        sub: usize,
+        partition: i32,
+        id: String,
+        mut task: Task,
+        db: Option<TaskDb>,
+        stream_time: Option<i64>,
+    ) {
         if let Some(t) = stream_time {
             task.stream_time = t;
         }
         tracing::info!(task = %id, stream_time = ?stream_time, "task ready");
         counter!("weir_tasks_created_total", "topology" => self.app.clone()).increment(1);
-        Ok(TaskEntry {
-            task,
-            id,
-            db,
-            last_record: Instant::now(),
-            stream_time_at_last_record: i64::MIN,
-            idle_after: self.topo.close_idle_after(sub),
-            exported: TaskStats::default(),
-        })
+        self.tasks.insert(
+            (sub, partition),
+            TaskEntry {
+                task,
+                id,
+                db,
+                last_record: Instant::now(),
+                stream_time_at_last_record: i64::MIN,
+                idle_after: self.topo.close_idle_after(sub),
+                exported: TaskStats::default(),
+            },
+        );
+    }
+
+    /// Start the tasks whose restore finished: their input partitions,
+    /// paused while records arrived for them, go back to the first record
+    /// they skipped and resume. Returns those partitions (whatever was
+    /// buffered for them is fetched again).
+    pub fn poll_restores<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Vec<(String, i32)>, RuntimeError> {
+        let done: Vec<(usize, i32)> = self
+            .restoring
+            .iter()
+            .filter(|(_, r)| r.thread.as_ref().is_none_or(|t| t.is_finished()))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut resumed = Vec::new();
+        for key in done {
+            let Some(mut r) = self.restoring.remove(&key) else {
+                continue;
+            };
+            let result = match r.thread.take().map(|t| t.join()) {
+                Some(Ok(result)) => result,
+                _ => Err(RuntimeError::Io {
+                    path: format!("restore thread of task {}", r.id),
+                    source: std::io::Error::other("the restore thread panicked"),
+                }),
+            };
+            let replayed = result?;
+            tracing::info!(task = %r.id, records = replayed, elapsed_ms = r.started.elapsed().as_millis() as u64, "task restored");
+            let topo = self.topo.clone();
+            let db = r.db.clone();
+            let task = Task::new(&self.topo, key.0, key.1, |i| {
+                Ok(Box::new(db.store(&topo.stores[i].name)))
+            })?;
+            self.start_task(key.0, key.1, r.id.clone(), task, Some(r.db.clone()), r.stream_time);
+            for ((topic, partition), offset) in r.skipped.drain() {
+                consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                consumer.resume(&tpl)?;
+                resumed.push((topic, partition));
+            }
+        }
+        gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+        Ok(resumed)
+    }
+
+    /// Stop a restore (its partition was revoked, or every task is dropped)
+    /// and resume what it paused.
+    fn cancel_restore<C: ConsumerContext>(consumer: &BaseConsumer<C>, mut r: Restoring) {
+        r.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = r.thread.take() {
+            let _ = t.join();
+        }
+        for (topic, partition) in r.skipped.keys() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, *partition);
+            let _ = consumer.resume(&tpl);
+        }
+        tracing::info!(task = %r.id, "restore stopped");
+    }
+
+    /// Partitions whose records are held back by a restore.
+    pub fn restoring_partitions(&self) -> HashSet<(String, i32)> {
+        self.restoring
+            .values()
+            .flat_map(|r| r.skipped.keys().cloned())
+            .collect()
     }
 
     fn send(
@@ -402,11 +547,12 @@ impl TaskManager {
                 })
                 .collect(),
         };
+        let paused = self.restoring_partitions();
         let mut tpl = TopicPartitionList::new();
         for (tp, offset) in &self.positions {
             let (topic, partition) = tp;
             let offset = match (consumer_at.get(tp), held) {
-                (Some(&at), Some(held)) if at > *offset && !held.contains(tp) => at,
+                (Some(&at), Some(held)) if at > *offset && !held.contains(tp) && !paused.contains(tp) => at,
                 _ => *offset,
             };
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
@@ -506,13 +652,16 @@ impl TaskManager {
     }
 
     /// Close the tasks reading the given partitions (after a commit).
-    pub fn close(&mut self, partitions: &[(String, i32)]) {
+    pub fn close<C: ConsumerContext>(&mut self, partitions: &[(String, i32)], consumer: &BaseConsumer<C>) {
         for (topic, partition) in partitions {
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
                 if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
                     tracing::info!(task = %entry.id, "task closed");
+                }
+                if let Some(r) = self.restoring.remove(&(sub, *partition)) {
+                    Self::cancel_restore(consumer, r);
                 }
             }
         }
@@ -521,7 +670,10 @@ impl TaskManager {
     /// Drop every task without committing: what they did since the last
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
-    pub fn drop_all(&mut self) {
+    pub fn drop_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        for (_, r) in self.restoring.drain() {
+            Self::cancel_restore(consumer, r);
+        }
         if !self.tasks.is_empty() {
             tracing::info!(
                 tasks = self.tasks.len(),

@@ -21,7 +21,8 @@ use super::{Backend, Change, StoreError};
 /// Column family of the changelog offsets (not a valid store name).
 pub const META_CF: &str = "weir.meta";
 
-/// A task's RocksDB database.
+/// A task's RocksDB database (clones share it).
+#[derive(Clone)]
 pub struct TaskDb {
     db: Arc<DB>,
 }

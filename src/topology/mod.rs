@@ -24,9 +24,12 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use expr::Expr;
 pub use spec::{EmitSpec, Guarantee, LateSpec, ValueFormat};
 
-/// Largest record value weir accepts; bigger ones go to the dead-letter
-/// topic (Kafka's default `message.max.bytes` is about 1 MiB).
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Largest record value weir processes; bigger ones go to the dead-letter
+/// topic. Below the producer's `message.max.bytes` (1,000,000) with room to
+/// spare, so what a record turns into (a table's changelog and output
+/// record, a repartition record) still fits: a record the producer refuses
+/// inside a commit would fail that commit on every replay.
+pub const MAX_RECORD_BYTES: usize = 900 * 1024;
 
 /// A checked, compiled topology.
 #[derive(Debug)]
