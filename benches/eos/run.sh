@@ -27,11 +27,10 @@
 #    again, its state directory deleted, restarted: the whole changelog is
 #    replayed (what Kafka Streams does after every crash under EOS). Records
 #    and time come from weir's `restore done` / `task restored` log lines.
-#    weir opens a task, and restores its stores, when the first record of its
-#    partition arrives (Kafka Streams restores on assignment), so before each
-#    restart a small batch of newer records (WEIR_BENCH_EOS_TRIGGER_RECORDS,
-#    two sweeps of every lot: each input and repartition partition gets some)
-#    is appended to the input topic.
+#    weir restores a task's stores when its partition is assigned, on a
+#    thread of its own; before each restart a small batch of newer records
+#    (WEIR_BENCH_EOS_TRIGGER_RECORDS, two sweeps of every lot) is appended
+#    to the input topic so the restarted instance also processes.
 #
 # Knobs (environment): WEIR_BENCH_EOS_RECORDS (200000),
 # WEIR_BENCH_EOS_SESSION_TIMEOUT (10s: a killed instance's partitions move
@@ -455,7 +454,7 @@ echo "Restore of $VICTIM after SIGKILL (exactly_once; stores: hourly-by-region w
 echo "$stores partitions). Changelog end offsets (records + transaction markers): hourly-by-region $cl_win,"
 echo "latest-per-lot $cl_lot, total $((cl_win + cl_lot)). Hourly windows closed and emitted before the crash"
 echo "(output topic end offsets, records + markers): $out_hourly. Each restart is preceded by $trigger_n new input records"
-echo "(weir restores a task's stores when its first record arrives)."
+echo "(so the restarted instance processes after its restore)."
 echo
 echo "| restore | records replayed | seconds (sum of restore elapsed_ms) | process start → all stores ready (s) |"
 echo "|---|---:|---:|---:|"

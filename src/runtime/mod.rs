@@ -126,6 +126,9 @@ struct Engine {
     rebalanced: bool,
     /// Partitions revoked since the loop last looked.
     revoked: Vec<(String, i32)>,
+    /// Every task was dropped in the rebalance callback: the partitions that
+    /// stay must go back to their committed offsets before anything else.
+    needs_rewind: bool,
 }
 
 impl Engine {
@@ -157,6 +160,7 @@ impl Engine {
         counter!("weir_transaction_aborts_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
         self.tasks.drop_all(consumer);
+        self.needs_rewind = true;
         Ok(())
     }
 }
@@ -169,6 +173,8 @@ impl Engine {
         counter!("weir_partitions_lost_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
         self.tasks.drop_all(consumer);
+        self.needs_rewind = true;
+        self.needs_rewind = true;
         Ok(())
     }
 }
@@ -331,6 +337,7 @@ pub fn run(
         aborts_in_a_row: 0,
         rebalanced: false,
         revoked: Vec::new(),
+        needs_rewind: false,
     }));
     let session_ms = opts.session_timeout.as_millis().max(1000);
     let consumer: BaseConsumer<RebalanceContext> = client_config(&opts.bootstrap)
@@ -369,11 +376,18 @@ pub fn run(
             (false, true) => Duration::from_millis(5),
             (false, false) => Duration::from_millis(100),
         };
-        let polled = consumer.poll(wait);
+        let mut polled = consumer.poll(wait);
         let mut guard = lock(&engine);
         let engine = &mut *guard;
         if let Some(e) = engine.fatal.take() {
             return Err(e);
+        }
+        if std::mem::take(&mut engine.needs_rewind) {
+            // The record just polled may lie past a committed offset that
+            // the dropped tasks had not committed: it comes again.
+            polled = None;
+            rewind(&consumer)?;
+            aligner.clear();
         }
         let mut assigned = Vec::new();
         if std::mem::take(&mut engine.rebalanced) {
@@ -422,6 +436,7 @@ pub fn run(
             Ok(did) => busy = did,
             Err(e) => {
                 engine.abort(e, &consumer)?;
+                engine.needs_rewind = false;
                 rewind(&consumer)?;
                 aligner.clear();
                 last_commit = Instant::now();
