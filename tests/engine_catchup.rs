@@ -15,36 +15,6 @@ use std::time::Duration;
 use common::*;
 use engine_common::*;
 
-/// The parking topology with its own names and its real grace (1 m) and
-/// idle close (2 m); only the commit interval is shorter.
-fn real_grace_topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String; 4]) {
-    let (path, names) = topology(dir, id);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("grace: 1d", "grace: 1m")
-        .replace("close_idle_after: 1d", "close_idle_after: 2m");
-    assert!(text.contains("grace: 1m") && text.contains("processing_guarantee: exactly_once"));
-    std::fs::write(&path, text).unwrap();
-    (path, names)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// Sum of a counter over all its series whose labels contain `filter`.
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
     text.lines()
@@ -68,7 +38,7 @@ fn start(topo: &std::path::Path, state: &std::path::Path, metrics: &str) -> Proc
 fn a_backlog_of_hours_is_caught_up_without_late_drops() {
     let dir = tempfile::tempdir().unwrap();
     let id = unique("it-backlog");
-    let (topo, [status, dlq, hourly, lots]) = real_grace_topology(dir.path(), &id);
+    let (topo, [status, dlq, hourly, lots]) = topology_real_grace(dir.path(), &id);
     create_topic(&status, 3);
     // ~4.7 hours of the feed, all of it waiting before weir starts.
     let inputs = simulate(30_000, 11, dir.path());
@@ -92,7 +62,7 @@ fn a_backlog_of_hours_is_caught_up_without_late_drops() {
 fn a_run_stopped_longer_than_the_grace_catches_up_without_late_drops() {
     let dir = tempfile::tempdir().unwrap();
     let id = unique("it-downtime");
-    let (topo, [status, dlq, hourly, lots]) = real_grace_topology(dir.path(), &id);
+    let (topo, [status, dlq, hourly, lots]) = topology_real_grace(dir.path(), &id);
     create_topic(&status, 3);
     let inputs = simulate(24_000, 12, dir.path());
     let (before, during) = inputs.split_at(inputs.len() / 3);

@@ -138,15 +138,6 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 #[test]
 fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,11 +160,7 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
         produce(&p, &input, 0, t0 + i * 1000, Some(b"a"), Some(br#"{"x":1}"#));
     }
     flush(&p);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let state = dir.path().join("state");
     let run = Proc::weir(&[

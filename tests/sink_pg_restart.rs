@@ -115,14 +115,6 @@ impl Drop for Restart<'_> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -155,7 +147,7 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
         "batch_size: 500\nlinger: 50ms\n",
         &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
     );
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut sink = SinkProc::start(&cfg, &["--metrics-addr", &addr]);
     let mut pg = Pg::connect();

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -160,6 +161,11 @@ pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: imp
                     headers,
                 });
             }
+            // Informational (librdkafka reconnects by itself): one broker
+            // of a cluster is down, the others serve the partitions.
+            Some(Err(KafkaError::MessageConsumption(
+                code @ (RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown),
+            ))) => eprintln!("consume_until({topic}): {code}; continuing"),
             Some(Err(e)) => panic!("consumer error: {e}"),
             None => {}
         }
@@ -288,6 +294,12 @@ fn fetch_committed(group: &str, topic: &str, partitions: i32) -> rdkafka::error:
 }
 
 pub fn create_topic(name: &str, partitions: i32) {
+    create_topic_replicated(name, partitions, -1);
+}
+
+/// `create_topic` with `replication` replicas (-1: the broker's
+/// `default.replication.factor`).
+pub fn create_topic_replicated(name: &str, partitions: i32, replication: i32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -297,7 +309,9 @@ pub fn create_topic(name: &str, partitions: i32) {
         // Kept forever: several tests produce records with fixed 2025
         // timestamps, which a 7-day retention would let the broker delete at
         // its next retention check (30 s after start, then every 5 min).
-        &[weir::kafka::TopicSpec::new(name, partitions).with_config("retention.ms", "-1")],
+        &[weir::kafka::TopicSpec::new(name, partitions)
+            .with_replication(replication)
+            .with_config("retention.ms", "-1")],
     ))
     .unwrap();
 }
@@ -354,4 +368,23 @@ pub fn wait_group_stable(group: &str, n: usize, gone: &[String], timeout: Durati
 /// `target/debug/weir`).
 pub fn weir_bin() -> std::ffi::OsString {
     std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into())
+}
+
+/// A TCP port nothing listens on right now (for `--metrics-addr`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from `addr` over plain HTTP/1.1: the raw response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }
