@@ -4,6 +4,9 @@
 #   2. `./dev down` leaves no Kafka / PostgreSQL process of ours behind;
 #   3. `./dev up` brings both back and they answer (metadata request, SQL over
 #      TCP with password auth). Services are left running at the end.
+# If the 3-node cluster (`./dev up --brokers 3`) runs, a second
+# `./dev up --brokers 3` starts nothing and `./dev down` stops it too (it is
+# not started again).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +15,7 @@ DEV="$ROOT/dev"
 
 KAFKA_PID_FILE="$ROOT/.cache/kafka/kafka.pid"
 KAFKA_PROPS="$ROOT/.cache/kafka/server.properties"
+KAFKA3_DIR="$ROOT/.cache/kafka3"
 PG_DATA="$ROOT/.cache/pg/data"
 PG_PID_FILE="$PG_DATA/postmaster.pid"
 WARM_UP_LIMIT_MS=15000
@@ -81,6 +85,7 @@ our_procs() {
   local p
   for p in $( {
     pgrep -f -- "kafka.Kafka $KAFKA_PROPS" || true
+    pgrep -f -- "kafka.Kafka $KAFKA3_DIR/" || true
     pgrep -f -- "-D $PG_DATA" || true
   } | sort -u); do
     alive "$p" && echo "$p"
@@ -120,6 +125,12 @@ pg_pid="$(read_pid "$PG_PID_FILE")"
 [[ "$(status_pid postgres)" == "$pg_pid" ]] || fail "./dev status postgres pid '$(status_pid postgres)' != pid file $pg_pid"
 pg_children="$(pgrep -P "$pg_pid" | tr '\n' ' ' || true)"
 info "running: kafka pid $kafka_pid, postgres pid $pg_pid (children: ${pg_children:-none})"
+kafka3_pids="" # nodes of the 3-node cluster, if it runs
+for n in 1 2 3; do
+  p="$(read_pid "$KAFKA3_DIR/node$n/kafka.pid")"
+  if [[ -n "$p" ]] && alive "$p"; then kafka3_pids+="$p "; fi
+done
+[[ -n "$kafka3_pids" ]] && info "3-node cluster running: pids $kafka3_pids"
 
 # ---------------------------------------------------------------------------
 STAGE="warm up"
@@ -136,6 +147,16 @@ alive "$kafka_pid" || fail "kafka pid $kafka_pid died during warm up"
 alive "$pg_pid" || fail "postgres pid $pg_pid died during warm up"
 grep -q 'WEIR_BOOTSTRAP=' "$LOG" || fail "./dev up did not print WEIR_BOOTSTRAP"
 grep -q 'WEIR_PG_URL=' "$LOG" || fail "./dev up did not print WEIR_PG_URL"
+if [[ "$(wc -w <<<"$kafka3_pids")" == 3 ]]; then
+  t0="$(ms_now)"
+  "$DEV" up --brokers 3 >"$LOG" 2>&1 || fail "second ./dev up --brokers 3 failed"
+  info "warm ./dev up --brokers 3 took $(($(ms_now) - t0)) ms"
+  grep -q 'already running' "$LOG" || fail "warm ./dev up --brokers 3 did not find the cluster running"
+  grep -q 'WEIR_BOOTSTRAP3=' "$LOG" || fail "./dev up --brokers 3 did not print WEIR_BOOTSTRAP3"
+  now_pids=""
+  for n in 1 2 3; do now_pids+="$(read_pid "$KAFKA3_DIR/node$n/kafka.pid") "; done
+  [[ "$now_pids" == "$kafka3_pids" ]] || fail "3-node cluster pids changed: $kafka3_pids -> $now_pids"
+fi
 
 # ---------------------------------------------------------------------------
 STAGE="down"
@@ -146,7 +167,7 @@ info "./dev down took $(($(ms_now) - t0)) ms"
 # Processes may need a moment to be reaped after the parent saw them exit.
 for _ in $(seq 1 50); do
   left=""
-  for p in $kafka_pid $pg_pid $pg_children; do alive "$p" && left+="$p "; done
+  for p in $kafka_pid $pg_pid $pg_children $kafka3_pids; do alive "$p" && left+="$p "; done
   strays="$(our_procs | tr '\n' ' ')"
   [[ -z "$left" && -z "${strays// /}" ]] && break
   sleep 0.1
@@ -155,6 +176,9 @@ done
 [[ -z "${strays// /}" ]] || fail "processes matching our data paths after ./dev down: $strays ($(ps -o pid=,args= -p "${strays// /,}" 2>/dev/null | cut -c1-200))"
 [[ ! -f "$KAFKA_PID_FILE" ]] || fail "$KAFKA_PID_FILE still exists after ./dev down"
 [[ ! -f "$PG_PID_FILE" ]] || fail "$PG_PID_FILE still exists after ./dev down"
+for n in 1 2 3; do
+  [[ ! -f "$KAFKA3_DIR/node$n/kafka.pid" ]] || fail "$KAFKA3_DIR/node$n/kafka.pid still exists after ./dev down"
+done
 status="$("$DEV" status)" || fail "./dev status failed after down"
 grep -q '^kafka  *stopped' <<<"$status" || fail "./dev status does not say kafka stopped: $status"
 grep -q '^postgres  *stopped' <<<"$status" || fail "./dev status does not say postgres stopped: $status"

@@ -174,7 +174,6 @@ impl Engine {
         self.collector.abort()?;
         self.tasks.drop_all(consumer);
         self.needs_rewind = true;
-        self.needs_rewind = true;
         Ok(())
     }
 }
@@ -216,6 +215,11 @@ impl ClientContext for RebalanceContext {
             KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
                 tracing::trace!(reason, "end of partition")
             }
+            // librdkafka reconnects by itself (a broker down or restarting).
+            KafkaError::Global(
+                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+            ) => tracing::warn!(error = %error, reason, "librdkafka"),
             _ => tracing::error!(error = %error, reason, "librdkafka"),
         }
     }

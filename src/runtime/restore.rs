@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::RuntimeError;
@@ -122,6 +124,12 @@ pub fn restore(
                 if next >= high {
                     break;
                 }
+            }
+            // A broker down or restarting: librdkafka reconnects by itself.
+            Some(Err(KafkaError::MessageConsumption(
+                code @ (RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown),
+            ))) => {
+                tracing::warn!(task, store, error = %code, "restore consumer: broker unreachable; retrying");
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
