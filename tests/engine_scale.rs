@@ -1,12 +1,14 @@
 //! Scaling out under exactly-once: instances join and leave one consumer
 //! group while the feed runs (1 → 3 → 1, one of them SIGKILLed), and the
-//! output topic still holds every window once with the samples and averages
-//! computed independently from the input; a new instance joining moves only
+//! output topic still holds every window once, and `weir sink` leaves exactly
+//! the expected Postgres table, with the samples and averages computed
+//! independently from the input; a new instance joining moves only
 //! some tasks (cooperative rebalancing): the tasks that stay on the first
 //! instance are never closed and keep processing.
 
 mod common;
 mod engine_common;
+mod sink_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -129,6 +131,19 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
         )
     };
 
+    // Underscores: the id also names the sink and its Postgres schema.
+    let sink_id = sink_common::unique_ident("it_scale");
+    create_topic(&hourly, 3);
+    let sink_cfg = sink_common::write_config(
+        dir.path(),
+        &sink_id,
+        &format!("{sink_id}_dlq"),
+        "batch_size: 50\nlinger: 50ms\n",
+        &[sink_common::hourly_table_yaml(&hourly, &sink_id, "")],
+    );
+    let sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+    let mut pg = sink_common::Pg::connect();
+
     let mut a = run("a");
     produce_inputs(&status, chunks[0]);
     wait_committed(&id, &status, 3, Duration::from_secs(90));
@@ -153,8 +168,19 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     assert!(a.alive(), "the first instance kept running");
     check_results(&results, &want);
+    sink_common::wait_rows(
+        &mut pg,
+        &sink_id,
+        &sink_common::engine_rows(&want),
+        Duration::from_secs(60),
+    );
     a.sigterm();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    sink.stop();
+    pg.exec(&format!("DROP SCHEMA IF EXISTS {sink_id} CASCADE"));
+    pg.exec(&format!(
+        "DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{sink_id}'"
+    ));
+    delete_topics(&[&status, &dlq, &hourly, &lots, &format!("{sink_id}_dlq")]);
 }
 
 #[test]

@@ -408,9 +408,6 @@ pub fn run(
         engine.collector.poll();
         let step = || -> Result<bool, RuntimeError> {
             engine.tasks.open_assigned(&assigned, &consumer)?;
-            for tp in engine.tasks.poll_restores(&consumer)? {
-                aligner.drop_buffered(&tp);
-            }
             let mut handled = 0;
             match polled {
                 Some(Ok(msg)) => {
@@ -436,7 +433,17 @@ pub fn run(
             }
             Ok(handled > 0)
         };
-        match step() {
+        // Tasks whose restore finished start only now, after this round's
+        // records: their partitions are sought back to the first record they
+        // skipped, and a record fetched before that seek (like `polled`)
+        // must not be processed after it.
+        let started = step().and_then(|did| {
+            for tp in engine.tasks.poll_restores(&consumer)? {
+                aligner.drop_buffered(&tp);
+            }
+            Ok(did)
+        });
+        match started {
             Ok(did) => busy = did,
             Err(e) => {
                 engine.abort(e, &consumer)?;

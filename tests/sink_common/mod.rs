@@ -383,3 +383,62 @@ pub fn produce_windows(topic: &str, partitions: i32, ws: &[Window]) {
     }
     common::flush(&p);
 }
+
+/// The rows the sink must leave: the expectation keyed like the table
+/// ((region_code, KST wall clock of the hour)).
+pub fn engine_rows(
+    want: &BTreeMap<(String, i64), (String, f64, u64)>,
+) -> BTreeMap<(String, NaiveDateTime), (String, f64, i64)> {
+    want.iter()
+        .map(|((code, start), (region, sum, n))| {
+            let kst = chrono::DateTime::from_timestamp_millis(*start).unwrap().naive_utc() + chrono::Duration::hours(9);
+            ((code.clone(), kst), (region.clone(), sum / *n as f64, *n as i64))
+        })
+        .collect()
+}
+
+pub fn compare_rows(
+    got: &BTreeMap<(String, NaiveDateTime), (String, f64, i64)>,
+    want: &BTreeMap<(String, NaiveDateTime), (String, f64, i64)>,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} rows, want {}", got.len(), want.len()));
+    }
+    for (k, (region, avg, n)) in want {
+        let Some((g_region, g_avg, g_n)) = got.get(k) else {
+            return Err(format!("no row for {k:?}"));
+        };
+        if g_region != region || g_n != n || (g_avg - avg).abs() >= 1e-6 {
+            return Err(format!(
+                "row {k:?}: got ({g_region}, avg {g_avg}, samples {g_n}), want ({region}, avg {avg}, samples {n})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Wait until the hourly table in `schema` equals `want` (see
+/// `compare_rows`), or panic with the difference after `timeout`.
+pub fn wait_rows(
+    pg: &mut Pg,
+    schema: &str,
+    want: &BTreeMap<(String, NaiveDateTime), (String, f64, i64)>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = if pg.count(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'parking_hourly_avg'"
+        )) == 0
+        {
+            BTreeMap::new()
+        } else {
+            table_rows(pg, schema)
+        };
+        match compare_rows(&got, want) {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => panic!("the Postgres table differs from the expectation: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
