@@ -662,7 +662,13 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
     let sink = SinkProc::start(&cfg, &[]);
     let mut pg = Pg::connect();
     // The end offsets count the markers: reached only by stepping over them.
-    wait_caught_up(&mut pg, &n.id, &n.topic, 3, T);
+    // Read again each time: the transaction coordinator writes the markers
+    // after commit_transaction returns, so the end moves for a while.
+    wait_for("the sink to store the end offsets, commit markers included", T, || {
+        let end = end_offsets(&n.topic, 3);
+        let got = pg.offsets(&n.id, &n.topic);
+        end.iter().all(|(p, e)| got.get(p).map(|(o, _)| *o) == Some(*e))
+    });
     assert_eq!(table_rows(&mut pg, &n.id), want);
     sink.stop();
     cleanup(&mut pg, &n);

@@ -31,6 +31,10 @@ use super::RuntimeError;
 /// How long a transaction call, a flush or an offset commit may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a commit waits for its records to be delivered before it fails
+/// (and, under exactly-once, is aborted and retried from the last commit).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long an offset commit (at-least-once) is retried while the group
 /// coordinator is unavailable (a broker restarting or a coordinator moving).
 const COMMIT_RETRY: Duration = Duration::from_secs(60);
@@ -157,10 +161,15 @@ impl Collector {
         if let Some(v) = r.value {
             record = record.payload(v);
         }
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // Full until deliveries free it; nothing delivered for this
+                // long is a failure like a flush that times out.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     record = back;
                     self.producer.poll(Duration::from_millis(5));
                 }
@@ -178,10 +187,20 @@ impl Collector {
     /// served; returns the highest delivered offset per partition since the
     /// last flush, or the first delivery error.
     pub fn flush(&mut self) -> Result<HashMap<(String, i32), i64>, RuntimeError> {
-        self.producer.flush(CALL_TIMEOUT)?;
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + FLUSH_TIMEOUT;
+        self.producer.flush(FLUSH_TIMEOUT)?;
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             self.producer.poll(Duration::from_millis(10));
+        }
+        let left = self.producer.in_flight_count();
+        if left > 0 {
+            return Err(RuntimeError::Delivery(format!(
+                "{left} records or reports still pending after {FLUSH_TIMEOUT:?}"
+            )));
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            tracing::warn!(elapsed = ?started.elapsed(), "flushing the producer was slow (a broker down or moving?)");
         }
         let mut d = lock(&self.producer.context().state);
         if let Some(e) = d.error.take() {
