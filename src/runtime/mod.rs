@@ -147,7 +147,7 @@ impl Engine {
     /// After `err` under exactly-once: abort the transaction and drop every
     /// task (back to the last commit). Errors that cannot be recovered from,
     /// any error at-least-once, and too many aborts in a row are returned.
-    fn abort<C: ConsumerContext>(&mut self, err: RuntimeError, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
+    fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
         if !self.collector.transactional() || !err.recoverable() {
             return Err(err);
         }
@@ -159,7 +159,7 @@ impl Engine {
         tracing::warn!(error = %err, "transaction aborted: rebuilding every task from its last commit");
         counter!("weir_transaction_aborts_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
-        self.tasks.drop_all(consumer);
+        self.tasks.drop_all();
         self.needs_rewind = true;
         Ok(())
     }
@@ -169,10 +169,10 @@ impl Engine {
     /// This member's partitions went to others without a chance to commit:
     /// forget everything since the last commit (its transaction, if any,
     /// could not commit anyway).
-    fn lose<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
+    fn lose(&mut self) -> Result<(), RuntimeError> {
         counter!("weir_partitions_lost_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
-        self.tasks.drop_all(consumer);
+        self.tasks.drop_all();
         self.needs_rewind = true;
         Ok(())
     }
@@ -244,7 +244,7 @@ impl ConsumerContext for RebalanceContext {
                         partitions = revoked.len(),
                         "partitions lost: dropping their tasks uncommitted"
                     );
-                    if let Err(e) = engine.lose(consumer) {
+                    if let Err(e) = engine.lose() {
                         engine.fatal.get_or_insert(e);
                     }
                 } else {
@@ -254,12 +254,12 @@ impl ConsumerContext for RebalanceContext {
                     );
                     if let Err(e) = engine.commit(consumer, None) {
                         tracing::warn!(error = %e, "commit before revocation failed");
-                        if let Err(e) = engine.abort(e, consumer) {
+                        if let Err(e) = engine.abort(e) {
                             engine.fatal.get_or_insert(e);
                         }
                     }
                 }
-                engine.tasks.close(&revoked, consumer);
+                engine.tasks.close(&revoked);
                 engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
@@ -446,7 +446,7 @@ pub fn run(
         match started {
             Ok(did) => busy = did,
             Err(e) => {
-                engine.abort(e, &consumer)?;
+                engine.abort(e)?;
                 engine.needs_rewind = false;
                 rewind(&consumer)?;
                 aligner.clear();
@@ -459,10 +459,10 @@ pub fn run(
     let mut guard = lock(&engine);
     let engine = &mut *guard;
     if let Err(e) = engine.commit(&consumer, Some(&aligner.held())) {
-        engine.abort(e, &consumer)?;
+        engine.abort(e)?;
     }
     let all = engine.tasks.consumed();
-    engine.tasks.close(&all, &consumer);
+    engine.tasks.close(&all);
     drop(guard);
     consumer.unsubscribe();
     Ok(())

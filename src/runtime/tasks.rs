@@ -67,7 +67,8 @@ struct Restoring {
     /// Returns the changelog records replayed.
     thread: Option<std::thread::JoinHandle<Result<i64, RuntimeError>>>,
     started: Instant,
-    /// Input partitions paused meanwhile → the first record not processed.
+    /// Input partitions that delivered records meanwhile → the first record
+    /// not processed (skipped; the partition is sought back to it).
     skipped: HashMap<(String, i32), i64>,
 }
 
@@ -136,14 +137,11 @@ impl TaskManager {
         };
         self.ensure_open(sub, partition, consumer)?;
         if let Some(r) = self.restoring.get_mut(&(sub, partition)) {
-            // Not yet: pause the partition and come back to this record
-            // once the stores are restored.
-            if let std::collections::hash_map::Entry::Vacant(e) = r.skipped.entry((topic.to_string(), partition)) {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, partition);
-                consumer.pause(&tpl)?;
-                e.insert(msg.offset());
-            }
+            // Not yet: skip it and come back to it (a seek) once the stores
+            // are restored. Not `pause`: librdkafka's pause waits for the
+            // partition's broker thread with no timeout, and stalled the
+            // loop for good while a broker restarted.
+            r.skipped.entry((topic.to_string(), partition)).or_insert(msg.offset());
             return Ok(());
         }
         self.positions.insert((topic.to_string(), partition), msg.offset() + 1);
@@ -337,8 +335,8 @@ impl TaskManager {
     }
 
     /// Start the tasks whose restore finished: their input partitions,
-    /// paused while records arrived for them, go back to the first record
-    /// they skipped and resume. Returns those partitions (whatever was
+    /// skipped while they restored, go back to the first record they
+    /// skipped. Returns those partitions (whatever was
     /// buffered for them is fetched again).
     pub fn poll_restores<C: ConsumerContext>(
         &mut self,
@@ -372,9 +370,6 @@ impl TaskManager {
             self.start_task(key.0, key.1, r.id.clone(), task, Some(r.db.clone()), r.stream_time);
             for ((topic, partition), offset) in r.skipped.drain() {
                 consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))?;
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&topic, partition);
-                consumer.resume(&tpl)?;
                 resumed.push((topic, partition));
             }
         }
@@ -382,17 +377,12 @@ impl TaskManager {
         Ok(resumed)
     }
 
-    /// Stop a restore (its partition was revoked, or every task is dropped)
-    /// and resume what it paused.
-    fn cancel_restore<C: ConsumerContext>(consumer: &BaseConsumer<C>, mut r: Restoring) {
+    /// Stop a restore (its partition was revoked, or every task is dropped:
+    /// the consumer is then rewound, which also covers what it skipped).
+    fn cancel_restore(mut r: Restoring) {
         r.cancel.store(true, Ordering::Relaxed);
         if let Some(t) = r.thread.take() {
             let _ = t.join();
-        }
-        for (topic, partition) in r.skipped.keys() {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(topic, *partition);
-            let _ = consumer.resume(&tpl);
         }
         tracing::info!(task = %r.id, "restore stopped");
     }
@@ -547,12 +537,12 @@ impl TaskManager {
                 })
                 .collect(),
         };
-        let paused = self.restoring_partitions();
+        let skipping = self.restoring_partitions();
         let mut tpl = TopicPartitionList::new();
         for (tp, offset) in &self.positions {
             let (topic, partition) = tp;
             let offset = match (consumer_at.get(tp), held) {
-                (Some(&at), Some(held)) if at > *offset && !held.contains(tp) && !paused.contains(tp) => at,
+                (Some(&at), Some(held)) if at > *offset && !held.contains(tp) && !skipping.contains(tp) => at,
                 _ => *offset,
             };
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
@@ -652,7 +642,7 @@ impl TaskManager {
     }
 
     /// Close the tasks reading the given partitions (after a commit).
-    pub fn close<C: ConsumerContext>(&mut self, partitions: &[(String, i32)], consumer: &BaseConsumer<C>) {
+    pub fn close(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
@@ -661,7 +651,7 @@ impl TaskManager {
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {
-                    Self::cancel_restore(consumer, r);
+                    Self::cancel_restore(r);
                 }
             }
         }
@@ -670,9 +660,9 @@ impl TaskManager {
     /// Drop every task without committing: what they did since the last
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
-    pub fn drop_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    pub fn drop_all(&mut self) {
         for (_, r) in self.restoring.drain() {
-            Self::cancel_restore(consumer, r);
+            Self::cancel_restore(r);
         }
         if !self.tasks.is_empty() {
             tracing::info!(
