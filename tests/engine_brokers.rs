@@ -20,7 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier}
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use common::*;
 use engine_common::*;
@@ -135,24 +135,11 @@ fn pick_victim(id: &str) -> (i32, Option<i32>) {
 /// `group`; Err while the brokers cannot answer (coordinator or leader
 /// moving).
 fn progress(group: &str, topic: &str, partitions: i32) -> rdkafka::error::KafkaResult<Vec<(i64, i64)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5))?;
+    let committed = fetch_committed(group, topic, partitions)?;
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
     (0..partitions)
-        .map(|p| {
-            let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
-            let committed = match got.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => -1,
-            };
-            Ok((committed, high))
-        })
+        .zip(committed)
+        .map(|(p, committed)| Ok((committed, c.fetch_watermarks(topic, p, Duration::from_secs(5))?.1)))
         .collect()
 }
 

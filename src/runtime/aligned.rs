@@ -41,6 +41,18 @@ struct Partition<C: ConsumerContext + 'static> {
     caught_up: bool,
 }
 
+impl<C: ConsumerContext + 'static> Partition<C> {
+    fn new(sub: usize) -> Self {
+        Partition {
+            sub,
+            queue: None,
+            buffered: VecDeque::new(),
+            empty_since: None,
+            caught_up: false,
+        }
+    }
+}
+
 pub struct Aligner<C: ConsumerContext + 'static> {
     /// Sub-topologies whose tasks feed a repartition topic.
     aligned: HashSet<usize>,
@@ -88,13 +100,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         let owned = msg.detach();
         self.partitions
             .entry(key)
-            .or_insert_with(|| Partition {
-                sub,
-                queue: None,
-                buffered: VecDeque::new(),
-                empty_since: None,
-                caught_up: false,
-            })
+            .or_insert_with(|| Partition::new(sub))
             .buffered
             .push_back(owned);
         None
@@ -120,13 +126,10 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         for (topic, partition) in assigned {
             let Some(sub) = self.aligned_sub(&topic) else { continue };
             let queue = consumer.split_partition_queue(&topic, partition);
-            let p = self.partitions.entry((topic, partition)).or_insert_with(|| Partition {
-                sub,
-                queue: None,
-                buffered: VecDeque::new(),
-                empty_since: None,
-                caught_up: false,
-            });
+            let p = self
+                .partitions
+                .entry((topic, partition))
+                .or_insert_with(|| Partition::new(sub));
             p.queue = queue;
             p.caught_up = false;
         }

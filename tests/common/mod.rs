@@ -275,7 +275,9 @@ pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> 
     fetch_committed(group, topic, partitions).unwrap()
 }
 
-fn fetch_committed(group: &str, topic: &str, partitions: i32) -> rdkafka::error::KafkaResult<Vec<i64>> {
+/// [`committed_offsets`], an error while the group coordinator cannot
+/// answer (loading, moving).
+pub fn fetch_committed(group: &str, topic: &str, partitions: i32) -> rdkafka::error::KafkaResult<Vec<i64>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", group)
