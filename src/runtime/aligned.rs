@@ -161,8 +161,12 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         }
     }
 
-    /// The next record to process, if one may go now.
-    pub fn next(&mut self) -> Option<OwnedMessage> {
+    /// The next record to process, if one may go now. `restoring(sub,
+    /// partition)`: that task is still restoring its stores; its
+    /// sub-topology waits for it (handing out the others' records meanwhile
+    /// would let them run ahead of it, and the window drop its records as
+    /// late once it starts).
+    pub fn next(&mut self, restoring: &dyn Fn(usize, i32) -> bool) -> Option<OwnedMessage> {
         let now = Instant::now();
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if p.buffered.is_empty() {
@@ -188,7 +192,10 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         // is caught up or has waited long enough.
         let mut heads: HashMap<usize, (i64, i64)> = HashMap::new();
         let mut blocked: HashSet<usize> = HashSet::new();
-        for p in self.partitions.values() {
+        for ((_, partition), p) in &self.partitions {
+            if restoring(p.sub, *partition) {
+                blocked.insert(p.sub);
+            }
             match p.buffered.front() {
                 Some(m) => {
                     let ts = m.timestamp().to_millis().unwrap_or(0);

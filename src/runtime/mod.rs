@@ -422,7 +422,9 @@ pub fn run(
                 None => {}
             }
             while handled < ALIGNED_BATCH {
-                let Some(msg) = aligner.next() else { break };
+                let Some(msg) = aligner.next(&|sub, p| engine.tasks.is_restoring(sub, p)) else {
+                    break;
+                };
                 handle(engine, &msg, &consumer)?;
                 handled += 1;
             }

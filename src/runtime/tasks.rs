@@ -387,6 +387,11 @@ impl TaskManager {
         tracing::info!(task = %r.id, "restore stopped");
     }
 
+    /// Whether the task of (sub-topology, partition) is restoring its stores.
+    pub fn is_restoring(&self, sub: usize, partition: i32) -> bool {
+        self.restoring.contains_key(&(sub, partition))
+    }
+
     /// Partitions whose records are held back by a restore.
     pub fn restoring_partitions(&self) -> HashSet<(String, i32)> {
         self.restoring
