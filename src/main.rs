@@ -78,6 +78,9 @@ enum Command {
     Sink(weir::sink::SinkArgs),
     /// Produce a realistic Seoul parking feed.
     Simulate(weir::simulate::SimulateArgs),
+    /// Feed a topic from a real source (Seoul's citydata API).
+    #[command(subcommand)]
+    Ingest(weir::ingest::IngestCommand),
     /// Run a topology offline on a JSONL input file (no broker).
     Test {
         file: PathBuf,
@@ -195,6 +198,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => {
             weir::simulate::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(command) => {
+            weir::ingest::run(command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { file, input, flush } => {
