@@ -15,7 +15,9 @@ const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yam
 #[test]
 fn help_lists_every_subcommand() {
     let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
-    for cmd in ["validate", "describe", "run", "sink", "simulate", "test", "schema"] {
+    for cmd in [
+        "validate", "describe", "run", "sink", "simulate", "ingest", "test", "schema",
+    ] {
         assert!(
             out.lines().any(|l| l.trim_start().starts_with(cmd)),
             "{cmd} missing from:\n{out}"
