@@ -102,6 +102,15 @@ pub struct CitydataArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+impl Emit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Emit::All => "all",
+            Emit::Changed => "changed",
+        }
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1m, 500ms)"))?;
     if d.is_zero() {
