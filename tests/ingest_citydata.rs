@@ -519,6 +519,13 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
     }
     assert!(log_lines_with(&log, &["hotspot=POI001", "quota"]).len() >= 2, "{log}");
     assert!(log_lines_with(&log, &["hotspot=POI006", "retrying next cycle"]).is_empty());
+    let summaries = log_lines_with(&log, &["poll cycle done"]);
+    assert!(
+        summaries[0].contains("ok=5 failed=5")
+            && summaries[0].contains("failed_by_reason=api_error:2,http_status:1,malformed:1,timeout:1"),
+        "{}",
+        summaries[0]
+    );
 
     // Metrics per hotspot.
     let m = |name: &str, labels: &[(&str, &str)]| metric(&metrics_body, name, labels);

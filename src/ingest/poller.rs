@@ -102,6 +102,8 @@ impl std::fmt::Display for Failure {
 #[derive(Debug, Default, Clone, Copy)]
 struct PollOutcome {
     ok: bool,
+    /// Why it failed (the `reason` label), if it did.
+    failure: Option<&'static str>,
     /// Answered, but without parking data.
     empty: bool,
     lots: usize,
@@ -271,11 +273,17 @@ impl Poller {
         histogram!("weir_ingest_cycle_duration_seconds").record(took.as_secs_f64());
         let ok = outcomes.iter().filter(|o| o.ok).count();
         let sum = |f: fn(&PollOutcome) -> usize| outcomes.iter().map(f).sum::<usize>();
+        let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
+        for reason in outcomes.iter().filter_map(|o| o.failure) {
+            *reasons.entry(reason).or_default() += 1;
+        }
+        let failed_by_reason: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}:{n}")).collect();
         tracing::info!(
             cycle = n,
             hotspots = outcomes.len(),
             ok,
             failed = outcomes.len() - ok,
+            failed_by_reason = %failed_by_reason.join(","),
             without_parking_data = outcomes.iter().filter(|o| o.empty).count(),
             lots = sum(|o| o.lots),
             sent = sum(|o| o.sent),
@@ -340,7 +348,10 @@ impl Poller {
             }
             Err((failure, body)) => {
                 self.report_failure(hotspot, &failure, &body, attempt, elapsed);
-                PollOutcome::default()
+                PollOutcome {
+                    failure: Some(failure.reason()),
+                    ..PollOutcome::default()
+                }
             }
         }
     }
@@ -467,6 +478,7 @@ impl Poller {
         }
         PollOutcome {
             ok: true,
+            failure: None,
             empty: lots_count == 0,
             lots: lots_count,
             sent,
