@@ -374,7 +374,7 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("ingest.log");
     let started_ms = now_ms();
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let child = Command::new(common::weir_bin())
         .args([
             "ingest",
             "citydata",
@@ -628,7 +628,7 @@ fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
     let dir = tempfile::tempdir().unwrap();
     let hotspots = write_hotspots(dir.path(), &["POI007", "POI073", "POI091"]);
     let topic = unique("weir_test_ingest_changed");
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let out = Command::new(common::weir_bin())
         .args([
             "ingest",
             "citydata",
@@ -693,18 +693,25 @@ fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
 /// is refused before anything starts; `--help` does not show the key.
 #[test]
 fn no_answer_no_key_and_help_are_reported_clearly() {
+    let invalid_key = serde_json::to_vec(&json!([{"RESULT": {
+        "RESULT.CODE": "INFO-100", "RESULT.MESSAGE": "인증키가 유효하지 않습니다. 인증키가 없는 경우, 열린 데이터 광장 홈페이지에서 인증키를 신청하십시오."}}]))
+    .unwrap();
     let api = FakeApi::start(
-        [("POI005".to_string(), vec![Reply::Status(500, b"oops".to_vec())])]
-            .into_iter()
-            .collect(),
+        [
+            ("POI005".to_string(), vec![Reply::Status(500, b"oops".to_vec())]),
+            ("POI010".to_string(), vec![Reply::Ok(invalid_key)]),
+        ]
+        .into_iter()
+        .collect(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let hotspots = write_hotspots(dir.path(), &["POI005"]);
+    let hotspots = write_hotspots(dir.path(), &["POI005", "POI010"]);
     let topic = unique("weir_test_ingest_noanswer");
     let weir = |args: &[&str], key: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        let mut cmd = Command::new(common::weir_bin());
         cmd.args(args)
             .env("WEIR_BOOTSTRAP", bootstrap())
+            .env("NO_COLOR", "1")
             .env_remove("WEIR_CITYDATA_KEY");
         if let Some(k) = key {
             cmd.env("WEIR_CITYDATA_KEY", k);
@@ -732,14 +739,24 @@ fn no_answer_no_key_and_help_are_reported_clearly() {
     assert!(!out.status.success());
     assert!(err.contains("no hotspot answered in 1 cycle"), "{err}");
     assert!(err.contains("HTTP 500: oops"), "{err}");
+    assert!(
+        log_lines_with(
+            &err,
+            &["ERROR", "hotspot=POI010", "INFO-100", "the API key is not valid"]
+        )
+        .len()
+            == 1,
+        "{err}"
+    );
     assert!(!err.contains("NOANSWERKEY"), "{err}");
     assert_eq!(api.requests_for("POI005").len(), 1, "--retries 0: one request");
+    assert_eq!(api.requests_for("POI010").len(), 1, "a refused key is not retried");
 
     let out = weir(&["ingest", "citydata", "--base-url", &api.base_url()], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("no API key") && err.contains("WEIR_CITYDATA_KEY"), "{err}");
-    assert_eq!(api.seen().len(), 1, "nothing requested without a key");
+    assert_eq!(api.seen().len(), 2, "nothing requested without a key");
 
     let out = weir(&["ingest", "citydata", "--help"], Some("HELPSECRETKEY"));
     let help = String::from_utf8_lossy(&out.stdout);

@@ -205,7 +205,7 @@ pub(super) async fn run(args: CitydataArgs) -> Result<(), IngestError> {
         timeout = %humantime::format_duration(poller.timeout),
         retries = poller.retries,
         concurrency = poller.concurrency,
-        emit = poller.emit.as_str(),
+        emit = %poller.emit.as_str(),
         topic = %poller.topic,
         "polling the Seoul citydata API"
     );
