@@ -54,6 +54,12 @@ impl Backoff {
     }
 }
 
+/// Can a retry that waits `delay` and then takes up to `timeout` end
+/// before `deadline` (the start of the next cycle)?
+fn fits_before(now: Instant, delay: Duration, timeout: Duration, deadline: Instant) -> bool {
+    now + delay + timeout <= deadline
+}
+
 /// Why one hotspot poll failed.
 #[derive(Debug, Clone, PartialEq)]
 enum Failure {
@@ -316,7 +322,7 @@ impl Poller {
                 break Err((failure, body));
             }
             let delay = backoff.step(&mut rand::thread_rng());
-            if Instant::now() + delay + self.timeout > deadline {
+            if !fits_before(Instant::now(), delay, self.timeout, deadline) {
                 break Err((failure, body));
             }
             counter!("weir_ingest_retries_total", "hotspot" => hotspot.code.clone(), "reason" => failure.reason())
@@ -565,6 +571,23 @@ mod tests {
         let a: Vec<_> = (0..4).map(|_| Backoff::new().step(&mut rng)).collect();
         let c: Vec<_> = (0..4).map(|_| Backoff::new().step(&mut rng2)).collect();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn retries_never_run_into_the_next_cycle() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        // --interval 30s, --timeout 10s: a retry after 0.5 s at 10.5 s fits,
+        // a third attempt at 21 s does not.
+        assert!(fits_before(
+            now + Duration::from_millis(10_000),
+            Duration::from_millis(500),
+            s(10),
+            now + s(30)
+        ));
+        assert!(!fits_before(now + s(21), s(1), s(10), now + s(30)));
+        // A timeout longer than the interval: never retried.
+        assert!(!fits_before(now + s(10), Duration::from_millis(250), s(10), now + s(5)));
     }
 
     #[test]
