@@ -773,3 +773,59 @@ fn no_answer_no_key_and_help_are_reported_clearly() {
     assert!(err.contains("only http://"), "{err}");
     common::delete_topics(&[&topic]);
 }
+
+/// A cycle slower than `--interval` is followed at once by the next one,
+/// with a warning, instead of drifting silently.
+#[test]
+fn a_cycle_longer_than_the_interval_starts_the_next_at_once_with_a_warning() {
+    let data = captured();
+    let api = FakeApi::start(
+        [(
+            "POI007".to_string(),
+            vec![Reply::Slow(Duration::from_millis(1200), citydata_body(&data["POI007"]))],
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hotspots = write_hotspots(dir.path(), &["POI007"]);
+    let topic = unique("weir_test_ingest_overrun");
+    let out = Command::new(common::weir_bin())
+        .args([
+            "ingest",
+            "citydata",
+            "--hotspots",
+            hotspots.to_str().unwrap(),
+            "--base-url",
+            &api.base_url(),
+            "--topic",
+            &topic,
+            "--interval",
+            "500ms",
+            "--timeout",
+            "5s",
+            "--cycles",
+            "2",
+        ])
+        .env("WEIR_BOOTSTRAP", bootstrap())
+        .env("WEIR_CITYDATA_KEY", "k")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let warnings = log_lines_with(&log, &["WARN", "took longer than --interval", "cycle=1"]);
+    assert_eq!(warnings.len(), 1, "{log}");
+    let seen = api.requests_for("POI007");
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at_ms - seen[0].at_ms;
+    assert!(
+        (1150..2000).contains(&gap),
+        "the second cycle started {gap} ms after the first"
+    );
+    let records = consume_until(&topic, Duration::from_secs(30), Duration::from_secs(2), |r| {
+        r.len() >= 2 * expected(&data["POI007"]).len()
+    });
+    assert_eq!(records.len(), 2 * expected(&data["POI007"]).len());
+    common::delete_topics(&[&topic]);
+}

@@ -229,17 +229,11 @@ impl Poller {
     async fn run_cycles(&self, cycles: Option<u64>, stop: &AtomicBool) -> Result<(), IngestError> {
         let mut answered = 0usize;
         let mut done = 0u64;
-        let mut next = tokio::time::Instant::now();
+        let mut start = tokio::time::Instant::now();
         while cycles.is_none_or(|n| done < n) {
-            let started = tokio::time::Instant::now();
-            next += self.interval;
-            if next < started {
-                tracing::warn!(
-                    interval = %humantime::format_duration(self.interval),
-                    "the previous cycle took longer than --interval; starting the next one now"
-                );
-                next = started + self.interval;
-            }
+            // Fixed rate: cycles start `interval` apart; retries stop
+            // before the next start.
+            let next = start + self.interval;
             let n = done + 1;
             tokio::select! {
                 ok = self.cycle(n, next.into_std()) => answered += ok,
@@ -253,8 +247,19 @@ impl Poller {
             if cycles.is_some_and(|c| done >= c) {
                 break;
             }
+            let now = tokio::time::Instant::now();
+            if now >= next {
+                tracing::warn!(
+                    cycle = n,
+                    took_ms = (now - start).as_millis() as u64,
+                    interval = %humantime::format_duration(self.interval),
+                    "the cycle took longer than --interval; starting the next one now"
+                );
+                start = now;
+                continue;
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next) => start = next,
                 _ = stopped(stop) => break,
             }
         }
