@@ -829,3 +829,88 @@ fn a_cycle_longer_than_the_interval_starts_the_next_at_once_with_a_warning() {
     assert_eq!(records.len(), 2 * expected(&data["POI007"]).len());
     common::delete_topics(&[&topic]);
 }
+
+/// `--output`: the records as `weir test` input, without Kafka (the
+/// bootstrap points nowhere); `weir test` runs the parking topology on them.
+#[test]
+fn output_writes_weir_test_input_that_the_parking_topology_reads() {
+    let data = captured();
+    let api = FakeApi::start(
+        [
+            ("POI007".to_string(), vec![Reply::Ok(citydata_body(&data["POI007"]))]),
+            ("POI086".to_string(), vec![Reply::Ok(citydata_body(&data["POI086"]))]),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hotspots = write_hotspots(dir.path(), &["POI007", "POI086"]);
+    let file = dir.path().join("poll.jsonl");
+    let out = Command::new(common::weir_bin())
+        .args([
+            "ingest",
+            "citydata",
+            "--hotspots",
+            hotspots.to_str().unwrap(),
+            "--base-url",
+            &api.base_url(),
+            "--output",
+            file.to_str().unwrap(),
+            "--cycles",
+            "1",
+            "--bootstrap",
+            "127.0.0.1:9",
+        ])
+        .env("WEIR_CITYDATA_KEY", "k")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let want = expected(&data["POI007"]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), want.len(), "{text}");
+    let ts = lines[0]["timestamp"].as_i64().unwrap();
+    for line in &lines {
+        assert_eq!(line["topic"], "parking_status");
+        assert_eq!(line["timestamp"].as_i64(), Some(ts));
+        let key = line["key"].as_str().unwrap();
+        assert_eq!(
+            line["partition"].as_i64(),
+            Some(i64::from(weir::kafka::murmur2_partition(key.as_bytes(), PARTITIONS)))
+        );
+        let value: Value = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
+        for field in weir::simulate::FIELDS {
+            assert_eq!(value[field], want[key][field], "lot {key}: {field}");
+        }
+    }
+
+    // The parking topology reads them: one hourly sample per real-time lot.
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
+    let run = Command::new(common::weir_bin())
+        .args(["test", topology, "--input", file.to_str().unwrap(), "--flush"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let results: Vec<Value> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let realtime = want
+        .values()
+        .filter(|r| r["IS_REALTIME_STATUS_PROVIDED"] == "Y")
+        .count();
+    assert!(realtime > 0);
+    let hourly: Vec<&Value> = results.iter().filter(|r| r["topic"] == "parking_hourly_avg").collect();
+    assert_eq!(hourly.len(), 1, "{results:?}");
+    assert_eq!(hourly[0]["value"]["region_code"], "POI007");
+    assert_eq!(hourly[0]["value"]["samples"].as_u64(), Some(realtime as u64));
+    let lots = results.iter().filter(|r| r["topic"] == "parking_lot_status").count();
+    assert_eq!(lots, realtime);
+    assert!(
+        !results.iter().any(|r| r["topic"] == "parking_status_dlq"),
+        "{results:?}"
+    );
+}

@@ -57,7 +57,8 @@ variable to --api-key: command lines are visible to other users of the machine.
 Examples:
   WEIR_CITYDATA_KEY=... weir ingest citydata
   WEIR_CITYDATA_KEY=... weir ingest citydata --emit changed --metrics-addr 127.0.0.1:9465
-  weir ingest citydata --hotspots my-hotspots.json --interval 1m --cycles 1")]
+  weir ingest citydata --hotspots my-hotspots.json --interval 1m --cycles 1
+  weir ingest citydata --cycles 1 --output poll.jsonl     # no Kafka: try the key")]
 pub struct CitydataArgs {
     /// API key from data.seoul.go.kr (required).
     #[arg(long, env = "WEIR_CITYDATA_KEY", hide_env_values = true, value_name = "KEY")]
@@ -97,6 +98,12 @@ pub struct CitydataArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    /// Write the records to this file (`-` for stdout) in `weir test`'s
+    /// input format instead of producing them: no Kafka needed (to try a
+    /// key, or record real polls as test input). Partitions as Kafka's
+    /// default partitioner would place them over --partitions.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub output: Option<PathBuf>,
     /// Address of the Prometheus /metrics listener.
     #[arg(long, env = "WEIR_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -141,6 +148,12 @@ pub enum IngestError {
     Kafka {
         action: String,
         error: rdkafka::error::KafkaError,
+    },
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{failed} record(s) could not be delivered to topic {topic}; first error: {first_error}")]
     Undelivered {

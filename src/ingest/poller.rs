@@ -3,6 +3,7 @@
 //! handed to an idempotent producer as soon as a hotspot answers, metrics
 //! and log lines that never carry the API key.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,6 +119,49 @@ struct PollOutcome {
     duplicates: usize,
 }
 
+/// `--output`: records as lines of `weir test`'s input format.
+struct Output {
+    path: String,
+    partitions: i32,
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Output {
+    fn open(path: &std::path::Path, partitions: i32) -> Result<Self, IngestError> {
+        let name = path.display().to_string();
+        let out: Box<dyn Write + Send> = if name == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::fs::File::create(path).map_err(|source| IngestError::Output {
+                path: name.clone(),
+                source,
+            })?)
+        };
+        Ok(Self {
+            path: name,
+            partitions,
+            out: std::io::BufWriter::new(out),
+        })
+    }
+
+    /// One poll's records, flushed so a reader following the file sees them.
+    fn write(&mut self, topic: &str, lots: &[citydata::LotStatus], timestamp_ms: i64) -> std::io::Result<()> {
+        for lot in lots {
+            let key = lot.parking_code();
+            let rec = crate::simulate::SimRecord {
+                partition: crate::kafka::murmur2_partition(key.as_bytes(), self.partitions),
+                timestamp_ms,
+                key: key.to_string(),
+                payload: lot.to_json(),
+                kind: crate::simulate::RecordKind::Good,
+            };
+            self.out.write_all(&crate::simulate::jsonl_line(topic, &rec))?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()
+    }
+}
+
 /// Delivery results of a run, shared with the delivery waiters.
 #[derive(Debug, Default)]
 struct Deliveries {
@@ -137,7 +181,9 @@ struct Poller {
     emit: Emit,
     topic: String,
     http: HttpClient,
-    producer: FutureProducer,
+    /// Where records go: the producer, or `--output`.
+    producer: Option<FutureProducer>,
+    output: Option<Mutex<Output>>,
     changes: Arc<Mutex<Changes>>,
     deliveries: Arc<Mutex<Deliveries>>,
     waiters: Mutex<Vec<JoinHandle<()>>>,
@@ -159,12 +205,54 @@ pub(super) async fn run(args: CitydataArgs) -> Result<(), IngestError> {
     }
     let stop = crate::shutdown::on_signal();
 
+    let (producer, output) = match &args.output {
+        Some(path) => (None, Some(Mutex::new(Output::open(path, args.partitions)?))),
+        None => match connect(&args, &stop).await? {
+            Some(producer) => (Some(producer), None),
+            None => return Ok(()),
+        },
+    };
+    let poller = Poller {
+        http: HttpClient::new(args.timeout),
+        key,
+        base_url: args.base_url.trim_end_matches('/').to_string(),
+        hotspots,
+        interval: args.interval,
+        timeout: args.timeout,
+        retries: args.retries,
+        concurrency: args.concurrency as usize,
+        emit: args.emit,
+        topic: args.topic.clone(),
+        producer,
+        output,
+        changes: Arc::new(Mutex::new(Changes::new())),
+        deliveries: Arc::new(Mutex::new(Deliveries::default())),
+        waiters: Mutex::new(Vec::new()),
+    };
+    tracing::info!(
+        hotspots = poller.hotspots.len(),
+        base_url = %poller.base_url,
+        interval = %humantime::format_duration(poller.interval),
+        timeout = %humantime::format_duration(poller.timeout),
+        retries = poller.retries,
+        concurrency = poller.concurrency,
+        emit = %poller.emit.as_str(),
+        topic = %poller.topic,
+        to = %poller.output.as_ref().and_then(|o| o.lock().ok().map(|o| o.path.clone())).unwrap_or_else(|| "kafka".into()),
+        "polling the Seoul citydata API"
+    );
+    poller.run_cycles(args.cycles, &stop).await
+}
+
+/// Wait for Kafka, create the topic if needed, and make the producer; None
+/// if a signal came while waiting.
+async fn connect(args: &CitydataArgs, stop: &Arc<AtomicBool>) -> Result<Option<FutureProducer>, IngestError> {
     let (bootstrap, flag) = (args.bootstrap.clone(), stop.clone());
     let reachable = tokio::task::spawn_blocking(move || wait_for_brokers(&bootstrap, BROKER_WAIT, &flag))
         .await
         .map_err(|e| IngestError::Task(e.to_string()))??;
     if !reachable {
-        return Ok(());
+        return Ok(None);
     }
     ensure_topics(&args.bootstrap, &[TopicSpec::new(&args.topic, args.partitions)])
         .await
@@ -187,35 +275,7 @@ pub(super) async fn run(args: CitydataArgs) -> Result<(), IngestError> {
             action: "creating the producer".into(),
             error,
         })?;
-
-    let poller = Poller {
-        http: HttpClient::new(args.timeout),
-        key,
-        base_url: args.base_url.trim_end_matches('/').to_string(),
-        hotspots,
-        interval: args.interval,
-        timeout: args.timeout,
-        retries: args.retries,
-        concurrency: args.concurrency as usize,
-        emit: args.emit,
-        topic: args.topic.clone(),
-        producer,
-        changes: Arc::new(Mutex::new(Changes::new())),
-        deliveries: Arc::new(Mutex::new(Deliveries::default())),
-        waiters: Mutex::new(Vec::new()),
-    };
-    tracing::info!(
-        hotspots = poller.hotspots.len(),
-        base_url = %poller.base_url,
-        interval = %humantime::format_duration(poller.interval),
-        timeout = %humantime::format_duration(poller.timeout),
-        retries = poller.retries,
-        concurrency = poller.concurrency,
-        emit = %poller.emit.as_str(),
-        topic = %poller.topic,
-        "polling the Seoul citydata API"
-    );
-    poller.run_cycles(args.cycles, &stop).await
+    Ok(Some(producer))
 }
 
 /// Resolves once `stop` is set.
@@ -421,6 +481,9 @@ impl Poller {
         if unchanged > 0 {
             counter!("weir_ingest_records_unchanged_total", "topic" => self.topic.clone()).increment(unchanged as u64);
         }
+        let Some(producer) = &self.producer else {
+            return self.write_output(hotspot, lots, timestamp_ms, lots_count, unchanged, mapped.duplicates);
+        };
         let mut pending = Vec::with_capacity(lots.len());
         for lot in &lots {
             let payload = lot.to_json();
@@ -430,7 +493,7 @@ impl Poller {
                 .payload(payload.as_slice())
                 .timestamp(timestamp_ms);
             loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         pending.push((key.to_string(), delivery));
                         break;
@@ -498,6 +561,49 @@ impl Poller {
         }
     }
 
+    /// `--output`: write the poll's records; a write error counts as a
+    /// delivery failure of every record of the poll.
+    fn write_output(
+        &self,
+        hotspot: &Hotspot,
+        lots: Vec<citydata::LotStatus>,
+        timestamp_ms: i64,
+        lots_count: usize,
+        unchanged: usize,
+        duplicates: usize,
+    ) -> PollOutcome {
+        let written = match &self.output {
+            Some(output) => match output.lock() {
+                Ok(mut out) => out.write(&self.topic, &lots, timestamp_ms).map_err(|e| e.to_string()),
+                Err(_) => Err("output lock poisoned".to_string()),
+            },
+            None => Err("no output".to_string()),
+        };
+        match written {
+            Ok(()) => {
+                counter!("weir_ingest_records_published_total", "topic" => self.topic.clone())
+                    .increment(lots.len() as u64);
+                if let Ok(mut d) = self.deliveries.lock() {
+                    d.delivered += lots.len() as u64;
+                }
+            }
+            Err(error) => {
+                for lot in &lots {
+                    self.delivery_failed(hotspot, lot.parking_code(), &error);
+                }
+            }
+        }
+        PollOutcome {
+            ok: true,
+            failure: None,
+            empty: lots_count == 0,
+            lots: lots_count,
+            sent: lots.len(),
+            unchanged,
+            duplicates,
+        }
+    }
+
     fn delivery_failed(&self, hotspot: &Hotspot, key: &str, error: &str) {
         counter!("weir_ingest_delivery_failures_total", "topic" => self.topic.clone()).increment(1);
         tracing::warn!(hotspot = %hotspot.code, topic = %self.topic, parking_code = key, %error, "record not produced");
@@ -521,12 +627,13 @@ impl Poller {
 
     /// Deliver what is outstanding; fail if records were lost.
     async fn finish(&self) -> Result<(), IngestError> {
-        let producer = self.producer.clone();
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(FLUSH_TIMEOUT)))
-            .await
-            .map_err(|e| IngestError::Task(e.to_string()))?;
-        if let Err(e) = flushed {
-            tracing::warn!(error = %e, "not every record was delivered before the flush timeout");
+        if let Some(producer) = self.producer.clone() {
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(FLUSH_TIMEOUT)))
+                .await
+                .map_err(|e| IngestError::Task(e.to_string()))?;
+            if let Err(e) = flushed {
+                tracing::warn!(error = %e, "not every record was delivered before the flush timeout");
+            }
         }
         let waiters: Vec<JoinHandle<()>> = match self.waiters.lock() {
             Ok(mut w) => w.drain(..).collect(),
