@@ -16,7 +16,7 @@
 //! never on the async runtime.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -30,6 +30,12 @@ use super::RuntimeError;
 
 /// How long a transaction call, a flush or an offset commit may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long `send_offsets_to_transaction` is waited for. librdkafka (2.12)
+/// can block in it forever when the group coordinator's broker dies: its
+/// coordinator lookup ignores the call's timeout (confluentinc/librdkafka
+/// #5456, #5511). Seen in the broker-kill test: weir stopped for good.
+const SEND_OFFSETS_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a commit waits for its records to be delivered before it fails
 /// (and, under exactly-once, is aborted and retried from the last commit).
@@ -87,10 +93,14 @@ pub struct Outgoing<'a> {
 }
 
 pub struct Collector {
-    producer: BaseProducer<DeliveryContext>,
+    /// Shared only with a `send_offsets_to_transaction` call that may
+    /// outlive its wait (see [`SEND_OFFSETS_WAIT`]).
+    producer: Arc<BaseProducer<DeliveryContext>>,
     config: ClientConfig,
     transactional: bool,
     in_transaction: bool,
+    /// A transaction call did not return: the producer cannot be used again.
+    stuck: bool,
 }
 
 fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<DeliveryContext>, KafkaError> {
@@ -120,12 +130,13 @@ impl Collector {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", "10000");
         }
-        let producer = create(&config, transactional_id.is_some())?;
+        let producer = Arc::new(create(&config, transactional_id.is_some())?);
         Ok(Collector {
             producer,
             config,
             transactional: transactional_id.is_some(),
             in_transaction: false,
+            stuck: false,
         })
     }
 
@@ -230,8 +241,7 @@ impl Collector {
                 self.in_transaction = true;
             }
             let group = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
-            self.producer
-                .send_offsets_to_transaction(offsets, &group, CALL_TIMEOUT)?;
+            self.send_offsets(offsets, group)?;
         }
         if self.in_transaction {
             self.producer.commit_transaction(CALL_TIMEOUT)?;
@@ -240,15 +250,51 @@ impl Collector {
         Ok(())
     }
 
+    /// `send_offsets_to_transaction` on a thread of its own, waited for at
+    /// most [`SEND_OFFSETS_WAIT`]. If it does not return, the producer is
+    /// marked stuck (the abort that follows replaces it) and the call is
+    /// left to finish, or not, with its own handle on the old producer.
+    fn send_offsets(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), RuntimeError> {
+        let (tx, rx) = mpsc::channel();
+        let (producer, offsets) = (self.producer.clone(), offsets.clone());
+        std::thread::Builder::new()
+            .name("send-offsets".into())
+            .spawn(move || {
+                let _ = tx.send(producer.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT));
+            })
+            .map_err(|source| RuntimeError::Io {
+                path: "send-offsets thread".into(),
+                source,
+            })?;
+        match rx.recv_timeout(SEND_OFFSETS_WAIT) {
+            Ok(result) => Ok(result?),
+            Err(_) => {
+                self.stuck = true;
+                tracing::error!(waited = ?SEND_OFFSETS_WAIT, "adding the offsets to the transaction did not return (librdkafka lost the group coordinator): replacing the producer");
+                Err(RuntimeError::Delivery(format!(
+                    "send_offsets_to_transaction did not return within {SEND_OFFSETS_WAIT:?}"
+                )))
+            }
+        }
+    }
+
     /// Abort the open transaction (nothing of it becomes visible to
     /// read_committed readers). A producer that cannot abort (fenced, or a
     /// fatal error) is replaced by a new one with the same transactional.id.
     pub fn abort(&mut self) -> Result<(), RuntimeError> {
         let was_open = std::mem::replace(&mut self.in_transaction, false);
-        if self.transactional && was_open {
+        if self.transactional && std::mem::take(&mut self.stuck) {
+            // Its transaction is aborted by the new producer's
+            // init_transactions (same transactional.id, epoch bumped).
+            self.producer = Arc::new(create(&self.config, true)?);
+        } else if self.transactional && was_open {
             if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
                 tracing::warn!(error = %e, "aborting the transaction failed: replacing the producer");
-                self.producer = create(&self.config, true)?;
+                self.producer = Arc::new(create(&self.config, true)?);
             }
         }
         let mut d = lock(&self.producer.context().state);

@@ -138,8 +138,11 @@ impl Engine {
         consumer: &BaseConsumer<C>,
         held: Option<&HashSet<(String, i32)>>,
     ) -> Result<(), RuntimeError> {
-        self.tasks.commit(consumer, &mut self.collector, held)?;
-        self.aborts_in_a_row = 0;
+        // Only a commit that committed something ends a run of aborts (one
+        // with nothing to commit proves nothing).
+        if self.tasks.commit(consumer, &mut self.collector, held)? {
+            self.aborts_in_a_row = 0;
+        }
         self.purge.after_commit(self.tasks.positions(), &self.app);
         Ok(())
     }

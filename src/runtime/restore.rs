@@ -25,6 +25,9 @@ use crate::state::Change;
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
 
+/// How long reading a changelog's offsets is retried (a leader moving).
+const WATERMARK_RETRY: Duration = Duration::from_secs(120);
+
 /// What one restore did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
@@ -42,11 +45,27 @@ pub struct StoreRef<'a> {
     pub partition: i32,
 }
 
+/// The consumer a restore reads the changelog with. It only assigns
+/// partitions and never commits, but librdkafka assigns only in a group.
+///
+/// Dropping it can take long: rust-rdkafka closes a consumer with a group
+/// and polls until librdkafka reports it closed, which waits for the
+/// fetchers of its partitions to stop, with no timeout, and while the
+/// partition leader's broker is down that may not come. So the restore
+/// thread reports its result before it drops this consumer.
+pub fn consumer(bootstrap: &str, app: &str) -> Result<BaseConsumer, RuntimeError> {
+    Ok(client_config(bootstrap)
+        .set("group.id", format!("{app}-restore"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()?)
+}
+
 /// Bring `store` up to the end of its changelog partition, unless `cancel`
 /// is set meanwhile (what was restored so far is kept, with its offset).
 pub fn restore(
-    bootstrap: &str,
-    app: &str,
+    consumer: &BaseConsumer,
     db: &TaskDb,
     s: &StoreRef<'_>,
     cancel: &AtomicBool,
@@ -57,13 +76,19 @@ pub fn restore(
         changelog,
         partition,
     } = *s;
-    let consumer: BaseConsumer = client_config(bootstrap)
-        .set("group.id", format!("{app}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let (low, high) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10))?;
+    // The partition's leader may be moving (a broker down): retry for a
+    // while, as librdkafka does for fetches.
+    let deadline = Instant::now() + WATERMARK_RETRY;
+    let (low, high) = loop {
+        match consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10)) {
+            Ok(w) => break w,
+            Err(e) if Instant::now() < deadline && !cancel.load(Ordering::Relaxed) => {
+                tracing::warn!(task, store, error = %e, "reading the changelog's offsets failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let at = db.changelog_offset(changelog, partition)?;
     let (start, full) = match at {
         Some(off) if off >= low && off <= high => (off, false),

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
@@ -41,6 +41,9 @@ use crate::topology::{NodeKind, Topology};
 /// How often consumer lag is measured (one metadata round trip per
 /// partition).
 const LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a cancelled restore is waited for.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// Offset-commit metadata: the task's stream time, so a restarted or moved
 /// task resumes with it and an emitted window stays final (Kafka Streams
@@ -64,8 +67,10 @@ struct Restoring {
     db: TaskDb,
     stream_time: Option<i64>,
     cancel: Arc<AtomicBool>,
-    /// Returns the changelog records replayed.
-    thread: Option<std::thread::JoinHandle<Result<i64, RuntimeError>>>,
+    /// The restore thread's result (changelog records replayed), sent
+    /// before it drops its consumer: the task starts without waiting for
+    /// librdkafka to tear that down.
+    done: mpsc::Receiver<Result<i64, RuntimeError>>,
     started: Instant,
     /// Input partitions that delivered records meanwhile → the first record
     /// not processed (skipped; the partition is sought back to it).
@@ -258,29 +263,50 @@ impl TaskManager {
             let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
             let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
             let cancel = Arc::new(AtomicBool::new(false));
-            let thread = {
+            let (tx, done) = mpsc::channel();
+            {
                 let (db, cancel, task) = (db.clone(), cancel.clone(), id.clone());
                 let (bootstrap, app) = (self.bootstrap.clone(), self.app.clone());
+                // Detached: it reports through `done`, and whatever dropping
+                // its consumer costs afterwards (see `restore::consumer`)
+                // holds up nobody. It lets go of the stores first: the task
+                // has its own handle, and a later reopen needs the lock.
                 std::thread::Builder::new()
                     .name(format!("restore-{id}"))
                     .spawn(move || {
-                        let mut replayed = 0;
+                        let consumer = match restore::consumer(&bootstrap, &app) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        let mut replayed = Ok(0);
                         for (store, changelog) in &stores {
+                            if cancel.load(Ordering::Relaxed) {
+                                break;
+                            }
                             let s = StoreRef {
                                 task: &task,
                                 store,
                                 changelog,
                                 partition,
                             };
-                            replayed += restore::restore(&bootstrap, &app, &db, &s, &cancel)?.records;
+                            replayed = replayed
+                                .and_then(|n| Ok(n + restore::restore(&consumer, &db, &s, &cancel)?.records));
+                            if replayed.is_err() {
+                                break;
+                            }
                         }
-                        Ok(replayed)
+                        drop(db);
+                        let _ = tx.send(replayed);
+                        drop(consumer);
                     })
                     .map_err(|source| RuntimeError::Io {
                         path: format!("restore thread of task {id}"),
                         source,
-                    })?
-            };
+                    })?;
+            }
             self.restoring.insert(
                 (sub, partition),
                 Restoring {
@@ -288,7 +314,7 @@ impl TaskManager {
                     db,
                     stream_time,
                     cancel,
-                    thread: Some(thread),
+                    done,
                     started: Instant::now(),
                     skipped: HashMap::new(),
                 },
@@ -342,23 +368,24 @@ impl TaskManager {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Vec<(String, i32)>, RuntimeError> {
-        let done: Vec<(usize, i32)> = self
-            .restoring
-            .iter()
-            .filter(|(_, r)| r.thread.as_ref().is_none_or(|t| t.is_finished()))
-            .map(|(k, _)| *k)
-            .collect();
+        let mut done = Vec::new();
+        for (key, r) in &self.restoring {
+            match r.done.try_recv() {
+                Ok(result) => done.push((*key, result)),
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => done.push((
+                    *key,
+                    Err(RuntimeError::Io {
+                        path: format!("restore thread of task {}", r.id),
+                        source: std::io::Error::other("the restore thread panicked"),
+                    }),
+                )),
+            }
+        }
         let mut resumed = Vec::new();
-        for key in done {
+        for (key, result) in done {
             let Some(mut r) = self.restoring.remove(&key) else {
                 continue;
-            };
-            let result = match r.thread.take().map(|t| t.join()) {
-                Some(Ok(result)) => result,
-                _ => Err(RuntimeError::Io {
-                    path: format!("restore thread of task {}", r.id),
-                    source: std::io::Error::other("the restore thread panicked"),
-                }),
             };
             let replayed = result?;
             tracing::info!(task = %r.id, records = replayed, elapsed_ms = r.started.elapsed().as_millis() as u64, "task restored");
@@ -379,12 +406,17 @@ impl TaskManager {
 
     /// Stop a restore (its partition was revoked, or every task is dropped:
     /// the consumer is then rewound, which also covers what it skipped).
-    fn cancel_restore(mut r: Restoring) {
+    fn cancel_restore(r: Restoring) {
         r.cancel.store(true, Ordering::Relaxed);
-        if let Some(t) = r.thread.take() {
-            let _ = t.join();
+        // It notices within a poll (50 ms) or a metadata request (10 s). Its
+        // stores stay open until it does, so the task could not be opened
+        // again meanwhile: say so if it does not.
+        match r.done.recv_timeout(CANCEL_WAIT) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::error!(task = %r.id, waited = ?CANCEL_WAIT, "the restore did not stop; its stores stay open until it does")
+            }
+            _ => tracing::info!(task = %r.id, "restore stopped"),
         }
-        tracing::info!(task = %r.id, "restore stopped");
     }
 
     /// Whether the task of (sub-topology, partition) is restoring its stores.
@@ -571,7 +603,7 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         collector: &mut Collector,
         held: Option<&HashSet<(String, i32)>>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<bool, RuntimeError> {
         let started = Instant::now();
         let topo = self.topo.clone();
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -601,7 +633,7 @@ impl TaskManager {
             .iter()
             .any(|e| self.committed.get(&(e.topic().to_string(), e.partition())).copied() != e.offset().to_raw());
         if pending.is_empty() && !self.uncommitted && !collector.in_transaction() && !moved {
-            return Ok(());
+            return Ok(false);
         }
         let delivered = collector.flush()?;
         collector.commit(consumer, &offsets)?;
@@ -643,7 +675,7 @@ impl TaskManager {
         }
         histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
             .record(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(true)
     }
 
     /// Close the tasks reading the given partitions (after a commit).
