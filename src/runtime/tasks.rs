@@ -38,9 +38,9 @@ use crate::state::rocks::TaskDb;
 use crate::state::{Change, StoreError};
 use crate::topology::{NodeKind, Topology};
 
-/// How often consumer lag is measured (one metadata round trip per
-/// partition).
-const LAG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often consumer lag is measured (from the consumer's cached
+/// watermarks: no broker round trip).
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Offset-commit metadata: the task's stream time, so a restarted or moved
 /// task resumes with it and an emitted window stays final (Kafka Streams
@@ -99,6 +99,7 @@ pub struct TaskManager {
     /// What the last commit committed per partition.
     committed: HashMap<(String, i32), i64>,
     last_lag: Instant,
+    lag: super::lag::LagTracker,
 }
 
 impl TaskManager {
@@ -115,6 +116,7 @@ impl TaskManager {
             uncommitted: false,
             committed: HashMap::new(),
             last_lag: Instant::now(),
+            lag: Default::default(),
         }
     }
 
@@ -294,6 +296,7 @@ impl TaskManager {
                 },
             );
             gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+            crate::health::global().set_restoring(self.restoring.len());
             return Ok(());
         }
         let task = Task::new(&self.topo, sub, partition, |i| {
@@ -374,6 +377,7 @@ impl TaskManager {
             }
         }
         gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+        crate::health::global().set_restoring(self.restoring.len());
         Ok(resumed)
     }
 
@@ -573,6 +577,7 @@ impl TaskManager {
         held: Option<&HashSet<(String, i32)>>,
     ) -> Result<(), RuntimeError> {
         let started = Instant::now();
+        self.measure_lag(consumer);
         let topo = self.topo.clone();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
@@ -632,23 +637,51 @@ impl TaskManager {
         for entry in self.tasks.values_mut() {
             export_stats(&self.app, entry);
         }
-        if self.last_lag.elapsed() >= LAG_INTERVAL {
-            self.last_lag = Instant::now();
-            for ((topic, partition), offset) in &self.positions {
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) {
-                    gauge!("weir_consumer_lag", "topology" => self.app.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set((high - offset).max(0) as f64);
-                }
-            }
-        }
         histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
+    /// Consumer lag of every consumed partition, in records and seconds
+    /// (see `lag`), every `LAG_INTERVAL`, idle or not. Measured from what
+    /// was committed, which steps over transaction markers (`offsets`).
+    fn measure_lag<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.last_lag.elapsed() < LAG_INTERVAL {
+            return;
+        }
+        let now = Instant::now();
+        self.last_lag = now;
+        for (tp, offset) in &self.positions {
+            let Some(end) = super::lag::cached_end(consumer, &tp.0, tp.1) else {
+                continue; // no fetch answered yet
+            };
+            let at = (*offset).max(self.committed.get(tp).copied().unwrap_or(0));
+            let (records, age) = self.lag.observe(tp.clone(), end, at, now);
+            let labels = [
+                ("topology", self.app.clone()),
+                ("topic", tp.0.clone()),
+                ("partition", tp.1.to_string()),
+            ];
+            gauge!("weir_consumer_lag", &labels).set(records as f64);
+            gauge!("weir_consumer_lag_seconds", &labels).set(age.as_secs_f64());
+        }
+    }
+
     /// Close the tasks reading the given partitions (after a commit).
     pub fn close(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
+            // Another instance reports this partition's lag from now on.
+            let tp = (topic.clone(), *partition);
+            if self.positions.contains_key(&tp) {
+                let labels = [
+                    ("topology", self.app.clone()),
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ];
+                gauge!("weir_consumer_lag", &labels).set(0.0);
+                gauge!("weir_consumer_lag_seconds", &labels).set(0.0);
+            }
+            self.lag.forget(&tp);
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
@@ -709,6 +742,9 @@ fn export_stats(app: &str, entry: &mut TaskEntry) {
     counter!("weir_dropped_records_total", &stale).increment(s.dropped_stale - e.dropped_stale);
     if entry.task.stream_time != i64::MIN {
         gauge!("weir_task_stream_time_seconds", &labels).set(entry.task.stream_time as f64 / 1000.0);
+    }
+    if let Some(db) = &entry.db {
+        crate::state::rocks::export_properties(db, app, &entry.id);
     }
     entry.exported = s.clone();
 }
