@@ -42,6 +42,9 @@ pub struct Health {
     beat_ms: AtomicU64,
     /// `weir run`: in the consumer group with an assignment.
     in_group: AtomicBool,
+    /// `weir run`: an assignment arrived and its tasks are not opened yet
+    /// (until they are, nothing counts as restoring).
+    assigning: AtomicBool,
     /// `weir run`: tasks restoring their stores.
     restoring: AtomicUsize,
     /// `weir sink`: the last Postgres operation succeeded.
@@ -62,6 +65,7 @@ impl Health {
             running: AtomicBool::new(false),
             beat_ms: AtomicU64::new(0),
             in_group: AtomicBool::new(false),
+            assigning: AtomicBool::new(false),
             restoring: AtomicUsize::new(0),
             postgres: AtomicBool::new(false),
         }
@@ -92,12 +96,27 @@ impl Health {
         self.in_group.store(false, Ordering::Relaxed);
     }
 
+    /// Partitions were assigned (the rebalance callback).
+    pub fn assigned(&self) {
+        self.assigning.store(true, Ordering::SeqCst);
+    }
+
+    /// The loop opened the tasks of the assignment (their restores, if
+    /// any, are counted now): in the group.
+    pub fn tasks_opened(&self) {
+        if self.assigning.swap(false, Ordering::SeqCst) {
+            self.in_group.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Out of the group (partitions lost), or back in it (tests).
     pub fn set_in_group(&self, v: bool) {
-        self.in_group.store(v, Ordering::Relaxed);
+        self.in_group.store(v, Ordering::SeqCst);
+        self.assigning.store(false, Ordering::SeqCst);
     }
 
     pub fn set_restoring(&self, n: usize) {
-        self.restoring.store(n, Ordering::Relaxed);
+        self.restoring.store(n, Ordering::SeqCst);
     }
 
     pub fn set_postgres(&self, v: bool) {
@@ -128,10 +147,13 @@ impl Health {
         }
         match self.role() {
             Role::Run => {
-                if !self.in_group.load(Ordering::Relaxed) {
+                if self.assigning.load(Ordering::SeqCst) {
+                    return Err("partitions assigned, opening their tasks".into());
+                }
+                if !self.in_group.load(Ordering::SeqCst) {
                     return Err("not in the consumer group yet (no assignment)".into());
                 }
-                let n = self.restoring.load(Ordering::Relaxed);
+                let n = self.restoring.load(Ordering::SeqCst);
                 if n > 0 {
                     return Err(format!("{n} task(s) restoring their stores"));
                 }
@@ -164,8 +186,10 @@ mod tests {
         assert!(h.readiness().unwrap_err().contains("starting"));
         h.beat();
         assert!(h.readiness().unwrap_err().contains("consumer group"));
-        h.set_in_group(true);
+        h.assigned();
+        assert!(h.readiness().unwrap_err().contains("opening"), "tasks not opened yet");
         h.set_restoring(2);
+        h.tasks_opened();
         assert_eq!(h.readiness().unwrap_err(), "2 task(s) restoring their stores");
         h.set_restoring(0);
         assert_eq!(h.readiness(), Ok(()));

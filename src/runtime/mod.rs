@@ -265,7 +265,7 @@ impl ConsumerContext for RebalanceContext {
                 engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => {
-                crate::health::global().set_in_group(true);
+                crate::health::global().assigned();
                 tracing::info!(partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -425,6 +425,7 @@ pub fn run(
         engine.collector.poll();
         let step = || -> Result<bool, RuntimeError> {
             engine.tasks.open_assigned(&assigned, &consumer)?;
+            health.tasks_opened();
             let mut handled = 0;
             match polled {
                 Some(Ok(msg)) => {
