@@ -671,6 +671,11 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     );
     assert!(sum(&m, "weir_store_memtable_bytes", |_| true) > 0.0);
     assert_eq!(sum(&m, "weir_tasks_restoring", |_| true), 0.0);
+    assert_eq!(
+        sum(&m, "weir_tasks_running", |_| true),
+        6.0,
+        "2 sub-topologies x 3 partitions"
+    );
     assert!(sum(&m, "weir_commit_latency_seconds_count", |_| true) > 0.0);
     // Histograms: cumulative buckets ending in +Inf = _count.
     let inf = sum(&m, "weir_process_latency_seconds_bucket", |l| l["le"] == "+Inf");

@@ -577,7 +577,7 @@ impl TaskManager {
         held: Option<&HashSet<(String, i32)>>,
     ) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        self.measure_lag(consumer);
+        self.export_gauges(consumer);
         let topo = self.topo.clone();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
@@ -642,15 +642,17 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Consumer lag of every consumed partition, in records and seconds
-    /// (see `lag`), every `LAG_INTERVAL`, idle or not. Measured from what
-    /// was committed, which steps over transaction markers (`offsets`).
-    fn measure_lag<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    /// Every `LAG_INTERVAL`, idle or not: the running tasks, and the
+    /// consumer lag of every consumed partition in records and seconds
+    /// (see `lag`), measured from what was committed, which steps over
+    /// transaction markers (`offsets`).
+    fn export_gauges<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         if self.last_lag.elapsed() < LAG_INTERVAL {
             return;
         }
         let now = Instant::now();
         self.last_lag = now;
+        gauge!("weir_tasks_running", "topology" => self.app.clone()).set(self.tasks.len() as f64);
         for (tp, offset) in &self.positions {
             let Some(end) = super::lag::cached_end(consumer, &tp.0, tp.1) else {
                 continue; // no fetch answered yet
@@ -686,6 +688,9 @@ impl TaskManager {
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
                 if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
+                    if let Some(db) = &entry.db {
+                        crate::state::rocks::export_properties_closed(db, &self.app, &entry.id);
+                    }
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {

@@ -237,6 +237,21 @@ pub fn export_properties(db: &TaskDb, app: &str, task: &str) {
     }
 }
 
+/// A closed task (moved to another instance) reports its stores as 0 here,
+/// so sums across instances count each store once.
+pub fn export_properties_closed(db: &TaskDb, app: &str, task: &str) {
+    for (store, props) in db.properties() {
+        let labels = [
+            ("topology", app.to_string()),
+            ("task", task.to_string()),
+            ("store", store.to_string()),
+        ];
+        for (name, _) in props {
+            metrics::gauge!(name, &labels).set(0.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
