@@ -40,7 +40,7 @@ pub struct SinkArgs {
     /// PostgreSQL connection URL (default: the `./dev up` database).
     #[arg(long, env = "WEIR_PG_URL")]
     pub postgres: Option<String>,
-    /// Address of the Prometheus /metrics listener.
+    /// Address serving Prometheus /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Consumer group id (default: `group` from the file, else

@@ -118,6 +118,7 @@ impl SinkContext {
                 Err(e) => {
                     let delay = backoff.step();
                     crate::health::global().set_postgres(false);
+                    crate::health::global().beat();
                     metrics::counter!("weir_sink_retries_total", "sink" => self.sink.clone()).increment(1);
                     tracing::warn!(sink = %self.sink, error = %e, retry_in = ?delay, "cannot read stored offsets; retrying");
                     if let WriteError::Fatal(_) = e {
