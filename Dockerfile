@@ -2,7 +2,7 @@
 # Stage 1 compiles weir (bundled RocksDB and librdkafka: clang/libclang for
 # bindgen, cmake and a C++ compiler; ~20 min on 2 cores the first time).
 # Stage 2 is the binary on a slim Debian with the shipped topologies.
-FROM rust:1.89-bookworm AS build
+FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang libclang-dev cmake make g++ pkg-config \
  && rm -rf /var/lib/apt/lists/*
