@@ -151,8 +151,9 @@ fn metrics(addr: &str) -> Vec<Sample> {
     parse_metrics(&get_ok(addr, "/metrics"))
 }
 
-/// Series names documented in docs/metrics.md under `## <section>`.
-fn documented(section: &str) -> Vec<String> {
+/// Series documented in docs/metrics.md under `## <section>`: name →
+/// labels.
+fn documented_labels(section: &str) -> BTreeMap<String, BTreeSet<String>> {
     let doc = std::fs::read_to_string(checkout().join("docs/metrics.md")).unwrap();
     let start = doc
         .find(&format!("\n## {section}\n"))
@@ -160,10 +161,23 @@ fn documented(section: &str) -> Vec<String> {
     let body = &doc[start + 1..];
     let body = &body[..body[3..].find("\n## ").map_or(body.len(), |i| i + 3)];
     body.lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split_once('`').map(|(n, _)| n.to_string()))
-        .filter(|n| n.starts_with("weir_"))
+        .filter(|l| l.starts_with("| `weir_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_string();
+            let labels = cells[3]
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            (name, labels)
+        })
         .collect()
+}
+
+/// Series names documented in docs/metrics.md under `## <section>`.
+fn documented(section: &str) -> Vec<String> {
+    documented_labels(section).into_keys().collect()
 }
 
 /// Every series documented for `section` is served (a histogram by its
@@ -182,6 +196,29 @@ fn assert_documented_series_exported(section: &str, samples: &[Sample], allowed_
         assert!(
             names.contains(name.as_str()) || names.contains(format!("{name}_bucket").as_str()),
             "{name} is documented for {section} but not served; served: {names:?}"
+        );
+    }
+    // And with the documented labels.
+    for (name, labels) in documented_labels(section) {
+        for s in samples
+            .iter()
+            .filter(|s| s.name == name || s.name == format!("{name}_bucket"))
+        {
+            let served: BTreeSet<String> = s.labels.keys().filter(|k| *k != "le").cloned().collect();
+            assert_eq!(served, labels, "labels of {} (docs/metrics.md)", s.name);
+        }
+    }
+    // Every weir_ series served is documented.
+    let documented: BTreeSet<String> = documented_labels(section).into_keys().collect();
+    for s in samples.iter().filter(|s| s.name.starts_with("weir_")) {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|x| s.name.strip_suffix(x).filter(|b| documented.contains(*b)))
+            .unwrap_or(&s.name);
+        assert!(
+            documented.contains(base),
+            "{} is served but not in docs/metrics.md",
+            s.name
         );
     }
 }
