@@ -676,8 +676,14 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     let mut m = Vec::new();
     wait_for("weir run to count every record sent", Duration::from_secs(60), || {
         m = metrics(&run_addr);
-        sum(&m, "weir_records_consumed_total", is_source_task) == sent
+        sum(&m, "weir_records_consumed_total", is_source_task) >= sent
     });
+    // An aborted transaction (rare) replays records: they count again. The
+    // exact checks hold for a run without one.
+    let exact = sum(&m, "weir_transaction_aborts_total", |_| true) == 0.0;
+    if exact {
+        assert_eq!(sum(&m, "weir_records_consumed_total", is_source_task), sent);
+    }
     let dead_letters = consume_until(&dlq, Duration::from_secs(30), Duration::from_secs(1), |r| !r.is_empty());
     assert!(!dead_letters.is_empty(), "the simulator sends some malformed records");
     wait_for(
@@ -685,7 +691,11 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         Duration::from_secs(30),
         || {
             m = metrics(&run_addr);
-            sum(&m, "weir_dead_letter_records_total", |l| l["topology"] == id) == dead_letters.len() as f64
+            let counted = sum(&m, "weir_dead_letter_records_total", |l| l["topology"] == id);
+            match exact {
+                true => counted == dead_letters.len() as f64,
+                false => counted >= dead_letters.len() as f64,
+            }
         },
     );
     assert!(
@@ -770,10 +780,10 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         // The scrape saw what /metrics says.
         let q = format!("sum(weir_records_consumed_total{{topology=\"{id}\",task=~\"0_.*\"}})");
         let r = prom.query(&q);
-        assert_eq!(
-            r[0]["value"][1].as_str().map(|v| v.parse::<f64>().unwrap()),
-            Some(sent),
-            "{q}"
+        let scraped: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
+        assert!(
+            if exact { scraped == sent } else { scraped >= sent },
+            "{q}: {scraped}, sent {sent}"
         );
     }
 
