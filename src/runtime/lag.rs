@@ -12,16 +12,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use metrics::gauge;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+
+fn labels(app: &str, tp: &(String, i32)) -> [(&'static str, String); 3] {
+    [
+        ("topology", app.to_string()),
+        ("topic", tp.0.clone()),
+        ("partition", tp.1.to_string()),
+    ]
+}
+
 /// The partition's end as the consumer last heard it from a fetch (for
 /// `read_committed`, librdkafka keeps the last stable offset): no broker
 /// round trip, unlike `fetch_watermarks`, so measuring never blocks the
 /// loop. `None` until a fetch answered. rdkafka does not wrap
 /// `rd_kafka_get_watermark_offsets`.
-pub fn cached_end<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &rdkafka::consumer::BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
+pub fn cached_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives, `topic`
@@ -74,9 +81,37 @@ impl LagTracker {
         (records, seconds)
     }
 
-    /// Forget a partition (revoked).
-    pub fn forget(&mut self, tp: &(String, i32)) {
-        self.seen.remove(tp);
+    /// Export `weir_consumer_lag` and `weir_consumer_lag_seconds` of every
+    /// consumed partition: `positions` (next offset to process) or, when
+    /// further, `committed` (which steps over transaction markers).
+    pub fn export<C: ConsumerContext>(
+        &mut self,
+        app: &str,
+        consumer: &BaseConsumer<C>,
+        positions: &HashMap<(String, i32), i64>,
+        committed: &HashMap<(String, i32), i64>,
+        now: Instant,
+    ) {
+        for (tp, offset) in positions {
+            let Some(end) = cached_end(consumer, &tp.0, tp.1) else {
+                continue; // no fetch answered yet
+            };
+            let at = (*offset).max(committed.get(tp).copied().unwrap_or(0));
+            let (records, age) = self.observe(tp.clone(), end, at, now);
+            let labels = labels(app, tp);
+            gauge!("weir_consumer_lag", &labels).set(records as f64);
+            gauge!("weir_consumer_lag_seconds", &labels).set(age.as_secs_f64());
+        }
+    }
+
+    /// Forget a partition (revoked): another instance reports its lag from
+    /// now on, so this one's gauges go to 0.
+    pub fn forget(&mut self, app: &str, tp: &(String, i32)) {
+        if self.seen.remove(tp).is_some() {
+            let labels = labels(app, tp);
+            gauge!("weir_consumer_lag", &labels).set(0.0);
+            gauge!("weir_consumer_lag_seconds", &labels).set(0.0);
+        }
     }
 }
 

@@ -653,37 +653,14 @@ impl TaskManager {
         let now = Instant::now();
         self.last_lag = now;
         gauge!("weir_tasks_running", "topology" => self.app.clone()).set(self.tasks.len() as f64);
-        for (tp, offset) in &self.positions {
-            let Some(end) = super::lag::cached_end(consumer, &tp.0, tp.1) else {
-                continue; // no fetch answered yet
-            };
-            let at = (*offset).max(self.committed.get(tp).copied().unwrap_or(0));
-            let (records, age) = self.lag.observe(tp.clone(), end, at, now);
-            let labels = [
-                ("topology", self.app.clone()),
-                ("topic", tp.0.clone()),
-                ("partition", tp.1.to_string()),
-            ];
-            gauge!("weir_consumer_lag", &labels).set(records as f64);
-            gauge!("weir_consumer_lag_seconds", &labels).set(age.as_secs_f64());
-        }
+        self.lag
+            .export(&self.app, consumer, &self.positions, &self.committed, now);
     }
 
     /// Close the tasks reading the given partitions (after a commit).
     pub fn close(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
-            // Another instance reports this partition's lag from now on.
-            let tp = (topic.clone(), *partition);
-            if self.positions.contains_key(&tp) {
-                let labels = [
-                    ("topology", self.app.clone()),
-                    ("topic", topic.clone()),
-                    ("partition", partition.to_string()),
-                ];
-                gauge!("weir_consumer_lag", &labels).set(0.0);
-                gauge!("weir_consumer_lag_seconds", &labels).set(0.0);
-            }
-            self.lag.forget(&tp);
+            self.lag.forget(&self.app, &(topic.clone(), *partition));
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
