@@ -9,6 +9,7 @@
 //! commit. Processors never touch Kafka or RocksDB directly, so the same graph
 //! runs under `weir run` and offline under `weir test`.
 
+pub mod health;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;

@@ -48,7 +48,7 @@ enum Command {
         /// Kafka bootstrap servers.
         #[arg(long, env = "WEIR_BOOTSTRAP", default_value = weir::kafka::DEFAULT_BOOTSTRAP)]
         bootstrap: String,
-        /// Address of the Prometheus /metrics listener.
+        /// Address serving Prometheus /metrics, /healthz and /readyz.
         #[arg(long, env = "WEIR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
         /// Directory of the local RocksDB state stores.

@@ -1,13 +1,26 @@
-//! Metric names and the Prometheus exporter.
+//! Metric names and the Prometheus exporter, with the health endpoints.
 //!
 //! Names follow Kafka Streams' (records consumed/processed/produced, process
 //! latency, commit latency, dropped records, restore progress), prefixed
-//! `weir_`. Latencies are real Prometheus histograms (explicit buckets), not
-//! summaries, so they can be aggregated across the instances of a group.
+//! `weir_`; every series is listed in `docs/metrics.md`. Latencies are real
+//! Prometheus histograms (explicit buckets), not summaries, so they can be
+//! aggregated across the instances of a group.
+//!
+//! The metrics address serves `/metrics`, `/healthz` and `/readyz` (see
+//! [`crate::health`]); any other path is 404. The exporter's own listener
+//! answers every path with the metrics text, so this is a small hyper
+//! server of its own (hyper is the exporter's dependency anyway).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::health::Health;
 
 /// Buckets (seconds) for every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -15,11 +28,158 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
-/// Start the `/metrics` HTTP listener on `addr` and install the global
-/// recorder. Must be called inside a Tokio runtime.
-pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// How often histograms are drained when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("metrics recorder: {0}")]
+    Build(#[from] BuildError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Install the global recorder and serve `/metrics`, `/healthz` and
+/// `/readyz` on `addr` (bound before this returns, so a taken port is an
+/// error here). Must be called inside a Tokio runtime.
+pub fn install(addr: SocketAddr) -> Result<(), InstallError> {
+    let listener = bind(addr)?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)?
-        .install()
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(serve(listener, Some(handle), crate::health::global()));
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, InstallError> {
+    let err = |source| InstallError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    std_listener.set_nonblocking(true).map_err(err)?;
+    tokio::net::TcpListener::from_std(std_listener).map_err(err)
+}
+
+/// Accept connections until the process ends.
+async fn serve(listener: tokio::net::TcpListener, metrics: Option<PrometheusHandle>, health: &'static Health) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&req, metrics.as_ref(), health);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics listener: connection ended");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+fn respond<B>(req: &Request<B>, metrics: Option<&PrometheusHandle>, health: &Health) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET and HEAD\n".into());
+    }
+    let verdict = |r: Result<(), String>, ok: &str| match r {
+        Ok(()) => text(StatusCode::OK, PLAIN, format!("{ok}\n")),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{why}\n")),
+    };
+    match req.uri().path() {
+        "/metrics" => match metrics {
+            Some(h) => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", h.render()),
+            None => text(StatusCode::OK, PLAIN, String::new()),
+        },
+        "/healthz" => verdict(health.liveness(), "ok"),
+        "/readyz" => verdict(health.readiness(), "ready"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found: /metrics, /healthz and /readyz are served here\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Role;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, method: &str, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn status(response: &str) -> &str {
+        response.split(' ').nth(1).unwrap_or("")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_health_and_metrics_and_404_elsewhere() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health: &'static Health = Box::leak(Box::new(Health::new()));
+        health.set_role(Role::Run);
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("weir_test_total", "topology" => "t").increment(3);
+        });
+        tokio::spawn(serve(listener, Some(handle), health));
+        let r = tokio::task::spawn_blocking(move || {
+            let metrics = get(addr, "GET", "/metrics");
+            let alive = get(addr, "GET", "/healthz");
+            let starting = get(addr, "GET", "/readyz");
+            health.beat();
+            health.set_in_group(true);
+            let ready = get(addr, "GET", "/readyz");
+            let other = get(addr, "GET", "/");
+            let other2 = get(addr, "GET", "/metricsx");
+            let post = get(addr, "POST", "/metrics");
+            (metrics, alive, starting, ready, other, other2, post)
+        })
+        .await
+        .unwrap();
+        let (metrics, alive, starting, ready, other, other2, post) = r;
+        assert_eq!(status(&metrics), "200", "{metrics}");
+        assert!(metrics.contains("weir_test_total{topology=\"t\"} 3"), "{metrics}");
+        assert_eq!(status(&alive), "200", "{alive}");
+        assert_eq!(status(&starting), "503", "{starting}");
+        assert!(starting.contains("starting"), "{starting}");
+        assert!(!starting.contains("weir_test_total"), "{starting}");
+        assert_eq!(status(&ready), "200", "{ready}");
+        assert_eq!(status(&other), "404", "{other}");
+        assert_eq!(status(&other2), "404", "{other2}");
+        assert_eq!(status(&post), "405", "{post}");
+    }
 }

@@ -110,7 +110,8 @@ fn own_topics(md: &Metadata, id: &str) -> Vec<String> {
 /// Java's `String.hashCode`, which Kafka uses to place a group or a
 /// transactional id on a partition of its internal topics.
 fn java_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
 /// The broker leading the partition of `internal_topic` (10 partitions, see
@@ -212,7 +213,10 @@ fn spawn_weir(args: &[&str], log: &Path) -> Proc {
     let child = Command::new(weir_bin())
         .args(args)
         .env("WEIR_BOOTSTRAP", bootstrap())
-        .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()

@@ -139,7 +139,7 @@ pub enum IngestError {
     #[error(transparent)]
     Hotspots(#[from] citydata::HotspotsError),
     #[error("metrics exporter: {0}")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    Metrics(#[from] crate::metrics::InstallError),
     #[error(transparent)]
     Unreachable(#[from] crate::kafka::BrokerUnreachable),
     /// The Kafka error is part of the message: rdkafka's errors repeat their

@@ -19,6 +19,7 @@
 
 mod aligned;
 mod collector;
+mod lag;
 mod restore;
 mod tasks;
 mod topics;
@@ -174,6 +175,7 @@ impl Engine {
     /// could not commit anyway).
     fn lose(&mut self) -> Result<(), RuntimeError> {
         counter!("weir_partitions_lost_total", "topology" => self.app.clone()).increment(1);
+        crate::health::global().set_in_group(false);
         self.collector.abort()?;
         self.tasks.drop_all();
         self.needs_rewind = true;
@@ -265,7 +267,10 @@ impl ConsumerContext for RebalanceContext {
                 engine.tasks.close(&revoked);
                 engine.revoked.extend(revoked);
             }
-            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                crate::health::global().assigned();
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -313,6 +318,8 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     rt: tokio::runtime::Handle,
 ) -> Result<(), RuntimeError> {
+    let health = crate::health::global();
+    health.set_role(crate::health::Role::Run);
     let app_dir = opts.state_dir.join(&topo.application_id);
     std::fs::create_dir_all(&app_dir).map_err(|source| RuntimeError::Io {
         path: app_dir.display().to_string(),
@@ -371,6 +378,15 @@ pub fn run(
         "running"
     );
 
+    // Counters of rare events exist from the start (at 0): "none yet" is
+    // not "no data" for dashboards and alerts.
+    for name in [
+        "weir_transaction_aborts_total",
+        "weir_partitions_lost_total",
+        "weir_rebalances_total",
+    ] {
+        counter!(name, "topology" => topo.application_id.clone()).increment(0);
+    }
     let consumer = Arc::new(consumer);
     let mut aligner = Aligner::new(topo.clone(), opts.max_task_idle);
     let mut last_commit = Instant::now();
@@ -386,6 +402,7 @@ pub fn run(
         let mut polled = consumer.poll(wait);
         let mut guard = lock(&engine);
         let engine = &mut *guard;
+        health.beat();
         if let Some(e) = engine.fatal.take() {
             return Err(e);
         }
@@ -411,6 +428,7 @@ pub fn run(
         engine.collector.poll();
         let step = || -> Result<bool, RuntimeError> {
             engine.tasks.open_assigned(&assigned, &consumer)?;
+            health.tasks_opened();
             let mut handled = 0;
             match polled {
                 Some(Ok(msg)) => {
@@ -461,6 +479,7 @@ pub fn run(
         }
     }
     tracing::info!("shutting down: committing");
+    health.stopped();
     let mut guard = lock(&engine);
     let engine = &mut *guard;
     if let Err(e) = engine.commit(&consumer, Some(&aligner.held())) {

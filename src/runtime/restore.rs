@@ -66,6 +66,7 @@ pub fn consumer(bootstrap: &str, app: &str) -> Result<BaseConsumer, RuntimeError
 /// is set meanwhile (what was restored so far is kept, with its offset).
 pub fn restore(
     consumer: &BaseConsumer,
+    app: &str,
     db: &TaskDb,
     s: &StoreRef<'_>,
     cancel: &AtomicBool,
@@ -100,11 +101,17 @@ pub fn restore(
             (low, true)
         }
     };
-    let labels = [("store", store.to_string()), ("task", task.to_string())];
+    let labels = [
+        ("topology", app.to_string()),
+        ("store", store.to_string()),
+        ("task", task.to_string()),
+    ];
     if start >= high {
         if at != Some(high) {
             db.apply(&[], &[(changelog, partition, high)])?;
         }
+        counter!("weir_restore_records_total", &labels).increment(0);
+        gauge!("weir_restore_remaining_records", &labels).set(0.0);
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
         return Ok(Restored { records: 0, full });
     }

@@ -38,9 +38,9 @@ use crate::state::rocks::TaskDb;
 use crate::state::{Change, StoreError};
 use crate::topology::{NodeKind, Topology};
 
-/// How often consumer lag is measured (one metadata round trip per
-/// partition).
-const LAG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often consumer lag is measured (from the consumer's cached
+/// watermarks: no broker round trip).
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a cancelled restore is waited for.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -104,6 +104,7 @@ pub struct TaskManager {
     /// What the last commit committed per partition.
     committed: HashMap<(String, i32), i64>,
     last_lag: Instant,
+    lag: super::lag::LagTracker,
 }
 
 impl TaskManager {
@@ -120,6 +121,7 @@ impl TaskManager {
             uncommitted: false,
             committed: HashMap::new(),
             last_lag: Instant::now(),
+            lag: Default::default(),
         }
     }
 
@@ -293,7 +295,7 @@ impl TaskManager {
                                 partition,
                             };
                             replayed = replayed
-                                .and_then(|n| Ok(n + restore::restore(&consumer, &db, &s, &cancel)?.records));
+                                .and_then(|n| Ok(n + restore::restore(&consumer, &app, &db, &s, &cancel)?.records));
                             if replayed.is_err() {
                                 break;
                             }
@@ -320,6 +322,7 @@ impl TaskManager {
                 },
             );
             gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+            crate::health::global().set_restoring(self.restoring.len());
             return Ok(());
         }
         let task = Task::new(&self.topo, sub, partition, |i| {
@@ -401,6 +404,7 @@ impl TaskManager {
             }
         }
         gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
+        crate::health::global().set_restoring(self.restoring.len());
         Ok(resumed)
     }
 
@@ -605,6 +609,7 @@ impl TaskManager {
         held: Option<&HashSet<(String, i32)>>,
     ) -> Result<bool, RuntimeError> {
         let started = Instant::now();
+        self.export_gauges(consumer);
         let topo = self.topo.clone();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
@@ -664,27 +669,37 @@ impl TaskManager {
         for entry in self.tasks.values_mut() {
             export_stats(&self.app, entry);
         }
-        if self.last_lag.elapsed() >= LAG_INTERVAL {
-            self.last_lag = Instant::now();
-            for ((topic, partition), offset) in &self.positions {
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)) {
-                    gauge!("weir_consumer_lag", "topology" => self.app.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set((high - offset).max(0) as f64);
-                }
-            }
-        }
         histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(true)
     }
 
+    /// Every `LAG_INTERVAL`, idle or not: the running tasks, and the
+    /// consumer lag of every consumed partition in records and seconds
+    /// (see `lag`), measured from what was committed, which steps over
+    /// transaction markers (`offsets`).
+    fn export_gauges<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.last_lag.elapsed() < LAG_INTERVAL {
+            return;
+        }
+        let now = Instant::now();
+        self.last_lag = now;
+        gauge!("weir_tasks_running", "topology" => self.app.clone()).set(self.tasks.len() as f64);
+        self.lag
+            .export(&self.app, consumer, &self.positions, &self.committed, now);
+    }
+
     /// Close the tasks reading the given partitions (after a commit).
     pub fn close(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
+            self.lag.forget(&self.app, &(topic.clone(), *partition));
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
                 if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
+                    if let Some(db) = &entry.db {
+                        crate::state::rocks::export_properties_closed(db, &self.app, &entry.id);
+                    }
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {
@@ -741,6 +756,9 @@ fn export_stats(app: &str, entry: &mut TaskEntry) {
     counter!("weir_dropped_records_total", &stale).increment(s.dropped_stale - e.dropped_stale);
     if entry.task.stream_time != i64::MIN {
         gauge!("weir_task_stream_time_seconds", &labels).set(entry.task.stream_time as f64 / 1000.0);
+    }
+    if let Some(db) = &entry.db {
+        crate::state::rocks::export_properties(db, app, &entry.id);
     }
     entry.exported = s.clone();
 }

@@ -40,7 +40,7 @@ pub struct SinkArgs {
     /// PostgreSQL connection URL (default: the `./dev up` database).
     #[arg(long, env = "WEIR_PG_URL")]
     pub postgres: Option<String>,
-    /// Address of the Prometheus /metrics listener.
+    /// Address serving Prometheus /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Consumer group id (default: `group` from the file, else
@@ -62,7 +62,7 @@ pub enum SinkError {
     #[error(transparent)]
     Unreachable(#[from] crate::kafka::BrokerUnreachable),
     #[error("metrics exporter: {0}")]
-    Metrics(metrics_exporter_prometheus::BuildError),
+    Metrics(crate::metrics::InstallError),
     #[error("{0}")]
     Shutdown(String),
     #[error("sink task failed: {0}")]
@@ -81,8 +81,8 @@ impl From<rdkafka::error::KafkaError> for SinkError {
     }
 }
 
-impl From<metrics_exporter_prometheus::BuildError> for SinkError {
-    fn from(e: metrics_exporter_prometheus::BuildError) -> Self {
+impl From<crate::metrics::InstallError> for SinkError {
+    fn from(e: crate::metrics::InstallError) -> Self {
         SinkError::Metrics(e)
     }
 }
@@ -112,8 +112,9 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     }
     if let Some(addr) = args.metrics_addr {
         crate::metrics::install(addr)?;
-        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics, health on /healthz and /readyz");
     }
+    crate::health::global().set_role(crate::health::Role::Sink);
     let shutdown = crate::shutdown::on_signal();
 
     let (bootstrap, stop) = (args.bootstrap.clone(), shutdown.clone());
@@ -142,6 +143,7 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
             Ok(w) => break w,
             Err(WriteError::Retryable { context, cause }) => {
                 metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(1);
+                crate::health::global().beat();
                 tracing::warn!(sink = %cfg.name, retry_in = ?delay, "{context}: {cause}; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -153,6 +155,7 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
         }
     };
     tracing::info!(sink = %cfg.name, owner = %owner, tables = cfg.tables.len(), "Postgres tables checked");
+    crate::health::global().set_postgres(true);
 
     let handle = tokio::runtime::Handle::current();
     let bootstrap = args.bootstrap.clone();

@@ -111,9 +111,14 @@ impl SinkContext {
                 self.handle.block_on(w.read_offsets(&self.topics))
             };
             match result {
-                Ok(o) => return Some(o),
+                Ok(o) => {
+                    crate::health::global().set_postgres(true);
+                    return Some(o);
+                }
                 Err(e) => {
                     let delay = backoff.step();
+                    crate::health::global().set_postgres(false);
+                    crate::health::global().beat();
                     metrics::counter!("weir_sink_retries_total", "sink" => self.sink.clone()).increment(1);
                     tracing::warn!(sink = %self.sink, error = %e, retry_in = ?delay, "cannot read stored offsets; retrying");
                     if let WriteError::Fatal(_) = e {
@@ -344,6 +349,14 @@ impl Task {
             .set("client.id", format!("weir-sink-{}-dlq", cfg.name))
             .create()?;
         let n = cfg.tables.len();
+        // Every series from the start (at 0), so dashboards and alerts see
+        // "no retries yet" rather than no data.
+        metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(0);
+        for t in &table_names {
+            let labels = [("sink", cfg.name.clone()), ("table", t.clone())];
+            metrics::counter!("weir_sink_rows_upserted_total", &labels).increment(0);
+            metrics::counter!("weir_sink_dlq_records_total", &labels).increment(0);
+        }
         Ok(Task {
             cfg,
             consumer,
@@ -369,7 +382,9 @@ impl Task {
         let mut last_error: Option<String> = None;
         let mut last_markers = Instant::now();
         loop {
+            crate::health::global().beat();
             if self.shutdown.load(Ordering::SeqCst) {
+                crate::health::global().stopped();
                 tracing::info!(sink = %self.cfg.name, "shutting down: writing the current batch");
                 self.flush()?;
                 break;
@@ -639,9 +654,14 @@ impl Task {
                 self.handle.block_on(w.write_batch(&tables, &offsets))
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    crate::health::global().set_postgres(true);
+                    break;
+                }
                 Err(WriteError::Retryable { context, cause }) => {
                     let delay = backoff.step();
+                    crate::health::global().set_postgres(false);
+                    crate::health::global().beat();
                     metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
                     tracing::warn!(sink = %sink, attempt = backoff.attempt, retry_in = ?delay, "{context}: {cause}; retrying");
                     if self.shutdown.load(Ordering::SeqCst) {
