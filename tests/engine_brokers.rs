@@ -298,7 +298,6 @@ fn describe_topic_configs(topics: &[&str]) -> BTreeMap<String, (Option<String>, 
 }
 
 #[test]
-#[ignore = "being verified (issue 9)"]
 fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     let t0 = Instant::now();
     dev_up_3().unwrap();
