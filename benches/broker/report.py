@@ -2,7 +2,7 @@
 
     report.py --records N --reference NAME RESULTS
 
-RESULTS: one line per run, "name|guarantee|seconds_caught_up|seconds_drained|cpu_s rss_kb|hourly.tsv".
+RESULTS: one line per run, "name|guarantee|seconds_caught_up|seconds_drained|cpu_s rss_kb|hourly.tsv|load".
 Each hourly.tsv holds "KEY\\tJSON" lines of a system's hourly output topic (every window of the input
 closed). Every system must emit exactly the reference's windows: the same windows, the same samples,
 averages within 1e-9. Exit 1 on any mismatch.
@@ -47,10 +47,10 @@ def main():
     rows = []
     with open(a.results, encoding="utf-8") as f:
         for line in f:
-            name, g, s_in, s_all, usage, hourly = line.rstrip("\n").split("|")
+            name, g, s_in, s_all, usage, hourly, loadavg = line.rstrip("\n").split("|")
             cpu, rss = usage.split()
             rows.append(dict(name=name, g=g, s_in=float(s_in), s_all=s_all, cpu=float(cpu), rss_kb=int(rss),
-                             hourly=hourly))
+                             hourly=hourly, load=loadavg))
 
     ref = next((r for r in rows if r["name"] == a.reference), None)
     ok = True
@@ -95,11 +95,11 @@ def main():
     perf = next((r for r in rows if r["name"] == "consumer-perf"), None)
     n = a.records
     print("| system | guarantee | records/s (to caught up) | s to caught up | s to drained | CPU-s | CPU-s per 1M "
-          "| peak RSS MiB | hourly output vs weir-alos |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+          "| peak RSS MiB | hourly output vs weir-alos | load avg at start |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['g']} | {n / r['s_in']:,.0f} | {r['s_in']:.2f} | {r['s_all'] or '-'} | "
-              f"{r['cpu']:.1f} | {r['cpu'] / n * 1e6:.1f} | {r['rss_kb'] / 1024:.0f} | {r['check']} |")
+              f"{r['cpu']:.1f} | {r['cpu'] / n * 1e6:.1f} | {r['rss_kb'] / 1024:.0f} | {r['check']} | {r['load']} |")
     print()
     by = {r["name"]: r for r in rows}
     pairs = [("weir-alos", "ks-alos"), ("weir-eos", "ks-eos"), ("weir-alos", "quix-alos"), ("weir-eos", "quix-eos")]

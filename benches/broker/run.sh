@@ -34,7 +34,8 @@
 # records/s = N / those seconds; CPU seconds (utime + stime from
 # /proc/PID/stat at that moment) and peak RSS (VmHWM); for ConsumerPerformance,
 # which exits by itself after N records, wall time to exit and its rusage
-# (/usr/bin/time). Then, unmeasured: the bench waits until the group has also
+# (/usr/bin/time); and the 1-minute load average when the run started (the
+# machine's other work). Then, unmeasured: the bench waits until the group has also
 # committed its repartition topic, appends one sweep of every lot stamped
 # 1 d + 2 h after the newest record (which closes every window of the data
 # and nothing else), waits again, stops the process (SIGTERM) and reads the
@@ -292,7 +293,8 @@ stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   PIDS+=("$wpid")
   wait_line "$watch" ready "$wpid" "$name watcher" >/dev/null || { FAILED+=("$name"); return 0; }
   say "$name: $*"
-  local t0 pid line t_in usage t_all=""
+  local t0 pid line t_in usage t_all="" load
+  load="$(cut -d' ' -f1 /proc/loadavg)" # the machine's other work, for the reader
   t0="$(now_ms)"
   "$@" >"$dir/run.log" 2>&1 </dev/null &
   pid=$!
@@ -324,7 +326,7 @@ stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   stop_pid "$pid" TERM
   bench_tool dump "$bootstrap" "$hourly" >"$dir/hourly.tsv" 2>"$dir/dump.err" ||
     { FAILED+=("$name"); loud "$name: could not read $hourly"; }
-  echo "$name|$g|$(secs "$t0" "$t_in")|${t_all:+$(secs "$t0" "$t_all")}|$usage|$dir/hourly.tsv" >>"$work/results"
+  echo "$name|$g|$(secs "$t0" "$t_in")|${t_all:+$(secs "$t0" "$t_all")}|$usage|$dir/hourly.tsv|$load" >>"$work/results"
   say "$name: caught up after $(secs "$t0" "$t_in") s (cpu_s rss_kb: $usage)"
   sleep 1
 }
@@ -344,6 +346,7 @@ if want consumer-perf; then
   input="$prefix-$name-in"
   preload "$input"
   say "$name: ConsumerPerformance --num-records $n"
+  load="$(cut -d' ' -f1 /proc/loadavg)"
   t0="$(now_ms)"
   # The JVM options of Kafka's kafka-consumer-perf-test.sh / kafka-run-class.sh.
   if /usr/bin/time -f '%U %S %M' -o "$work/$name/time" java -Xmx512M -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -353,7 +356,7 @@ if want consumer-perf; then
     >"$work/$name/run.log" 2>&1; then
     t1="$(now_ms)"
     read -r u s m <"$work/$name/time"
-    echo "$name|fetch only|$(secs "$t0" "$t1")||$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') $m|" >>"$work/results"
+    echo "$name|fetch only|$(secs "$t0" "$t1")||$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') $m||$load" >>"$work/results"
     say "$name: $(secs "$t0" "$t1") s"
   else
     cat "$work/$name/run.log" >&2
