@@ -4,7 +4,7 @@
 #
 #   bash benches/peer/run.sh
 #
-# Kafka Streams: benches/peer/kafka-streams (Maven, Kafka Streams 4.1.2,
+# Kafka Streams: benches/peer/kafka-streams (Maven, Kafka Streams 4.4.0 since the broker bench; 4.1.2 before,
 # TopologyTestDriver, no broker). weir: benches/peer/weir_peer.rs (the same
 # records through both sub-topologies with weir's Task). Both read the same
 # 765-record poll, forced real-time, 1 s apart, cycled; see those files.

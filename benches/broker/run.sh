@@ -1,0 +1,432 @@
+#!/usr/bin/env bash
+# weir against its peers on the real broker: the parking job, same input,
+# same machine, one system at a time.
+#
+#   ./dev bench [--records N] [--partitions P] [--only LIST]
+#   bash benches/broker/run.sh ...   (Kafka up; WEIR_BIN built)
+#
+# Every system gets its own fresh P-partition input topic (default 3)
+# holding the same N seeded simulated records (default 1,000,000; `weir
+# simulate --seed 7` from a fixed start, with the poll interval chosen so the
+# N records span at most 23 h of event time), and runs from offset 0 with a
+# fresh consumer group, fresh state and fresh output topics, one after
+# another:
+#   consumer-perf  Kafka's ConsumerPerformance (fetch only: the ceiling)
+#   weir-alos      weir run, at_least_once
+#   weir-eos       weir run, exactly_once
+#   ks-alos        Kafka Streams 4.4 (a real KafkaStreams app,
+#                  benches/peer/kafka-streams ParkingStreamsApp), at_least_once
+#   ks-eos         the same, exactly_once_v2
+#   quix-alos      Quix Streams (pip, venv under .cache/quix-venv), at-least-once
+#   quix-eos       the same, exactly-once
+# Every stream processor: one processing thread, commit interval 1 s, the
+# same topology (filter real-time, AVAILABLE_SPOTS, repartition by region, 1 h
+# tumbling windows, final results only, latest status per lot), event time =
+# record timestamp, grace 1 d (weir's close_idle_after too). The grace is
+# longer than the input's event-time span on purpose: input partitions are
+# consumed at different paces (Kafka Streams and Quix may process one input
+# partition hours of event time ahead of another), so with the shipped 1 min
+# grace which records are late, and so the outputs, would depend on the run.
+#
+# Measured per system: seconds from starting the process until its group has
+# committed the end offset of every input partition ("caught up"; process
+# start, group join and topic creation included, nothing subtracted),
+# records/s = N / those seconds; CPU seconds (utime + stime from
+# /proc/PID/stat at that moment) and peak RSS (VmHWM); for ConsumerPerformance,
+# which exits by itself after N records, wall time to exit and its rusage
+# (/usr/bin/time); and the 1-minute load average when the run started (the
+# machine's other work). Then, unmeasured: the bench waits until the group has also
+# committed its repartition topic, appends one sweep of every lot stamped
+# 1 d + 2 h after the newest record (which closes every window of the data
+# and nothing else), waits again, stops the process (SIGTERM) and reads the
+# hourly output topic (read_committed). Every system's hourly windows must
+# equal weir at_least_once's: the same windows, the same samples, averages
+# within 1e-9. A mismatch fails the bench (exit 1) after the table is printed.
+#
+# Knobs (environment): WEIR_BOOTSTRAP (127.0.0.1:9092), WEIR_BIN
+# ($CARGO_TARGET_DIR/debug/weir; copy it somewhere private when other builds
+# share the target dir), KAFKA_LIBS ($repo/.cache/kafka/libs, what ./dev up
+# fetches), QUIX_VENV ($repo/.cache/quix-venv), WEIR_BENCH_QUIX_SPEC
+# (quixstreams==3.28.1), WEIR_BENCH_TIMEOUT (1800 s per wait), WEIR_BENCH_DIR (work dir),
+# WEIR_BENCH_KEEP=1 (keep topics and state).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+n=1000000
+partitions=3
+only="consumer-perf,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+while (($#)); do
+  case "$1" in
+    --records) n="$2"; shift 2 ;;
+    --records=*) n="${1#*=}"; shift ;;
+    --partitions) partitions="$2"; shift 2 ;;
+    --partitions=*) partitions="${1#*=}"; shift ;;
+    --only) only="$2"; shift 2 ;;
+    --only=*) only="${1#*=}"; shift ;;
+    -h | --help) usage 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage 2 >&2 ;;
+  esac
+done
+seed=7
+commit_ms=1000
+grace=1d
+wait_s="${WEIR_BENCH_TIMEOUT:-1800}"
+bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
+weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
+kafka_libs="${KAFKA_LIBS:-$repo/.cache/kafka/libs}"
+quix_venv="${QUIX_VENV:-$repo/.cache/quix-venv}"
+quix_spec="${WEIR_BENCH_QUIX_SPEC:-quixstreams==3.28.1}"
+ks_dir="$repo/benches/peer/kafka-streams"
+tools_log4j="$repo/ops/kafka/log4j2-tools.properties"
+run_id="$(date +%Y%m%d%H%M%S)"
+prefix="bench-$run_id"
+work="${WEIR_BENCH_DIR:-${TMPDIR:-/tmp}/weir-bench-$run_id}"
+
+say() { printf '== %s\n' "$*" >&2; }
+loud() { printf '\n!!!!!!!! %s\n\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+to_secs() { # 90s | 15m | 1h | 1d -> seconds
+  case "$1" in
+    *d) echo $((${1%d} * 86400)) ;; *h) echo $((${1%h} * 3600)) ;;
+    *m) echo $((${1%m} * 60)) ;; *s) echo "${1%s}" ;; *) echo "$1" ;;
+  esac
+}
+grace_s="$(to_secs "$grace")"
+[[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "--records must be a positive integer"
+[[ "$partitions" =~ ^[0-9]+$ && "$partitions" -gt 0 ]] || die "--partitions must be a positive integer"
+for tool in java javac awk sed grep python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+[[ -x "$weir_bin" ]] || die "no weir binary at $weir_bin (cargo build --bin weir)"
+compgen -G "$kafka_libs/kafka-clients-*.jar" >/dev/null || die "no Kafka jars in $kafka_libs (./dev up fetches them)"
+want() { [[ ",$only," == *",$1,"* ]]; }
+clk_tck="$(getconf CLK_TCK)"
+
+kafka_tool() { # CLASS ARGS...
+  local class="$1"; shift
+  java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" "$class" "$@"
+}
+bench_tool() { # watch|dump ARGS...
+  java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$tools_log4j" \
+    -cp "$work/classes:$kafka_libs/*" BenchTools "$@"
+}
+now_ms() { date +%s%3N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
+
+pid_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+PIDS=()
+forget_pid() {
+  local p keep=()
+  for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+stop_pid() { # PID [SIGNAL]: TERM waits up to 60 s, then KILL
+  local pid="$1" sig="${2:-TERM}" i
+  if pid_alive "$pid"; then
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 600; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+# "CPU_SECONDS PEAK_RSS_KB" of a live process (its threads included).
+proc_usage() {
+  local cpu rss
+  cpu="$(sed -E 's/^.*\) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{ printf "%.2f", ($12 + $13) / hz }')"
+  rss="$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status")"
+  echo "$cpu $rss"
+}
+
+GROUPS_USED=()
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do stop_pid "$p" TERM; done
+  if [[ "${WEIR_BENCH_KEEP:-0}" == 1 ]]; then
+    say "kept topics *$prefix* and $work"
+    exit "$rc"
+  fi
+  local topics
+  topics="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --list 2>/dev/null |
+    grep -F "$prefix" | paste -sd, -)" || true
+  if [[ -n "$topics" ]]; then
+    say "deleting topics *$prefix*"
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
+      --delete --topic "$topics" >/dev/null 2>&1 || echo "run.sh: could not delete topics $topics" >&2
+  fi
+  if ((${#GROUPS_USED[@]})); then
+    local args=() g
+    for g in "${GROUPS_USED[@]}"; do args+=(--group "$g"); done
+    kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
+      --delete "${args[@]}" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"/*/state
+  say "logs kept in $work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+mkdir -p "$work"
+: >"$work/results"
+
+javac -nowarn -cp "$kafka_libs/*" -d "$work/classes" "$here/BenchTools.java" 2>"$work/javac.log" ||
+  { cat "$work/javac.log" >&2; die "BenchTools did not compile"; }
+
+# ---------------------------------------------------------------------------
+# Peers: build what is wanted, loudly skip what cannot be had.
+# ---------------------------------------------------------------------------
+SKIPPED=()
+if want ks-alos || want ks-eos; then
+  say "building the Kafka Streams peer (mvn package in $ks_dir)"
+  if ! (cd "$ks_dir" && { mvn -q -B -o package >"$work/mvn.log" 2>&1 || mvn -q -B package >"$work/mvn.log" 2>&1; }); then
+    tail -n 30 "$work/mvn.log" >&2
+    die "Kafka Streams peer did not build (see $work/mvn.log)"
+  fi
+  ks_version="$(find "$ks_dir/target/lib" -name 'kafka-streams-[0-9]*.jar' | sed -E 's/.*kafka-streams-(.*)\.jar/\1/')"
+fi
+quix_ok=0
+if want quix-alos || want quix-eos; then
+  if [[ ! -x "$quix_venv/bin/python" ]] || ! "$quix_venv/bin/python" -c 'import quixstreams' 2>/dev/null; then
+    say "installing $quix_spec into $quix_venv (pip)"
+    if python3 -m venv "$quix_venv" >"$work/pip.log" 2>&1 &&
+      "$quix_venv/bin/pip" install -q "$quix_spec" >>"$work/pip.log" 2>&1; then
+      :
+    else
+      tail -n 20 "$work/pip.log" >&2
+    fi
+  fi
+  if "$quix_venv/bin/python" -c 'import quixstreams' 2>/dev/null; then
+    quix_ok=1
+    quix_version="$("$quix_venv/bin/python" -c 'import quixstreams; print(quixstreams.__version__)')"
+  else
+    loud "QUIX STREAMS SKIPPED: pip install of $quix_spec into $quix_venv failed (log: $work/pip.log)"
+    SKIPPED+=(quix-alos quix-eos)
+  fi
+fi
+
+# ---------------------------------------------------------------------------
+# Input: the same N records for every system, each in a topic of its own
+# ---------------------------------------------------------------------------
+say "work dir $work; topics *$prefix*; weir $weir_bin; bootstrap $bootstrap"
+lots="$(NO_COLOR=1 "$weir_bin" simulate --count 1 --seed "$seed" --output - 2>&1 >/dev/null |
+  sed -nE 's/.*lots=([0-9]+).*/\1/p' | head -n1)"
+[[ "$lots" =~ ^[0-9]+$ ]] || die "could not read the simulator's lot count"
+# N records are N / lots sweeps; they span at most 23 h of event time.
+poll_s=$((23 * 3600 * lots / n))
+((poll_s >= 1)) || die "--records $n: more than $((23 * 3600 * lots)) records would need a poll interval under 1 s"
+((poll_s <= 3600)) || poll_s=3600
+start_s=$(($(date +%s) - 2 * 86400 - 3 * 3600))
+start="$(date -u -d "@$start_s" +%Y-%m-%dT%H:%M:%SZ)"
+preload() { # TOPIC
+  kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$1" \
+    --partitions "$partitions" --replication-factor 1 >/dev/null
+  "$weir_bin" simulate --count "$n" --partitions "$partitions" --topic "$1" --seed "$seed" --start "$start" \
+    --poll-interval "${poll_s}s" --bootstrap "$bootstrap" >"$work/simulate-$1.log" 2>&1 ||
+    { tail -n 20 "$work/simulate-$1.log" >&2; die "weir simulate failed"; }
+  local offs
+  offs="$(kafka_tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server "$bootstrap" --topic "$1" 2>/dev/null |
+    sed "s/^$1://" | sort -n | paste -sd' ' -)"
+  [[ -n "$offs" ]] || die "no offsets for $1"
+  if [[ -z "${INPUT_OFFSETS:-}" ]]; then
+    INPUT_OFFSETS="$offs"
+    say "input: $n records (seed $seed, $lots lots, poll interval ${poll_s}s, from $start), partition:end $offs"
+    [[ "$(tr ' ' '\n' <<<"$offs" | awk -F: '{ s += $2 } END { print s }')" == "$n" ]] || die "$1 holds $offs, expected $n records"
+  else
+    [[ "$offs" == "$INPUT_OFFSETS" ]] || die "$1 holds $offs, the first input $INPUT_OFFSETS"
+  fi
+}
+# One sweep of every lot, stamped 1 d + 2 h after the newest input record:
+# closes every window of the data (and no other) once the input is processed.
+flush() { # TOPIC
+  local max_ts
+  max_ts="$(bench_tool maxts "$bootstrap" "$1" 2>"$work/maxts.err")" || { cat "$work/maxts.err" >&2; die "maxts failed"; }
+  "$weir_bin" simulate --count "$lots" --partitions "$partitions" --topic "$1" --seed 8 \
+    --start "$(date -u -d "@$((max_ts / 1000 + grace_s + 7200))" +%Y-%m-%dT%H:%M:%SZ)" --poll-interval 1m \
+    --bootstrap "$bootstrap" >"$work/flush-$1.log" 2>&1 || { tail -n 20 "$work/flush-$1.log" >&2; die "flush of $1 failed"; }
+}
+
+# ---------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------
+FAILED=()
+wait_line() { # FILE WORD PID WHAT: the first line starting with WORD, while PID lives
+  local file="$1" word="$2" pid="$3" what="$4" line deadline=$((SECONDS + wait_s))
+  while ((SECONDS < deadline)); do
+    line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
+    grep -q '^timeout ' "$file" 2>/dev/null && { echo "run.sh: $what: watcher timed out ($file)" >&2; return 1; }
+    if ! pid_alive "$pid"; then
+      line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
+      echo "run.sh: $what: process $pid exited; see $(dirname "$file")" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+  echo "run.sh: $what: no '$word' within ${wait_s}s ($file)" >&2
+  return 1
+}
+
+# Runs one stream processor: "$@" is its command line, GROUP its consumer group.
+stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
+  local name="$1" g="$2" group="$3" input="$4" hourly="$5" slack="$6"
+  shift 6
+  GROUPS_USED+=("$group")
+  preload "$input"
+  local dir="$work/$name" watch
+  watch="$dir/watch.out"
+  bench_tool watch "$bootstrap" "$group" "$input" "$slack" 100 "$wait_s" >"$watch" 2>"$dir/watch.err" </dev/null &
+  local wpid=$!
+  PIDS+=("$wpid")
+  wait_line "$watch" ready "$wpid" "$name watcher" >/dev/null || { FAILED+=("$name"); return 0; }
+  say "$name: $*"
+  local t0 pid line t_in usage t_all="" load
+  load="$(cut -d' ' -f1 /proc/loadavg)" # the machine's other work, for the reader
+  t0="$(now_ms)"
+  "$@" >"$dir/run.log" 2>&1 </dev/null &
+  pid=$!
+  PIDS+=("$pid")
+  if ! line="$(wait_line "$watch" input_done "$pid" "$name")"; then
+    tail -n 20 "$dir/run.log" >&2
+    stop_pid "$wpid"; stop_pid "$pid"
+    FAILED+=("$name")
+    loud "$name FAILED (log: $dir/run.log)"
+    return 0
+  fi
+  usage="$(proc_usage "$pid")"
+  t_in="${line#input_done }"
+  if line="$(wait_line "$watch" all_done "$pid" "$name: repartition topic not drained")"; then
+    line="${line#all_done }"
+    t_all="${line%% *}"
+  else
+    FAILED+=("$name")
+  fi
+  stop_pid "$wpid"
+  # Unmeasured: close every window, wait until that is processed too.
+  flush "$input"
+  bench_tool watch "$bootstrap" "$group" "$input" "$slack" 100 "$wait_s" >"$watch.flush" 2>>"$dir/watch.err" </dev/null &
+  wpid=$!
+  PIDS+=("$wpid")
+  wait_line "$watch.flush" all_done "$pid" "$name: flush not processed" >/dev/null || FAILED+=("$name")
+  stop_pid "$wpid"
+  sleep 2 # a commit interval and then some: whatever was produced is committed
+  stop_pid "$pid" TERM
+  bench_tool dump "$bootstrap" "$hourly" >"$dir/hourly.tsv" 2>"$dir/dump.err" ||
+    { FAILED+=("$name"); loud "$name: could not read $hourly"; }
+  echo "$name|$g|$(secs "$t0" "$t_in")|${t_all:+$(secs "$t0" "$t_all")}|$usage|$dir/hourly.tsv|$load" >>"$work/results"
+  say "$name: caught up after $(secs "$t0" "$t_in") s (cpu_s rss_kb: $usage)"
+  sleep 1
+}
+
+create_topics() { # TOPIC...
+  local t
+  for t in "$@"; do
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$t" \
+      --partitions "$partitions" --replication-factor 1 >/dev/null
+  done
+}
+
+if want consumer-perf; then
+  name=consumer-perf
+  mkdir -p "$work/$name"
+  GROUPS_USED+=("$prefix-perf")
+  input="$prefix-$name-in"
+  preload "$input"
+  say "$name: ConsumerPerformance --num-records $n"
+  load="$(cut -d' ' -f1 /proc/loadavg)"
+  t0="$(now_ms)"
+  # The JVM options of Kafka's kafka-consumer-perf-test.sh / kafka-run-class.sh.
+  if /usr/bin/time -f '%U %S %M' -o "$work/$name/time" java -Xmx512M -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" org.apache.kafka.tools.ConsumerPerformance \
+    --bootstrap-server "$bootstrap" --topic "$input" --num-records "$n" --group "$prefix-perf" --timeout 60000 \
+    >"$work/$name/run.log" 2>&1; then
+    t1="$(now_ms)"
+    read -r u s m <"$work/$name/time"
+    echo "$name|fetch only|$(secs "$t0" "$t1")||$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') $m||$load" >>"$work/results"
+    say "$name: $(secs "$t0" "$t1") s"
+  else
+    cat "$work/$name/run.log" >&2
+    FAILED+=("$name")
+    loud "$name FAILED"
+  fi
+fi
+
+weir_run() { # NAME GUARANTEE SLACK
+  local name="$1" g="$2" app="$prefix-$1" input="$prefix-$1-in"
+  mkdir -p "$work/$name"
+  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
+    -e "s/parking_status_dlq/$app-dlq/g" \
+    -e "s/parking_status/$input/g" \
+    -e "s/parking_hourly_avg/$app-hourly/g" \
+    -e "s/parking_lot_status/$app-lots/g" \
+    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
+    -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
+    -e "s/grace: 1m\$/grace: ${grace_s}s/" \
+    -e "s/close_idle_after: 2m\$/close_idle_after: ${grace_s}s/" \
+    -e "s/partitions: 3\$/partitions: $partitions/" \
+    "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
+  local w
+  for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "topic: $app-hourly" \
+      "grace: ${grace_s}s" "close_idle_after: ${grace_s}s" "commit_interval: ${commit_ms}ms"; do
+    grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
+  done
+  "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
+    { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
+  NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" stream_run "$name" "$g" "$app" "$input" "$app-hourly" "$3" \
+    "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state"
+}
+want weir-alos && weir_run weir-alos at_least_once 0
+want weir-eos && weir_run weir-eos exactly_once 1
+
+ks_run() { # NAME GUARANTEE SLACK
+  local name="$1" g="$2" app="$prefix-$1" input="$prefix-$1-in"
+  mkdir -p "$work/$name"
+  create_topics "$app-hourly" "$app-lots" "$app-dlq"
+  stream_run "$name" "$g" "$app" "$input" "$app-hourly" "$3" \
+    java -cp "$ks_dir/target/classes:$ks_dir/target/lib/*" weir.peer.ParkingStreamsApp "$bootstrap" "$app" \
+    "$input" "$app-hourly" "$app-lots" "$app-dlq" "$g" "$grace_s" "$commit_ms" "$work/$name/state"
+}
+want ks-alos && ks_run ks-alos at_least_once 0
+want ks-eos && ks_run ks-eos exactly_once_v2 1
+
+quix_run() { # NAME GUARANTEE SLACK
+  local name="$1" g="$2" app="$prefix-$1" input="$prefix-$1-in"
+  mkdir -p "$work/$name"
+  stream_run "$name" "$g" "$app" "$input" "$app-hourly" "$3" \
+    "$quix_venv/bin/python" "$here/quix_app.py" "$bootstrap" "$app" "$input" "$app-hourly" "$app-lots" "$g" \
+    "$grace_s" "$(awk -v m="$commit_ms" 'BEGIN { print m / 1000 }')" "$work/$name/state"
+}
+if ((quix_ok)); then
+  want quix-alos && quix_run quix-alos at-least-once 0
+  want quix-eos && quix_run quix-eos exactly-once 1
+fi
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+echo
+echo "Parking job on the broker at $bootstrap: N=$n records, $partitions input partitions, commit interval"
+echo "${commit_ms} ms, one processing thread each, grace $grace, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg),"
+echo "$(date -u +%Y-%m-%dT%H:%MZ). weir $("$weir_bin" --version 2>/dev/null | head -n1); Kafka Streams ${ks_version:-n/a};"
+echo "Quix Streams ${quix_version:-n/a}; $(java -version 2>&1 | head -n1)."
+echo
+rc=0
+python3 "$here/report.py" --records "$n" --reference weir-alos "$work/results" || rc=1
+for s in "${SKIPPED[@]}"; do echo "SKIPPED: $s (see above)"; done
+for f in "${FAILED[@]}"; do echo "FAILED: $f (logs in $work/$f)"; rc=1; done
+((${#SKIPPED[@]} == 0)) || rc=1
+exit "$rc"
