@@ -547,38 +547,33 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
             "{h}"
         );
     }
-    assert!(
-        m(
+    // (counter, labels, at least)
+    let counted = [
+        (
             "weir_ingest_api_errors_total",
-            &[("hotspot", "POI001"), ("code", "ERROR-337")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0
-    );
-    assert!(
-        m(
+            [("hotspot", "POI001"), ("code", "ERROR-337")],
+            2.0,
+        ),
+        (
             "weir_ingest_api_errors_total",
-            &[("hotspot", "POI008"), ("code", "INFO-200")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0
-    );
-    assert!(
-        m(
+            [("hotspot", "POI008"), ("code", "INFO-200")],
+            2.0,
+        ),
+        (
             "weir_ingest_retries_total",
-            &[("hotspot", "POI006"), ("reason", "http_status")]
-        )
-        .unwrap_or(0.0)
-            >= 1.0
-    );
-    assert!(
-        m(
+            [("hotspot", "POI006"), ("reason", "http_status")],
+            1.0,
+        ),
+        (
             "weir_ingest_polls_total",
-            &[("hotspot", "POI086"), ("outcome", "empty")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0
-    );
+            [("hotspot", "POI086"), ("outcome", "empty")],
+            2.0,
+        ),
+    ];
+    for (name, labels, least) in counted {
+        let value = m(name, &labels);
+        assert!(value.unwrap_or(0.0) >= least, "{name} {labels:?}: {value:?}");
+    }
     for h in normal.iter().chain(&["POI006", "POI086"]) {
         let last = m("weir_ingest_last_success_timestamp_seconds", &[("hotspot", h)]).unwrap_or(0.0);
         assert!(last * 1000.0 >= started_ms as f64, "{h}: last success {last}");

@@ -698,7 +698,7 @@ impl TaskManager {
             if let Some((sub, _)) = self.topo.source_for(topic) {
                 if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
                     if let Some(db) = &entry.db {
-                        crate::state::rocks::export_properties_closed(db, &self.app, &entry.id);
+                        crate::state::rocks::export_properties(db, &self.app, &entry.id, false);
                     }
                     tracing::info!(task = %entry.id, "task closed");
                 }
@@ -758,7 +758,7 @@ fn export_stats(app: &str, entry: &mut TaskEntry) {
         gauge!("weir_task_stream_time_seconds", &labels).set(entry.task.stream_time as f64 / 1000.0);
     }
     if let Some(db) = &entry.db {
-        crate::state::rocks::export_properties(db, app, &entry.id);
+        crate::state::rocks::export_properties(db, app, &entry.id, true);
     }
     entry.exported = s.clone();
 }

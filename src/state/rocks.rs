@@ -223,8 +223,10 @@ impl Backend for RocksBackend {
 }
 
 /// Export a task's store properties as gauges labelled topology, task,
-/// store (see docs/metrics.md).
-pub fn export_properties(db: &TaskDb, app: &str, task: &str) {
+/// store (see docs/metrics.md). A closed task (`open` false: moved to
+/// another instance) reports its stores as 0, so sums across instances
+/// count each store once.
+pub fn export_properties(db: &TaskDb, app: &str, task: &str, open: bool) {
     for (store, props) in db.properties() {
         let labels = [
             ("topology", app.to_string()),
@@ -232,22 +234,7 @@ pub fn export_properties(db: &TaskDb, app: &str, task: &str) {
             ("store", store.to_string()),
         ];
         for (name, value) in props {
-            metrics::gauge!(name, &labels).set(value as f64);
-        }
-    }
-}
-
-/// A closed task (moved to another instance) reports its stores as 0 here,
-/// so sums across instances count each store once.
-pub fn export_properties_closed(db: &TaskDb, app: &str, task: &str) {
-    for (store, props) in db.properties() {
-        let labels = [
-            ("topology", app.to_string()),
-            ("task", task.to_string()),
-            ("store", store.to_string()),
-        ];
-        for (name, _) in props {
-            metrics::gauge!(name, &labels).set(0.0);
+            metrics::gauge!(name, &labels).set(if open { value as f64 } else { 0.0 });
         }
     }
 }
