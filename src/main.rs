@@ -171,6 +171,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             max_task_idle,
             replication_factor,
         } => {
+            let shutdown = weir::shutdown::on_signal();
             let topo = match load(&file) {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
@@ -179,7 +180,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 weir::metrics::install(addr)?;
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
             }
-            let shutdown = weir::shutdown::on_signal();
             let opts = weir::runtime::RunOptions {
                 bootstrap,
                 state_dir,

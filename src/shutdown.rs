@@ -5,21 +5,25 @@ use std::sync::Arc;
 
 /// A flag set on the first SIGINT or SIGTERM, so the caller can finish its
 /// current work (flush, commit) and stop; a second signal exits at once.
-/// Must be called inside a Tokio runtime.
+/// Must be called inside a Tokio runtime. The handlers are registered
+/// before this returns (not when the spawned task first runs): a signal
+/// that arrives while the caller starts up is not the default action
+/// (killing the process mid-start) but a request to stop. Call it first.
 pub fn on_signal() -> Arc<AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
+            return flag;
+        }
+    };
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if set.swap(true, Ordering::SeqCst) {

@@ -106,6 +106,7 @@ pub fn is_sink_file(text: &str) -> bool {
 /// Run `weir sink` until SIGINT/SIGTERM: the current batch is written and
 /// committed, then it returns.
 pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
+    let shutdown = crate::shutdown::on_signal();
     let mut cfg = config::load(&args.file).map_err(SinkError::Config)?;
     if let Some(g) = &args.group {
         cfg.group = g.clone();
@@ -115,7 +116,6 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
         tracing::info!(%addr, "serving Prometheus metrics on /metrics, health on /healthz and /readyz");
     }
     crate::health::global().set_role(crate::health::Role::Sink);
-    let shutdown = crate::shutdown::on_signal();
 
     let (bootstrap, stop) = (args.bootstrap.clone(), shutdown.clone());
     let ready = tokio::task::spawn_blocking(move || {

@@ -178,8 +178,15 @@ impl SinkProc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and require a clean exit (status 0).
+    /// SIGTERM and require a clean exit (status 0). Sent only once the sink
+    /// has logged its first line: a signal during `exec`, before any of its
+    /// code runs, kills any process (seen when a sink just started found
+    /// every row already loaded).
     pub fn stop(mut self) {
+        let started = Instant::now() + Duration::from_secs(30);
+        while self.log_text().is_empty() && Instant::now() < started {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
