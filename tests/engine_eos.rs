@@ -180,6 +180,17 @@ fn assert_each_window_once(results: &[Rec]) {
     );
 }
 
+/// The test's directory (topology, state, logs); kept for a post-mortem
+/// when `WEIR_TEST_KEEP` is set.
+fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("test: keeping {}", dir.path().display());
+    }
+    dir
+}
+
 fn table_len(pg: &mut Pg, schema: &str) -> i64 {
     if pg.count(&format!(
         "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'parking_hourly_avg'"
@@ -194,7 +205,7 @@ fn table_len(pg: &mut Pg, schema: &str) -> i64 {
 fn exactly_once_survives_sigkill_of_run_and_sink() {
     let began = Instant::now();
     let mut rng = Rng::from_env();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     // Underscores only: the id also names the sink and its Postgres schema.
     let id = sink_common::unique_ident("it_eos_kill");
     // The 1-day grace on purpose: this test is about exactly-once under
@@ -322,7 +333,7 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
 #[test]
 fn stalled_instance_is_fenced() {
     let began = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let id = unique("it-eos-fence");
     let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
     create_topic(&status, 3);
@@ -417,7 +428,7 @@ fn hour_records(h0: i64, hour: i64, minutes: &[i64], lots: i64, phase: &str) -> 
 #[test]
 fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
     let began = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let id = unique("it-eos-grace");
     let (topo, [status, dlq, hourly, lots]) = topology_real_grace(dir.path(), &id);
     create_topic(&status, 3);

@@ -20,7 +20,7 @@
 mod aligned;
 mod collector;
 mod lag;
-mod restore;
+pub mod restore;
 mod tasks;
 mod topics;
 

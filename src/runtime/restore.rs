@@ -45,27 +45,52 @@ pub struct StoreRef<'a> {
     pub partition: i32,
 }
 
-/// The consumer a restore reads the changelog with. It only assigns
-/// partitions and never commits, but librdkafka assigns only in a group.
+/// The clients a restore reads the changelog with.
 ///
 /// Dropping it can take long: rust-rdkafka closes a consumer with a group
 /// and polls until librdkafka reports it closed, which waits for the
 /// fetchers of its partitions to stop, with no timeout, and while the
 /// partition leader's broker is down that may not come. So the restore
-/// thread reports its result before it drops this consumer.
-pub fn consumer(bootstrap: &str, app: &str) -> Result<BaseConsumer, RuntimeError> {
-    Ok(client_config(bootstrap)
-        .set("group.id", format!("{app}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()?)
+/// thread reports its result before it drops this.
+pub struct Reader {
+    /// Reads the changelog, committed records only. It only assigns
+    /// partitions and never commits, but librdkafka assigns only in a
+    /// group.
+    committed: BaseConsumer,
+    /// Asks for the changelog's end: the high watermark. The same question
+    /// from a read_committed client is answered with the last stable
+    /// offset, which stays at the first record of any open transaction: a
+    /// crashed predecessor's (with another transactional id, e.g. after its
+    /// state directory was lost) stays open until the broker times it out,
+    /// and records committed after it by a later instance lie beyond that
+    /// offset. A restore that ended there lost them (seen in the
+    /// exactly-once kill test: a window short of samples).
+    log_end: BaseConsumer,
+}
+
+pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
+    Ok(Reader {
+        committed: client_config(bootstrap)
+            .set("group.id", format!("{app}-restore"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .create()?,
+        log_end: client_config(bootstrap)
+            .set("isolation.level", "read_uncommitted")
+            .create()?,
+    })
 }
 
 /// Bring `store` up to the end of its changelog partition, unless `cancel`
 /// is set meanwhile (what was restored so far is kept, with its offset).
+///
+/// The end is the high watermark, read committed: an open transaction
+/// (another producer's; this instance's own were aborted when its producer
+/// started) holds the restore back until the broker resolves it, at most
+/// its transaction timeout plus the broker's check interval.
 pub fn restore(
-    consumer: &BaseConsumer,
+    reader: &Reader,
     app: &str,
     db: &TaskDb,
     s: &StoreRef<'_>,
@@ -81,7 +106,10 @@ pub fn restore(
     // while, as librdkafka does for fetches.
     let deadline = Instant::now() + WATERMARK_RETRY;
     let (low, high) = loop {
-        match consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10)) {
+        match reader
+            .log_end
+            .fetch_watermarks(changelog, partition, Duration::from_secs(10))
+        {
             Ok(w) => break w,
             Err(e) if Instant::now() < deadline && !cancel.load(Ordering::Relaxed) => {
                 tracing::warn!(task, store, error = %e, "reading the changelog's offsets failed; retrying");
@@ -126,6 +154,7 @@ pub fn restore(
         full,
         "restoring store from changelog"
     );
+    let consumer = &reader.committed;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(changelog, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;

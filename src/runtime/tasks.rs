@@ -270,13 +270,13 @@ impl TaskManager {
                 let (db, cancel, task) = (db.clone(), cancel.clone(), id.clone());
                 let (bootstrap, app) = (self.bootstrap.clone(), self.app.clone());
                 // Detached: it reports through `done`, and whatever dropping
-                // its consumer costs afterwards (see `restore::consumer`)
+                // its consumer costs afterwards (see `restore::Reader`)
                 // holds up nobody. It lets go of the stores first: the task
                 // has its own handle, and a later reopen needs the lock.
                 std::thread::Builder::new()
                     .name(format!("restore-{id}"))
                     .spawn(move || {
-                        let consumer = match restore::consumer(&bootstrap, &app) {
+                        let reader = match restore::reader(&bootstrap, &app) {
                             Ok(c) => c,
                             Err(e) => {
                                 let _ = tx.send(Err(e));
@@ -295,14 +295,14 @@ impl TaskManager {
                                 partition,
                             };
                             replayed = replayed
-                                .and_then(|n| Ok(n + restore::restore(&consumer, &app, &db, &s, &cancel)?.records));
+                                .and_then(|n| Ok(n + restore::restore(&reader, &app, &db, &s, &cancel)?.records));
                             if replayed.is_err() {
                                 break;
                             }
                         }
                         drop(db);
                         let _ = tx.send(replayed);
-                        drop(consumer);
+                        drop(reader);
                     })
                     .map_err(|source| RuntimeError::Io {
                         path: format!("restore thread of task {id}"),

@@ -1,0 +1,106 @@
+//! Restoring a store from its changelog against the real broker, while
+//! another producer's transaction is open on it: what a crashed instance
+//! leaves when its successor has another transactional id (its state
+//! directory was lost), until the broker times that transaction out.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use weir::runtime::restore::{reader, restore, StoreRef};
+use weir::state::rocks::TaskDb;
+use weir::state::Backend;
+
+fn transactional(id: &str) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("transactional.id", id)
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p
+}
+
+fn send(p: &BaseProducer, topic: &str, key: &str, value: &str) {
+    p.send(BaseRecord::to(topic).partition(0).key(key).payload(value))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn restore_reads_past_another_producers_open_transaction() {
+    let changelog = unique("it-restore-changelog");
+    create_topic(&changelog, 1);
+    // A: a crashed instance's transaction, left open (offset 0).
+    let zombie = transactional(&unique("it-restore-a"));
+    zombie.begin_transaction().unwrap();
+    send(&zombie, &changelog, "a", "zombie");
+    // B: its successor, under another transactional id, commits after it
+    // (offsets 1 and 2, its commit marker at 3).
+    let successor = transactional(&unique("it-restore-b"));
+    successor.begin_transaction().unwrap();
+    send(&successor, &changelog, "b", "1");
+    send(&successor, &changelog, "c", "2");
+    successor.commit_transaction(Duration::from_secs(30)).unwrap();
+    let (_, end) = watermarks(&changelog, 0);
+    assert_eq!(end, 4, "a record of A, two of B and B's commit marker");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = "s".to_string();
+    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let s = StoreRef {
+        task: "0_0",
+        store: &store,
+        changelog: &changelog,
+        partition: 0,
+    };
+    let cancel = AtomicBool::new(false);
+
+    // 1. B's instance applied its commit locally (offset 4) and crashed; the
+    // next start finds the store at 4 while A's transaction is still open.
+    // The last stable offset is 0 there: taken for the end, the store looked
+    // ahead of its changelog and was rebuilt up to 0, without B's records.
+    let db = TaskDb::open(&dir.path().join("applied"), std::slice::from_ref(&store)).unwrap();
+    let b = vec![
+        (b"b".to_vec(), Some(b"1".to_vec())),
+        (b"c".to_vec(), Some(b"2".to_vec())),
+    ];
+    db.apply(&[(store.as_str(), &b)], &[(&changelog, 0, 4)]).unwrap();
+    let done = restore(&r, "it", &db, &s, &cancel).unwrap();
+    assert!(!done.full, "the store at the changelog's end was rebuilt: {done:?}");
+    assert_eq!(db.store(&store).get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.store(&store).get(b"c").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(4));
+    drop(db);
+
+    // 2. A lost state directory: restored from the start, which waits until
+    // A's transaction is resolved (aborted here after 2 s) and then holds
+    // B's records and not A's.
+    let db = TaskDb::open(&dir.path().join("lost"), std::slice::from_ref(&store)).unwrap();
+    let aborter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        zombie.abort_transaction(Duration::from_secs(30)).unwrap();
+    });
+    let began = Instant::now();
+    let done = restore(&r, "it", &db, &s, &cancel).unwrap();
+    aborter.join().unwrap();
+    assert!(done.full);
+    assert!(
+        began.elapsed() >= Duration::from_millis(1500),
+        "the restore ended before A's transaction was resolved ({:?})",
+        began.elapsed()
+    );
+    assert_eq!(done.records, 2, "B's two records");
+    assert_eq!(db.store(&store).get(b"a").unwrap(), None, "A's aborted record");
+    assert_eq!(db.store(&store).get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.store(&store).get(b"c").unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(db.changelog_offset(&changelog, 0).unwrap() >= Some(4));
+    drop(db);
+    drop(successor);
+    delete_topics(&[&changelog]);
+}
