@@ -515,19 +515,18 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_guard_rejects_a_second_writer() {
-    use weir::sink::mapping::Value;
-    use weir::sink::{OffsetUpdate, TableRows, WriteError, Writer};
+    use weir::sink::{OffsetUpdate, SinkConfig, TableRows, Value, WriteError, Writer};
     let id = unique_ident("sink_guard");
     let text = format!(
         "name: {id}\ndead_letter: d\ntables:\n{}",
         hourly_table_yaml("t", &id, "")
     );
-    let cfg = weir::sink::config::parse(&text).unwrap();
+    let cfg = SinkConfig::parse(&text).unwrap();
     let mut a = Writer::start(&pg_url(), &cfg, "instance-a").await.unwrap();
     let mut b = Writer::start(&pg_url(), &cfg, "instance-b").await.unwrap();
     fn a_row(w: &Writer, code: &str, samples: i64) -> Vec<Value> {
         let v = serde_json::json!({"region":"r","region_code":code,"window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":1.5,"samples":samples});
-        w.tables()[0].mapping.map_json(&v).unwrap()
+        w.mapping(0).map_json(&v).unwrap()
     }
     let upd = |expected: Option<i64>, next: i64| {
         vec![OffsetUpdate {
