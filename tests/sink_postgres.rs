@@ -672,3 +672,42 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
     sink.stop();
     cleanup(&mut pg, &n);
 }
+
+/// A `double` key column: 0.0 and -0.0 are one key in Postgres, so a batch
+/// holding both must be deduplicated to one row (the last); two rows for
+/// one key make Postgres reject the whole statement (SQLSTATE 21000), and
+/// since each row alone is accepted the sink would stop.
+#[test]
+fn zero_and_negative_zero_keys_are_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("sink_zero", 1);
+    let table = format!(
+        "  - topic: {}\n    table: {}.by_double\n    key: [k]\n    auto_create: true\n    columns:\n      \
+         k: {{ field: k, type: double }}\n      v: {{ field: v, type: bigint }}\n",
+        n.topic, n.id
+    );
+    // One batch: everything is in the topic before the sink starts.
+    let cfg = write_config(dir.path(), &n.id, &n.dlq, "linger: 2s\n", &[table]);
+    let p = common::producer();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (i, v) in [r#"{"k":0.0,"v":1}"#, r#"{"k":-0.0,"v":2}"#, r#"{"k":1.5,"v":3}"#]
+        .iter()
+        .enumerate()
+    {
+        common::produce(&p, &n.topic, 0, now + i as i64, None, Some(v.as_bytes()));
+    }
+    common::flush(&p);
+
+    let mut sink = SinkProc::start(&cfg, &[]);
+    let mut pg = Pg::connect();
+    wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
+    sink.assert_running();
+    let rows: Vec<(f64, i64)> = pg
+        .query(&format!("SELECT k, v FROM {}.by_double ORDER BY k", n.id))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(0.0, 2), (1.5, 3)], "the last record per key wins");
+    sink.stop();
+    cleanup(&mut pg, &n);
+}

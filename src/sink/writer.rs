@@ -232,7 +232,7 @@ impl Writer {
     }
 
     /// Stored `next_offset` per (topic, partition) of this sink.
-    pub(crate) async fn read_offsets(&mut self, topics: &[String]) -> Result<HashMap<(String, i32), i64>, WriteError> {
+    pub async fn read_offsets(&mut self, topics: &[String]) -> Result<HashMap<(String, i32), i64>, WriteError> {
         let sink = self.sink.clone();
         let s = self.session().await?;
         let rows = s
