@@ -6,7 +6,7 @@
 //! not match stops the sink naming the column, SIGTERM writes the pending
 //! batch, the offsets guard rejects a second writer, and a transactional
 //! topic (weir run's exactly-once output) is read to its end, commit markers
-//! included.
+//! included, and keys Postgres finds equal (0.0 and -0.0) load as one row.
 
 mod common;
 mod sink_common;
@@ -71,7 +71,8 @@ fn windows_load_exactly_once_and_replays_change_nothing() {
     // `hour` is the KST wall clock of window_start, not UTC.
     let first: NaiveDateTime = pg.query(&format!("SELECT min(hour) FROM {}.parking_hourly_avg", n.id))[0].get(0);
     assert_eq!(first.to_string(), "2025-03-31 00:00:00");
-    // The auto-created table is the one in DESIGN.md.
+    // The auto-created table is the original dashboard table plus the
+    // unique key (docs/sink.md).
     let cols: Vec<(String, String, String)> = pg
         .query(&format!(
             "SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns \
