@@ -1,9 +1,11 @@
 //! Postgres upsert throughput of the sink's writer: 1M `parking_hourly_avg`
 //! window records (generated here, not read from Kafka) mapped and written
-//! in batches, each batch one transaction with its offsets row, by both
-//! write methods (`multi_row`: INSERT … SELECT FROM unnest(arrays) … ON
-//! CONFLICT; `copy`: binary COPY into a temp table, then INSERT … SELECT …
-//! ON CONFLICT), as new rows and again as updates of existing rows.
+//! in batches, each batch one transaction with its offsets row (INSERT …
+//! SELECT FROM unnest(arrays) … ON CONFLICT), as new rows and again as
+//! updates of existing rows. The table is the shipped
+//! `topology/parking-sink.yaml`'s. (A binary COPY into a temporary table,
+//! then INSERT … SELECT … ON CONFLICT, measured no faster and was
+//! removed; see docs/sink.md, Performance.)
 //! Baseline: one `INSERT … ON CONFLICT` per row in autocommit (what a
 //! row-at-a-time JDBC sink does), measured on fewer rows.
 //!
@@ -15,9 +17,10 @@
 
 use std::time::{Duration, Instant};
 
-use weir::sink::config::{self, WriteMethod};
-use weir::sink::mapping::Value;
-use weir::sink::{OffsetUpdate, TableRows, Writer};
+use weir::sink::{OffsetUpdate, SinkConfig, TableRows, Value, Writer};
+
+#[path = "../tests/sink_common/fixture.rs"]
+mod fixture;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -97,25 +100,10 @@ async fn run() {
     let schema = format!("bench_sink_{}", std::process::id());
     let name = format!("bench-{}", std::process::id());
     let text = format!(
-        r#"name: {name}
-dead_letter: unused
-tables:
-  - topic: parking_hourly_avg
-    table: {schema}.parking_hourly_avg
-    key: [region_code, hour]
-    auto_create: true
-    id_column: id
-    columns:
-      region:              {{ field: region, type: "varchar(255)", not_null: true }}
-      region_code:         {{ field: region_code, type: "varchar(50)" }}
-      hour:                {{ field: window_start, type: timestamp, time_zone: Asia/Seoul }}
-      avg_available_spots: {{ field: avg_available_spots, type: double, not_null: true }}
-      samples:             {{ field: samples, type: bigint, not_null: true }}
-      created_at:          {{ type: timestamp, time_zone: Asia/Seoul, now: on_insert }}
-      updated_at:          {{ type: timestamp, time_zone: Asia/Seoul, now: on_write }}
-"#
+        "name: {name}\ndead_letter: unused\ntables:\n{}",
+        fixture::hourly_table_yaml("parking_hourly_avg", &schema, "")
     );
-    let cfg = config::parse(&text).expect("bench config");
+    let cfg = SinkConfig::parse(&text).expect("bench config");
     let mut writer = Writer::start(&url, &cfg, "bench")
         .await
         .expect("connect to Postgres (./dev up)");
@@ -133,7 +121,7 @@ tables:
     let payloads: Vec<String> = (0..n).map(|i| record(i, 0)).collect();
     let gen = t.elapsed();
     let t = Instant::now();
-    let mapping = writer.tables()[0].mapping.clone();
+    let mapping = writer.mapping(0).clone();
     let rows: Vec<Vec<Value>> = payloads
         .iter()
         .map(|p| mapping.map_payload(Some(p.as_bytes())).expect("map"))
@@ -150,12 +138,9 @@ tables:
     eprintln!("generated in {gen:?}");
 
     let mut results = vec![mapped];
-    for (method, label) in [
-        (WriteMethod::MultiRow, "multi_row (unnest)"),
-        (WriteMethod::Copy, "copy + merge"),
-    ] {
+    {
+        let label = "multi_row (unnest)";
         reset(&admin, &schema, &name).await;
-        writer.set_method(method);
         let mut offset = 0;
         let took = write_all(&mut writer, &rows, batch, &mut offset, "t").await;
         results.push(Result {

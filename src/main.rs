@@ -124,8 +124,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        let is_sink = text.lines().any(|l| l.starts_with("tables:"));
-        let result = if is_sink {
+        let result = if weir::sink::is_sink_file(&text) {
             weir::sink::validate_file(file).map_err(|d| d.to_string())
         } else {
             weir::topology::Topology::load(file)

@@ -6,7 +6,7 @@
 //! not match stops the sink naming the column, SIGTERM writes the pending
 //! batch, the offsets guard rejects a second writer, and a transactional
 //! topic (weir run's exactly-once output) is read to its end, commit markers
-//! included.
+//! included, and keys Postgres finds equal (0.0 and -0.0) load as one row.
 
 mod common;
 mod sink_common;
@@ -71,7 +71,8 @@ fn windows_load_exactly_once_and_replays_change_nothing() {
     // `hour` is the KST wall clock of window_start, not UTC.
     let first: NaiveDateTime = pg.query(&format!("SELECT min(hour) FROM {}.parking_hourly_avg", n.id))[0].get(0);
     assert_eq!(first.to_string(), "2025-03-31 00:00:00");
-    // The auto-created table is the one in DESIGN.md.
+    // The auto-created table is the original dashboard table plus the
+    // unique key (docs/sink.md).
     let cols: Vec<(String, String, String)> = pg
         .query(&format!(
             "SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns \
@@ -515,19 +516,18 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_guard_rejects_a_second_writer() {
-    use weir::sink::mapping::Value;
-    use weir::sink::{OffsetUpdate, TableRows, WriteError, Writer};
+    use weir::sink::{OffsetUpdate, SinkConfig, TableRows, Value, WriteError, Writer};
     let id = unique_ident("sink_guard");
     let text = format!(
         "name: {id}\ndead_letter: d\ntables:\n{}",
         hourly_table_yaml("t", &id, "")
     );
-    let cfg = weir::sink::config::parse(&text).unwrap();
+    let cfg = SinkConfig::parse(&text).unwrap();
     let mut a = Writer::start(&pg_url(), &cfg, "instance-a").await.unwrap();
     let mut b = Writer::start(&pg_url(), &cfg, "instance-b").await.unwrap();
     fn a_row(w: &Writer, code: &str, samples: i64) -> Vec<Value> {
         let v = serde_json::json!({"region":"r","region_code":code,"window_start":"2025-03-31T10:00:00+09:00","avg_available_spots":1.5,"samples":samples});
-        w.tables()[0].mapping.map_json(&v).unwrap()
+        w.mapping(0).map_json(&v).unwrap()
     }
     let upd = |expected: Option<i64>, next: i64| {
         vec![OffsetUpdate {
@@ -670,6 +670,45 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
         end.iter().all(|(p, e)| got.get(p).map(|(o, _)| *o) == Some(*e))
     });
     assert_eq!(table_rows(&mut pg, &n.id), want);
+    sink.stop();
+    cleanup(&mut pg, &n);
+}
+
+/// A `double` key column: 0.0 and -0.0 are one key in Postgres, so a batch
+/// holding both must be deduplicated to one row (the last); two rows for
+/// one key make Postgres reject the whole statement (SQLSTATE 21000), and
+/// since each row alone is accepted the sink would stop.
+#[test]
+fn zero_and_negative_zero_keys_are_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("sink_zero", 1);
+    let table = format!(
+        "  - topic: {}\n    table: {}.by_double\n    key: [k]\n    auto_create: true\n    columns:\n      \
+         k: {{ field: k, type: double }}\n      v: {{ field: v, type: bigint }}\n",
+        n.topic, n.id
+    );
+    // One batch: everything is in the topic before the sink starts.
+    let cfg = write_config(dir.path(), &n.id, &n.dlq, "linger: 2s\n", &[table]);
+    let p = common::producer();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (i, v) in [r#"{"k":0.0,"v":1}"#, r#"{"k":-0.0,"v":2}"#, r#"{"k":1.5,"v":3}"#]
+        .iter()
+        .enumerate()
+    {
+        common::produce(&p, &n.topic, 0, now + i as i64, None, Some(v.as_bytes()));
+    }
+    common::flush(&p);
+
+    let mut sink = SinkProc::start(&cfg, &[]);
+    let mut pg = Pg::connect();
+    wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
+    sink.assert_running();
+    let rows: Vec<(f64, i64)> = pg
+        .query(&format!("SELECT k, v FROM {}.by_double ORDER BY k", n.id))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(0.0, 2), (1.5, 3)], "the last record per key wins");
     sink.stop();
     cleanup(&mut pg, &n);
 }

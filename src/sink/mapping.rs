@@ -1,6 +1,6 @@
 //! Record → row mapping: a JSON record value becomes the typed values of a
 //! table's field columns. Pure (no I/O), so every conversion rule is unit
-//! tested here. Also the in-batch deduplication by key.
+//! tested here.
 //!
 //! Rules: integer/double columns take JSON numbers and numeric strings; an
 //! empty (or blank) string is NULL for every non-text type; NULL is
@@ -10,53 +10,26 @@
 //! `time_zone` (e.g. KST for Asia/Seoul).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::config::{ColumnType, TableConfig};
-
-/// One typed value of a row.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Text(String),
-    Int(i64),
-    Double(f64),
-    Timestamptz(DateTime<Utc>),
-    Timestamp(NaiveDateTime),
-}
-
-impl Eq for Value {}
-
-impl Hash for Value {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        match self {
-            Value::Null => {}
-            Value::Text(s) => s.hash(state),
-            Value::Int(i) => i.hash(state),
-            Value::Double(d) => d.to_bits().hash(state),
-            Value::Timestamptz(t) => t.hash(state),
-            Value::Timestamp(t) => t.hash(state),
-        }
-    }
-}
+use super::config::{ColumnSource, ColumnType, TableConfig};
+use super::row::Value;
 
 /// How one field becomes one column value.
 #[derive(Debug, Clone)]
-pub struct FieldMapping {
-    pub column: String,
-    pub field: String,
-    pub kind: Kind,
-    pub not_null: bool,
+pub(crate) struct FieldMapping {
+    pub(crate) column: String,
+    pub(crate) field: String,
+    pub(crate) kind: Kind,
+    pub(crate) not_null: bool,
     /// varchar(N): longest text in characters.
-    pub max_chars: Option<usize>,
+    pub(crate) max_chars: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
-pub enum Kind {
+pub(crate) enum Kind {
     Text,
     /// Integer of this many bits (16, 32 or 64).
     Integer(u32),
@@ -77,9 +50,9 @@ pub enum Kind {
 /// form the key.
 #[derive(Debug, Clone)]
 pub struct RecordMapping {
-    pub fields: Vec<FieldMapping>,
+    pub(crate) fields: Vec<FieldMapping>,
     /// Indexes into `fields`.
-    pub key: Vec<usize>,
+    pub(crate) key: Vec<usize>,
 }
 
 /// Why a record could not be mapped (goes to the dead-letter topic).
@@ -105,10 +78,10 @@ impl RecordMapping {
     /// The mapping of a checked table config, with column facts from the
     /// database (`db_not_null`, `varchar_len`, `int_bits` by column name)
     /// when known.
-    pub fn new(table: &TableConfig, db: &HashMap<String, DbColumnFacts>) -> RecordMapping {
+    pub(crate) fn new(table: &TableConfig, db: &HashMap<String, DbColumnFacts>) -> RecordMapping {
         let mut fields = Vec::new();
         for c in table.field_columns() {
-            let super::config::ColumnSource::Field(field) = &c.source else {
+            let ColumnSource::Field(field) = &c.source else {
                 continue;
             };
             let facts = db.get(&c.name).cloned().unwrap_or_default();
@@ -184,17 +157,17 @@ impl RecordMapping {
     }
 
     /// The key values of a mapped row.
-    pub fn key_of<'a>(&self, row: &'a [Value]) -> Vec<&'a Value> {
+    pub(crate) fn key_of<'a>(&self, row: &'a [Value]) -> Vec<&'a Value> {
         self.key.iter().map(|&i| &row[i]).collect()
     }
 }
 
 /// What the database says about a column, refining the mapping.
 #[derive(Debug, Clone, Default)]
-pub struct DbColumnFacts {
-    pub not_null: bool,
-    pub varchar_len: Option<usize>,
-    pub int_bits: Option<u32>,
+pub(crate) struct DbColumnFacts {
+    pub(crate) not_null: bool,
+    pub(crate) varchar_len: Option<usize>,
+    pub(crate) int_bits: Option<u32>,
 }
 
 fn describe(v: &serde_json::Value) -> &'static str {
@@ -209,7 +182,7 @@ fn describe(v: &serde_json::Value) -> &'static str {
 }
 
 /// Convert one JSON field (absent = `None`) to a column value.
-pub fn convert(v: Option<&serde_json::Value>, kind: &Kind) -> Result<Value, String> {
+pub(crate) fn convert(v: Option<&serde_json::Value>, kind: &Kind) -> Result<Value, String> {
     use serde_json::Value as J;
     let v = match v {
         None | Some(J::Null) => return Ok(Value::Null),
@@ -335,35 +308,10 @@ fn instant(v: &serde_json::Value, tz: Tz, format: Option<&str>) -> Result<DateTi
     }
 }
 
-/// Keep only the last item per key, in the order of those last items. A
-/// multi-row `INSERT … ON CONFLICT DO UPDATE` must not touch a row twice
-/// (SQLSTATE 21000), and the last update is the one that must win.
-pub fn dedup_last<T, K, F>(items: Vec<T>, key: F) -> Vec<T>
-where
-    K: Eq + Hash,
-    F: Fn(&T) -> K,
-{
-    let mut last: HashMap<K, usize> = HashMap::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        last.insert(key(item), i);
-    }
-    if last.len() == items.len() {
-        return items;
-    }
-    let mut keep = vec![false; items.len()];
-    for i in last.into_values() {
-        keep[i] = true;
-    }
-    items
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(item, k)| k.then_some(item))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::row::dedup_last;
     use chrono_tz::Asia::Seoul;
     use serde_json::json;
 
@@ -592,16 +540,6 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(row[2], Value::Null);
-    }
-
-    #[test]
-    fn dedup_keeps_the_last_update_per_key() {
-        let items = vec![("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2), ("a", 3)];
-        let out = dedup_last(items, |(k, _)| *k);
-        assert_eq!(out, vec![("c", 1), ("b", 2), ("a", 3)]);
-        let distinct = vec![("a", 1), ("b", 1)];
-        assert_eq!(dedup_last(distinct.clone(), |(k, _)| *k), distinct);
-        assert!(dedup_last(Vec::<(u8, u8)>::new(), |(k, _)| *k).is_empty());
     }
 
     #[test]

@@ -6,25 +6,64 @@
 //! consumer always starts from the offsets stored there, so after any
 //! crash or restart every record is applied exactly once.
 //!
-//! - [`config`]: the file format and its validation (line:col errors).
-//! - [`mapping`]: JSON record → typed row, in-batch deduplication (pure).
-//! - [`postgres`]: DDL, schema checks, batch writes with offsets.
-//! - `task`: the consumer loop, batching, retries, dead letters.
+//! The file, as in `topology/`:
+//! - `spec`: the YAML format (serde types with positions);
+//! - `check`: its validation into `config`, the checked types (every
+//!   problem with line:col).
+//!
+//! Postgres:
+//! - `mapping` and `row`: JSON record → typed row, and the in-batch
+//!   deduplication by key (pure);
+//! - `sql`: SQL text and quoting (pure);
+//! - `schema`: DDL and checking the tables at start;
+//! - `writer`: batch writes with offsets in one transaction; `error`
+//!   classifies what Postgres reports.
+//!
+//! Kafka:
+//! - `task`: the consumer loop, `batch` collects records, `context` the
+//!   rebalance callback (positions from Postgres), `dead_letter` the
+//!   dead-letter producer and its header names.
 
-pub mod config;
-pub mod mapping;
-pub mod postgres;
+mod batch;
+mod check;
+mod config;
+mod context;
+mod dead_letter;
+mod error;
+mod mapping;
+mod row;
+mod schema;
+mod spec;
+mod sql;
 mod task;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+pub use check::is_sink_file;
 pub use config::SinkConfig;
-pub use postgres::{OffsetUpdate, TableRows, WriteError, Writer};
+pub use error::WriteError;
+pub use mapping::{MapError, RecordMapping};
+pub use row::Value;
+pub use writer::{OffsetUpdate, TableRows, Writer};
 
+use crate::support::backoff::{sleep_unless_async, Backoff};
 use crate::topology::diag::Diagnostics;
+
+/// Pauses between retries: from 100 ms, doubling, at most 5 s.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for an unreachable Postgres or dead-letter
+/// topic before giving up on the last batch (nothing is lost: its offsets
+/// were not stored).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The sink's retry pacing.
+fn retry_backoff() -> Backoff {
+    Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)
+}
 
 /// Where `./dev up` starts Postgres.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://weir:weir@127.0.0.1:5433/weir";
@@ -95,19 +134,14 @@ impl From<tokio::task::JoinError> for SinkError {
 
 /// Check a sink file for `weir validate`: every problem with file:line:col.
 pub fn validate_file(path: &Path) -> Result<(), Diagnostics> {
-    config::load(path).map(|_| ())
-}
-
-/// Is this a sink file rather than a topology (a top-level `tables:` key)?
-pub fn is_sink_file(text: &str) -> bool {
-    config::is_sink_text(text)
+    SinkConfig::load(path).map(|_| ())
 }
 
 /// Run `weir sink` until SIGINT/SIGTERM: the current batch is written and
 /// committed, then it returns.
 pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     let shutdown = crate::shutdown::on_signal();
-    let mut cfg = config::load(&args.file).map_err(SinkError::Config)?;
+    let mut cfg = SinkConfig::load(&args.file).map_err(SinkError::Config)?;
     if let Some(g) = &args.group {
         cfg.group = g.clone();
     }
@@ -137,17 +171,16 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
         .clone()
         .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_string());
     let owner = instance_id();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = retry_backoff();
     let writer = loop {
         match Writer::start(&url, &cfg, &owner).await {
             Ok(w) => break w,
             Err(WriteError::Retryable { context, cause }) => {
                 metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(1);
                 crate::health::global().beat();
+                let delay = backoff.next_delay().unwrap_or(MAX_BACKOFF);
                 tracing::warn!(sink = %cfg.name, retry_in = ?delay, "{context}: {cause}; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                if shutdown.load(Ordering::SeqCst) {
+                if sleep_unless_async(&shutdown, delay).await {
                     return Ok(());
                 }
             }

@@ -1,283 +1,52 @@
-//! The Kafka side of the sink: a consumer in the sink's group, batching by
-//! size and linger, the dead-letter producer, and the loop that writes each
-//! batch through the [`Writer`] with retries.
+//! The sink's consumer loop: polls the sink's topics, collects batches
+//! by size and linger, and writes each batch through the [`Writer`] with
+//! retries; dead letters go through [`DeadLetters`].
 //!
-//! Positions come from Postgres, never from Kafka: on every assignment the
-//! rebalance callback reads the stored offsets and assigns the partitions
-//! at exactly those positions (the beginning when none is stored). Kafka
-//! offsets are committed asynchronously after each Postgres commit, only so
-//! that consumer-lag tools see the sink's progress.
+//! Positions come from Postgres, never from Kafka (see [`super::context`]).
+//! Kafka offsets are committed asynchronously after each Postgres commit,
+//! only so that consumer-lag tools see the sink's progress.
 //!
 //! Everything here runs on one dedicated thread; Postgres calls are driven
-//! with `Handle::block_on`, which is also why the rebalance callback (it
-//! runs inside `poll` on this thread) may read offsets synchronously.
+//! with `Handle::block_on`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use super::batch::{Batch, Rejected, SourceRecord};
 use super::config::{Mode, SinkConfig};
-use super::mapping::{dedup_last, RecordMapping, Value};
-use super::postgres::{OffsetUpdate, TableRows, WriteError, Writer};
+use super::context::{Event, SinkContext};
+use super::dead_letter::DeadLetters;
+use super::error::WriteError;
+use super::mapping::RecordMapping;
+use super::row::{dedup_last, Value};
+use super::writer::{OffsetUpdate, TableRows, Writer};
 use super::SinkError;
+use crate::support::backoff::{sleep_unless, Backoff};
+use crate::support::lock::lock;
 
-/// Longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a shutdown waits for an unreachable Postgres before giving up
-/// on the last batch (nothing is lost: its offsets were not stored).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// A table's rows of a batch: (record index, row).
+type Rows<'b> = Vec<(usize, &'b [Value])>;
 
-/// Exponential backoff, capped.
-struct Backoff {
-    next: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self {
-            next: FIRST_BACKOFF,
-            attempt: 0,
-        }
-    }
-
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        self.attempt += 1;
-        d
-    }
-}
-
-/// Sleep `d`, waking early if `stop` becomes true; returns whether it did.
-fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        if stop.load(Ordering::SeqCst) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
-    }
-    stop.load(Ordering::SeqCst)
-}
-
-/// What the rebalance callback tells the loop.
-#[derive(Debug)]
-enum Event {
-    /// Assigned at these stored offsets (`None`: from the beginning). When
-    /// `trusted` is false the offsets could not be read (shutting down) and
-    /// the partitions must not be processed.
-    Assigned {
-        parts: Vec<((String, i32), Option<i64>)>,
-        trusted: bool,
-    },
-    Revoked(Vec<(String, i32)>),
-}
-
-pub(crate) struct SinkContext {
-    sink: String,
-    topics: Vec<String>,
-    writer: Arc<Mutex<Writer>>,
-    handle: Handle,
-    shutdown: Arc<AtomicBool>,
-    events: Mutex<Vec<Event>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data here (each
-    // holder only runs one Postgres call), so recover from poisoning.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl SinkContext {
-    /// Stored offsets, retried until read or shutdown.
-    fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
-        let mut backoff = Backoff::new();
-        loop {
-            let result = {
-                let mut w = lock(&self.writer);
-                self.handle.block_on(w.read_offsets(&self.topics))
-            };
-            match result {
-                Ok(o) => {
-                    crate::health::global().set_postgres(true);
-                    return Some(o);
-                }
-                Err(e) => {
-                    let delay = backoff.step();
-                    crate::health::global().set_postgres(false);
-                    crate::health::global().beat();
-                    metrics::counter!("weir_sink_retries_total", "sink" => self.sink.clone()).increment(1);
-                    tracing::warn!(sink = %self.sink, error = %e, retry_in = ?delay, "cannot read stored offsets; retrying");
-                    if let WriteError::Fatal(_) = e {
-                        lock(&self.writer).reset();
-                    }
-                    if sleep_unless(&self.shutdown, delay) {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    fn push(&self, e: Event) {
-        lock(&self.events).push(e);
-    }
-
-    fn take_events(&self) -> Vec<Event> {
-        std::mem::take(&mut *lock(&self.events))
-    }
-}
-
-impl ClientContext for SinkContext {
-    fn stats(&self, statistics: Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    metrics::gauge!("weir_sink_lag", "sink" => self.sink.clone(), "topic" => topic.clone(), "partition" => p.to_string())
-                        .set(part.consumer_lag as f64);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = self.stored_offsets();
-                let trusted = stored.is_some();
-                let stored = stored.unwrap_or_default();
-                let mut assigned = Vec::new();
-                for (topic, p) in &parts {
-                    let at = stored.get(&(topic.clone(), *p)).copied();
-                    let offset = at.map(Offset::Offset).unwrap_or(Offset::Beginning);
-                    if let Err(e) = tpl.set_partition_offset(topic, *p, offset) {
-                        tracing::error!(sink = %self.sink, %topic, partition = p, error = %e, "cannot set the start offset");
-                    }
-                    assigned.push(((topic.clone(), *p), at));
-                }
-                let result = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(sink = %self.sink, partitions = ?assigned, "assigned at the offsets stored in Postgres")
-                    }
-                    Err(e) => tracing::error!(sink = %self.sink, error = %e, "assign failed"),
-                }
-                self.push(Event::Assigned {
-                    parts: assigned,
-                    trusted,
-                });
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(sink = %self.sink, partitions = ?parts, "partitions revoked");
-                self.push(Event::Revoked(parts));
-                let result = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = result {
-                    tracing::warn!(sink = %self.sink, error = %e, "unassign failed");
-                }
-            }
-            other => {
-                tracing::error!(sink = %self.sink, error = ?other, "rebalance error; dropping the assignment");
-                self.push(Event::Revoked(parts));
-                if let Err(e) = consumer.unassign() {
-                    tracing::warn!(sink = %self.sink, error = %e, "unassign failed");
-                }
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // Only lag visibility depends on it; Postgres holds the truth.
-            tracing::debug!(sink = %self.sink, error = %e, "Kafka offset commit failed");
-        }
-    }
-}
-
-/// A consumed record kept until its batch is written.
-struct SourceRecord {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-}
-
-/// A record that goes to the dead-letter topic.
-struct Rejected {
-    record: usize,
-    table: usize,
-    reason: String,
-}
-
-/// Records of the batch being collected.
-struct Batch {
-    records: Vec<SourceRecord>,
-    /// Per table: (record index, mapped row).
-    rows: Vec<Vec<(usize, Vec<Value>)>>,
-    rejected: Vec<Rejected>,
-    /// Per table: records counted towards its `batch_size`, and when its
-    /// first record arrived (for `linger`).
-    counts: Vec<usize>,
-    first: Vec<Option<Instant>>,
-    /// Last offset read per partition.
-    last: BTreeMap<(String, i32), i64>,
-}
-
-impl Batch {
-    fn new(tables: usize) -> Self {
-        Self {
-            records: Vec::new(),
-            rows: (0..tables).map(|_| Vec::new()).collect(),
-            rejected: Vec::new(),
-            counts: vec![0; tables],
-            first: vec![None; tables],
-            last: BTreeMap::new(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    fn clear(&mut self) {
-        *self = Batch::new(self.rows.len());
-    }
+/// How a batch write ended, when not with an error.
+enum Outcome {
+    Committed,
+    /// Another instance had moved a partition: the batch was dropped and
+    /// the partitions re-seeked to the offsets in Postgres.
+    Resynced,
 }
 
 /// The sink's consumer loop.
 pub(crate) struct Task {
     cfg: SinkConfig,
     consumer: BaseConsumer<SinkContext>,
-    producer: FutureProducer,
+    dead_letters: DeadLetters,
     writer: Arc<Mutex<Writer>>,
     handle: Handle,
     shutdown: Arc<AtomicBool>,
@@ -342,12 +111,14 @@ impl Task {
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
 
-        let producer: FutureProducer = crate::kafka::client_config(bootstrap)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .set("client.id", format!("weir-sink-{}-dlq", cfg.name))
-            .create()?;
+        let dead_letters = DeadLetters::new(
+            bootstrap,
+            &cfg.name,
+            &cfg.dead_letter,
+            table_names.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        )?;
         let n = cfg.tables.len();
         // Every series from the start (at 0), so dashboards and alerts see
         // "no retries yet" rather than no data.
@@ -360,7 +131,7 @@ impl Task {
         Ok(Task {
             cfg,
             consumer,
-            producer,
+            dead_letters,
             writer,
             handle,
             shutdown,
@@ -390,7 +161,8 @@ impl Task {
                 break;
             }
             let timeout = self
-                .time_to_flush()
+                .batch
+                .time_to_flush(&self.cfg.tables)
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
             let polled = self.consumer.poll(timeout);
@@ -418,7 +190,7 @@ impl Task {
             if let Some(rec) = msg {
                 self.add(rec);
             }
-            if self.due() {
+            if self.batch.due(&self.cfg.tables) {
                 self.flush()?;
             }
             if self.batch.is_empty() && last_markers.elapsed() >= MARKER_INTERVAL {
@@ -518,7 +290,7 @@ impl Task {
 
     /// Remove the records of some partitions from the pending batch.
     fn drop_partitions(&mut self, drop: &HashSet<(String, i32)>) {
-        let old = std::mem::replace(&mut self.batch, Batch::new(self.cfg.tables.len()));
+        let old = self.batch.take();
         let dropped = old
             .records
             .iter()
@@ -557,44 +329,8 @@ impl Task {
     }
 
     fn add_unchecked(&mut self, rec: SourceRecord) {
-        let idx = self.batch.records.len();
-        let now = Instant::now();
-        if let Some(tables) = self.by_topic.get(&rec.topic) {
-            for &t in tables {
-                match self.mappings[t].map_payload(rec.payload.as_deref()) {
-                    Ok(row) => self.batch.rows[t].push((idx, row)),
-                    Err(e) => self.batch.rejected.push(Rejected {
-                        record: idx,
-                        table: t,
-                        reason: e.to_string(),
-                    }),
-                }
-                self.batch.counts[t] += 1;
-                self.batch.first[t].get_or_insert(now);
-            }
-        }
-        let tp = (rec.topic.clone(), rec.partition);
-        let last = self.batch.last.entry(tp).or_insert(rec.offset);
-        *last = (*last).max(rec.offset);
-        self.batch.records.push(rec);
-    }
-
-    fn time_to_flush(&self) -> Option<Duration> {
-        self.cfg
-            .tables
-            .iter()
-            .zip(&self.batch.first)
-            .filter_map(|(t, first)| first.map(|f| t.linger.saturating_sub(f.elapsed())))
-            .min()
-    }
-
-    fn due(&self) -> bool {
-        if self.batch.is_empty() {
-            return false;
-        }
-        self.cfg.tables.iter().enumerate().any(|(i, t)| {
-            self.batch.counts[i] >= t.batch_size || self.batch.first[i].is_some_and(|f| f.elapsed() >= t.linger)
-        })
+        let tables = self.by_topic.get(&rec.topic).map(Vec::as_slice).unwrap_or(&[]);
+        self.batch.add(rec, tables, &self.mappings);
     }
 
     /// Write the pending batch: dead letters, then rows and offsets in one
@@ -605,29 +341,44 @@ impl Task {
             return Ok(());
         }
         let started = Instant::now();
-        let sink = self.sink();
-        let batch = std::mem::replace(&mut self.batch, Batch::new(self.cfg.tables.len()));
+        let batch = self.batch.take();
+        if !batch.rejected.is_empty() {
+            self.dead_letters.send(&batch.records, &batch.rejected)?;
+        }
+        let mut rows = self.rows_to_write(&batch);
+        let offsets = self.offset_updates(&batch);
+        match self.write_until_committed(&batch.records, &mut rows, &offsets)? {
+            Outcome::Committed => {
+                self.committed(&offsets);
+                self.record_written(&batch, &rows, started);
+            }
+            Outcome::Resynced => {}
+        }
+        Ok(())
+    }
 
-        let rejected: Vec<(usize, usize, String)> = batch
-            .rejected
+    /// Per table, the rows to write (with their record indexes): for
+    /// `upsert` the last row per key, since one statement must not update
+    /// a row twice (SQLSTATE 21000) and the last update must win.
+    fn rows_to_write<'b>(&self, batch: &'b Batch) -> Vec<Rows<'b>> {
+        batch
+            .rows
             .iter()
-            .map(|r| (r.record, r.table, r.reason.clone()))
-            .collect();
-        if !rejected.is_empty() {
-            self.dead_letter(&batch.records, &rejected)?;
-        }
+            .enumerate()
+            .map(|(t, table_rows)| {
+                let items: Rows<'b> = table_rows.iter().map(|(i, r)| (*i, r.as_slice())).collect();
+                match self.cfg.tables[t].mode {
+                    Mode::Upsert => dedup_last(items, |(_, r)| self.mappings[t].key_of(r)),
+                    Mode::Insert => items,
+                }
+            })
+            .collect()
+    }
 
-        // Last record per key wins inside a batch.
-        let mut rows: Vec<Vec<(usize, &[Value])>> = Vec::with_capacity(batch.rows.len());
-        for (t, table_rows) in batch.rows.iter().enumerate() {
-            let mapping = &self.mappings[t];
-            let items: Vec<(usize, &[Value])> = table_rows.iter().map(|(i, r)| (*i, r.as_slice())).collect();
-            rows.push(match self.cfg.tables[t].mode {
-                Mode::Upsert => dedup_last(items, |(_, r)| mapping.key_of(r)),
-                Mode::Insert => items,
-            });
-        }
-        let offsets: Vec<OffsetUpdate> = batch
+    /// Each partition's new position after the batch, with the position
+    /// this instance last saw in Postgres (the compare of compare-and-set).
+    fn offset_updates(&self, batch: &Batch) -> Vec<OffsetUpdate> {
+        batch
             .last
             .iter()
             .map(|((topic, p), last)| OffsetUpdate {
@@ -636,49 +387,35 @@ impl Task {
                 expected: self.parts.get(&(topic.clone(), *p)).and_then(|s| s.stored),
                 next: last + 1,
             })
-            .collect();
+            .collect()
+    }
 
-        let mut backoff = Backoff::new();
-        let mut shutdown_deadline: Option<Instant> = None;
+    /// Write rows and offsets in one transaction until it commits:
+    /// retrying while Postgres is unreachable (after a shutdown request
+    /// for at most [`super::SHUTDOWN_GRACE`]), dead-lettering the rows
+    /// Postgres rejects, re-seeking when another instance moved a
+    /// partition.
+    fn write_until_committed(
+        &mut self,
+        records: &[SourceRecord],
+        rows: &mut [Rows<'_>],
+        offsets: &[OffsetUpdate],
+    ) -> Result<Outcome, SinkError> {
+        let sink = self.sink();
+        let mut backoff = super::retry_backoff();
         loop {
-            let tables: Vec<TableRows<'_>> = rows
-                .iter()
-                .enumerate()
-                .map(|(t, r)| TableRows {
-                    table: t,
-                    rows: r.iter().map(|(_, row)| *row).collect(),
-                })
-                .collect();
-            let result = {
-                let mut w = lock(&self.writer);
-                self.handle.block_on(w.write_batch(&tables, &offsets))
-            };
-            match result {
+            match self.write(rows, offsets) {
                 Ok(()) => {
                     crate::health::global().set_postgres(true);
-                    break;
+                    return Ok(Outcome::Committed);
                 }
                 Err(WriteError::Retryable { context, cause }) => {
-                    let delay = backoff.step();
-                    crate::health::global().set_postgres(false);
-                    crate::health::global().beat();
-                    metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
-                    tracing::warn!(sink = %sink, attempt = backoff.attempt, retry_in = ?delay, "{context}: {cause}; retrying");
-                    if self.shutdown.load(Ordering::SeqCst) {
-                        let deadline = *shutdown_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
-                        if Instant::now() >= deadline {
-                            return Err(SinkError::Shutdown(format!(
-                                "Postgres unreachable at shutdown ({context}: {cause}); the last batch was not written and will be re-read on restart"
-                            )));
-                        }
-                        std::thread::sleep(delay);
-                    } else {
-                        sleep_unless(&self.shutdown, delay);
-                    }
+                    self.pause_before_retry(&mut backoff, &format!("{context}: {cause}"))?
                 }
                 Err(WriteError::OwnershipLost { partitions }) => {
                     tracing::warn!(sink = %sink, ?partitions, "another instance moved these partitions' offsets; re-seeking to Postgres");
-                    return self.resync();
+                    self.resync()?;
+                    return Ok(Outcome::Resynced);
                 }
                 Err(WriteError::Data {
                     table,
@@ -686,39 +423,15 @@ impl Task {
                     message,
                 }) => {
                     tracing::warn!(sink = %sink, table = %table_name, error = %message, "Postgres rejected the batch; finding the rejected rows");
-                    let found = {
-                        let table_rows: Vec<&[Value]> = rows[table].iter().map(|(_, r)| *r).collect();
-                        let mut w = lock(&self.writer);
-                        self.handle.block_on(w.find_bad_rows(table, &table_rows))
-                    };
-                    match found {
+                    match self.find_bad_rows(table, &rows[table]) {
                         Ok(bad) if bad.is_empty() => {
                             return Err(SinkError::Postgres(WriteError::Fatal(format!(
                                 "table {table_name} rejects the batch ({message}) but accepts each row alone"
                             ))))
                         }
-                        Ok(bad) => {
-                            let bad_idx: HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
-                            let dl: Vec<(usize, usize, String)> = bad
-                                .iter()
-                                .map(|(i, reason)| {
-                                    (rows[table][*i].0, table, format!("rejected by Postgres: {reason}"))
-                                })
-                                .collect();
-                            self.dead_letter(&batch.records, &dl)?;
-                            let kept: Vec<(usize, &[Value])> = rows[table]
-                                .iter()
-                                .enumerate()
-                                .filter(|(i, _)| !bad_idx.contains(i))
-                                .map(|(_, r)| *r)
-                                .collect();
-                            rows[table] = kept;
-                        }
+                        Ok(bad) => self.dead_letter_bad_rows(records, table, &mut rows[table], &bad)?,
                         Err(WriteError::Retryable { context, cause }) => {
-                            let delay = backoff.step();
-                            metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
-                            tracing::warn!(sink = %sink, retry_in = ?delay, "{context}: {cause}; retrying");
-                            sleep_unless(&self.shutdown, delay);
+                            self.pause_before_retry(&mut backoff, &format!("{context}: {cause}"))?
                         }
                         Err(e) => return Err(SinkError::Postgres(e)),
                     }
@@ -726,10 +439,86 @@ impl Task {
                 Err(e @ WriteError::Fatal(_)) => return Err(SinkError::Postgres(e)),
             }
         }
+    }
 
-        // Committed: this instance's view of the stored offsets moves on.
+    /// One attempt at writing the batch.
+    fn write(&self, rows: &[Rows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
+        let tables: Vec<TableRows<'_>> = rows
+            .iter()
+            .enumerate()
+            .map(|(t, r)| TableRows {
+                table: t,
+                rows: r.iter().map(|(_, row)| *row).collect(),
+            })
+            .collect();
+        let mut w = lock(&self.writer);
+        self.handle.block_on(w.write_batch(&tables, offsets))
+    }
+
+    /// Which of a table's rows Postgres rejects (their indexes in `rows`).
+    fn find_bad_rows(&self, table: usize, rows: &Rows<'_>) -> Result<Vec<(usize, String)>, WriteError> {
+        let table_rows: Vec<&[Value]> = rows.iter().map(|(_, r)| *r).collect();
+        let mut w = lock(&self.writer);
+        self.handle.block_on(w.find_bad_rows(table, &table_rows))
+    }
+
+    /// Send the rows Postgres rejects to the dead-letter topic and drop
+    /// them from the batch.
+    fn dead_letter_bad_rows(
+        &self,
+        records: &[SourceRecord],
+        table: usize,
+        rows: &mut Rows<'_>,
+        bad: &[(usize, String)],
+    ) -> Result<(), SinkError> {
+        let rejected: Vec<Rejected> = bad
+            .iter()
+            .map(|(i, reason)| Rejected {
+                record: rows[*i].0,
+                table,
+                reason: format!("rejected by Postgres: {reason}"),
+            })
+            .collect();
+        self.dead_letters.send(records, &rejected)?;
+        let bad_idx: HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
+        let mut i = 0;
+        rows.retain(|_| {
+            i += 1;
+            !bad_idx.contains(&(i - 1))
+        });
+        Ok(())
+    }
+
+    /// Count a retry, log it and wait: interrupted by a shutdown request,
+    /// after which retries go on for at most the shutdown grace.
+    fn pause_before_retry(&self, backoff: &mut Backoff, error: &str) -> Result<(), SinkError> {
+        let sink = self.sink();
+        crate::health::global().set_postgres(false);
+        crate::health::global().beat();
+        metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
+        let stopping = self.shutdown.load(Ordering::SeqCst);
+        if stopping {
+            backoff.deadline_within(super::SHUTDOWN_GRACE);
+        }
+        let Some(delay) = backoff.next_delay() else {
+            return Err(SinkError::Shutdown(format!(
+                "Postgres unreachable at shutdown ({error}); the last batch was not written and will be re-read on restart"
+            )));
+        };
+        tracing::warn!(sink = %sink, attempt = backoff.attempt(), retry_in = ?delay, "{error}; retrying");
+        if stopping {
+            std::thread::sleep(delay);
+        } else {
+            sleep_unless(&self.shutdown, delay);
+        }
+        Ok(())
+    }
+
+    /// After the commit: this instance's view of the stored offsets moves
+    /// on, and Kafka learns the position (for lag tools only).
+    fn committed(&mut self, offsets: &[OffsetUpdate]) {
         let mut tpl = TopicPartitionList::new();
-        for o in &offsets {
+        for o in offsets {
             if let Some(st) = self.parts.get_mut(&(o.topic.clone(), o.partition)) {
                 st.stored = Some(o.next);
             }
@@ -738,8 +527,12 @@ impl Task {
             }
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(sink = %sink, error = %e, "Kafka offset commit failed");
+            tracing::debug!(sink = %self.cfg.name, error = %e, "Kafka offset commit failed");
         }
+    }
+
+    fn record_written(&self, batch: &Batch, rows: &[Rows<'_>], started: Instant) {
+        let sink = self.sink();
         for (t, r) in rows.iter().enumerate() {
             if !r.is_empty() {
                 metrics::counter!("weir_sink_rows_upserted_total", "sink" => sink.clone(), "table" => self.table_names[t].clone())
@@ -755,93 +548,12 @@ impl Task {
             took = ?started.elapsed(),
             "batch written"
         );
-        Ok(())
-    }
-
-    /// Produce records to the dead-letter topic and wait until Kafka has
-    /// them (retrying), so none is lost when the batch commits.
-    fn dead_letter(&self, records: &[SourceRecord], items: &[(usize, usize, String)]) -> Result<(), SinkError> {
-        let sink = self.sink();
-        let mut backoff = Backoff::new();
-        let mut todo: Vec<&(usize, usize, String)> = items.iter().collect();
-        while !todo.is_empty() {
-            let futures: Vec<_> = todo
-                .iter()
-                .map(|(ri, t, reason)| {
-                    let r = &records[*ri];
-                    let table = self.table_names[*t].as_str();
-                    let partition = r.partition.to_string();
-                    let offset = r.offset.to_string();
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "weir.error",
-                            value: Some(reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "weir.topic",
-                            value: Some(r.topic.as_str()),
-                        })
-                        .insert(Header {
-                            key: "weir.partition",
-                            value: Some(partition.as_str()),
-                        })
-                        .insert(Header {
-                            key: "weir.offset",
-                            value: Some(offset.as_str()),
-                        })
-                        .insert(Header {
-                            key: "weir.sink",
-                            value: Some(sink.as_str()),
-                        })
-                        .insert(Header {
-                            key: "weir.table",
-                            value: Some(table),
-                        });
-                    let mut rec: FutureRecord<'_, [u8], [u8]> =
-                        FutureRecord::to(&self.cfg.dead_letter).headers(headers);
-                    if let Some(k) = &r.key {
-                        rec = rec.key(k.as_slice());
-                    }
-                    if let Some(p) = &r.payload {
-                        rec = rec.payload(p.as_slice());
-                    }
-                    self.producer.send(rec, Duration::from_secs(10))
-                })
-                .collect();
-            let results = self.handle.block_on(futures::future::join_all(futures));
-            let mut failed = Vec::new();
-            for (item, res) in todo.iter().zip(results) {
-                match res {
-                    Ok(_) => {
-                        tracing::warn!(sink = %sink, topic = %records[item.0].topic, partition = records[item.0].partition,
-                            offset = records[item.0].offset, reason = %item.2, "record sent to the dead-letter topic");
-                        let table = self.table_names[item.1].clone();
-                        metrics::counter!("weir_sink_dlq_records_total", "sink" => sink.clone(), "table" => table)
-                            .increment(1);
-                    }
-                    Err((e, _)) => {
-                        tracing::warn!(sink = %sink, error = %e, "dead-letter produce failed");
-                        failed.push(*item);
-                    }
-                }
-            }
-            todo = failed;
-            if !todo.is_empty() {
-                let delay = backoff.step();
-                metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
-                if self.shutdown.load(Ordering::SeqCst) && backoff.attempt > 10 {
-                    return Err(SinkError::Shutdown("dead-letter topic unreachable at shutdown".into()));
-                }
-                std::thread::sleep(delay);
-            }
-        }
-        Ok(())
     }
 
     /// Seek every assigned partition to its offset in Postgres (after
     /// another instance wrote one of them), dropping the pending batch.
     fn resync(&mut self) -> Result<(), SinkError> {
-        self.batch.clear();
+        self.batch = Batch::new(self.cfg.tables.len());
         let Some(stored) = self.consumer.context().stored_offsets() else {
             return Ok(()); // shutting down: nothing more is written
         };

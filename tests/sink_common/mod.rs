@@ -13,6 +13,9 @@ use serde_json::json;
 
 use crate::common;
 
+mod fixture;
+pub use fixture::hourly_table_yaml;
+
 pub fn pg_url() -> String {
     std::env::var("WEIR_PG_URL").unwrap_or_else(|_| "postgres://weir:weir@127.0.0.1:5433/weir".to_string())
 }
@@ -223,27 +226,6 @@ impl Drop for SinkProc {
             );
         }
     }
-}
-
-/// The hourly-average table in `schema`, as in topology/parking-sink.yaml.
-pub fn hourly_table_yaml(topic: &str, schema: &str, batch: &str) -> String {
-    format!(
-        r#"  - topic: {topic}
-    table: {schema}.parking_hourly_avg
-    mode: upsert
-    key: [region_code, hour]
-    auto_create: true
-    id_column: id
-{batch}    columns:
-      region:              {{ field: region, type: "varchar(255)", not_null: true }}
-      region_code:         {{ field: region_code, type: "varchar(50)" }}
-      hour:                {{ field: window_start, type: timestamp, time_zone: Asia/Seoul }}
-      avg_available_spots: {{ field: avg_available_spots, type: double, not_null: true }}
-      samples:             {{ field: samples, type: bigint, not_null: true }}
-      created_at:          {{ type: timestamp, time_zone: Asia/Seoul, now: on_insert }}
-      updated_at:          {{ type: timestamp, time_zone: Asia/Seoul, now: on_write }}
-"#
-    )
 }
 
 /// An insert-mode table with one row per record (by its `seq` field):

@@ -1,0 +1,398 @@
+//! The Postgres writer: one connection with prepared statements, writing
+//! a batch — rows of every table plus the consumed offsets — in one
+//! transaction.
+//!
+//! Exactly-once rests on the offsets rows: a batch first moves each of its
+//! partitions' `next_offset` from the value this instance read (compare and
+//! set), so a batch whose partition another instance has advanced in the
+//! meantime aborts as a whole ([`WriteError::OwnershipLost`]) and the
+//! caller re-seeks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::config::{QualifiedName, SinkConfig};
+use super::error::{classify, db_message, is_data_error, WriteError};
+use super::mapping::RecordMapping;
+use super::row::Value;
+use super::schema::{self, DbType, TablePlan};
+use super::sql;
+
+/// One column of a batch's rows, typed for the target column.
+enum Array<'a> {
+    Text(Vec<Option<&'a str>>),
+    I16(Vec<Option<i16>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    F64(Vec<Option<f64>>),
+    Tstz(Vec<Option<DateTime<Utc>>>),
+    Ts(Vec<Option<NaiveDateTime>>),
+}
+
+impl<'a> Array<'a> {
+    fn with_capacity(ty: DbType, n: usize) -> Self {
+        match ty {
+            DbType::Text => Array::Text(Vec::with_capacity(n)),
+            DbType::Int2 => Array::I16(Vec::with_capacity(n)),
+            DbType::Int4 => Array::I32(Vec::with_capacity(n)),
+            DbType::Int8 => Array::I64(Vec::with_capacity(n)),
+            DbType::Float8 => Array::F64(Vec::with_capacity(n)),
+            DbType::Timestamptz => Array::Tstz(Vec::with_capacity(n)),
+            DbType::Timestamp => Array::Ts(Vec::with_capacity(n)),
+        }
+    }
+
+    fn push(&mut self, v: &'a Value) -> Result<(), String> {
+        let mismatch = || format!("value {v:?} does not fit the column");
+        match (self, v) {
+            (Array::Text(a), Value::Null) => a.push(None),
+            (Array::I16(a), Value::Null) => a.push(None),
+            (Array::I32(a), Value::Null) => a.push(None),
+            (Array::I64(a), Value::Null) => a.push(None),
+            (Array::F64(a), Value::Null) => a.push(None),
+            (Array::Tstz(a), Value::Null) => a.push(None),
+            (Array::Ts(a), Value::Null) => a.push(None),
+            (Array::Text(a), Value::Text(s)) => a.push(Some(s)),
+            (Array::I16(a), Value::Int(i)) => a.push(Some(i16::try_from(*i).map_err(|_| mismatch())?)),
+            (Array::I32(a), Value::Int(i)) => a.push(Some(i32::try_from(*i).map_err(|_| mismatch())?)),
+            (Array::I64(a), Value::Int(i)) => a.push(Some(*i)),
+            (Array::F64(a), Value::Double(d)) => a.push(Some(*d)),
+            (Array::F64(a), Value::Int(i)) => a.push(Some(*i as f64)),
+            (Array::Tstz(a), Value::Timestamptz(t)) => a.push(Some(*t)),
+            (Array::Ts(a), Value::Timestamp(t)) => a.push(Some(*t)),
+            _ => return Err(mismatch()),
+        }
+        Ok(())
+    }
+
+    fn as_param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Array::Text(a) => a,
+            Array::I16(a) => a,
+            Array::I32(a) => a,
+            Array::I64(a) => a,
+            Array::F64(a) => a,
+            Array::Tstz(a) => a,
+            Array::Ts(a) => a,
+        }
+    }
+
+    /// Element `i` as a single parameter (a row written alone).
+    fn element(&self, i: usize) -> &(dyn ToSql + Sync) {
+        match self {
+            Array::Text(a) => &a[i],
+            Array::I16(a) => &a[i],
+            Array::I32(a) => &a[i],
+            Array::I64(a) => &a[i],
+            Array::F64(a) => &a[i],
+            Array::Tstz(a) => &a[i],
+            Array::Ts(a) => &a[i],
+        }
+    }
+}
+
+/// Column arrays of a batch of rows.
+fn build_arrays<'a>(rows: &[&'a [Value]], types: &[DbType]) -> Result<Vec<Array<'a>>, String> {
+    let mut arrays: Vec<Array<'a>> = types.iter().map(|t| Array::with_capacity(*t, rows.len())).collect();
+    for row in rows {
+        for (a, v) in arrays.iter_mut().zip(row.iter()) {
+            a.push(v)?;
+        }
+    }
+    Ok(arrays)
+}
+
+/// A batch's new position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetUpdate {
+    pub topic: String,
+    pub partition: i32,
+    /// `next_offset` as last read from (or written to) Postgres by this
+    /// instance; `None` when no row exists yet.
+    pub expected: Option<i64>,
+    pub next: i64,
+}
+
+/// Rows for one table in a batch.
+pub struct TableRows<'a> {
+    pub table: usize,
+    pub rows: Vec<&'a [Value]>,
+}
+
+/// Prepared statements of one connection.
+struct Session {
+    client: Client,
+    unnest: Vec<Statement>,
+    single: Vec<Statement>,
+    update_offsets: Statement,
+    insert_offsets: Statement,
+    read_offsets: Statement,
+}
+
+/// Writes batches into Postgres; reconnects as needed.
+pub struct Writer {
+    config: tokio_postgres::Config,
+    sink: String,
+    owner: String,
+    offsets: QualifiedName,
+    tables: Vec<TablePlan>,
+    session: Option<Session>,
+}
+
+impl Writer {
+    /// Connect, create what `auto_create` asks for and the offsets table,
+    /// and check every table. A mismatch is `WriteError::Fatal` naming the
+    /// column; an unreachable server is `Retryable`.
+    pub async fn start(url: &str, sink: &SinkConfig, owner: &str) -> Result<Writer, WriteError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| WriteError::fatal("invalid Postgres URL", e))?;
+        config.connect_timeout(Duration::from_secs(5));
+        if config.get_application_name().is_none() {
+            config.application_name(format!("weir-sink-{}", sink.name));
+        }
+        let mut client = connect(&config).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting DDL transaction", e))?;
+        let tables = schema::prepare(&tx, sink).await?;
+        tx.commit().await.map_err(|e| classify("committing DDL", e))?;
+        let mut writer = Writer {
+            config,
+            sink: sink.name.clone(),
+            owner: owner.to_string(),
+            offsets: sink.offsets_table.clone(),
+            tables,
+            session: None,
+        };
+        writer.session = Some(writer.new_session(client).await?);
+        Ok(writer)
+    }
+
+    pub(crate) fn tables(&self) -> &[TablePlan] {
+        &self.tables
+    }
+
+    /// How records become rows of table `table` (config order), as
+    /// checked against the database.
+    pub fn mapping(&self, table: usize) -> &RecordMapping {
+        &self.tables[table].mapping
+    }
+
+    async fn new_session(&self, client: Client) -> Result<Session, WriteError> {
+        let ctx = "preparing statements";
+        let mut unnest = Vec::new();
+        let mut single = Vec::new();
+        for t in &self.tables {
+            unnest.push(client.prepare(&t.unnest_sql).await.map_err(|e| classify(ctx, e))?);
+            single.push(client.prepare(&t.single_sql).await.map_err(|e| classify(ctx, e))?);
+        }
+        let prepare = |sql: String| {
+            let client = &client;
+            async move { client.prepare(&sql).await.map_err(|e| classify(ctx, e)) }
+        };
+        let update_offsets = prepare(sql::update_offsets_sql(&self.offsets)).await?;
+        let insert_offsets = prepare(sql::insert_offsets_sql(&self.offsets)).await?;
+        let read_offsets = prepare(sql::read_offsets_sql(&self.offsets)).await?;
+        Ok(Session {
+            client,
+            unnest,
+            single,
+            update_offsets,
+            insert_offsets,
+            read_offsets,
+        })
+    }
+
+    /// The current session, connecting if there is none.
+    async fn session(&mut self) -> Result<&mut Session, WriteError> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            let client = connect(&self.config).await?;
+            let s = self.new_session(client).await?;
+            tracing::info!(sink = %self.sink, "connected to Postgres");
+            self.session = Some(s);
+        }
+        match self.session.as_mut() {
+            Some(s) => Ok(s),
+            None => Err(WriteError::Fatal("no Postgres session".into())),
+        }
+    }
+
+    /// Forget the connection (after an error that may have broken it).
+    pub(crate) fn reset(&mut self) {
+        self.session = None;
+    }
+
+    /// Stored `next_offset` per (topic, partition) of this sink.
+    pub async fn read_offsets(&mut self, topics: &[String]) -> Result<HashMap<(String, i32), i64>, WriteError> {
+        let sink = self.sink.clone();
+        let s = self.session().await?;
+        let rows = s
+            .client
+            .query(&s.read_offsets, &[&sink, &topics])
+            .await
+            .map_err(|e| classify("reading stored offsets", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get::<_, i64>(2)))
+            .collect())
+    }
+
+    /// Write one batch and its offsets in one transaction.
+    pub async fn write_batch(&mut self, batch: &[TableRows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
+        let result = self.write_batch_inner(batch, offsets).await;
+        if let Err(WriteError::Retryable { .. }) = &result {
+            // The connection may be gone; a fresh one costs little.
+            if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+                self.session = None;
+            }
+        }
+        result
+    }
+
+    async fn write_batch_inner(&mut self, batch: &[TableRows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
+        let sink = self.sink.clone();
+        let owner = self.owner.clone();
+        self.session().await?;
+        let Writer { session, tables, .. } = self;
+        let Some(s) = session.as_mut() else {
+            return Err(WriteError::Fatal("no Postgres session".into()));
+        };
+        let tx = s
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting a transaction", e))?;
+
+        // Offsets first: this takes the partitions' row locks, so a second
+        // instance writing the same partitions waits here and then fails
+        // the compare instead of doing the batch's work twice.
+        let (known, new): (Vec<&OffsetUpdate>, Vec<&OffsetUpdate>) = offsets.iter().partition(|o| o.expected.is_some());
+        if !known.is_empty() {
+            let topics: Vec<&str> = known.iter().map(|o| o.topic.as_str()).collect();
+            let parts: Vec<i32> = known.iter().map(|o| o.partition).collect();
+            let expected: Vec<i64> = known.iter().map(|o| o.expected.unwrap_or_default()).collect();
+            let next: Vec<i64> = known.iter().map(|o| o.next).collect();
+            let n = tx
+                .execute(&s.update_offsets, &[&sink, &owner, &topics, &parts, &expected, &next])
+                .await
+                .map_err(|e| classify("updating offsets", e))?;
+            if n != known.len() as u64 {
+                return Err(WriteError::OwnershipLost {
+                    partitions: known.iter().map(|o| (o.topic.clone(), o.partition)).collect(),
+                });
+            }
+        }
+        if !new.is_empty() {
+            let topics: Vec<&str> = new.iter().map(|o| o.topic.as_str()).collect();
+            let parts: Vec<i32> = new.iter().map(|o| o.partition).collect();
+            let next: Vec<i64> = new.iter().map(|o| o.next).collect();
+            if let Err(e) = tx
+                .execute(&s.insert_offsets, &[&sink, &owner, &topics, &parts, &next])
+                .await
+            {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(WriteError::OwnershipLost {
+                        partitions: new.iter().map(|o| (o.topic.clone(), o.partition)).collect(),
+                    });
+                }
+                return Err(classify("inserting offsets", e));
+            }
+        }
+
+        for tr in batch {
+            if tr.rows.is_empty() {
+                continue;
+            }
+            let plan = &tables[tr.table];
+            let data_err = |e: tokio_postgres::Error| {
+                if is_data_error(&e) {
+                    WriteError::Data {
+                        table: tr.table,
+                        table_name: plan.config.table.to_string(),
+                        message: db_message(&e),
+                    }
+                } else {
+                    classify(&format!("writing {}", plan.config.table), e)
+                }
+            };
+            let arrays = build_arrays(&tr.rows, &plan.db_types)
+                .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
+            let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_param).collect();
+            tx.execute(&s.unnest[tr.table], &params).await.map_err(data_err)?;
+        }
+        tx.commit().await.map_err(|e| classify("committing", e))?;
+        Ok(())
+    }
+
+    /// Which rows of `rows` Postgres rejects, each written alone inside a
+    /// savepoint of a transaction that is then rolled back. Used after a
+    /// batch failed with [`WriteError::Data`].
+    pub(crate) async fn find_bad_rows(
+        &mut self,
+        table: usize,
+        rows: &[&[Value]],
+    ) -> Result<Vec<(usize, String)>, WriteError> {
+        let plan = self.tables[table].clone();
+        let s = self.session().await?;
+        let stmt = s.single[table].clone();
+        let mut tx = s
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify("starting a transaction", e))?;
+        let mut bad = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let arrays = build_arrays(&[*row], &plan.db_types)
+                .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
+            let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a.element(0)).collect();
+            let sp = tx.savepoint("weir_row").await.map_err(|e| classify("savepoint", e))?;
+            match sp.execute(&stmt, &params).await {
+                Ok(_) => sp.commit().await.map_err(|e| classify("releasing savepoint", e))?,
+                Err(e) if is_data_error(&e) => {
+                    bad.push((i, db_message(&e)));
+                    sp.rollback()
+                        .await
+                        .map_err(|e| classify("rolling back to savepoint", e))?;
+                }
+                Err(e) => return Err(classify(&format!("writing {}", plan.config.table), e)),
+            }
+        }
+        tx.rollback().await.map_err(|e| classify("rolling back", e))?;
+        Ok(bad)
+    }
+
+    /// One row in its own implicit transaction, with a prepared statement
+    /// (the row-at-a-time baseline of the benchmark).
+    pub async fn write_row_autocommit(&mut self, table: usize, row: &[Value]) -> Result<(), WriteError> {
+        let arrays = build_arrays(&[row], &self.tables[table].db_types).map_err(WriteError::Fatal)?;
+        let s = self.session().await?;
+        let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a.element(0)).collect();
+        s.client
+            .execute(&s.single[table], &params)
+            .await
+            .map_err(|e| classify("writing a row", e))?;
+        Ok(())
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, WriteError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| WriteError::Retryable {
+        context: "connecting to Postgres".into(),
+        cause: e,
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "Postgres connection ended");
+        }
+    });
+    Ok(client)
+}

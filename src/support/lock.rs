@@ -1,0 +1,10 @@
+//! Mutex locking that survives a panicking holder.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Lock `m`, recovering the data if a holder panicked. Only for data that
+/// every holder leaves consistent at each step (the callers' guards cover
+/// one call, never a half-done update).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
