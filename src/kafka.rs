@@ -10,6 +10,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
+use crate::support::backoff::{sleep_unless, Backoff};
+
 mod murmur2;
 pub use murmur2::{murmur2, partition_for as murmur2_partition};
 
@@ -44,25 +46,24 @@ pub fn wait_for_brokers(
     };
     let consumer: rdkafka::consumer::BaseConsumer = client_config(bootstrap).create().map_err(unreachable)?;
     let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(500);
-    let mut attempts = 0u32;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    backoff.deadline_within(wait);
     loop {
         match rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2)) {
             Ok(_) => {
-                if attempts > 0 {
+                if backoff.attempt() > 0 {
                     tracing::info!(bootstrap, waited = ?started.elapsed(), "Kafka answers");
                 }
                 return Ok(true);
             }
-            Err(e) if started.elapsed() + delay >= wait => return Err(unreachable(e)),
             Err(e) => {
-                if attempts == 0 {
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(unreachable(e));
+                };
+                if backoff.attempt() == 1 {
                     tracing::warn!(bootstrap, error = %e, wait = ?wait, "Kafka does not answer yet; waiting for it");
                 }
-                attempts += 1;
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if sleep_unless(stop, delay) {
                     return Ok(false);
                 }
             }

@@ -16,7 +16,7 @@
 //! never on the async runtime.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -27,6 +27,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
 
 use super::RuntimeError;
+use crate::support::backoff::Backoff;
+pub(crate) use crate::support::lock::lock;
 
 /// How long a transaction call, a flush or an offset commit may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,10 +78,6 @@ impl ProducerContext for DeliveryContext {
             }
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One record to produce.
@@ -310,8 +308,8 @@ impl Collector {
 /// other error, or one that lasts [`COMMIT_RETRY`], is returned.
 fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
     use RDKafkaErrorCode as Code;
-    let deadline = Instant::now() + COMMIT_RETRY;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    backoff.deadline_within(COMMIT_RETRY);
     loop {
         match consumer.commit(tpl, CommitMode::Sync) {
             Err(KafkaError::ConsumerCommit(
@@ -323,10 +321,12 @@ fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPar
                 | Code::NetworkException
                 | Code::BrokerTransportFailure
                 | Code::AllBrokersDown),
-            )) if Instant::now() < deadline => {
+            )) => {
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(KafkaError::ConsumerCommit(code));
+                };
                 tracing::warn!(error = %code, retry_in = ?delay, "offset commit failed; retrying");
                 std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             other => return other,
         }

@@ -15,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::RuntimeError;
 use crate::kafka::{client_config, ensure_topics, TopicSpec};
+use crate::support::backoff::Backoff;
 use crate::topology::{NodeKind, StoreKind, Topology};
 
 /// Deletes the records of repartition topics that this instance's tasks
@@ -107,14 +108,16 @@ pub async fn prepare_topics(
     bootstrap: &str,
     replication: i32,
 ) -> Result<HashMap<String, i32>, RuntimeError> {
-    let deadline = Instant::now() + PREPARE_RETRY;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    backoff.deadline_within(PREPARE_RETRY);
     loop {
         match prepare_topics_once(topo, bootstrap, replication).await {
-            Err(RuntimeError::Kafka(e)) if Instant::now() + delay < deadline => {
+            Err(RuntimeError::Kafka(e)) => {
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(RuntimeError::Kafka(e));
+                };
                 tracing::warn!(error = %e, retry_in = ?delay, "preparing topics failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             other => return other,
         }
