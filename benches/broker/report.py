@@ -49,13 +49,13 @@ LATENCY_TARGET_MS = {"at_least_once": 10, "exactly_once": 1050, "exactly_once_v2
 
 
 def latency_report(path):
-    """RESULTS lines: name|guarantee|output|rate|gen ...|in N out N p50 ...|cpu_s|load."""
+    """RESULTS lines: name|guarantee|output|rate|gen ...|in N out N p50 ...|cpu_s|load|latency.out."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for line in f:
-            name, g, out, rate, gen, res, cpu, load = line.rstrip("\n").split("|")
+            name, g, out, rate, gen, res, cpu, load, log = line.rstrip("\n").split("|")
             rows.append(dict(name=name, g=g, out=out, rate=int(rate), gen=kv(gen.removeprefix("gen ")),
-                             res=kv(res), cpu=cpu, load=load))
+                             res=kv(res), cpu=cpu, load=load, log=log))
     if not rows:
         print("no latency results")
         return 1
@@ -85,6 +85,25 @@ def latency_report(path):
             gen = r["gen"]
             print(f"{r['name']} generator: {gen['sent']} records in {gen['seconds']} s, at most "
                   f"{gen['max_behind_ms']} ms behind schedule, {gen['errors']} send errors")
+    print()
+    print("Over time (warm-up included), per second of input time since the first send, every 5th: "
+          "median/max latency in ms of the records stamped in that second")
+    for r in rows:
+        series = None
+        with open(r["log"], encoding="utf-8") as f:
+            for line in f:
+                w = line.split()
+                if w[:1] == ["series"] and w[1].endswith("-" + r["out"]):
+                    series = w[2:]
+        if series is None:
+            continue
+        cells = []
+        for cell in series:
+            sec, _, rest = cell.partition(":")
+            _, med, mx = rest.split("/")
+            if int(sec) % 5 == 0:
+                cells.append(f"{sec}s {med}/{mx}")
+        print(f"  {r['name']:9} {'lot status' if r['out'] == 'lots' else 'hourly':10}  " + "  ".join(cells))
     return 0
 
 

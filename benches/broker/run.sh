@@ -333,7 +333,7 @@ for line in sys.stdin:
     grep '^result ' "$dir/latency.out" | while read -r _ topic rest; do
       local out=lots
       [[ "$topic" == *-hourly ]] && out=hourly
-      echo "$name|$g|$out|$rate|$gen|$rest|$cpu|$load" >>"$work/results"
+      echo "$name|$g|$out|$rate|$gen|$rest|$cpu|$load|$dir/latency.out" >>"$work/results"
     done
     say "$name: $(grep '^result ' "$dir/latency.out" | sed "s/^result $app-//" | paste -sd';' -)"
     sleep 2
