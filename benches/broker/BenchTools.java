@@ -1,11 +1,20 @@
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.LockSupport;
 import java.util.*;
 import java.util.stream.*;
 import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.common.*;
+import org.apache.kafka.clients.producer.*;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
  * Helpers for benches/broker/run.sh, run on Kafka's own jars (compiled by run.sh with javac).
@@ -22,6 +31,20 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * BenchTools dump BOOTSTRAP TOPIC
  *     prints every committed record of TOPIC (read_committed, from the beginning to the end offsets) as
  *     "KEY\tVALUE" lines (UTF-8; tabs and newlines inside are not expected in these JSON values).
+ * BenchTools assigned BOOTSTRAP GROUP INPUT TIMEOUT_S
+ *     prints "assigned EPOCH_MS" once GROUP is stable and its members' assignments cover every INPUT partition.
+ * BenchTools latency BOOTSTRAP INPUT VALUES RATE SECONDS WARMUP_S DRAIN_S OUTPUT_TOPIC...
+ *     end-to-end latency at a fixed offered rate (run.sh --latency). A read_committed consumer is assigned every
+ *     partition of the OUTPUT_TOPICs (fresh topics, read from the beginning); then RATE records/s are produced to
+ *     INPUT for SECONDS s, cycling through VALUES ("KEY\tJSON" lines, e.g. a few sweeps of `weir simulate`), each
+ *     stamped with the wall clock at its send() (the record timestamp, so the job's event time), and, for a
+ *     real-time ("Y") lot, its LAST_UPDATE rewritten to that second in KST so every lot's LAST_UPDATE only grows
+ *     (the lot table takes every record). Per output record read: now - its timestamp. Records stamped in the
+ *     first WARMUP_S s are discarded; "in" = the "Y" records produced after that (each yields one output record
+ *     per OUTPUT_TOPIC), "out" = output records read whose timestamp is in that span. Reading stops when every
+ *     topic has all of them, or DRAIN_S s after the last send. Prints "gen ..." and one "result TOPIC ..." line
+ *     per topic; a percentile that falls on a record never read prints as "inf". Then, for the log, per topic a
+ *     "series" line: per second of input time since the start, "SECOND:COUNT/MEDIAN_MS/MAX_MS".
  * </pre>
  */
 public class BenchTools {
@@ -30,6 +53,9 @@ public class BenchTools {
             case "watch" -> watch(a[1], a[2], a[3], Long.parseLong(a[4]), Long.parseLong(a[5]), Long.parseLong(a[6]));
             case "dump" -> dump(a[1], a[2]);
             case "maxts" -> maxts(a[1], a[2]);
+            case "assigned" -> assigned(a[1], a[2], a[3], Long.parseLong(a[4]));
+            case "latency" -> latency(a[1], a[2], a[3], Integer.parseInt(a[4]), Integer.parseInt(a[5]),
+                Integer.parseInt(a[6]), Integer.parseInt(a[7]), Arrays.copyOfRange(a, 8, a.length));
             default -> throw new IllegalArgumentException(a[0]);
         }
     }
@@ -161,5 +187,220 @@ public class BenchTools {
                 }
             }
         }
+    }
+
+    static void assigned(String bootstrap, String group, String input, long timeoutS) throws Exception {
+        long deadline = System.currentTimeMillis() + timeoutS * 1000;
+        try (Admin admin = Admin.create(admin(bootstrap))) {
+            int n = admin.describeTopics(List.of(input)).allTopicNames().get().get(input).partitions().size();
+            while (System.currentTimeMillis() < deadline) {
+                try {
+                    ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all().get().get(group);
+                    Set<Integer> got = new HashSet<>();
+                    for (MemberDescription m : d.members()) {
+                        for (TopicPartition tp : m.assignment().topicPartitions()) {
+                            if (tp.topic().equals(input)) got.add(tp.partition());
+                        }
+                    }
+                    if (d.groupState() == GroupState.STABLE && got.size() == n) {
+                        System.out.println("assigned " + System.currentTimeMillis());
+                        return;
+                    }
+                } catch (Exception e) {
+                    // the group does not exist yet
+                }
+                Thread.sleep(200);
+            }
+            System.out.println("timeout " + System.currentTimeMillis());
+            System.exit(2);
+        }
+    }
+
+    /** A growable long[]. */
+    static final class Longs {
+        long[] a = new long[1 << 16];
+        int n;
+
+        void add(long v) {
+            if (n == a.length) a = Arrays.copyOf(a, n * 2);
+            a[n++] = v;
+        }
+    }
+
+    static void latency(String bootstrap, String input, String valuesFile, int rate, int seconds, int warmupS,
+            int drainS, String[] outs) throws Exception {
+        List<byte[]> keys = new ArrayList<>();
+        List<String> values = new ArrayList<>();
+        for (String line : Files.readAllLines(Path.of(valuesFile), StandardCharsets.UTF_8)) {
+            int t = line.indexOf('\t');
+            if (t < 0) continue;
+            keys.add(line.substring(0, t).getBytes(StandardCharsets.UTF_8));
+            values.add(line.substring(t + 1));
+        }
+        if (keys.isEmpty()) throw new IllegalArgumentException("no values in " + valuesFile);
+        String marker = "\"LAST_UPDATE\":\"";
+        boolean[] realtime = new boolean[values.size()];
+        String[] head = new String[values.size()];
+        String[] tail = new String[values.size()];
+        for (int i = 0; i < values.size(); i++) {
+            String v = values.get(i);
+            realtime[i] = v.contains("\"IS_REALTIME_STATUS_PROVIDED\":\"Y\"");
+            int s = v.indexOf(marker);
+            if (realtime[i] && s >= 0) {
+                int e = v.indexOf('"', s + marker.length());
+                head[i] = v.substring(0, s + marker.length());
+                tail[i] = v.substring(e);
+            }
+        }
+        Map<String, Integer> topicIndex = new HashMap<>();
+        for (int i = 0; i < outs.length; i++) topicIndex.put(outs[i], i);
+
+        Properties c = new Properties();
+        c.put("bootstrap.servers", bootstrap);
+        c.put("isolation.level", "read_committed");
+        c.put("enable.auto.commit", "false");
+        c.put("fetch.max.wait.ms", "100");
+        c.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        c.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c);
+        List<TopicPartition> tps = new ArrayList<>();
+        for (String t : outs) {
+            consumer.partitionsFor(t, Duration.ofSeconds(20)).forEach(i -> tps.add(new TopicPartition(t, i.partition())));
+        }
+        consumer.assign(tps);
+        consumer.seekToBeginning(tps);
+        for (TopicPartition tp : tps) consumer.position(tp);
+
+        // Written by the generator before it starts / after it ends; read by the reader.
+        long[] window = {Long.MAX_VALUE, Long.MAX_VALUE}; // [from, to] record timestamps measured
+        Longs[] ts = new Longs[outs.length];
+        Longs[] lat = new Longs[outs.length];
+        for (int i = 0; i < outs.length; i++) {
+            ts[i] = new Longs();
+            lat[i] = new Longs();
+        }
+        AtomicBoolean stop = new AtomicBoolean();
+        long[] counted = new long[outs.length]; // guarded by ts
+        Thread reader = new Thread(() -> {
+            while (!stop.get()) {
+                ConsumerRecords<byte[], byte[]> rs = consumer.poll(Duration.ofMillis(100));
+                long now = System.currentTimeMillis();
+                if (rs.isEmpty()) continue;
+                synchronized (ts) {
+                    for (ConsumerRecord<byte[], byte[]> r : rs) {
+                        int i = topicIndex.get(r.topic());
+                        ts[i].add(r.timestamp());
+                        lat[i].add(now - r.timestamp());
+                        if (r.timestamp() >= window[0] && r.timestamp() <= window[1]) counted[i]++;
+                    }
+                }
+            }
+            consumer.close(Duration.ofSeconds(5));
+        }, "reader");
+        reader.start();
+        System.out.println("ready " + System.currentTimeMillis());
+
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        p.put("linger.ms", "0");
+        p.put("key.serializer", ByteArraySerializer.class.getName());
+        p.put("value.serializer", ByteArraySerializer.class.getName());
+        DateTimeFormatter kst = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss").withZone(ZoneOffset.ofHours(9));
+        long total = (long) rate * seconds;
+        long sent = 0, inMeasured = 0, maxBehindNs = 0, errors[] = {0};
+        long t0ms, t0ns, lastTs = 0;
+        String stamp = "";
+        long stampSec = -1;
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            producer.partitionsFor(input); // metadata before the clock starts
+            t0ns = System.nanoTime();
+            t0ms = System.currentTimeMillis();
+            long cutoff = t0ms + warmupS * 1000L;
+            synchronized (ts) {
+                window[0] = cutoff;
+            }
+            Callback cb = (md, e) -> { if (e != null) synchronized (errors) { errors[0]++; } };
+            while (sent < total) {
+                long now = System.nanoTime();
+                long due = Math.min(total, (now - t0ns) * rate / 1_000_000_000L + 1);
+                if (due > sent) maxBehindNs = Math.max(maxBehindNs, now - t0ns - (sent * 1_000_000_000L / rate));
+                while (sent < due) {
+                    int i = (int) (sent % keys.size());
+                    long t = System.currentTimeMillis();
+                    String v = values.get(i);
+                    if (head[i] != null) {
+                        if (t / 1000 != stampSec) {
+                            stampSec = t / 1000;
+                            stamp = kst.format(Instant.ofEpochMilli(t));
+                        }
+                        v = head[i] + stamp + tail[i];
+                    }
+                    producer.send(new ProducerRecord<>(input, null, t, keys.get(i), v.getBytes(StandardCharsets.UTF_8)), cb);
+                    if (realtime[i] && t >= cutoff) inMeasured++;
+                    lastTs = t;
+                    sent++;
+                }
+                long next = t0ns + sent * 1_000_000_000L / rate;
+                long wait = next - System.nanoTime();
+                if (wait > 0) LockSupport.parkNanos(Math.max(wait, 200_000));
+            }
+            producer.flush();
+        }
+        long endMs = System.currentTimeMillis();
+        synchronized (ts) {
+            window[1] = lastTs;
+            for (int i = 0; i < outs.length; i++) {
+                counted[i] = 0;
+                for (int j = 0; j < ts[i].n; j++) if (ts[i].a[j] >= window[0] && ts[i].a[j] <= window[1]) counted[i]++;
+            }
+        }
+        System.out.printf("gen sent %d seconds %.3f rate %.1f in_measured %d warmup_s %d max_behind_ms %.1f errors %d%n",
+            sent, (endMs - t0ms) / 1000.0, sent * 1000.0 / Math.max(1, endMs - t0ms), inMeasured, warmupS,
+            maxBehindNs / 1e6, errors[0]);
+        long drainDeadline = endMs + drainS * 1000L;
+        while (System.currentTimeMillis() < drainDeadline) {
+            boolean all = true;
+            synchronized (ts) {
+                for (long n : counted) if (n < inMeasured) all = false;
+            }
+            if (all) break;
+            Thread.sleep(20);
+        }
+        stop.set(true);
+        reader.join();
+        long stopMs = System.currentTimeMillis();
+        // A time series for the log: per second of input time, the count, median and max latency.
+        for (int i = 0; i < outs.length; i++) {
+            TreeMap<Long, Longs> bySec = new TreeMap<>();
+            for (int j = 0; j < ts[i].n; j++) {
+                bySec.computeIfAbsent((ts[i].a[j] - t0ms) / 1000, k -> new Longs()).add(lat[i].a[j]);
+            }
+            StringBuilder b = new StringBuilder("series " + outs[i]);
+            bySec.forEach((sec, l) -> {
+                long[] v = Arrays.copyOf(l.a, l.n);
+                Arrays.sort(v);
+                b.append(' ').append(sec).append(':').append(v.length).append('/').append(v[v.length / 2])
+                    .append('/').append(v[v.length - 1]);
+            });
+            System.out.println(b);
+        }
+        for (int i = 0; i < outs.length; i++) {
+            Longs l = new Longs();
+            for (int j = 0; j < ts[i].n; j++) if (ts[i].a[j] >= window[0] && ts[i].a[j] <= window[1]) l.add(lat[i].a[j]);
+            long[] v = Arrays.copyOf(l.a, l.n);
+            Arrays.sort(v);
+            long n = Math.max(inMeasured, v.length);
+            System.out.printf("result %s in %d out %d p50 %s p99 %s p999 %s max %s read_all %s drained_after_ms %d%n",
+                outs[i], inMeasured, v.length, pct(v, n, 0.50), pct(v, n, 0.99), pct(v, n, 0.999),
+                v.length < inMeasured ? "inf" : (v.length == 0 ? "-" : Long.toString(v[v.length - 1])),
+                v.length >= inMeasured, stopMs - endMs);
+        }
+    }
+
+    /** The q-quantile (nearest rank) of n latencies of which the sorted v were read, the rest never. */
+    static String pct(long[] v, long n, double q) {
+        if (n == 0) return "-";
+        long rank = (long) Math.ceil(q * n) - 1;
+        return rank < v.length ? Long.toString(v[(int) Math.max(0, rank)]) : "inf";
     }
 }

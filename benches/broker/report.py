@@ -1,6 +1,7 @@
 """Table and output check for benches/broker/run.sh.
 
     report.py --records N --reference NAME RESULTS
+    report.py --latency RESULTS    (run.sh --latency)
 
 RESULTS: one line per run, "name|guarantee|seconds_caught_up|seconds_drained|cpu_s rss_kb|hourly.tsv|load".
 Each hourly.tsv holds "KEY\\tJSON" lines of a system's hourly output topic (every window of the input
@@ -37,7 +38,78 @@ def load(path):
     return out, conflicts, dups
 
 
+def kv(text):
+    """'a 1 b 2' -> {'a': '1', 'b': '2'}"""
+    w = text.split()
+    return dict(zip(w[0::2], w[1::2]))
+
+
+# Issue 13: p99 <= 10 ms at-least-once, <= commit interval (1 s) + 50 ms exactly-once.
+LATENCY_TARGET_MS = {"at_least_once": 10, "exactly_once": 1050, "exactly_once_v2": 1050}
+
+
+def latency_report(path):
+    """RESULTS lines: name|guarantee|output|rate|gen ...|in N out N p50 ...|cpu_s|load|latency.out."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            name, g, out, rate, gen, res, cpu, load, log = line.rstrip("\n").split("|")
+            rows.append(dict(name=name, g=g, out=out, rate=int(rate), gen=kv(gen.removeprefix("gen ")),
+                             res=kv(res), cpu=cpu, load=load, log=log))
+    if not rows:
+        print("no latency results")
+        return 1
+    # The lot-status output first: it is 1:1 with input records and carries the input's own timestamp.
+    rows.sort(key=lambda r: (r["out"] != "lots", ["weir-alos", "weir-eos", "ks-alos", "ks-eos"].index(r["name"])))
+    print("| system | guarantee | output | offered rec/s | achieved rec/s | records in (after warm-up) | records out "
+          "| p50 ms | p99 ms | p99.9 ms | max ms | kept up | p99 target | CPU-s in run | load avg at start |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|")
+    for r in rows:
+        res, gen = r["res"], r["gen"]
+        n_in, n_out = int(res["in"]), int(res["out"])
+        kept = "yes" if res["read_all"] == "true" else f"NO: {n_in - n_out:,} not read {res['drained_after_ms']} ms after the last send"
+        target = LATENCY_TARGET_MS.get(r["g"])
+        p99 = res["p99"]
+        if target is None or r["out"] != "lots":
+            verdict = "-"
+        elif p99 != "inf" and int(p99) <= target:
+            verdict = f"met (<= {target})"
+        else:
+            verdict = f"missed (<= {target})"
+        print(f"| {r['name']} | {r['g']} | {'lot status' if r['out'] == 'lots' else 'hourly'} | {r['rate']:,} "
+              f"| {float(gen['rate']):,.0f} | {n_in:,} | {n_out:,} | {res['p50']} | {p99} | {res['p999']} "
+              f"| {res['max']} | {kept} | {verdict} | {r['cpu']} | {r['load']} |")
+    print()
+    for r in rows:
+        if r["out"] == "lots":
+            gen = r["gen"]
+            print(f"{r['name']} generator: {gen['sent']} records in {gen['seconds']} s, at most "
+                  f"{gen['max_behind_ms']} ms behind schedule, {gen['errors']} send errors")
+    print()
+    print("Over time (warm-up included), per second of input time since the first send, every 5th: "
+          "median/max latency in ms of the records stamped in that second")
+    for r in rows:
+        series = None
+        with open(r["log"], encoding="utf-8") as f:
+            for line in f:
+                w = line.split()
+                if w[:1] == ["series"] and w[1].endswith("-" + r["out"]):
+                    series = w[2:]
+        if series is None:
+            continue
+        cells = []
+        for cell in series:
+            sec, _, rest = cell.partition(":")
+            _, med, mx = rest.split("/")
+            if int(sec) % 5 == 0:
+                cells.append(f"{sec}s {med}/{mx}")
+        print(f"  {r['name']:9} {'lot status' if r['out'] == 'lots' else 'hourly':10}  " + "  ".join(cells))
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--latency":
+        return latency_report(sys.argv[2])
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, required=True)
     ap.add_argument("--reference", required=True)

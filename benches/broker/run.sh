@@ -3,6 +3,7 @@
 # same machine, one system at a time.
 #
 #   ./dev bench [--records N] [--partitions P] [--only LIST]
+#   ./dev bench --latency [--rate R] [--seconds S] [--warmup W] [--partitions P] [--only LIST]
 #   bash benches/broker/run.sh ...   (Kafka up; WEIR_BIN built)
 #
 # Every system gets its own fresh P-partition input topic (default 3)
@@ -49,6 +50,35 @@
 # fetches), QUIX_VENV ($repo/.cache/quix-venv), WEIR_BENCH_QUIX_SPEC
 # (quixstreams==3.28.1), WEIR_BENCH_TIMEOUT (1800 s per wait), WEIR_BENCH_DIR (work dir),
 # WEIR_BENCH_KEEP=1 (keep topics and state).
+#
+# --latency: end-to-end latency at a fixed offered rate instead (issue 13),
+# for weir-alos, weir-eos, ks-alos, ks-eos (--only picks among them), one at
+# a time, each with fresh P-partition topics (input and outputs created up
+# front) and a fresh group and state. The job is the same parking topology
+# with the hourly window emitting every update (weir: `emit: on_update`;
+# Kafka Streams: no suppress, record cache off, statestore.cache.max.bytes=0,
+# its defaults otherwise), the shipped grace (1 min) and close_idle_after (2
+# min), commit interval 1 s, one processing thread. Once the system's group
+# is stable with every input partition assigned (Kafka Streams: also
+# RUNNING), `BenchTools latency` assigns a read_committed consumer to both
+# output topics (hourly and lot status), then produces R records/s (default
+# 10,000) for S s (default 60), cycling through 4 sweeps of `weir simulate
+# --seed 7` (527 lots), each record stamped with the wall clock at its send()
+# (record timestamp = event time, so the windows are the current hours; a
+# real-time lot's LAST_UPDATE is rewritten to that second in KST, so the lot
+# table takes every record). Per output record read: now - record timestamp.
+# The first W s (default 10) are warm-up and discarded; it reads until every
+# measured record has come out of both topics or for 30 s after the last
+# send (WEIR_BENCH_DRAIN). The lot-status record is 1:1 with an input record
+# and carries its timestamp in both systems (weir forwards it; Kafka Streams'
+# reduce takes max(old, new), which is the new one: a lot's records arrive in
+# order); that is the headline figure. The hourly record carries the largest
+# input timestamp of its window (both systems), which can be a record other
+# than the one that triggered it, and it goes through the repartition topic.
+# Printed per system and output: offered and achieved rate, records in the
+# measured span, records out, p50/p99/p99.9/max in ms (a percentile that
+# falls on a record never read is "inf": the system did not keep up), the
+# system's CPU seconds during the run and the load average before it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -56,7 +86,11 @@ repo="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 n=1000000
 partitions=3
-only="consumer-perf,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"
+only=""
+latency=0
+rate=10000
+lat_seconds=60
+warmup=10
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
   exit "${1:-0}"
@@ -69,10 +103,30 @@ while (($#)); do
     --partitions=*) partitions="${1#*=}"; shift ;;
     --only) only="$2"; shift 2 ;;
     --only=*) only="${1#*=}"; shift ;;
+    --latency) latency=1; shift ;;
+    --rate) rate="${2%/s}"; shift 2 ;;
+    --rate=*) rate="${1#*=}"; rate="${rate%/s}"; shift ;;
+    --seconds) lat_seconds="$2"; shift 2 ;;
+    --seconds=*) lat_seconds="${1#*=}"; shift ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --warmup=*) warmup="${1#*=}"; shift ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage 2 >&2 ;;
   esac
 done
+if [[ -z "$only" ]]; then
+  if ((latency)); then only="weir-alos,weir-eos,ks-alos,ks-eos"
+  else only="consumer-perf,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"; fi
+fi
+if ((latency)); then
+  for x in ${only//,/ }; do
+    [[ "$x" =~ ^(weir-alos|weir-eos|ks-alos|ks-eos)$ ]] || { echo "run.sh: --latency runs weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
+  done
+  for x in "$rate" "$lat_seconds" "$warmup"; do
+    [[ "$x" =~ ^[0-9]+$ ]] || { echo "run.sh: --rate, --seconds and --warmup take whole numbers" >&2; exit 2; }
+  done
+  ((rate > 0 && lat_seconds > warmup)) || { echo "run.sh: --rate must be > 0 and --seconds > --warmup" >&2; exit 2; }
+fi
 seed=7
 commit_ms=1000
 grace=1d
@@ -118,6 +172,14 @@ bench_tool() { # watch|dump ARGS...
   java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$tools_log4j" \
     -cp "$work/classes:$kafka_libs/*" BenchTools "$@"
 }
+create_topics() { # TOPIC...
+  local t
+  for t in "$@"; do
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$t" \
+      --partitions "$partitions" --replication-factor 1 >/dev/null || die "could not create topic $t"
+  done
+}
+
 now_ms() { date +%s%3N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
 
@@ -217,6 +279,114 @@ if want quix-alos || want quix-eos; then
     loud "QUIX STREAMS SKIPPED: pip install of $quix_spec into $quix_venv failed (log: $work/pip.log)"
     SKIPPED+=(quix-alos quix-eos)
   fi
+fi
+
+# ---------------------------------------------------------------------------
+# --latency: a fixed offered rate, wall-clock timestamps, emit every update
+# ---------------------------------------------------------------------------
+if ((latency)); then
+  drain_s="${WEIR_BENCH_DRAIN:-30}"
+  say "work dir $work; topics *$prefix*; weir $weir_bin; bootstrap $bootstrap"
+  lots="$(NO_COLOR=1 "$weir_bin" simulate --count 1 --seed "$seed" --output - 2>&1 >/dev/null |
+    sed -nE 's/.*lots=([0-9]+).*/\1/p' | head -n1)"
+  [[ "$lots" =~ ^[0-9]+$ ]] || die "could not read the simulator's lot count"
+  # The values the generator cycles through: 4 sweeps of every lot, "KEY\tJSON".
+  NO_COLOR=1 "$weir_bin" simulate --count $((4 * lots)) --seed "$seed" --output - 2>"$work/simulate.log" |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print(r["key"] + "\t" + r["value"])' >"$work/values.tsv" || die "weir simulate --output failed"
+  lat_run() { # NAME GUARANTEE APP CMD...
+    local name="$1" g="$2" app="$3" dir="$work/$1"
+    shift 3
+    GROUPS_USED+=("$app")
+    say "$name: $*"
+    "$@" >"$dir/run.log" 2>&1 </dev/null &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! bench_tool assigned "$bootstrap" "$app" "$app-in" 120 >"$dir/assigned.out" 2>"$dir/assigned.err"; then
+      tail -n 20 "$dir/run.log" >&2
+      stop_pid "$pid"; FAILED+=("$name"); loud "$name FAILED: its group never got the input assigned (log: $dir/run.log)"
+      return 0
+    fi
+    if [[ "$name" == ks-* ]]; then
+      local i
+      for ((i = 0; i < 600; i++)); do grep -q -- '-> RUNNING' "$dir/run.log" && break; sleep 0.1; done
+    fi
+    sleep 1
+    local load u0 u1
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    u0="$(proc_usage "$pid")"
+    say "$name: $rate records/s for $lat_seconds s (first $warmup s discarded)"
+    if ! bench_tool latency "$bootstrap" "$app-in" "$work/values.tsv" "$rate" "$lat_seconds" "$warmup" "$drain_s" \
+        "$app-lots" "$app-hourly" >"$dir/latency.out" 2>"$dir/latency.err"; then
+      tail -n 20 "$dir/latency.err" >&2
+      FAILED+=("$name"); loud "$name: the latency tool failed"
+    fi
+    pid_alive "$pid" || { FAILED+=("$name"); loud "$name exited during the run (log: $dir/run.log)"; }
+    u1="$(proc_usage "$pid" 2>/dev/null || echo "$u0")"
+    stop_pid "$pid" TERM
+    local cpu
+    cpu="$(awk -v a="${u0%% *}" -v b="${u1%% *}" 'BEGIN { printf "%.1f", b - a }')"
+    local gen
+    gen="$(grep -m1 '^gen ' "$dir/latency.out" || true)"
+    grep '^result ' "$dir/latency.out" | while read -r _ topic rest; do
+      local out=lots
+      [[ "$topic" == *-hourly ]] && out=hourly
+      echo "$name|$g|$out|$rate|$gen|$rest|$cpu|$load|$dir/latency.out" >>"$work/results"
+    done
+    say "$name: $(grep '^result ' "$dir/latency.out" | sed "s/^result $app-//" | paste -sd';' -)"
+    sleep 2
+  }
+  lat_topology() { # NAME GUARANTEE -> $work/NAME/parking.yaml
+    local name="$1" g="$2" app="$prefix-$1"
+    sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
+      -e "s/parking_status_dlq/$app-dlq/g" \
+      -e "s/parking_status/$app-in/g" \
+      -e "s/parking_hourly_avg/$app-hourly/g" \
+      -e "s/parking_lot_status/$app-lots/g" \
+      -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
+      -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
+      -e "s/emit: on_window_close\$/emit: on_update/" \
+      -e "s/partitions: 3\$/partitions: $partitions/" \
+      "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
+    local w
+    for w in "application_id: $app" "processing_guarantee: $g" "topic: $app-in" "topic: $app-hourly" \
+        "topic: $app-lots" "emit: on_update" "commit_interval: ${commit_ms}ms"; do
+      grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
+    done
+    "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
+      { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
+  }
+  for name in weir-alos weir-eos ks-alos ks-eos; do
+    want "$name" || continue
+    app="$prefix-$name"
+    mkdir -p "$work/$name"
+    create_topics "$app-in" "$app-hourly" "$app-lots" "$app-dlq"
+    case "$name" in
+      weir-alos | weir-eos)
+        g=at_least_once; [[ "$name" == weir-eos ]] && g=exactly_once
+        lat_topology "$name" "$g"
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" \
+          "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state" ;;
+      ks-alos | ks-eos)
+        g=at_least_once; [[ "$name" == ks-eos ]] && g=exactly_once_v2
+        lat_run "$name" "$g" "$app" \
+          java -cp "$ks_dir/target/classes:$ks_dir/target/lib/*" weir.peer.ParkingStreamsApp "$bootstrap" "$app" \
+          "$app-in" "$app-hourly" "$app-lots" "$app-dlq" "$g" 60 "$commit_ms" "$work/$name/state" update ;;
+    esac
+  done
+  echo
+  echo "End-to-end latency on the broker at $bootstrap: the parking job with every window update emitted, offered"
+  echo "$rate records/s for $lat_seconds s (first $warmup s discarded), $partitions input partitions, commit interval ${commit_ms} ms,"
+  echo "one processing thread each, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)."
+  echo "weir $("$weir_bin" --version 2>/dev/null | head -n1); Kafka Streams ${ks_version:-n/a}; $(java -version 2>&1 | head -n1)."
+  echo "Latency = the moment a read_committed consumer reads the output record - its timestamp (the produce time)."
+  echo
+  rc=0
+  python3 "$here/report.py" --latency "$work/results" || rc=1
+  for f in "${FAILED[@]}"; do echo "FAILED: $f (logs in $work/$f)"; rc=1; done
+  exit "$rc"
 fi
 
 # ---------------------------------------------------------------------------
@@ -329,14 +499,6 @@ stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   echo "$name|$g|$(secs "$t0" "$t_in")|${t_all:+$(secs "$t0" "$t_all")}|$usage|$dir/hourly.tsv|$load" >>"$work/results"
   say "$name: caught up after $(secs "$t0" "$t_in") s (cpu_s rss_kb: $usage)"
   sleep 1
-}
-
-create_topics() { # TOPIC...
-  local t
-  for t in "$@"; do
-    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$t" \
-      --partitions "$partitions" --replication-factor 1 >/dev/null
-  done
 }
 
 if want consumer-perf; then

@@ -21,11 +21,13 @@ import org.apache.kafka.streams.kstream.Branched;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Grouped;
 import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Named;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
+import org.apache.kafka.streams.kstream.Windowed;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.WindowStore;
 
@@ -36,12 +38,15 @@ import org.apache.kafka.streams.state.WindowStore;
  * closes, evaluated on every record, so the last closed windows are emitted too), latest status per lot.
  *
  * <p>Usage: {@code ParkingStreamsApp BOOTSTRAP APPLICATION_ID INPUT HOURLY LOTS DLQ GUARANTEE GRACE_SECONDS
- * COMMIT_INTERVAL_MS STATE_DIR}; GUARANTEE is {@code at_least_once} or {@code exactly_once_v2}. One stream
- * thread, default RocksDB stores and record cache. Output topics must exist (created by run.sh); Kafka
- * Streams creates its own repartition and changelog topics. Runs until SIGTERM.
+ * COMMIT_INTERVAL_MS STATE_DIR [EMIT]}; GUARANTEE is {@code at_least_once} or {@code exactly_once_v2}; EMIT is
+ * {@code final} (the default: the above) or {@code update} (run.sh --latency, weir's {@code emit: on_update}: no
+ * suppress, so every update of a window goes out, and the record cache off, {@code statestore.cache.max.bytes=0},
+ * so it goes out when it is made and not at the next commit). One stream thread, default RocksDB stores and,
+ * with {@code final}, the default record cache. Output topics must exist (created by run.sh); Kafka Streams
+ * creates its own repartition and changelog topics. Runs until SIGTERM.
  */
 public final class ParkingStreamsApp {
-    static Topology build(String in, String hourly, String lots, String dlq, Duration grace) {
+    static Topology build(String in, String hourly, String lots, String dlq, Duration grace, boolean finalOnly) {
         StreamsBuilder b = new StreamsBuilder();
         KStream<String, JsonNode> src = b.stream(in, Consumed.with(Serdes.String(), ParkingPeer.JSON)
             .withName("parking"));
@@ -55,7 +60,7 @@ public final class ParkingStreamsApp {
         br.get("available-dlq").to(dlq, Produced.with(Serdes.String(), ParkingPeer.JSON));
         KStream<String, JsonNode> ok = br.get("available-ok");
 
-        ok.groupBy((k, v) -> ParkingPeer.text(v, "REGION_CODE") + ParkingPeer.SEP + ParkingPeer.text(v, "REGION"),
+        KTable<Windowed<String>, ParkingPeer.Agg> windows = ok.groupBy((k, v) -> ParkingPeer.text(v, "REGION_CODE") + ParkingPeer.SEP + ParkingPeer.text(v, "REGION"),
                 Grouped.with("hourly-by-region", Serdes.String(), ParkingPeer.JSON))
             .windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofHours(1), grace))
             .aggregate(ParkingPeer.Agg::new, (k, v, a) -> {
@@ -64,10 +69,12 @@ public final class ParkingStreamsApp {
                 return a;
             }, Named.as("hourly-by-region-aggregate"),
                 Materialized.<String, ParkingPeer.Agg, WindowStore<Bytes, byte[]>>as("hourly-by-region")
-                    .withKeySerde(Serdes.String()).withValueSerde(ParkingPeer.AGG))
-            .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())
-                .withName("hourly-by-region-final"))
-            .toStream(Named.as("hourly-by-region-stream"))
+                    .withKeySerde(Serdes.String()).withValueSerde(ParkingPeer.AGG));
+        if (finalOnly) {
+            windows = windows.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())
+                .withName("hourly-by-region-final"));
+        }
+        windows.toStream(Named.as("hourly-by-region-stream"))
             .map((wk, a) -> {
                 String g = wk.key();
                 int i = g.indexOf(ParkingPeer.SEP);
@@ -96,11 +103,12 @@ public final class ParkingStreamsApp {
     }
 
     public static void main(String[] a) throws Exception {
-        if (a.length != 10) {
+        if (a.length != 10 && !(a.length == 11 && (a[10].equals("final") || a[10].equals("update")))) {
             System.err.println("usage: ParkingStreamsApp BOOTSTRAP APPLICATION_ID INPUT HOURLY LOTS DLQ GUARANTEE"
-                + " GRACE_SECONDS COMMIT_INTERVAL_MS STATE_DIR");
+                + " GRACE_SECONDS COMMIT_INTERVAL_MS STATE_DIR [final|update]");
             System.exit(2);
         }
+        boolean finalOnly = a.length == 10 || a[10].equals("final");
         Properties p = new Properties();
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, a[0]);
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, a[1]);
@@ -110,7 +118,10 @@ public final class ParkingStreamsApp {
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
-        Topology t = build(a[2], a[3], a[4], a[5], Duration.ofSeconds(Long.parseLong(a[7])));
+        if (!finalOnly) {
+            p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0L);
+        }
+        Topology t = build(a[2], a[3], a[4], a[5], Duration.ofSeconds(Long.parseLong(a[7])), finalOnly);
         KafkaStreams ks = new KafkaStreams(t, p);
         CountDownLatch done = new CountDownLatch(1);
         ks.setStateListener((nu, old) -> {
