@@ -60,7 +60,16 @@ pub struct Aligner<C: ConsumerContext + 'static> {
     partitions: HashMap<(String, i32), Partition<C>>,
     max_idle: Duration,
     app: String,
+    /// Scratch of `next`, per sub-topology: the oldest and newest head.
+    heads: Vec<Option<(i64, i64)>>,
+    /// Scratch of `next`, per sub-topology: must wait.
+    blocked: Vec<bool>,
+    /// When the skew gauges were last set.
+    skew_set: Instant,
 }
+
+/// How often `weir_partition_skew_seconds` is set.
+const SKEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<C: ConsumerContext + 'static> Aligner<C> {
     pub fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
@@ -80,6 +89,9 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             topo,
             partitions: HashMap::new(),
             max_idle,
+            heads: Vec::new(),
+            blocked: Vec::new(),
+            skew_set: Instant::now(),
         }
     }
 
@@ -165,9 +177,11 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     /// partition)`: that task is still restoring its stores; its
     /// sub-topology waits for it (handing out the others' records meanwhile
     /// would let them run ahead of it, and the window drop its records as
-    /// late once it starts).
-    pub fn next(&mut self, restoring: &dyn Fn(usize, i32) -> bool) -> Option<OwnedMessage> {
-        let now = Instant::now();
+    /// late once it starts). `now`: the batch's clock reading.
+    ///
+    /// Called once per record: it allocates nothing, and the skew gauges
+    /// are set at most once per `SKEW_INTERVAL`.
+    pub fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<OwnedMessage> {
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if p.buffered.is_empty() {
                 if let Some(q) = &p.queue {
@@ -190,46 +204,55 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         }
         // Per aligned sub-topology: ready when every partition has a record,
         // is caught up or has waited long enough.
-        let mut heads: HashMap<usize, (i64, i64)> = HashMap::new();
-        let mut blocked: HashSet<usize> = HashSet::new();
+        let subs = self.topo.subtopologies.len();
+        self.heads.clear();
+        self.heads.resize(subs, None);
+        self.blocked.clear();
+        self.blocked.resize(subs, false);
         for ((_, partition), p) in &self.partitions {
             if restoring(p.sub, *partition) {
-                blocked.insert(p.sub);
+                self.blocked[p.sub] = true;
             }
             match p.buffered.front() {
                 Some(m) => {
                     let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let e = heads.entry(p.sub).or_insert((ts, ts));
+                    let e = self.heads[p.sub].get_or_insert((ts, ts));
                     e.0 = e.0.min(ts);
                     e.1 = e.1.max(ts);
                 }
                 None => {
-                    let waited = p.empty_since.map_or(Duration::ZERO, |s| now.duration_since(s));
+                    let waited = p
+                        .empty_since
+                        .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
                     if !p.caught_up && waited < self.max_idle {
-                        blocked.insert(p.sub);
+                        self.blocked[p.sub] = true;
                     }
                 }
             }
         }
-        for (sub, (lo, hi)) in &heads {
-            gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
-                .set((hi - lo) as f64 / 1000.0);
+        if now.saturating_duration_since(self.skew_set) >= SKEW_INTERVAL {
+            self.skew_set = now;
+            for (sub, head) in self.heads.iter().enumerate() {
+                if let Some((lo, hi)) = head {
+                    gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
+                        .set((hi - lo) as f64 / 1000.0);
+                }
+            }
         }
         // The oldest head among the ready sub-topologies.
-        let mut pick: Option<((String, i32), i64)> = None;
-        for (key, p) in &self.partitions {
-            if blocked.contains(&p.sub) {
+        let mut pick: Option<(&mut Partition<C>, i64)> = None;
+        for p in self.partitions.values_mut() {
+            if self.blocked[p.sub] {
                 continue;
             }
             if let Some(m) = p.buffered.front() {
                 let ts = m.timestamp().to_millis().unwrap_or(0);
                 if pick.as_ref().is_none_or(|(_, b)| ts < *b) {
-                    pick = Some((key.clone(), ts));
+                    pick = Some((p, ts));
                 }
             }
         }
-        let (key, _) = pick?;
-        self.partitions.get_mut(&key)?.buffered.pop_front()
+        pick?.0.buffered.pop_front()
     }
 
     /// Partitions with records taken from librdkafka but not processed yet:
