@@ -30,12 +30,41 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 
 use crate::topology::{NodeKind, Topology};
 
+/// A record taken from librdkafka, held until its turn.
+pub enum Held {
+    /// From the partition's own queue: librdkafka's buffer, not copied (a
+    /// copy per record, `detach`, was ~4% of `weir run`'s CPU).
+    ///
+    /// `'static` is a lie the aligner keeps true: rust-rdkafka ties a
+    /// message to the queue it came from so that it cannot outlive the
+    /// client, but librdkafka keeps a message valid until it is destroyed,
+    /// as long as the client handle exists. Held messages live only in the
+    /// aligner, which holds the consumer (`Aligner::client`, dropped after
+    /// every held message) and never hands them out of the engine thread
+    /// (`BorrowedMessage` is not `Send`).
+    Queued(BorrowedMessage<'static>),
+    /// From the main queue before the partition had its own (rare): a copy.
+    Copied(OwnedMessage),
+}
+
+impl Held {
+    fn timestamp_ms(&self) -> i64 {
+        match self {
+            Held::Queued(m) => m.timestamp(),
+            Held::Copied(m) => m.timestamp(),
+        }
+        .to_millis()
+        .unwrap_or(0)
+    }
+}
+
 struct Partition<C: ConsumerContext + 'static> {
     sub: usize,
-    queue: Option<PartitionQueue<C>>,
     /// Records taken from the queue (or from the main queue before the
-    /// partition was split), oldest first.
-    buffered: VecDeque<OwnedMessage>,
+    /// partition was split), oldest first. Declared before `queue`: dropped
+    /// before it.
+    buffered: VecDeque<Held>,
+    queue: Option<PartitionQueue<C>>,
     empty_since: Option<Instant>,
     /// The fetcher reported the end of the partition and nothing came since.
     caught_up: bool,
@@ -66,6 +95,9 @@ pub struct Aligner<C: ConsumerContext + 'static> {
     blocked: Vec<bool>,
     /// When the skew gauges were last set.
     skew_set: Instant,
+    /// The consumer the partition queues belong to. Last: dropped after
+    /// every held message (see [`Held`]).
+    client: Option<Arc<BaseConsumer<C>>>,
 }
 
 /// How often `weir_partition_skew_seconds` is set.
@@ -92,6 +124,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             heads: Vec::new(),
             blocked: Vec::new(),
             skew_set: Instant::now(),
+            client: None,
         }
     }
 
@@ -114,7 +147,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             .entry(key)
             .or_insert_with(|| Partition::new(sub))
             .buffered
-            .push_back(owned);
+            .push_back(Held::Copied(owned));
         None
     }
 
@@ -123,6 +156,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     /// assignment deactivates earlier partition queues, so all are split
     /// again).
     pub fn reassign(&mut self, consumer: &Arc<BaseConsumer<C>>) {
+        self.client = Some(consumer.clone());
         let assigned: HashSet<(String, i32)> = match consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
@@ -181,12 +215,15 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     ///
     /// Called once per record: it allocates nothing, and the skew gauges
     /// are set at most once per `SKEW_INTERVAL`.
-    pub fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<OwnedMessage> {
+    pub fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<Held> {
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if p.buffered.is_empty() {
                 if let Some(q) = &p.queue {
                     match q.poll(Duration::ZERO) {
-                        Some(Ok(m)) => p.buffered.push_back(m.detach()),
+                        // SAFETY: see `Held`: the consumer outlives it.
+                        Some(Ok(m)) => p.buffered.push_back(Held::Queued(unsafe {
+                            std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(m)
+                        })),
                         // The fetcher reached the end of the partition
                         // (`enable.partition.eof`): nothing to wait for.
                         Some(Err(KafkaError::PartitionEOF(_))) => p.caught_up = true,
@@ -215,7 +252,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             }
             match p.buffered.front() {
                 Some(m) => {
-                    let ts = m.timestamp().to_millis().unwrap_or(0);
+                    let ts = m.timestamp_ms();
                     let e = self.heads[p.sub].get_or_insert((ts, ts));
                     e.0 = e.0.min(ts);
                     e.1 = e.1.max(ts);
@@ -246,7 +283,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
                 continue;
             }
             if let Some(m) = p.buffered.front() {
-                let ts = m.timestamp().to_millis().unwrap_or(0);
+                let ts = m.timestamp_ms();
                 if pick.as_ref().is_none_or(|(_, b)| ts < *b) {
                     pick = Some((p, ts));
                 }

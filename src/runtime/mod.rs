@@ -39,7 +39,7 @@ use rdkafka::{ClientContext, Offset};
 use crate::kafka::client_config;
 use crate::state::StoreError;
 use crate::topology::{Guarantee, Topology};
-use aligned::Aligner;
+use aligned::{Aligner, Held};
 use collector::{lock, Collector};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
@@ -476,7 +476,10 @@ pub fn run(
                 let Some(msg) = aligner.next(now.instant, &|sub, p| engine.tasks.is_restoring(sub, p)) else {
                     break;
                 };
-                engine.tasks.handle(&msg, &consumer, &mut engine.collector, now)?;
+                match msg {
+                    Held::Queued(m) => engine.tasks.handle(&m, &consumer, &mut engine.collector, now)?,
+                    Held::Copied(m) => engine.tasks.handle(&m, &consumer, &mut engine.collector, now)?,
+                }
                 handled += 1;
             }
             if handled > 0 {
