@@ -30,12 +30,41 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 
 use crate::topology::{NodeKind, Topology};
 
+/// A record taken from librdkafka, held until its turn.
+pub enum Held {
+    /// From the partition's own queue: librdkafka's buffer, not copied (a
+    /// copy per record, `detach`, was ~4% of `weir run`'s CPU).
+    ///
+    /// `'static` is a lie the aligner keeps true: rust-rdkafka ties a
+    /// message to the queue it came from so that it cannot outlive the
+    /// client, but librdkafka keeps a message valid until it is destroyed,
+    /// as long as the client handle exists. Held messages live only in the
+    /// aligner, which holds the consumer (`Aligner::client`, dropped after
+    /// every held message) and never hands them out of the engine thread
+    /// (`BorrowedMessage` is not `Send`).
+    Queued(BorrowedMessage<'static>),
+    /// From the main queue before the partition had its own (rare): a copy.
+    Copied(OwnedMessage),
+}
+
+impl Held {
+    fn timestamp_ms(&self) -> i64 {
+        match self {
+            Held::Queued(m) => m.timestamp(),
+            Held::Copied(m) => m.timestamp(),
+        }
+        .to_millis()
+        .unwrap_or(0)
+    }
+}
+
 struct Partition<C: ConsumerContext + 'static> {
     sub: usize,
-    queue: Option<PartitionQueue<C>>,
     /// Records taken from the queue (or from the main queue before the
-    /// partition was split), oldest first.
-    buffered: VecDeque<OwnedMessage>,
+    /// partition was split), oldest first. Declared before `queue`: dropped
+    /// before it.
+    buffered: VecDeque<Held>,
+    queue: Option<PartitionQueue<C>>,
     empty_since: Option<Instant>,
     /// The fetcher reported the end of the partition and nothing came since.
     caught_up: bool,
@@ -60,7 +89,19 @@ pub struct Aligner<C: ConsumerContext + 'static> {
     partitions: HashMap<(String, i32), Partition<C>>,
     max_idle: Duration,
     app: String,
+    /// Scratch of `next`, per sub-topology: the oldest and newest head.
+    heads: Vec<Option<(i64, i64)>>,
+    /// Scratch of `next`, per sub-topology: must wait.
+    blocked: Vec<bool>,
+    /// When the skew gauges were last set.
+    skew_set: Instant,
+    /// The consumer the partition queues belong to. Last: dropped after
+    /// every held message (see [`Held`]).
+    client: Option<Arc<BaseConsumer<C>>>,
 }
+
+/// How often `weir_partition_skew_seconds` is set.
+const SKEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<C: ConsumerContext + 'static> Aligner<C> {
     pub fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
@@ -80,6 +121,10 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             topo,
             partitions: HashMap::new(),
             max_idle,
+            heads: Vec::new(),
+            blocked: Vec::new(),
+            skew_set: Instant::now(),
+            client: None,
         }
     }
 
@@ -102,7 +147,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             .entry(key)
             .or_insert_with(|| Partition::new(sub))
             .buffered
-            .push_back(owned);
+            .push_back(Held::Copied(owned));
         None
     }
 
@@ -111,6 +156,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     /// assignment deactivates earlier partition queues, so all are split
     /// again).
     pub fn reassign(&mut self, consumer: &Arc<BaseConsumer<C>>) {
+        self.client = Some(consumer.clone());
         let assigned: HashSet<(String, i32)> = match consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
@@ -165,14 +211,19 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     /// partition)`: that task is still restoring its stores; its
     /// sub-topology waits for it (handing out the others' records meanwhile
     /// would let them run ahead of it, and the window drop its records as
-    /// late once it starts).
-    pub fn next(&mut self, restoring: &dyn Fn(usize, i32) -> bool) -> Option<OwnedMessage> {
-        let now = Instant::now();
+    /// late once it starts). `now`: the batch's clock reading.
+    ///
+    /// Called once per record: it allocates nothing, and the skew gauges
+    /// are set at most once per `SKEW_INTERVAL`.
+    pub fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<Held> {
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if p.buffered.is_empty() {
                 if let Some(q) = &p.queue {
                     match q.poll(Duration::ZERO) {
-                        Some(Ok(m)) => p.buffered.push_back(m.detach()),
+                        // SAFETY: see `Held`: the consumer outlives it.
+                        Some(Ok(m)) => p.buffered.push_back(Held::Queued(unsafe {
+                            std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(m)
+                        })),
                         // The fetcher reached the end of the partition
                         // (`enable.partition.eof`): nothing to wait for.
                         Some(Err(KafkaError::PartitionEOF(_))) => p.caught_up = true,
@@ -190,46 +241,55 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
         }
         // Per aligned sub-topology: ready when every partition has a record,
         // is caught up or has waited long enough.
-        let mut heads: HashMap<usize, (i64, i64)> = HashMap::new();
-        let mut blocked: HashSet<usize> = HashSet::new();
+        let subs = self.topo.subtopologies.len();
+        self.heads.clear();
+        self.heads.resize(subs, None);
+        self.blocked.clear();
+        self.blocked.resize(subs, false);
         for ((_, partition), p) in &self.partitions {
             if restoring(p.sub, *partition) {
-                blocked.insert(p.sub);
+                self.blocked[p.sub] = true;
             }
             match p.buffered.front() {
                 Some(m) => {
-                    let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let e = heads.entry(p.sub).or_insert((ts, ts));
+                    let ts = m.timestamp_ms();
+                    let e = self.heads[p.sub].get_or_insert((ts, ts));
                     e.0 = e.0.min(ts);
                     e.1 = e.1.max(ts);
                 }
                 None => {
-                    let waited = p.empty_since.map_or(Duration::ZERO, |s| now.duration_since(s));
+                    let waited = p
+                        .empty_since
+                        .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
                     if !p.caught_up && waited < self.max_idle {
-                        blocked.insert(p.sub);
+                        self.blocked[p.sub] = true;
                     }
                 }
             }
         }
-        for (sub, (lo, hi)) in &heads {
-            gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
-                .set((hi - lo) as f64 / 1000.0);
-        }
-        // The oldest head among the ready sub-topologies.
-        let mut pick: Option<((String, i32), i64)> = None;
-        for (key, p) in &self.partitions {
-            if blocked.contains(&p.sub) {
-                continue;
-            }
-            if let Some(m) = p.buffered.front() {
-                let ts = m.timestamp().to_millis().unwrap_or(0);
-                if pick.as_ref().is_none_or(|(_, b)| ts < *b) {
-                    pick = Some((key.clone(), ts));
+        if now.saturating_duration_since(self.skew_set) >= SKEW_INTERVAL {
+            self.skew_set = now;
+            for (sub, head) in self.heads.iter().enumerate() {
+                if let Some((lo, hi)) = head {
+                    gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
+                        .set((hi - lo) as f64 / 1000.0);
                 }
             }
         }
-        let (key, _) = pick?;
-        self.partitions.get_mut(&key)?.buffered.pop_front()
+        // The oldest head among the ready sub-topologies.
+        let mut pick: Option<(&mut Partition<C>, i64)> = None;
+        for p in self.partitions.values_mut() {
+            if self.blocked[p.sub] {
+                continue;
+            }
+            if let Some(m) = p.buffered.front() {
+                let ts = m.timestamp_ms();
+                if pick.as_ref().is_none_or(|(_, b)| ts < *b) {
+                    pick = Some((p, ts));
+                }
+            }
+        }
+        pick?.0.buffered.pop_front()
     }
 
     /// Partitions with records taken from librdkafka but not processed yet:

@@ -15,7 +15,6 @@
 //! block until the broker answers; the engine runs on a dedicated thread,
 //! never on the async runtime.
 
-use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
 
-use super::RuntimeError;
+use super::{RuntimeError, TpMap, TpRef};
 use crate::support::backoff::Backoff;
 pub(crate) use crate::support::lock::lock;
 
@@ -51,7 +50,7 @@ const COMMIT_RETRY: Duration = Duration::from_secs(60);
 /// partition (changelog positions) and the first error.
 #[derive(Default)]
 struct Deliveries {
-    offsets: HashMap<(String, i32), i64>,
+    offsets: TpMap<i64>,
     error: Option<String>,
 }
 
@@ -68,8 +67,13 @@ impl ProducerContext for DeliveryContext {
         let mut s = lock(&self.state);
         match result {
             Ok(m) => {
-                let e = s.offsets.entry((m.topic().to_string(), m.partition())).or_insert(-1);
-                *e = (*e).max(m.offset());
+                // Per delivered record: no `String` for the lookup.
+                match s.offsets.get_mut(&TpRef(m.topic(), m.partition())) {
+                    Some(e) => *e = (*e).max(m.offset()),
+                    None => {
+                        s.offsets.insert((m.topic().to_string(), m.partition()), m.offset());
+                    }
+                }
             }
             Err((e, m)) => {
                 if s.error.is_none() {
@@ -152,16 +156,18 @@ impl Collector {
             self.producer.begin_transaction()?;
             self.in_transaction = true;
         }
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(r.topic).partition(r.partition).timestamp(r.timestamp);
+        // Only records with headers (dead letters) get a header list: it is
+        // a C allocation.
         if !r.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
             record = record.headers(headers);
         }
         if let Some(k) = r.key {
@@ -170,14 +176,14 @@ impl Collector {
         if let Some(v) = r.value {
             record = record.payload(v);
         }
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut deadline = None;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 // Full until deliveries free it; nothing delivered for this
                 // long is a failure like a flush that times out.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
+                    if Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + FLUSH_TIMEOUT) =>
                 {
                     record = back;
                     self.producer.poll(Duration::from_millis(5));
@@ -195,7 +201,7 @@ impl Collector {
     /// Wait until every record sent so far is delivered and its report
     /// served; returns the highest delivered offset per partition since the
     /// last flush, or the first delivery error.
-    pub fn flush(&mut self) -> Result<HashMap<(String, i32), i64>, RuntimeError> {
+    pub fn flush(&mut self) -> Result<TpMap<i64>, RuntimeError> {
         let started = Instant::now();
         let deadline = started + FLUSH_TIMEOUT;
         self.producer.flush(FLUSH_TIMEOUT)?;

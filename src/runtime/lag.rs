@@ -88,8 +88,8 @@ impl LagTracker {
         &mut self,
         app: &str,
         consumer: &BaseConsumer<C>,
-        positions: &HashMap<(String, i32), i64>,
-        committed: &HashMap<(String, i32), i64>,
+        positions: &super::TpMap<i64>,
+        committed: &super::TpMap<i64>,
         now: Instant,
     ) {
         for (tp, offset) in positions {

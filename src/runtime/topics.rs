@@ -35,7 +35,7 @@ impl Purge {
     /// After a commit: once per `interval`, delete what is below the
     /// committed position of every repartition partition this instance reads.
     /// Runs in the background; a failure is logged and retried next time.
-    pub fn after_commit(&mut self, positions: &HashMap<(String, i32), i64>, app: &str) {
+    pub fn after_commit(&mut self, positions: &super::TpMap<i64>, app: &str) {
         if self.last.elapsed() < self.interval {
             return;
         }
