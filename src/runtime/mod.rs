@@ -531,6 +531,6 @@ pub fn run(
 }
 
 /// Where a task keeps its state.
-pub fn task_dir(state_dir: &Path, app: &str, sub: usize, partition: i32) -> PathBuf {
+pub(crate) fn task_dir(state_dir: &Path, app: &str, sub: usize, partition: i32) -> PathBuf {
     state_dir.join(app).join(format!("{sub}_{partition}"))
 }

@@ -111,11 +111,6 @@ impl<B: Backend> CachedStore<B> {
         }
     }
 
-    /// Number of unflushed keys.
-    pub fn dirty_len(&self) -> usize {
-        self.dirty.len()
-    }
-
     /// Remove the cached writes and return them, without applying them:
     /// the caller applies them to the backend once they are committed (until
     /// then reads no longer see them, so take them only to commit).
@@ -250,7 +245,7 @@ mod tests {
         let mut s = CachedStore::new(MemBackend::default());
         s.put(b"a".to_vec(), b"1".to_vec());
         assert_eq!(s.take_changes(), vec![(b"a".to_vec(), Some(b"1".to_vec()))]);
-        assert_eq!(s.dirty_len(), 0);
+        assert!(s.dirty.is_empty());
         assert!(s.backend.map.is_empty(), "the caller applies them after its commit");
         assert_eq!(s.get(b"a").unwrap(), None);
     }

@@ -155,19 +155,6 @@ impl RocksBackend {
         self.db.write(batch)?;
         Ok(())
     }
-
-    /// Number of keys (estimate), for the store size metric.
-    pub fn estimate_keys(&self) -> u64 {
-        self.handle()
-            .ok()
-            .and_then(|cf| {
-                self.db
-                    .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
-                    .ok()
-                    .flatten()
-            })
-            .unwrap_or(0)
-    }
 }
 
 impl Backend for RocksBackend {
