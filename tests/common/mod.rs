@@ -12,7 +12,27 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub fn bootstrap() -> String {
-    std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+    let bootstrap = std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| require_service("Kafka", bootstrap.split(',').next().unwrap_or_default()));
+    bootstrap
+}
+
+/// Fail at once, saying what to do, when a service the integration tests
+/// need does not answer (rather than with each client's own retries and
+/// connection errors).
+pub fn require_service(what: &str, addr: &str) {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let reachable = addr
+        .to_socket_addrs()
+        .into_iter()
+        .flatten()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "{what} does not answer at {addr}. The integration tests need the services of `./dev up` \
+         (then `eval \"$(./dev env)\"`), or run everything with `./dev test`."
+    );
 }
 
 /// The checkout whose `./dev up` services the tests use (its `.cache/`).

@@ -37,6 +37,16 @@ impl Pg {
             .enable_all()
             .build()
             .unwrap();
+        // host:port of postgres://user:password@host:port/db
+        let url = pg_url();
+        let addr = url
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        common::require_service("PostgreSQL", addr);
         let mut pg = Pg { rt, client: None };
         pg.reconnect();
         pg
