@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod simulate;
 pub mod sink;
 pub mod state;
+pub mod support;
 pub mod testkit;
 pub mod topology;
 

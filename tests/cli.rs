@@ -88,3 +88,28 @@ fn readme_shows_the_current_mermaid_graph() {
         "README's parking graph is out of date:\n{m}"
     );
 }
+
+/// One duration grammar everywhere: a bare number is not a duration, in the
+/// topology file or on `weir simulate`'s command line, and the message
+/// says which unit to add.
+#[test]
+fn a_bare_number_is_not_a_duration_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bare.yaml");
+    let text = std::fs::read_to_string(PARKING)
+        .unwrap()
+        .replace("grace: 1m", "grace: 60");
+    assert!(text.contains("grace: 60"));
+    std::fs::write(&bad, text).unwrap();
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#""60" is not a duration; write "60s""#), "{err}");
+
+    for opt in ["--duration", "--poll-interval"] {
+        let out = weir(&["simulate", opt, "30", "--output", "-"]);
+        assert_eq!(out.status.code(), Some(2), "{opt} 30");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(r#""30" is not a duration; write "30s""#), "{opt}: {err}");
+    }
+}

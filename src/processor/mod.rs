@@ -10,12 +10,17 @@
 pub mod table;
 pub mod window;
 
+/// Kafka's default partitioner, re-exported where the runtime looks for it
+/// (its one implementation is in `kafka::murmur2`).
+pub use crate::kafka::partition_for;
+
 use std::sync::Arc;
 
 use cel::objects::{Key, Map};
 use cel::Value;
 
 use crate::state::{Backend, CachedStore, Change, StoreError};
+use crate::support::dead_letter as header;
 use crate::topology::expr::{self, Input};
 use crate::topology::{
     EventTime, NodeId, NodeKind, SinkKey, SinkNode, SourceNode, Topology, ValueFormat, MAX_RECORD_BYTES,
@@ -301,22 +306,29 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// Send the record being processed to the dead-letter topic (or just
-    /// count it when the topology has none).
+    /// Count the record being processed as a dead-letter error and send it
+    /// to the dead-letter topic (or just count it when the topology has
+    /// none).
     pub fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         self.stats.dead_letter += 1;
-        let processor = &self.topo.nodes[node].name;
-        tracing::debug!(processor = %processor, reason, "record to dead-letter topic");
+        tracing::debug!(processor = %self.topo.nodes[node].name, reason, "record to dead-letter topic");
+        self.write_dead_letter(node, reason, rec);
+    }
+
+    /// Send the record being processed to the dead-letter topic, if the
+    /// topology has one, without counting it (the caller counts it under
+    /// its own name, e.g. a late record as dropped).
+    pub fn write_dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         let Some(topic) = &self.topo.dead_letter else { return };
         let mut headers = vec![
-            ("weir.error".to_string(), reason.to_string()),
-            ("weir.processor".to_string(), processor.clone()),
+            (header::ERROR.to_string(), reason.to_string()),
+            (header::PROCESSOR.to_string(), self.topo.nodes[node].name.clone()),
         ];
         let (key, value, timestamp) = match self.origin {
             Some(o) => {
-                headers.push(("weir.topic".into(), o.topic.to_string()));
-                headers.push(("weir.partition".into(), o.partition.to_string()));
-                headers.push(("weir.offset".into(), o.offset.to_string()));
+                headers.push((header::TOPIC.into(), o.topic.to_string()));
+                headers.push((header::PARTITION.into(), o.partition.to_string()));
+                headers.push((header::OFFSET.into(), o.offset.to_string()));
                 (o.key.map(<[u8]>::to_vec), o.value.map(<[u8]>::to_vec), o.timestamp)
             }
             None => match rec {
@@ -328,7 +340,7 @@ impl Ctx<'_, '_> {
                 None => (None, None, self.stream_time),
             },
         };
-        headers.push(("weir.timestamp".into(), timestamp.to_string()));
+        headers.push((header::TIMESTAMP.into(), timestamp.to_string()));
         self.out.push(Output {
             kind: OutputKind::DeadLetter,
             topic: topic.clone(),
@@ -529,15 +541,6 @@ fn event_time_from(value: &Value, field: &str, format: Option<&str>, tz: chrono_
             .map(|t| t.timestamp_millis())
             .map_err(|e| format!("event time: {field} {s:?} is not RFC 3339 ({e})")),
         (other, _) => Err(format!("event time: {field} has type {}", other.type_of())),
-    }
-}
-
-/// Partition for a key, the way Kafka's Java producer picks it
-/// (murmur2 of the key bytes), so `weir test` and `weir run` agree.
-pub fn partition_for(key: Option<&[u8]>, partitions: i32, fallback: i32) -> i32 {
-    match key {
-        Some(k) if partitions > 0 => crate::kafka::murmur2_partition(k, partitions),
-        _ => fallback.rem_euclid(partitions.max(1)),
     }
 }
 

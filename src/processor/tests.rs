@@ -106,6 +106,7 @@ fn late_records_are_dropped_counted_and_dead_lettered_on_request() {
     feed(&mut task, &t, "a", T14 + H + 60_000, 1.0); // closes [14,15)
     let out = feed(&mut task, &t, "a", T14 + 5, 100.0);
     assert_eq!(task.stats.dropped_late, 1);
+    assert_eq!(task.stats.dead_letter, 0, "a late record is counted as dropped only");
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].kind, OutputKind::DeadLetter);
     assert!(out[0]

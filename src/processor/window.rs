@@ -216,13 +216,23 @@ pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
 /// Starts of every window containing `ts`, ascending. Saturating: an
 /// extreme event time (near `i64::MIN`/`MAX`, from a corrupt timestamp or
 /// an absurd date) clamps instead of overflowing.
+///
+/// Like Kafka Streams' `TimeWindows.windowsFor`, a record at or after the
+/// epoch opens no window that starts before it: hopping windows begin at
+/// `max(0, ts - size + advance)` rounded down to the advance. (The one
+/// window of a record is kept even when a time-zone offset puts its start
+/// before the epoch; records before the epoch, which Kafka Streams
+/// rejects, keep every window that contains them.)
 pub fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
     let last = ts
         .saturating_sub(w.offset_ms)
         .div_euclid(w.advance_ms)
         .saturating_mul(w.advance_ms)
         .saturating_add(w.offset_ms);
-    let lower = ts.saturating_sub(w.size_ms);
+    let mut lower = ts.saturating_sub(w.size_ms);
+    if ts >= 0 {
+        lower = lower.max(last.min(0) - 1);
+    }
     let mut starts = Vec::with_capacity((w.size_ms / w.advance_ms) as usize + 1);
     let mut s = last;
     while s > lower {
@@ -293,9 +303,8 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
                 "late: window closed (event time {} < stream time {} - grace)",
                 rec.timestamp, ctx.stream_time
             );
-            // Late records are counted as dropped, not as dead-letter errors.
-            ctx.dead_letter(id, &reason, Some(rec));
-            ctx.stats.dead_letter -= 1;
+            // Counted once, as dropped (above), not as a dead-letter error.
+            ctx.write_dead_letter(id, &reason, Some(rec));
         }
         return Ok(());
     }

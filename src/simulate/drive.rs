@@ -130,6 +130,10 @@ fn default_span_ms(
 }
 
 pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
+    // SIGINT or SIGTERM stops generating; what was produced is still
+    // delivered (or flushed to the file) and summarised, and the exit is 0.
+    // Registered first, so a signal while connecting is a request to stop.
+    let stop = crate::shutdown::on_signal();
     let plan = plan(&args)?;
     let mut sink = match &args.output {
         Some(path) => Sink::file(path, &args.topic)?,
@@ -149,9 +153,8 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
             Sink::Kafka(kafka)
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
     let task_stop = Arc::clone(&stop);
-    let mut task = tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         let mut gen = plan.gen.clone();
         if let Sink::Kafka(kafka) = &mut sink {
             let n = kafka.load_partitions(&args.topic)?;
@@ -178,15 +181,7 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
         sink.finish()?;
         Ok::<_, SimulateError>((summary, sink.describe()))
     });
-    let joined = tokio::select! {
-        r = &mut task => r,
-        Ok(()) = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted: finishing deliveries");
-            stop.store(true, Ordering::Relaxed);
-            task.await
-        }
-    };
-    let (summary, dest) = joined.map_err(|e| SimulateError::Task(e.to_string()))??;
+    let (summary, dest) = task.await.map_err(|e| SimulateError::Task(e.to_string()))??;
     eprintln!("{}", summary.line(&dest));
     Ok(())
 }

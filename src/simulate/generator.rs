@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::catalog::{catalog, Catalog, Lot, Region};
 use super::curve::{self, KST_OFFSET_SECS};
 use super::SimulateError;
-use crate::kafka::murmur2_partition as partition_for;
+use crate::kafka::partition_for;
 
 /// Field names of a `parking_status` value, in the feed's order.
 pub const FIELDS: [&str; 16] = [
@@ -204,7 +204,7 @@ impl Generator {
         let lot_partition = catalog
             .lots
             .iter()
-            .map(|l| partition_for(l.code.as_bytes(), opts.partitions))
+            .map(|l| partition_for(Some(l.code.as_bytes()), opts.partitions, 0))
             .collect();
         Ok(Self {
             catalog,
@@ -516,7 +516,7 @@ mod tests {
                 .collect();
             assert!(positions.windows(2).all(|w| w[0] < w[1]), "field order in {text}");
             assert_eq!(obj["PARKING_CODE"], rec.key);
-            assert_eq!(rec.partition, partition_for(rec.key.as_bytes(), 3));
+            assert_eq!(rec.partition, partition_for(Some(rec.key.as_bytes()), 3, 0));
             let cap: u32 = obj["CAPACITY"].as_str().unwrap().parse().unwrap();
             match obj["IS_REALTIME_STATUS_PROVIDED"].as_str().unwrap() {
                 "Y" => {

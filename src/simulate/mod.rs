@@ -26,7 +26,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
-pub use crate::kafka::{murmur2, murmur2_partition as partition_for};
 pub use catalog::{catalog, Catalog, Lot, Region};
 pub use generator::{format_kst, generator, BadKind, Generator, GeneratorOptions, RecordKind, SimRecord, FIELDS};
 pub use output::jsonl_line;
@@ -62,7 +61,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Stop after this much wall time, e.g. 30s, 5m, 1h30m [default: no limit].
-    #[arg(long, value_name = "DURATION", value_parser = parse::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::support::duration::parse_arg)]
     pub duration: Option<Duration>,
     /// Event time of the first record: RFC 3339, or "YYYY-MM-DD HH:MM:SS" in
     /// KST [default: now, or for a bounded run whose clock outruns the wall
@@ -74,7 +73,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "X", value_parser = parse::parse_speedup)]
     pub speedup: Option<f64>,
     /// Simulated time between two polls of the same lot.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::support::duration::parse_arg)]
     pub poll_interval: Duration,
     /// Seed of every random choice; same seed and options, same records
     /// [default: random, printed in the summary].

@@ -53,7 +53,7 @@ impl InputRecord {
         match (&self.value, &self.value_json, &self.value_base64) {
             (Some(v), None, None) => Ok(Some(v.clone().into_bytes())),
             (None, Some(j), None) => Ok(Some(j.to_string().into_bytes())),
-            (None, None, Some(b)) => base64_decode(b).map(Some),
+            (None, None, Some(b)) => crate::support::base64::decode(b).map(Some),
             (None, None, None) => Ok(None),
             _ => Err("give only one of value, value_json, value_base64".into()),
         }
@@ -275,36 +275,4 @@ pub fn run(topo: &Topology, records: &[InputRecord], flush: bool) -> Result<Vec<
         driver.flush()?;
     }
     Ok(driver.take_output())
-}
-
-fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .ok_or_else(|| format!("invalid base64 character {:?}", c as char))? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_decodes_padding_and_binary() {
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("/w==").unwrap(), vec![0xff]);
-        assert!(base64_decode("a*").is_err());
-    }
 }

@@ -54,20 +54,7 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// The candidate closest to `word`, if it is close enough to be a likely
-/// typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    // Close by edit distance (a typo: one or two edits, a swapped pair) or
-    // by Jaro-Winkler (shared prefix); the closest wins.
-    let max_edits = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .filter(|c| *c != word)
-        .map(|c| (strsim::damerau_levenshtein(word, c), strsim::jaro_winkler(word, c), c))
-        .filter(|(edits, jw, _)| *edits <= max_edits || *jw > 0.85)
-        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
-        .map(|(_, _, c)| c)
-}
+pub use crate::support::did_you_mean;
 
 /// Turn a YAML/serde error into a diagnostic, adding a "did you mean" for
 /// unknown fields and variants.

@@ -458,7 +458,7 @@ pub(crate) mod funcs {
         let [Value::String(text), Value::String(format), Value::String(zone)] = args else {
             return Err("expects parse_time(text, format, zone) with three strings".into());
         };
-        let tz: chrono_tz::Tz = zone.parse().map_err(|_| format!("unknown time zone {zone:?}"))?;
+        let tz = crate::support::tz::parse(zone).map_err(|e| e.to_string())?;
         super::parse_local_millis(text, format, tz).map(Value::Int)
     }
 }

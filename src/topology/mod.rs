@@ -252,21 +252,11 @@ impl Topology {
 }
 
 pub fn parse_duration(s: &Spanned<String>) -> Result<Duration, Diagnostic> {
-    humantime::parse_duration(s.value.trim()).map_err(|e| {
-        Diagnostic::at(s, format!("bad duration {:?}: {e}", s.value))
-            .with_hint("write a number and a unit, e.g. 100ms, 30s, 5m, 1h, 1d")
-    })
+    crate::support::duration::parse(&s.value).map_err(|e| Diagnostic::at(s, e.message).with_hint(e.hint))
 }
 
 fn parse_tz(s: &Spanned<String>) -> Result<Tz, Diagnostic> {
-    s.value.trim().parse::<Tz>().map_err(|_| {
-        let d = Diagnostic::at(s, format!("unknown time zone {:?}", s.value));
-        let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
-        match diag::did_you_mean(&s.value, names) {
-            Some(n) => d.with_hint(format!("did you mean `{n}`?")),
-            None => d.with_hint("use an IANA name such as Asia/Seoul or UTC"),
-        }
-    })
+    crate::support::tz::parse(&s.value).map_err(|e| Diagnostic::at(s, e.message).with_hint(e.hint))
 }
 
 fn millis(d: Duration) -> i64 {
