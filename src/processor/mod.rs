@@ -7,6 +7,8 @@
 //! it records and writes what it returns, so the same code runs under
 //! `weir run` and `weir test`.
 
+pub(crate) mod aggregate;
+pub(crate) mod codec;
 pub mod table;
 pub mod window;
 
@@ -21,7 +23,8 @@ use cel::Value;
 
 use crate::state::{Backend, CachedStore, Change, StoreError};
 use crate::support::dead_letter as header;
-use crate::topology::expr::{self, Input};
+use crate::topology::expr::Input;
+use crate::topology::functions::parse_local_millis;
 use crate::topology::{
     EventTime, NodeId, NodeKind, SinkKey, SinkNode, SourceNode, Topology, ValueFormat, MAX_RECORD_BYTES,
 };
@@ -334,7 +337,7 @@ impl Ctx<'_, '_> {
             None => match rec {
                 Some(r) => (
                     key_bytes(&r.key),
-                    Some(expr::to_json(&r.value).to_string().into_bytes()),
+                    Some(codec::to_json(&r.value).to_string().into_bytes()),
                     r.timestamp,
                 ),
                 None => (None, None, self.stream_time),
@@ -436,7 +439,7 @@ impl Ctx<'_, '_> {
                 let mut values = Vec::with_capacity(parts.len());
                 for p in parts {
                     match p.eval(&self.input(rec)) {
-                        Ok(v) => values.push(expr::to_json(&v)),
+                        Ok(v) => values.push(codec::to_json(&v)),
                         Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
                     }
                 }
@@ -454,9 +457,9 @@ impl Ctx<'_, '_> {
                         m.map.get(&k).map(|v| (k, v.clone()))
                     })
                     .collect();
-                expr::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
+                codec::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
             }
-            _ => expr::json_bytes(&rec.value),
+            _ => codec::json_bytes(&rec.value),
         };
         if !s.internal {
             self.stats.emitted += 1;
@@ -482,7 +485,7 @@ pub fn key_bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::Null => None,
         Value::Bytes(b) => Some(b.to_vec()),
-        other => Some(expr::to_text(other).into_bytes()),
+        other => Some(codec::to_text(other).into_bytes()),
     }
 }
 
@@ -518,7 +521,7 @@ fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {
             }
             // The JSON parser checks UTF-8 as it goes (no separate pass); on
             // failure, say whether the bytes were text at all.
-            expr::parse_json_bytes(raw).map_err(|e| match std::str::from_utf8(raw) {
+            codec::parse_json_bytes(raw).map_err(|e| match std::str::from_utf8(raw) {
                 Err(u) => format!("invalid UTF-8 ({u})"),
                 Ok(_) => format!("invalid JSON ({e})"),
             })
@@ -536,7 +539,7 @@ fn event_time_from(value: &Value, field: &str, format: Option<&str>, tz: chrono_
         .ok_or_else(|| format!("event time: missing field {field}"))?;
     match (v, format) {
         (Value::Int(ms), None) => Ok(*ms),
-        (Value::String(s), Some(f)) => expr::parse_local_millis(s, f, tz).map_err(|e| format!("event time: {e}")),
+        (Value::String(s), Some(f)) => parse_local_millis(s, f, tz).map_err(|e| format!("event time: {e}")),
         (Value::String(s), None) => chrono::DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|e| format!("event time: {field} {s:?} is not RFC 3339 ({e})")),

@@ -1,6 +1,7 @@
 //! Unit tests of the processors on in-memory stores.
 
-use super::window::{window_starts, Acc, Scalar};
+use super::aggregate::{Acc, Scalar};
+use super::window::window_starts;
 use super::*;
 use crate::topology::{AggKind, Topology};
 

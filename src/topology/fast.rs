@@ -16,7 +16,7 @@ use cel::common::ast::{Expr as Ast, IdedExpr, LiteralValue};
 use cel::objects::Key;
 use cel::Value;
 
-use super::expr::{funcs, EvalError, Input};
+use super::functions::{EvalError, Func, Input, FUNCTIONS};
 
 #[derive(Debug)]
 pub enum Node {
@@ -55,19 +55,6 @@ pub enum BinOp {
     Mul,
     Div,
     Rem,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Func {
-    Num,
-    Get,
-    Float,
-    Str,
-    Max,
-    Min,
-    Int,
-    Double,
-    ParseTime,
 }
 
 /// Translate an AST, or `None` if it uses something outside the subset.
@@ -142,16 +129,15 @@ pub fn translate(e: &IdedExpr) -> Option<Node> {
                     let mut it = args.into_iter();
                     Node::Cond(Box::new(it.next()?), Box::new(it.next()?), Box::new(it.next()?))
                 }
-                "num" => Node::Call(Func::Num, args),
-                "get" => Node::Call(Func::Get, args),
-                "float" => Node::Call(Func::Float, args),
-                "str" => Node::Call(Func::Str, args),
-                "max" => Node::Call(Func::Max, args),
-                "min" => Node::Call(Func::Min, args),
-                "int" if args.len() == 1 => Node::Call(Func::Int, args),
-                "double" if args.len() == 1 => Node::Call(Func::Double, args),
-                "parse_time" => Node::Call(Func::ParseTime, args),
-                _ => return None,
+                name => {
+                    // weir's own functions take any arity (they check it);
+                    // CEL's standard ones only in their one-argument form.
+                    let f = FUNCTIONS.iter().find(|f| f.name == name)?;
+                    if !f.own && args.len() != 1 {
+                        return None;
+                    }
+                    Node::Call(f.func, args)
+                }
             }
         }
         _ => return None,
@@ -234,7 +220,7 @@ impl Node {
                 for a in args {
                     vals.push(a.eval(input)?);
                 }
-                call(*func, &vals).map_err(err)
+                func.call(&vals).map_err(err)
             }
         }
     }
@@ -299,18 +285,4 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, EvalError> {
             _ => return Err(mismatch("rem", &a, &b)),
         },
     })
-}
-
-fn call(func: Func, args: &[Value]) -> Result<Value, String> {
-    match func {
-        Func::Num => funcs::num(args),
-        Func::Get => funcs::get(args),
-        Func::Float => funcs::float(args),
-        Func::Str => funcs::str_of(args),
-        Func::Max => funcs::extreme(args, std::cmp::Ordering::Greater),
-        Func::Min => funcs::extreme(args, std::cmp::Ordering::Less),
-        Func::ParseTime => funcs::parse_time(args),
-        Func::Int => funcs::int(args),
-        Func::Double => funcs::double(args),
-    }
 }

@@ -12,6 +12,7 @@ pub mod describe;
 pub mod diag;
 pub mod expr;
 mod fast;
+pub(crate) mod functions;
 pub mod spec;
 
 use std::path::Path;
@@ -865,7 +866,7 @@ fn parse_aggregate(src: &str) -> Result<(AggKind, Option<String>), String> {
         };
     }
     let bare = inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !expr::VARIABLES.contains(&inner)
+        && !functions::VARIABLES.contains(&inner)
         && !inner.chars().next().is_some_and(|c| c.is_ascii_digit());
     Ok((
         kind,
