@@ -15,6 +15,7 @@
 
 pub mod catalog;
 pub mod curve;
+mod destination;
 mod drive;
 pub mod generator;
 pub mod output;
