@@ -20,6 +20,7 @@ mod drive;
 pub mod generator;
 pub mod output;
 pub mod parse;
+mod payload;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! record carries `"value_base64":"<standard base64 of the bytes>"` instead
 //! of `value`.
 
-use super::generator::{push_json_string, SimRecord};
+use super::generator::SimRecord;
+use super::payload::push_json_string;
 
 /// One line (without the newline) for `rec` on `topic`.
 pub fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
