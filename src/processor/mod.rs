@@ -9,8 +9,8 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod codec;
-pub mod table;
-pub mod window;
+pub(crate) mod table;
+pub(crate) mod window;
 
 /// Kafka's default partitioner, re-exported where the runtime looks for it
 /// (its one implementation is in `kafka::murmur2`).
@@ -26,7 +26,7 @@ use crate::support::dead_letter as header;
 use crate::topology::expr::Input;
 use crate::topology::functions::parse_local_millis;
 use crate::topology::{
-    EventTime, NodeId, NodeKind, SinkKey, SinkNode, SourceNode, Topology, ValueFormat, MAX_RECORD_BYTES,
+    EventTime, NodeId, NodeKind, SourceNode, ToTopic, ToTopicKey, Topology, ValueFormat, MAX_RECORD_BYTES,
 };
 
 /// A record inside the graph.
@@ -422,20 +422,21 @@ impl Ctx<'_, '_> {
             NodeKind::Window(w) => window::process(self, id, w, &rec),
             NodeKind::Table(t) => table::process(self, id, t, &rec),
             NodeKind::Sink(s) => {
-                self.sink(id, s, &rec);
+                self.write_to_topic(id, s, &rec);
                 Ok(())
             }
         }
     }
 
-    fn sink(&mut self, id: NodeId, s: &SinkNode, rec: &Record) {
+    /// Write `rec` to the node's topic (an output or repartition record).
+    fn write_to_topic(&mut self, id: NodeId, s: &ToTopic, rec: &Record) {
         let key = match &s.key {
-            SinkKey::Record => key_bytes(&rec.key),
-            SinkKey::Expr(e) => match e.eval(&self.input(rec)) {
+            ToTopicKey::Record => key_bytes(&rec.key),
+            ToTopicKey::Expr(e) => match e.eval(&self.input(rec)) {
                 Ok(v) => key_bytes(&v),
                 Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
             },
-            SinkKey::Group(parts) => {
+            ToTopicKey::Group(parts) => {
                 let mut values = Vec::with_capacity(parts.len());
                 for p in parts {
                     match p.eval(&self.input(rec)) {
@@ -481,7 +482,7 @@ impl Ctx<'_, '_> {
 
 /// Record key as bytes: strings as UTF-8, null as no key, anything else as
 /// JSON.
-pub fn key_bytes(v: &Value) -> Option<Vec<u8>> {
+pub(crate) fn key_bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::Null => None,
         Value::Bytes(b) => Some(b.to_vec()),

@@ -91,12 +91,16 @@ impl Catalog {
             .flat_map(|(r, region)| region.lots.iter().map(move |&l| (r, l)))
             .collect()
     }
+}
 
-    pub fn region(&self, code: &str) -> Option<&Region> {
+/// Lookups by code, for the tests.
+#[cfg(test)]
+impl Catalog {
+    fn region(&self, code: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.code == code)
     }
 
-    pub fn lot(&self, code: &str) -> Option<&Lot> {
+    fn lot(&self, code: &str) -> Option<&Lot> {
         self.lots.iter().find(|l| l.code == code)
     }
 }

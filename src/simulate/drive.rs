@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
+use super::catalog::catalog;
 use super::destination::{Destination, KafkaDestination};
 use super::generator::{format_kst, generator, Generator, GeneratorOptions, RecordKind};
-use super::{catalog, SimulateArgs, SimulateError};
+use super::{SimulateArgs, SimulateError};
 use crate::kafka::{ensure_topics, TopicSpec};
 
 /// Longest single wait while pacing, so Ctrl-C and deliveries are served.

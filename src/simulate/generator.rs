@@ -79,15 +79,6 @@ impl BadKind {
         BadKind::NonNumeric,
         BadKind::MissingField,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BadKind::NotJson => "not-json",
-            BadKind::InvalidUtf8 => "invalid-utf8",
-            BadKind::NonNumeric => "non-numeric",
-            BadKind::MissingField => "missing-field",
-        }
-    }
 }
 
 /// Why a record was generated the way it was.
@@ -196,22 +187,9 @@ impl Generator {
         })
     }
 
-    pub fn catalog(&self) -> &'static Catalog {
-        self.catalog
-    }
-
-    pub fn options(&self) -> &GeneratorOptions {
-        &self.opts
-    }
-
     /// Records in one sweep over every lot of every region.
     pub fn records_per_sweep(&self) -> usize {
         self.sweep.len()
-    }
-
-    /// Records generated so far.
-    pub fn produced(&self) -> u64 {
-        self.produced
     }
 
     /// Event time of the next record on the generator's own clock:
@@ -390,7 +368,7 @@ mod tests {
     fn own_clock_sweeps_every_lot_once_per_interval() {
         let gen = generator(opts(2)).unwrap();
         let n = gen.records_per_sweep();
-        let start = gen.options().start_ms;
+        let start = gen.opts.start_ms;
         let recs: Vec<SimRecord> = gen.take(3 * n + 1).collect();
         assert_eq!(recs[0].timestamp_ms, start);
         assert_eq!(recs[n].timestamp_ms, start + 300_000);

@@ -13,13 +13,13 @@
 //! generator's own clock is used (`--rate 0`, the default without
 //! `--speedup`).
 
-pub mod catalog;
-pub mod curve;
+pub(crate) mod catalog;
+pub(crate) mod curve;
 mod destination;
 mod drive;
-pub mod generator;
-pub mod output;
-pub mod parse;
+pub(crate) mod generator;
+pub(crate) mod output;
+pub(crate) mod parse;
 mod payload;
 
 use std::path::PathBuf;
@@ -28,9 +28,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
-pub use catalog::{catalog, Catalog, Lot, Region};
-pub use generator::{format_kst, generator, BadKind, Generator, GeneratorOptions, RecordKind, SimRecord, FIELDS};
-pub use output::jsonl_line;
+pub use generator::FIELDS;
+pub(crate) use generator::{RecordKind, SimRecord};
+pub(crate) use output::jsonl_line;
 
 /// Options of `weir simulate`.
 #[derive(clap::Args, Debug, Clone)]

@@ -4,13 +4,13 @@
 //! suggestions. Leaf modules: they depend on nothing else in the crate.
 
 pub mod base64;
-pub mod dead_letter;
+pub(crate) mod dead_letter;
 pub mod duration;
-pub mod tz;
+pub(crate) mod tz;
 
 /// The candidate closest to `word`, if it is close enough to be a likely
 /// typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // Close by edit distance (a typo: one or two edits, a swapped pair) or
     // by Jaro-Winkler (shared prefix); the closest wins.
     let max_edits = (word.chars().count() / 3).max(1);

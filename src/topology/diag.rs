@@ -54,7 +54,7 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-pub use crate::support::did_you_mean;
+pub(crate) use crate::support::did_you_mean;
 
 /// Turn a YAML/serde error into a diagnostic, adding a "did you mean" for
 /// unknown fields and variants.

@@ -10,8 +10,8 @@
 
 mod compile;
 pub mod describe;
-pub mod diag;
-pub mod expr;
+pub(crate) mod diag;
+pub(crate) mod expr;
 mod fast;
 pub(crate) mod functions;
 pub mod spec;
@@ -67,7 +67,7 @@ pub enum NodeKind {
     Table(TableNode),
     /// A step with only `to`: forwards records unchanged.
     Pass,
-    Sink(SinkNode),
+    Sink(ToTopic),
 }
 
 #[derive(Debug)]
@@ -141,9 +141,9 @@ pub struct TableNode {
     pub store: usize,
 }
 
-/// How a sink computes the record key.
+/// How a [`ToTopic`] node computes the record key.
 #[derive(Debug)]
-pub enum SinkKey {
+pub enum ToTopicKey {
     /// The incoming record's key.
     Record,
     /// One expression, as text.
@@ -152,10 +152,16 @@ pub enum SinkKey {
     Group(Vec<Expr>),
 }
 
+/// A node writing records to a Kafka topic (a step's `to:`, or the
+/// writing half of a repartition). Kafka Streams calls it a sink node and
+/// `describe()` prints it as `Sink:` (kept, for compatibility); in the code
+/// it is "to topic", because in weir "sink" is `weir sink`, the Postgres
+/// loader. (`NodeKind::Sink` keeps its name until the runtime's matches on
+/// it move.)
 #[derive(Debug)]
-pub struct SinkNode {
+pub struct ToTopic {
     pub topic: String,
-    pub key: SinkKey,
+    pub key: ToTopicKey,
     pub fields: Option<Vec<String>>,
     pub partitions: Option<i32>,
     /// Writes a repartition topic read back by this topology.

@@ -208,8 +208,8 @@ impl Compiler {
                     );
                 }
                 let key = match &to.key {
-                    Some(k) => self.expr(k).map(SinkKey::Expr).unwrap_or(SinkKey::Record),
-                    None => SinkKey::Record,
+                    Some(k) => self.expr(k).map(ToTopicKey::Expr).unwrap_or(ToTopicKey::Record),
+                    None => ToTopicKey::Record,
                 };
                 if let Some(p) = to.partitions {
                     if p < 1 {
@@ -219,7 +219,7 @@ impl Compiler {
                 }
                 self.add(
                     format!("{name}-to"),
-                    NodeKind::Sink(SinkNode {
+                    NodeKind::Sink(ToTopic {
                         topic: to.topic.value.clone(),
                         key,
                         fields: to.fields.clone(),
@@ -338,7 +338,7 @@ impl Compiler {
             let parent = if key.is_record_key() {
                 input
             } else {
-                self.repartition(name, SinkKey::Expr(key), None, input)
+                self.repartition(name, ToTopicKey::Expr(key), None, input)
             };
             let store = self.stores.len();
             let node = self.add(
@@ -361,11 +361,11 @@ impl Compiler {
 
     /// Insert `<name>-repartition-sink` → topic → `<name>-repartition-source`
     /// and return the new source node.
-    fn repartition(&mut self, name: &str, key: SinkKey, fields: Option<Vec<String>>, input: NodeId) -> NodeId {
+    fn repartition(&mut self, name: &str, key: ToTopicKey, fields: Option<Vec<String>>, input: NodeId) -> NodeId {
         let topic = format!("{}-{name}-repartition", self.app);
         self.add(
             format!("{name}-repartition-sink"),
-            NodeKind::Sink(SinkNode {
+            NodeKind::Sink(ToTopic {
                 topic: topic.clone(),
                 key,
                 fields,

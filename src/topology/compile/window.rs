@@ -119,7 +119,7 @@ impl Compiler {
                 .filter_map(|a| a.arg.as_ref())
                 .map(|e| e.field_name().map(str::to_string))
                 .collect();
-            self.repartition(name, SinkKey::Group(group), fields, input)
+            self.repartition(name, ToTopicKey::Group(group), fields, input)
         };
         let store = self.stores.len();
         let size_ms = millis(size);
