@@ -11,7 +11,7 @@ use crate::topology::AggKind;
 
 /// A value as aggregates keep it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     Null,
     Bool(bool),
     Int(i64),
@@ -20,7 +20,7 @@ pub enum Scalar {
 }
 
 impl Scalar {
-    pub fn from_value(v: &Value) -> Scalar {
+    pub(crate) fn from_value(v: &Value) -> Scalar {
         match v {
             Value::Null => Scalar::Null,
             Value::Bool(b) => Scalar::Bool(*b),
@@ -32,7 +32,7 @@ impl Scalar {
         }
     }
 
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         match self {
             Scalar::Null => Value::Null,
             Scalar::Bool(b) => Value::Bool(*b),
@@ -51,7 +51,7 @@ impl Scalar {
     }
 
     /// Order for min/max/newest: numbers by value, strings by text.
-    pub fn compare(&self, other: &Scalar) -> Result<std::cmp::Ordering, String> {
+    pub(crate) fn compare(&self, other: &Scalar) -> Result<std::cmp::Ordering, String> {
         match (self, other) {
             (Scalar::Str(a), Scalar::Str(b)) => Ok(a.cmp(b)),
             (Scalar::Bool(a), Scalar::Bool(b)) => Ok(a.cmp(b)),
@@ -65,7 +65,7 @@ impl Scalar {
 
 /// Running state of one aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Acc {
+pub(crate) enum Acc {
     Count(u64),
     Sum { int: i64, float: f64, all_int: bool },
     Avg { sum: f64, n: u64 },
@@ -76,7 +76,7 @@ pub enum Acc {
 }
 
 impl Acc {
-    pub fn new(kind: AggKind) -> Acc {
+    pub(crate) fn new(kind: AggKind) -> Acc {
         match kind {
             AggKind::Count => Acc::Count(0),
             AggKind::Sum => Acc::Sum {
@@ -94,7 +94,7 @@ impl Acc {
 
     /// Add one input. `None` is `count()` (no argument). Nulls are skipped
     /// by every aggregate but `count()`, as in SQL.
-    pub fn add(&mut self, v: Option<&Scalar>) -> Result<(), String> {
+    pub(crate) fn add(&mut self, v: Option<&Scalar>) -> Result<(), String> {
         if let (Acc::Count(n), None) = (&mut *self, v) {
             *n += 1;
             return Ok(());
@@ -138,7 +138,7 @@ impl Acc {
         Ok(())
     }
 
-    pub fn result(&self) -> Value {
+    pub(crate) fn result(&self) -> Value {
         match self {
             Acc::Count(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
             Acc::Sum { int, float, all_int } => {

@@ -289,7 +289,7 @@ impl Task {
 }
 
 impl Ctx<'_, '_> {
-    pub fn store(&mut self, idx: usize) -> Result<&mut TaskStore, StoreError> {
+    pub(crate) fn store(&mut self, idx: usize) -> Result<&mut TaskStore, StoreError> {
         self.stores
             .get_mut(idx)
             .and_then(|s| s.as_mut())
@@ -299,7 +299,7 @@ impl Ctx<'_, '_> {
             })
     }
 
-    pub fn input<'r>(&'r self, rec: &'r Record) -> Input<'r> {
+    pub(crate) fn input<'r>(&'r self, rec: &'r Record) -> Input<'r> {
         Input {
             value: &rec.value,
             key: &rec.key,
@@ -312,7 +312,7 @@ impl Ctx<'_, '_> {
     /// Count the record being processed as a dead-letter error and send it
     /// to the dead-letter topic (or just count it when the topology has
     /// none).
-    pub fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
+    pub(crate) fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         self.stats.dead_letter += 1;
         tracing::debug!(processor = %self.topo.nodes[node].name, reason, "record to dead-letter topic");
         self.write_dead_letter(node, reason, rec);
@@ -321,7 +321,7 @@ impl Ctx<'_, '_> {
     /// Send the record being processed to the dead-letter topic, if the
     /// topology has one, without counting it (the caller counts it under
     /// its own name, e.g. a late record as dropped).
-    pub fn write_dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
+    pub(crate) fn write_dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         let Some(topic) = &self.topo.dead_letter else { return };
         let mut headers = vec![
             (header::ERROR.to_string(), reason.to_string()),
@@ -356,7 +356,7 @@ impl Ctx<'_, '_> {
 
     /// Hand `rec` to every child of `node` (the last child gets it without a
     /// copy, so a map step after a single-child step edits it in place).
-    pub fn forward(&mut self, node: NodeId, rec: Record) -> Result<(), ProcessError> {
+    pub(crate) fn forward(&mut self, node: NodeId, rec: Record) -> Result<(), ProcessError> {
         let topo = self.topo;
         let children = &topo.nodes[node].children;
         if let Some((&last, rest)) = children.split_last() {

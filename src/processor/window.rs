@@ -26,14 +26,14 @@ use crate::topology::{EmitSpec, LateSpec, NodeId, WindowNode};
 
 /// What the window store keeps per (window, group).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WindowState {
+pub(crate) struct WindowState {
     /// Largest timestamp of a record in the window (the output timestamp).
     pub max_ts: i64,
     pub accs: Vec<Acc>,
 }
 
 /// Order-preserving encoding of a signed time.
-pub fn time_bytes(t: i64) -> [u8; 8] {
+pub(crate) fn time_bytes(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1u64 << 63)).to_be_bytes()
 }
 
@@ -43,7 +43,7 @@ fn time_from(bytes: &[u8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64
 }
 
-pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
+pub(crate) fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + group.len());
     k.extend_from_slice(&time_bytes(start));
     k.extend_from_slice(group);
@@ -60,7 +60,7 @@ pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
 /// window of a record is kept even when a time-zone offset puts its start
 /// before the epoch; records before the epoch, which Kafka Streams
 /// rejects, keep every window that contains them.)
-pub fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
+pub(crate) fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
     let last = ts
         .saturating_sub(w.offset_ms)
         .div_euclid(w.advance_ms)

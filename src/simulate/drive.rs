@@ -1,6 +1,6 @@
 //! Drives the generator: resolves options, paces records in wall time,
-//! produces them to Kafka or writes them to a file, shows progress on a
-//! terminal and prints the summary line.
+//! hands them to the destination (Kafka or a file), stops on SIGINT or
+//! SIGTERM, shows progress on a terminal and prints the summary line.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,8 @@ use super::generator::{format_kst, generator, Generator, GeneratorOptions, Recor
 use super::{SimulateArgs, SimulateError};
 use crate::kafka::{ensure_topics, TopicSpec};
 
-/// Longest single wait while pacing, so Ctrl-C and deliveries are served.
+/// Longest single wait while pacing, so a stop request (SIGINT/SIGTERM)
+/// and delivery reports are served.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Never back-date the default start by more than about ten years.
 const MAX_SPAN_MS: i64 = 10 * 366 * 86_400_000;

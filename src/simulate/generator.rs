@@ -1,7 +1,7 @@
 //! The pure record generator: catalog sweep, occupancy, bad and late
 //! injection. No I/O and no clock of its own, so the same seed and options
 //! always give the same records; `weir simulate` feeds them to Kafka or a
-//! file, and benchmarks use them directly.
+//! file.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -10,10 +10,10 @@ use chrono::DateTime;
 
 use super::catalog::{catalog, Catalog};
 use super::curve;
+pub(crate) use super::payload::format_kst;
 /// Also used by `ingest` to write the same JSON as the real feed.
 pub(crate) use super::payload::push_json_string;
 use super::payload::Snapshot;
-pub use super::payload::{format_kst, FIELDS};
 use super::SimulateError;
 use crate::kafka::partition_for;
 
@@ -28,7 +28,7 @@ const NOISE_CARRY: f64 = 0.8;
 
 /// Options of the generator.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GeneratorOptions {
+pub(crate) struct GeneratorOptions {
     /// Seeds every random choice; same seed and options, same records.
     pub seed: u64,
     /// Event time of the first record (epoch ms; rounded down to a second).
@@ -60,7 +60,7 @@ impl Default for GeneratorOptions {
 
 /// What a bad record is wrong with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BadKind {
+pub(crate) enum BadKind {
     /// Not JSON at all: an API error page, a timeout message, or a payload
     /// cut short.
     NotJson,
@@ -73,7 +73,7 @@ pub enum BadKind {
 }
 
 impl BadKind {
-    pub const ALL: [BadKind; 4] = [
+    pub(crate) const ALL: [BadKind; 4] = [
         BadKind::NotJson,
         BadKind::InvalidUtf8,
         BadKind::NonNumeric,
@@ -83,7 +83,7 @@ impl BadKind {
 
 /// Why a record was generated the way it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RecordKind {
+pub(crate) enum RecordKind {
     /// A well-formed, on-time snapshot.
     Good,
     /// A well-formed snapshot stamped 1–3 hours behind stream time.
@@ -94,7 +94,7 @@ pub enum RecordKind {
 
 /// One generated Kafka record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimRecord {
+pub(crate) struct SimRecord {
     /// `murmur2(key) % partitions`, what Kafka's default partitioner picks.
     pub partition: i32,
     /// Kafka record timestamp = event time, epoch milliseconds (whole
@@ -109,7 +109,7 @@ pub struct SimRecord {
 
 impl SimRecord {
     /// The payload as text, if it is valid UTF-8.
-    pub fn payload_str(&self) -> Option<&str> {
+    pub(crate) fn payload_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.payload).ok()
     }
 }
@@ -118,7 +118,7 @@ impl SimRecord {
 /// own simulated clock (one sweep over all lots per `sweep_interval_ms`);
 /// [`Generator::next_at`] stamps a record with a caller's clock instead.
 #[derive(Debug, Clone)]
-pub struct Generator {
+pub(crate) struct Generator {
     catalog: &'static Catalog,
     opts: GeneratorOptions,
     rng: ChaCha8Rng,
@@ -134,12 +134,12 @@ pub struct Generator {
 }
 
 /// Build a generator. Fails only on options out of range.
-pub fn generator(opts: GeneratorOptions) -> Result<Generator, SimulateError> {
+pub(crate) fn generator(opts: GeneratorOptions) -> Result<Generator, SimulateError> {
     Generator::new(opts)
 }
 
 impl Generator {
-    pub fn new(opts: GeneratorOptions) -> Result<Self, SimulateError> {
+    pub(crate) fn new(opts: GeneratorOptions) -> Result<Self, SimulateError> {
         let ratio_ok = |r: f64| (0.0..=1.0).contains(&r);
         if !ratio_ok(opts.bad_ratio) || !ratio_ok(opts.late_ratio) || opts.bad_ratio + opts.late_ratio > 1.0 {
             return Err(SimulateError::InvalidOption(format!(
@@ -188,13 +188,13 @@ impl Generator {
     }
 
     /// Records in one sweep over every lot of every region.
-    pub fn records_per_sweep(&self) -> usize {
+    pub(crate) fn records_per_sweep(&self) -> usize {
         self.sweep.len()
     }
 
     /// Event time of the next record on the generator's own clock:
     /// `start + n × sweep_interval / records_per_sweep`, whole seconds.
-    pub fn next_time(&self) -> i64 {
+    pub(crate) fn next_time(&self) -> i64 {
         let step = i128::from(self.opts.sweep_interval_ms) * i128::from(self.produced) / self.sweep.len() as i128;
         let t = i64::try_from(i128::from(self.opts.start_ms) + step).unwrap_or(i64::MAX);
         floor_second(t)
@@ -203,7 +203,7 @@ impl Generator {
     /// The next record, polled at `now_ms` (epoch ms, rounded down to a
     /// second). Late records are stamped behind their partition's stream
     /// time instead.
-    pub fn next_at(&mut self, now_ms: i64) -> SimRecord {
+    pub(crate) fn next_at(&mut self, now_ms: i64) -> SimRecord {
         let (r, l) = self.sweep[self.cursor];
         self.cursor = (self.cursor + 1) % self.sweep.len();
         self.produced += 1;
@@ -292,7 +292,7 @@ mod tests {
     use serde_json::{Map, Value};
 
     use super::*;
-    use crate::simulate::payload::REQUIRED_FIELDS;
+    use crate::simulate::payload::{FIELDS, REQUIRED_FIELDS};
 
     fn opts(seed: u64) -> GeneratorOptions {
         GeneratorOptions {

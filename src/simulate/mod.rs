@@ -1,12 +1,14 @@
 //! `weir simulate`: a realistic Seoul parking feed.
 //!
-//! Three layers, each usable alone:
-//! - [`mod@catalog`]: the simulated city, built from real data compiled into the
+//! Layers:
+//! - `catalog`: the simulated city, built from real data compiled into the
 //!   binary (30 hotspots, one captured poll of their lots);
-//! - [`mod@generator`]: a pure, seeded iterator of [`SimRecord`]s (occupancy
-//!   curve, noise, bad and late records) that benchmarks can use directly;
-//! - `drive` (private): pacing, the Kafka producer (explicit murmur2
-//!   partition, idempotent, acks=all) and the `--output` file writer.
+//! - `generator`: a pure, seeded iterator of `SimRecord`s (occupancy
+//!   `curve`, noise, bad and late records), whose values `payload` writes
+//!   as the city API does;
+//! - `drive`: options, pacing, SIGINT/SIGTERM and the summary line;
+//!   `destination`: the Kafka producer (explicit murmur2 partition,
+//!   idempotent, acks=all) or the `--output` file (lines from `output`).
 //!
 //! Same seed and options (including an explicit `--start`) give the same
 //! records, byte for byte, whether they go to Kafka or to a file, as long as the
@@ -28,9 +30,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
-pub use generator::FIELDS;
 pub(crate) use generator::{RecordKind, SimRecord};
 pub(crate) use output::jsonl_line;
+pub use payload::FIELDS;
 
 /// Options of `weir simulate`.
 #[derive(clap::Args, Debug, Clone)]

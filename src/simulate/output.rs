@@ -8,7 +8,7 @@ use super::generator::SimRecord;
 use super::payload::push_json_string;
 
 /// One line (without the newline) for `rec` on `topic`.
-pub fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
+pub(crate) fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(rec.payload.len() + 128);
     out.extend_from_slice(b"{\"topic\":");
     push_json_string(&mut out, topic);

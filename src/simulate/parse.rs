@@ -6,7 +6,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Records per second: `100`, `100/s` or `2.5`; `0` means as fast as
 /// possible.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
     let rate: f64 = t
@@ -20,7 +20,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A share between 0 and 1.
-pub fn parse_ratio(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_ratio(s: &str) -> Result<f64, String> {
     let r: f64 = s
         .trim()
         .parse()
@@ -32,7 +32,7 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
 }
 
 /// A positive finite number (speed-up factor).
-pub fn parse_speedup(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_speedup(s: &str) -> Result<f64, String> {
     let x: f64 = s
         .trim()
         .parse()
@@ -46,7 +46,7 @@ pub fn parse_speedup(s: &str) -> Result<f64, String> {
 /// A start time: RFC 3339 (`2025-03-20T14:00:00+09:00`), or a wall-clock
 /// time in Korea Standard Time (`2025-03-20 14:00:00`, `2025-03-20 14:00`,
 /// `2025-03-20T14:00:00`, `2025-03-20`), or `now`.
-pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
     if t.eq_ignore_ascii_case("now") {
         return Ok(Utc::now());

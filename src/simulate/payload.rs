@@ -132,7 +132,7 @@ impl Snapshot<'_> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in Korea Standard Time, as `LAST_UPDATE` is written.
-pub fn format_kst(timestamp_ms: i64) -> String {
+pub(crate) fn format_kst(timestamp_ms: i64) -> String {
     let local = timestamp_ms.div_euclid(1000).saturating_add(KST_OFFSET_SECS);
     match DateTime::from_timestamp(local, 0) {
         Some(t) => {

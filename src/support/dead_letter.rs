@@ -3,12 +3,12 @@
 //! for their own dead letters.
 
 /// Why the record failed (human-readable).
-pub const ERROR: &str = "weir.error";
+pub(crate) const ERROR: &str = "weir.error";
 /// Name of the step that rejected it.
-pub const PROCESSOR: &str = "weir.processor";
+pub(crate) const PROCESSOR: &str = "weir.processor";
 /// Input topic, partition and offset of the record, when it came from one.
-pub const TOPIC: &str = "weir.topic";
-pub const PARTITION: &str = "weir.partition";
-pub const OFFSET: &str = "weir.offset";
+pub(crate) const TOPIC: &str = "weir.topic";
+pub(crate) const PARTITION: &str = "weir.partition";
+pub(crate) const OFFSET: &str = "weir.offset";
 /// Timestamp (epoch ms) of the record.
-pub const TIMESTAMP: &str = "weir.timestamp";
+pub(crate) const TIMESTAMP: &str = "weir.timestamp";

@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 /// Why a time-zone name was rejected: the message, and a hint (the closest
 /// known name, or what a name looks like).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownZone {
+pub(crate) struct UnknownZone {
     pub message: String,
     pub hint: String,
 }
@@ -18,7 +18,7 @@ impl std::fmt::Display for UnknownZone {
 }
 
 /// Parse an IANA time-zone name (surrounding blanks ignored).
-pub fn parse(name: &str) -> Result<Tz, UnknownZone> {
+pub(crate) fn parse(name: &str) -> Result<Tz, UnknownZone> {
     name.trim().parse::<Tz>().map_err(|_| {
         let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
         UnknownZone {

@@ -74,7 +74,7 @@ pub struct OutputRecord {
 }
 
 /// Runs a topology over input records.
-pub struct Driver<'t> {
+pub(crate) struct Driver<'t> {
     topo: &'t Topology,
     tasks: BTreeMap<(usize, i32), Task>,
     partitions: i32,
@@ -84,7 +84,7 @@ pub struct Driver<'t> {
 impl<'t> Driver<'t> {
     /// `partitions`: partition count of every topic (sources, internal and
     /// output topics without an explicit count).
-    pub fn new(topo: &'t Topology, partitions: i32) -> Self {
+    pub(crate) fn new(topo: &'t Topology, partitions: i32) -> Self {
         Self {
             topo,
             tasks: BTreeMap::new(),
@@ -105,7 +105,7 @@ impl<'t> Driver<'t> {
     }
 
     /// Process one record and everything it causes downstream.
-    pub fn pipe(
+    pub(crate) fn pipe(
         &mut self,
         topic: &str,
         partition: i32,
@@ -178,7 +178,7 @@ impl<'t> Driver<'t> {
 
     /// Advance every task's stream time past every window (upstream
     /// sub-topologies first, so their final results reach downstream ones).
-    pub fn flush(&mut self) -> Result<(), ProcessError> {
+    pub(crate) fn flush(&mut self) -> Result<(), ProcessError> {
         for sub in 0..self.topo.subtopologies.len() {
             let keys: Vec<(usize, i32)> = self.tasks.keys().copied().filter(|(s, _)| *s == sub).collect();
             for k in keys {
@@ -205,7 +205,7 @@ impl<'t> Driver<'t> {
         Ok(())
     }
 
-    pub fn take_output(&mut self) -> Vec<OutputRecord> {
+    pub(crate) fn take_output(&mut self) -> Vec<OutputRecord> {
         std::mem::take(&mut self.output)
     }
 }

@@ -58,7 +58,7 @@ pub(crate) use crate::support::did_you_mean;
 
 /// Turn a YAML/serde error into a diagnostic, adding a "did you mean" for
 /// unknown fields and variants.
-pub fn from_yaml_error(err: &serde_saphyr::Error) -> Diagnostic {
+pub(crate) fn from_yaml_error(err: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     // The Display form carries a source snippet; keep its first line only.
     let full = err.to_string();

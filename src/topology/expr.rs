@@ -14,7 +14,7 @@ use cel::objects::Key;
 use cel::{Context, ExecutionError, FunctionContext, Program, Value};
 
 use super::functions::{known_names, FUNCTIONS, VARIABLES};
-pub use super::functions::{EvalError, Input};
+pub(crate) use super::functions::{EvalError, Input};
 
 #[derive(Debug)]
 enum Fast {

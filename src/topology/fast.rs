@@ -19,7 +19,7 @@ use cel::Value;
 use super::functions::{EvalError, Func, Input, FUNCTIONS};
 
 #[derive(Debug)]
-pub enum Node {
+pub(super) enum Node {
     Lit(Value),
     Var(Var),
     Field(Box<Node>, Arc<String>),
@@ -34,7 +34,7 @@ pub enum Node {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Var {
+pub(super) enum Var {
     Value,
     Key,
     Timestamp,
@@ -43,7 +43,7 @@ pub enum Var {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum BinOp {
+pub(super) enum BinOp {
     Eq,
     Ne,
     Lt,
@@ -58,7 +58,7 @@ pub enum BinOp {
 }
 
 /// Translate an AST, or `None` if it uses something outside the subset.
-pub fn translate(e: &IdedExpr) -> Option<Node> {
+pub(super) fn translate(e: &IdedExpr) -> Option<Node> {
     Some(match &e.expr {
         Ast::Literal(l) => Node::Lit(match l {
             LiteralValue::Boolean(b) => Value::Bool(*b.inner()),
@@ -164,7 +164,7 @@ fn as_bool(v: &Value, what: &str) -> Result<bool, EvalError> {
 }
 
 impl Node {
-    pub fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
+    pub(super) fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
         match self {
             Node::Lit(v) => Ok(v.clone()),
             Node::Var(v) => Ok(match v {

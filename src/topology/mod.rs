@@ -1,6 +1,7 @@
-//! Topology files: the YAML format (`spec`), expressions (`expr`),
-//! validation with file positions (`diag`), compilation into a processor
-//! graph (this module) and `describe` output.
+//! Topology files: the YAML format (`spec`), expressions (`expr`, with
+//! the CEL functions in `functions` and a direct evaluator in `fast`),
+//! diagnostics with file positions (`diag`), compilation into the
+//! processor graph defined here (`compile`) and `describe` output.
 //!
 //! Compilation resolves step inputs, inserts repartition topics where a
 //! window or table groups by something other than the record key (as Kafka
