@@ -37,6 +37,27 @@ pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
 }
 
+impl Diagnostics {
+    /// Read `path` and hand its text to `parse`; an unreadable file is one
+    /// diagnostic at 1:1, and `parse`'s diagnostics are given the file name.
+    pub(crate) fn load<T>(
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<T, Vec<Diagnostic>>,
+    ) -> Result<T, Diagnostics> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+            file: file.clone(),
+            items: vec![Diagnostic {
+                line: 1,
+                column: 1,
+                message: format!("cannot read file: {e}"),
+                hint: None,
+            }],
+        })?;
+        parse(&text).map_err(|items| Diagnostics { file, items })
+    }
+}
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, d) in self.items.iter().enumerate() {

@@ -199,17 +199,7 @@ pub struct StoreDef {
 impl Topology {
     /// Load and compile a topology file, collecting every problem.
     pub fn load(path: &Path) -> Result<Topology, Diagnostics> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-            file: file.clone(),
-            items: vec![Diagnostic {
-                line: 1,
-                column: 1,
-                message: format!("cannot read file: {e}"),
-                hint: None,
-            }],
-        })?;
-        Self::parse(&text).map_err(|items| Diagnostics { file, items })
+        Diagnostics::load(path, Self::parse)
     }
 
     /// Compile topology YAML text.

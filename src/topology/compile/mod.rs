@@ -56,6 +56,20 @@ impl Compiler {
         id
     }
 
+    /// Add the store of `node`, with its changelog topic named from the
+    /// application id and the store name. (The node refers to the store by
+    /// its index, `self.stores.len()` before this call.)
+    fn add_store(&mut self, name: &str, kind: StoreKind, node: NodeId, retention_ms: Option<i64>) {
+        self.stores.push(StoreDef {
+            name: name.to_string(),
+            kind,
+            node,
+            subtopology: 0,
+            changelog: format!("{}-{name}-changelog", self.app),
+            retention_ms,
+        });
+    }
+
     fn expr(&mut self, s: &Spanned<String>) -> Option<Expr> {
         match Expr::compile(&s.value) {
             Ok(e) => Some(e),
@@ -346,14 +360,7 @@ impl Compiler {
                 NodeKind::Table(TableNode { newest_by, store }),
                 Some(parent),
             );
-            self.stores.push(StoreDef {
-                name: name.to_string(),
-                kind: StoreKind::KeyValue,
-                node,
-                subtopology: 0,
-                changelog: format!("{}-{name}-changelog", self.app),
-                retention_ms: None,
-            });
+            self.add_store(name, StoreKind::KeyValue, node, None);
             return Some(node);
         }
         Some(self.add(name.to_string(), NodeKind::Pass, Some(input)))

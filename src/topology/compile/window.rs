@@ -141,14 +141,8 @@ impl Compiler {
             }),
             Some(parent),
         );
-        self.stores.push(StoreDef {
-            name: name.to_string(),
-            kind: StoreKind::Window,
-            node,
-            subtopology: 0,
-            changelog: format!("{}-{name}-changelog", self.app),
-            retention_ms: Some(size_ms.saturating_add(grace_ms).saturating_add(86_400_000)),
-        });
+        let retention_ms = size_ms.saturating_add(grace_ms).saturating_add(86_400_000);
+        self.add_store(name, StoreKind::Window, node, Some(retention_ms));
         Some(node)
     }
 }
