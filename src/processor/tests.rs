@@ -321,3 +321,23 @@ fn taken_changes_are_the_writes_of_the_interval() {
     assert_eq!(changes[0].1.len(), 2, "one window per key");
     assert!(task.take_changes().is_empty(), "taken once");
 }
+
+/// Near the epoch a hopping window starts no earlier than 0 (Kafka
+/// Streams' `windowsFor`), but the one window of a record is kept even
+/// when the time zone puts its start before the epoch (daily windows in
+/// KST start at 15:00 UTC).
+#[test]
+fn windows_near_the_epoch_start_at_zero_unless_the_time_zone_shifts_the_only_one() {
+    let t = topo("      hopping: { size: 10ms, advance: 5ms }\n      aggregate: { n: count() }\n");
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    assert_eq!(window_starts(w, 3), vec![0]);
+    assert_eq!(window_starts(w, 7), vec![0, 5]);
+    assert_eq!(window_starts(w, -3), vec![-10, -5], "before the epoch: every window");
+    let t = topo("      tumbling: 1d\n      time_zone: Asia/Seoul\n      aggregate: { n: count() }\n");
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    assert_eq!(window_starts(w, H), vec![-9 * H]);
+}

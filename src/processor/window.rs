@@ -68,7 +68,7 @@ pub(crate) fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
         .saturating_add(w.offset_ms);
     let mut lower = ts.saturating_sub(w.size_ms);
     if ts >= 0 {
-        lower = lower.max(last.min(0) - 1);
+        lower = lower.max(last.min(0).saturating_sub(1));
     }
     let mut starts = Vec::with_capacity((w.size_ms / w.advance_ms) as usize + 1);
     let mut s = last;
