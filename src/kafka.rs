@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use crate::support::backoff::{sleep_unless, Backoff};
 
 mod murmur2;
-pub use murmur2::{murmur2, partition_for as murmur2_partition};
+pub use murmur2::{murmur2, partition_for};
 
 /// Where `./dev up` starts the broker.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";

@@ -19,7 +19,7 @@ pub mod shutdown;
 pub mod simulate;
 pub mod sink;
 pub mod state;
-mod support;
+pub mod support;
 pub mod testkit;
 pub mod topology;
 

@@ -56,17 +56,17 @@ enum Command {
         state_dir: PathBuf,
         /// How often records of repartition topics that every task has
         /// committed are deleted (Kafka Streams' repartition.purge.interval.ms).
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = weir::support::duration::parse_arg)]
         repartition_purge_interval: std::time::Duration,
         /// Consumer group session timeout: an instance silent for this long
         /// (crashed, stalled) loses its partitions to the others; under
         /// exactly-once it is fenced and cannot commit anymore.
-        #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "45s", value_parser = weir::support::duration::parse_arg)]
         session_timeout: std::time::Duration,
         /// How long an input partition with nothing to read (and not caught
         /// up) holds back the others while records are taken in event-time
         /// order (Kafka Streams' max.task.idle.ms).
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = weir::support::duration::parse_arg)]
         max_task_idle: std::time::Duration,
         /// Replication factor of the topics weir creates (internal and
         /// output); -1 takes the broker's default.replication.factor. With 3

@@ -1,4 +1,5 @@
-//! Graceful shutdown on SIGINT/SIGTERM, shared by `weir run` and `weir sink`.
+//! Graceful shutdown on SIGINT/SIGTERM, shared by `weir run`, `weir sink`
+//! and `weir simulate`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -12,6 +12,15 @@ fn weir(args: &[&str]) -> std::process::Output {
 
 const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
 
+/// The parking topology with `from` replaced by `to`, written to `dir/name`.
+fn parking_with(dir: &tempfile::TempDir, name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(PARKING).unwrap();
+    assert!(text.contains(from), "{from} not in parking.yaml");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
@@ -39,11 +48,7 @@ fn validate_accepts_the_parking_topology() {
 #[test]
 fn validate_reports_file_line_column_and_hint() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(PARKING)
-        .unwrap()
-        .replace("tumbling: 1h", "tumbling: 1 fortnight");
-    std::fs::write(&bad, text).unwrap();
+    let bad = parking_with(&dir, "bad.yaml", "tumbling: 1h", "tumbling: 1 fortnight");
     let out = weir(&["validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -87,4 +92,24 @@ fn readme_shows_the_current_mermaid_graph() {
         readme.contains(&format!("```mermaid\n{m}```")),
         "README's parking graph is out of date:\n{m}"
     );
+}
+
+/// One duration grammar everywhere: a bare number is not a duration, in the
+/// topology file or on `weir simulate`'s command line, and the message
+/// says which unit to add.
+#[test]
+fn a_bare_number_is_not_a_duration_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = parking_with(&dir, "bare.yaml", "grace: 1m", "grace: 60");
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#""60" is not a duration; write "60s""#), "{err}");
+
+    for opt in ["--duration", "--poll-interval"] {
+        let out = weir(&["simulate", opt, "30", "--output", "-"]);
+        assert_eq!(out.status.code(), Some(2), "{opt} 30");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(r#""30" is not a duration; write "30s""#), "{opt}: {err}");
+    }
 }

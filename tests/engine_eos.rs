@@ -413,7 +413,7 @@ fn hour_records(h0: i64, hour: i64, minutes: &[i64], lots: i64, phase: &str) -> 
                     "PHASE": phase,
                 });
                 out.push(Input {
-                    partition: weir::kafka::murmur2_partition(key.as_bytes(), 3),
+                    partition: weir::kafka::partition_for(Some(key.as_bytes()), 3, 0),
                     timestamp: ts,
                     key: Some(key),
                     payload: v.to_string().into_bytes(),

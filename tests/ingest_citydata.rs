@@ -261,7 +261,7 @@ fn check_poll(hotspot: &str, got: &[&Rec], want: &BTreeMap<String, serde_json::M
         assert_eq!(value["PARKING_CODE"], key.as_str(), "{hotspot}: key is PARKING_CODE");
         assert_eq!(
             rec.partition,
-            weir::kafka::murmur2_partition(key.as_bytes(), PARTITIONS),
+            weir::kafka::partition_for(Some(key.as_bytes()), PARTITIONS, 0),
             "{hotspot}: lot {key} on the partition Java's partitioner (and weir simulate) picks"
         );
         let fields: Vec<&String> = value.keys().collect();
@@ -873,7 +873,11 @@ fn output_writes_weir_test_input_that_the_parking_topology_reads() {
         let key = line["key"].as_str().unwrap();
         assert_eq!(
             line["partition"].as_i64(),
-            Some(i64::from(weir::kafka::murmur2_partition(key.as_bytes(), PARTITIONS)))
+            Some(i64::from(weir::kafka::partition_for(
+                Some(key.as_bytes()),
+                PARTITIONS,
+                0
+            )))
         );
         let value: Value = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
         for field in weir::simulate::FIELDS {

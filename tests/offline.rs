@@ -147,7 +147,7 @@ fn hourly_averages_follow_the_design_rules() {
         let key = r["key"].as_str().unwrap();
         assert_eq!(
             r["partition"],
-            weir::kafka::murmur2_partition(key.as_bytes(), 3),
+            weir::kafka::partition_for(Some(key.as_bytes()), 3, 0),
             "output partitioned by key like Kafka"
         );
     }
@@ -182,7 +182,7 @@ fn without_flush_open_windows_are_not_emitted() {
     // Windows close per task (repartition partition, 2 here: the input has
     // two partitions). POI007's task saw 11:05 > 10:00 + 1h + 1m grace, so
     // its 10:00 window closed; POI001's closed only if it shares the task.
-    let part = |k: &str| weir::kafka::murmur2_partition(k.as_bytes(), 2);
+    let part = |k: &str| weir::kafka::partition_for(Some(k.as_bytes()), 2, 0);
     let same = part(r#"["POI007","홍대 관광특구"]"#) == part(r#"["POI001","강남 MICE 관광특구"]"#);
     let mut keys: Vec<&str> = hourly.iter().map(|r| r["key"].as_str().unwrap()).collect();
     keys.sort();
@@ -206,4 +206,134 @@ fn latest_status_per_lot_excludes_filtered_and_bad_lots() {
         lots[1]["value"]["AVAILABLE_SPOTS"], 0,
         "negative availability clamps to 0"
     );
+}
+
+/// Kafka Streams' own `KStreamWindowAggregateTest.testAggBasic`
+/// (apache/kafka, streams/src/test/java/org/apache/kafka/streams/kstream/internals/
+/// KStreamWindowAggregateTest.java): hopping windows of 10 ms advancing by
+/// 5 ms, grace 100 ms, emit on every update, records at 0–14 ms and three
+/// out-of-order ones. Its aggregate concatenates values ("0+2+2+2+1"); here
+/// the same updates are checked as (count, sum) of the terms after the
+/// initial "0". `TimeWindows.windowsFor` never opens a window that starts
+/// before the epoch, so a record at 3 ms updates [0, 10) only, not [-5, 5):
+/// Kafka Streams emits 29 updates where 36 would mean negative windows.
+#[test]
+fn hopping_windows_match_kafka_streams_test_agg_basic() {
+    let topology = "\
+application_id: agg-basic
+sources:
+  topic1: { topic: topic1, key: string, value: string }
+steps:
+  - name: agg
+    window:
+      group_by: { k: key }
+      hopping: { size: 10ms, advance: 5ms }
+      grace: 100ms
+      emit: on_update
+      aggregate:
+        n: count()
+        sum: sum(int(value))
+    to: { topic: out }
+";
+    let input: &[(&str, &str, i64)] = &[
+        ("A", "1", 0),
+        ("B", "2", 1),
+        ("C", "3", 2),
+        ("D", "4", 3),
+        ("A", "1", 4),
+        ("A", "1", 5),
+        ("B", "2", 6),
+        ("D", "4", 7),
+        ("B", "2", 8),
+        ("C", "3", 9),
+        ("A", "1", 10),
+        ("B", "2", 11),
+        ("D", "4", 12),
+        ("B", "2", 13),
+        ("C", "3", 14),
+        ("B", "1", 3),
+        ("B", "2", 2),
+        ("B", "3", 9),
+    ];
+    // Kafka Streams' expected output: key, window [start, end), aggregate,
+    // record timestamp.
+    let expected: &[(&str, i64, i64, &str, i64)] = &[
+        ("A", 0, 10, "0+1", 0),
+        ("B", 0, 10, "0+2", 1),
+        ("C", 0, 10, "0+3", 2),
+        ("D", 0, 10, "0+4", 3),
+        ("A", 0, 10, "0+1+1", 4),
+        ("A", 0, 10, "0+1+1+1", 5),
+        ("A", 5, 15, "0+1", 5),
+        ("B", 0, 10, "0+2+2", 6),
+        ("B", 5, 15, "0+2", 6),
+        ("D", 0, 10, "0+4+4", 7),
+        ("D", 5, 15, "0+4", 7),
+        ("B", 0, 10, "0+2+2+2", 8),
+        ("B", 5, 15, "0+2+2", 8),
+        ("C", 0, 10, "0+3+3", 9),
+        ("C", 5, 15, "0+3", 9),
+        ("A", 5, 15, "0+1+1", 10),
+        ("A", 10, 20, "0+1", 10),
+        ("B", 5, 15, "0+2+2+2", 11),
+        ("B", 10, 20, "0+2", 11),
+        ("D", 5, 15, "0+4+4", 12),
+        ("D", 10, 20, "0+4", 12),
+        ("B", 5, 15, "0+2+2+2+2", 13),
+        ("B", 10, 20, "0+2+2", 13),
+        ("C", 5, 15, "0+3+3", 14),
+        ("C", 10, 20, "0+3", 14),
+        ("B", 0, 10, "0+2+2+2+1", 8),
+        ("B", 0, 10, "0+2+2+2+1+2", 8),
+        ("B", 0, 10, "0+2+2+2+1+2+3", 9),
+        ("B", 5, 15, "0+2+2+2+2+3", 13),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let topo_path = dir.path().join("agg-basic.yaml");
+    std::fs::write(&topo_path, topology).unwrap();
+    let in_path = dir.path().join("in.jsonl");
+    let lines: Vec<String> = input
+        .iter()
+        .map(|(k, v, ts)| json!({"topic": "topic1", "timestamp": ts, "key": k, "value": v}).to_string())
+        .collect();
+    std::fs::write(&in_path, lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("test")
+        .arg(&topo_path)
+        .arg("--input")
+        .arg(&in_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let got: Vec<(String, i64, i64, i64, i64, i64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["topic"] == "out")
+        .map(|r| {
+            let v = &r["value"];
+            (
+                v["k"].as_str().unwrap().to_string(),
+                ms(&v["window_start"]),
+                ms(&v["window_end"]),
+                v["n"].as_i64().unwrap(),
+                v["sum"].as_i64().unwrap(),
+                r["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, i64, i64, i64, i64)> = expected
+        .iter()
+        .map(|&(k, start, end, agg, ts)| {
+            let terms: Vec<i64> = agg.split('+').skip(1).map(|t| t.parse().unwrap()).collect();
+            (k.to_string(), start, end, terms.len() as i64, terms.iter().sum(), ts)
+        })
+        .collect();
+    assert_eq!(got.len(), 29, "Kafka Streams emits 29 updates: {got:#?}");
+    assert_eq!(got, want);
 }

@@ -14,8 +14,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use weir::simulate::output::base64;
-use weir::simulate::{partition_for, FIELDS};
+use weir::kafka::partition_for;
+use weir::simulate::FIELDS;
+use weir::support::base64;
 
 const COUNT: usize = 5000;
 const PARTITIONS: i32 = 3;
@@ -147,7 +148,7 @@ fn by_partition(recs: &[Rec], base64_invalid_utf8: bool) -> BTreeMap<i32, Vec<Re
     for r in recs {
         let mut r = r.clone();
         if base64_invalid_utf8 && std::str::from_utf8(&r.value).is_err() {
-            r.value = base64(&r.value).into_bytes();
+            r.value = base64::encode(&r.value).into_bytes();
         }
         map.entry(r.partition).or_default().push(r);
     }
@@ -208,7 +209,7 @@ async fn produces_keyed_timestamped_records_identical_to_output_file() {
             assert_eq!(obj["PARKING_CODE"], r.key.as_str(), "key = PARKING_CODE");
             assert_eq!(
                 r.partition,
-                partition_for(r.key.as_bytes(), PARTITIONS),
+                partition_for(Some(r.key.as_bytes()), PARTITIONS, 0),
                 "murmur2 partition of {}",
                 r.key
             );
@@ -290,6 +291,69 @@ async fn bad_and_late_records_reach_kafka_byte_for_byte() {
         simulate(&args);
         let from_file = read_output(&file, &topic);
         assert_eq!(by_partition(&recs, true), by_partition(&from_file, true));
+    })
+    .await;
+}
+
+/// SIGTERM (what `docker stop`, systemd and `./dev` send) stops a running
+/// `weir simulate` cleanly: it stops generating, waits for the deliveries
+/// of what it produced, prints its summary and exits 0; every record the
+/// summary counts is in the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly_and_delivers_what_was_produced() {
+    with_topic("sigterm", |topic| {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+
+        let parts = PARTITIONS.to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["simulate", "--rate", "200", "--seed", "5", "--partitions", &parts])
+            .args(["--topic", &topic, "--start", &start()])
+            .env("WEIR_BOOTSTRAP", bootstrap())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir simulate");
+        // Signal once it has started producing (a signal during exec would
+        // kill any process, handlers or not).
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        while !log.contains("simulating the Seoul parking feed") {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "simulate exited early:\n{log}"
+            );
+            log.push_str(&line);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let reader = std::thread::spawn(move || {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+            rest
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("weir simulate still running 30 s after SIGTERM:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        log.push_str(&reader.join().unwrap());
+        assert!(status.success(), "exit status {status} after SIGTERM:\n{log}");
+        let summary = log
+            .lines()
+            .find_map(|l| l.strip_prefix("simulate: "))
+            .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+        let produced: usize = summary.split(' ').next().unwrap().parse().unwrap();
+        assert!(produced > 0, "{summary}");
+        assert_eq!(consume_all(&topic, produced).len(), produced, "records in the topic");
     })
     .await;
 }

@@ -211,7 +211,7 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
     let now = chrono::Utc::now().timestamp_millis();
     for v in &records {
         let key = v["PARKING_CODE"].as_str().unwrap();
-        let part = weir::kafka::murmur2_partition(key.as_bytes(), 3);
+        let part = weir::kafka::partition_for(Some(key.as_bytes()), 3, 0);
         common::produce(
             &p,
             &lots,
@@ -646,7 +646,7 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
         for w in chunk {
             let key = w.key();
             let json = w.json();
-            let part = weir::kafka::murmur2_partition(key.as_bytes(), 3);
+            let part = weir::kafka::partition_for(Some(key.as_bytes()), 3, 0);
             p.send(
                 BaseRecord::to(&n.topic)
                     .partition(part)

@@ -149,7 +149,7 @@ impl Output {
         for lot in lots {
             let key = lot.parking_code();
             let rec = crate::simulate::SimRecord {
-                partition: crate::kafka::murmur2_partition(key.as_bytes(), self.partitions),
+                partition: crate::kafka::partition_for(Some(key.as_bytes()), self.partitions, 0),
                 timestamp_ms,
                 key: key.to_string(),
                 payload: lot.to_json(),

@@ -39,12 +39,18 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
-/// The partition Kafka's default partitioner picks for a non-null key:
-/// `Utils.toPositive(Utils.murmur2(key)) % partitions`. `partitions` must
-/// be positive; values below 1 are treated as 1.
-pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    let positive = murmur2(key) & 0x7fff_ffff;
-    positive % partitions.max(1)
+/// The partition Kafka's default partitioner picks: for a key,
+/// `Utils.toPositive(Utils.murmur2(key)) % partitions`; for no key,
+/// `fallback` (the caller's choice, e.g. the input partition), modulo the
+/// partition count. `partitions` below 1 is treated as 1. The one
+/// implementation: `weir run`, `weir test` and `weir simulate` all place
+/// records with it, so they agree with each other and with Java producers.
+pub fn partition_for(key: Option<&[u8]>, partitions: i32, fallback: i32) -> i32 {
+    let partitions = partitions.max(1);
+    match key {
+        Some(k) => (murmur2(k) & 0x7fff_ffff) % partitions,
+        None => fallback.rem_euclid(partitions),
+    }
 }
 
 #[cfg(test)]
@@ -86,17 +92,25 @@ mod tests {
         ];
         for &(key, hash, partition) in cases {
             assert_eq!(murmur2(key.as_bytes()), hash, "murmur2({key})");
-            assert_eq!(partition_for(key.as_bytes(), 3), partition, "partition of {key}");
+            assert_eq!(
+                partition_for(Some(key.as_bytes()), 3, 0),
+                partition,
+                "partition of {key}"
+            );
         }
     }
 
     #[test]
     fn partition_is_positive_murmur2_modulo_partitions() {
         // murmur2("21") = -973932308; & 0x7fffffff = 1173551340.
-        assert_eq!(partition_for(b"21", 3), 1_173_551_340 % 3);
-        assert_eq!(partition_for(b"21", 1), 0);
+        assert_eq!(partition_for(Some(b"21"), 3, 0), 1_173_551_340 % 3);
+        assert_eq!(partition_for(Some(b"21"), 1, 0), 0);
+        // No key: the fallback, kept in range.
+        assert_eq!(partition_for(None, 3, 2), 2);
+        assert_eq!(partition_for(None, 3, 4), 1);
+        assert_eq!(partition_for(None, 0, 5), 0);
         for key in ["1587410", "171721", "9086001", ""] {
-            let p = partition_for(key.as_bytes(), 3);
+            let p = partition_for(Some(key.as_bytes()), 3, 0);
             assert!((0..3).contains(&p));
         }
     }

@@ -7,8 +7,14 @@
 //! it records and writes what it returns, so the same code runs under
 //! `weir run` and `weir test`.
 
-pub mod table;
-pub mod window;
+pub(crate) mod aggregate;
+pub(crate) mod codec;
+pub(crate) mod table;
+pub(crate) mod window;
+
+/// Kafka's default partitioner, re-exported where the runtime looks for it
+/// (its one implementation is in `kafka::murmur2`).
+pub use crate::kafka::partition_for;
 
 use std::sync::Arc;
 
@@ -16,9 +22,11 @@ use cel::objects::{Key, Map};
 use cel::Value;
 
 use crate::state::{Backend, CachedStore, Change, StoreError};
-use crate::topology::expr::{self, Input};
+use crate::support::dead_letter as header;
+use crate::topology::expr::Input;
+use crate::topology::functions::parse_local_millis;
 use crate::topology::{
-    EventTime, NodeId, NodeKind, SinkKey, SinkNode, SourceNode, Topology, ValueFormat, MAX_RECORD_BYTES,
+    EventTime, NodeId, NodeKind, SourceNode, ToTopic, ToTopicKey, Topology, ValueFormat, MAX_RECORD_BYTES,
 };
 
 /// A record inside the graph.
@@ -281,7 +289,7 @@ impl Task {
 }
 
 impl Ctx<'_, '_> {
-    pub fn store(&mut self, idx: usize) -> Result<&mut TaskStore, StoreError> {
+    pub(crate) fn store(&mut self, idx: usize) -> Result<&mut TaskStore, StoreError> {
         self.stores
             .get_mut(idx)
             .and_then(|s| s.as_mut())
@@ -291,7 +299,7 @@ impl Ctx<'_, '_> {
             })
     }
 
-    pub fn input<'r>(&'r self, rec: &'r Record) -> Input<'r> {
+    pub(crate) fn input<'r>(&'r self, rec: &'r Record) -> Input<'r> {
         Input {
             value: &rec.value,
             key: &rec.key,
@@ -301,34 +309,41 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// Send the record being processed to the dead-letter topic (or just
-    /// count it when the topology has none).
-    pub fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
+    /// Count the record being processed as a dead-letter error and send it
+    /// to the dead-letter topic (or just count it when the topology has
+    /// none).
+    pub(crate) fn dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         self.stats.dead_letter += 1;
-        let processor = &self.topo.nodes[node].name;
-        tracing::debug!(processor = %processor, reason, "record to dead-letter topic");
+        tracing::debug!(processor = %self.topo.nodes[node].name, reason, "record to dead-letter topic");
+        self.write_dead_letter(node, reason, rec);
+    }
+
+    /// Send the record being processed to the dead-letter topic, if the
+    /// topology has one, without counting it (the caller counts it under
+    /// its own name, e.g. a late record as dropped).
+    pub(crate) fn write_dead_letter(&mut self, node: NodeId, reason: &str, rec: Option<&Record>) {
         let Some(topic) = &self.topo.dead_letter else { return };
         let mut headers = vec![
-            ("weir.error".to_string(), reason.to_string()),
-            ("weir.processor".to_string(), processor.clone()),
+            (header::ERROR.to_string(), reason.to_string()),
+            (header::PROCESSOR.to_string(), self.topo.nodes[node].name.clone()),
         ];
         let (key, value, timestamp) = match self.origin {
             Some(o) => {
-                headers.push(("weir.topic".into(), o.topic.to_string()));
-                headers.push(("weir.partition".into(), o.partition.to_string()));
-                headers.push(("weir.offset".into(), o.offset.to_string()));
+                headers.push((header::TOPIC.into(), o.topic.to_string()));
+                headers.push((header::PARTITION.into(), o.partition.to_string()));
+                headers.push((header::OFFSET.into(), o.offset.to_string()));
                 (o.key.map(<[u8]>::to_vec), o.value.map(<[u8]>::to_vec), o.timestamp)
             }
             None => match rec {
                 Some(r) => (
                     key_bytes(&r.key),
-                    Some(expr::to_json(&r.value).to_string().into_bytes()),
+                    Some(codec::to_json(&r.value).to_string().into_bytes()),
                     r.timestamp,
                 ),
                 None => (None, None, self.stream_time),
             },
         };
-        headers.push(("weir.timestamp".into(), timestamp.to_string()));
+        headers.push((header::TIMESTAMP.into(), timestamp.to_string()));
         self.out.push(Output {
             kind: OutputKind::DeadLetter,
             topic: topic.clone(),
@@ -341,7 +356,7 @@ impl Ctx<'_, '_> {
 
     /// Hand `rec` to every child of `node` (the last child gets it without a
     /// copy, so a map step after a single-child step edits it in place).
-    pub fn forward(&mut self, node: NodeId, rec: Record) -> Result<(), ProcessError> {
+    pub(crate) fn forward(&mut self, node: NodeId, rec: Record) -> Result<(), ProcessError> {
         let topo = self.topo;
         let children = &topo.nodes[node].children;
         if let Some((&last, rest)) = children.split_last() {
@@ -407,24 +422,25 @@ impl Ctx<'_, '_> {
             NodeKind::Window(w) => window::process(self, id, w, &rec),
             NodeKind::Table(t) => table::process(self, id, t, &rec),
             NodeKind::Sink(s) => {
-                self.sink(id, s, &rec);
+                self.write_to_topic(id, s, &rec);
                 Ok(())
             }
         }
     }
 
-    fn sink(&mut self, id: NodeId, s: &SinkNode, rec: &Record) {
+    /// Write `rec` to the node's topic (an output or repartition record).
+    fn write_to_topic(&mut self, id: NodeId, s: &ToTopic, rec: &Record) {
         let key = match &s.key {
-            SinkKey::Record => key_bytes(&rec.key),
-            SinkKey::Expr(e) => match e.eval(&self.input(rec)) {
+            ToTopicKey::Record => key_bytes(&rec.key),
+            ToTopicKey::Expr(e) => match e.eval(&self.input(rec)) {
                 Ok(v) => key_bytes(&v),
                 Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
             },
-            SinkKey::Group(parts) => {
+            ToTopicKey::Group(parts) => {
                 let mut values = Vec::with_capacity(parts.len());
                 for p in parts {
                     match p.eval(&self.input(rec)) {
-                        Ok(v) => values.push(expr::to_json(&v)),
+                        Ok(v) => values.push(codec::to_json(&v)),
                         Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
                     }
                 }
@@ -442,9 +458,9 @@ impl Ctx<'_, '_> {
                         m.map.get(&k).map(|v| (k, v.clone()))
                     })
                     .collect();
-                expr::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
+                codec::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
             }
-            _ => expr::json_bytes(&rec.value),
+            _ => codec::json_bytes(&rec.value),
         };
         if !s.internal {
             self.stats.emitted += 1;
@@ -466,11 +482,11 @@ impl Ctx<'_, '_> {
 
 /// Record key as bytes: strings as UTF-8, null as no key, anything else as
 /// JSON.
-pub fn key_bytes(v: &Value) -> Option<Vec<u8>> {
+pub(crate) fn key_bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::Null => None,
         Value::Bytes(b) => Some(b.to_vec()),
-        other => Some(expr::to_text(other).into_bytes()),
+        other => Some(codec::to_text(other).into_bytes()),
     }
 }
 
@@ -506,7 +522,7 @@ fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {
             }
             // The JSON parser checks UTF-8 as it goes (no separate pass); on
             // failure, say whether the bytes were text at all.
-            expr::parse_json_bytes(raw).map_err(|e| match std::str::from_utf8(raw) {
+            codec::parse_json_bytes(raw).map_err(|e| match std::str::from_utf8(raw) {
                 Err(u) => format!("invalid UTF-8 ({u})"),
                 Ok(_) => format!("invalid JSON ({e})"),
             })
@@ -524,20 +540,11 @@ fn event_time_from(value: &Value, field: &str, format: Option<&str>, tz: chrono_
         .ok_or_else(|| format!("event time: missing field {field}"))?;
     match (v, format) {
         (Value::Int(ms), None) => Ok(*ms),
-        (Value::String(s), Some(f)) => expr::parse_local_millis(s, f, tz).map_err(|e| format!("event time: {e}")),
+        (Value::String(s), Some(f)) => parse_local_millis(s, f, tz).map_err(|e| format!("event time: {e}")),
         (Value::String(s), None) => chrono::DateTime::parse_from_rfc3339(s.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|e| format!("event time: {field} {s:?} is not RFC 3339 ({e})")),
         (other, _) => Err(format!("event time: {field} has type {}", other.type_of())),
-    }
-}
-
-/// Partition for a key, the way Kafka's Java producer picks it
-/// (murmur2 of the key bytes), so `weir test` and `weir run` agree.
-pub fn partition_for(key: Option<&[u8]>, partitions: i32, fallback: i32) -> i32 {
-    match key {
-        Some(k) if partitions > 0 => crate::kafka::murmur2_partition(k, partitions),
-        _ => fallback.rem_euclid(partitions.max(1)),
     }
 }
 

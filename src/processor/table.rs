@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::window::Scalar;
+use super::aggregate::Scalar;
 use super::{Ctx, ProcessError, Record};
 use crate::state::{decode, encode, Store};
 use crate::topology::{NodeId, TableNode};

@@ -1,6 +1,7 @@
 //! Unit tests of the processors on in-memory stores.
 
-use super::window::{window_starts, Acc, Scalar};
+use super::aggregate::{Acc, Scalar};
+use super::window::window_starts;
 use super::*;
 use crate::topology::{AggKind, Topology};
 
@@ -106,6 +107,7 @@ fn late_records_are_dropped_counted_and_dead_lettered_on_request() {
     feed(&mut task, &t, "a", T14 + H + 60_000, 1.0); // closes [14,15)
     let out = feed(&mut task, &t, "a", T14 + 5, 100.0);
     assert_eq!(task.stats.dropped_late, 1);
+    assert_eq!(task.stats.dead_letter, 0, "a late record is counted as dropped only");
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].kind, OutputKind::DeadLetter);
     assert!(out[0]
@@ -318,4 +320,24 @@ fn taken_changes_are_the_writes_of_the_interval() {
     assert_eq!(changes.len(), 1, "one store");
     assert_eq!(changes[0].1.len(), 2, "one window per key");
     assert!(task.take_changes().is_empty(), "taken once");
+}
+
+/// Near the epoch a hopping window starts no earlier than 0 (Kafka
+/// Streams' `windowsFor`), but the one window of a record is kept even
+/// when the time zone puts its start before the epoch (daily windows in
+/// KST start at 15:00 UTC).
+#[test]
+fn windows_near_the_epoch_start_at_zero_unless_the_time_zone_shifts_the_only_one() {
+    let t = topo("      hopping: { size: 10ms, advance: 5ms }\n      aggregate: { n: count() }\n");
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    assert_eq!(window_starts(w, 3), vec![0]);
+    assert_eq!(window_starts(w, 7), vec![0, 5]);
+    assert_eq!(window_starts(w, -3), vec![-10, -5], "before the epoch: every window");
+    let t = topo("      tumbling: 1d\n      time_zone: Asia/Seoul\n      aggregate: { n: count() }\n");
+    let NodeKind::Window(w) = &t.nodes[1].kind else {
+        panic!()
+    };
+    assert_eq!(window_starts(w, H), vec![-9 * H]);
 }

@@ -18,185 +18,22 @@ use cel::Value;
 use chrono::TimeZone;
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::{Acc, Scalar};
+use super::codec;
 use super::{Ctx, ProcessError, Record, Task};
 use crate::state::{decode, encode, Store};
-use crate::topology::expr;
-use crate::topology::{AggKind, EmitSpec, LateSpec, NodeId, WindowNode};
-
-/// A value as aggregates keep it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Scalar {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl Scalar {
-    pub fn from_value(v: &Value) -> Scalar {
-        match v {
-            Value::Null => Scalar::Null,
-            Value::Bool(b) => Scalar::Bool(*b),
-            Value::Int(i) => Scalar::Int(*i),
-            Value::UInt(u) => i64::try_from(*u).map(Scalar::Int).unwrap_or(Scalar::Float(*u as f64)),
-            Value::Float(f) => Scalar::Float(*f),
-            Value::String(s) => Scalar::Str(s.to_string()),
-            other => Scalar::Str(expr::to_json(other).to_string()),
-        }
-    }
-
-    pub fn to_value(&self) -> Value {
-        match self {
-            Scalar::Null => Value::Null,
-            Scalar::Bool(b) => Value::Bool(*b),
-            Scalar::Int(i) => Value::Int(*i),
-            Scalar::Float(f) => Value::Float(*f),
-            Scalar::Str(s) => Value::String(Arc::new(s.clone())),
-        }
-    }
-
-    fn number(&self) -> Option<f64> {
-        match self {
-            Scalar::Int(i) => Some(*i as f64),
-            Scalar::Float(f) => Some(*f),
-            _ => None,
-        }
-    }
-
-    /// Order for min/max/newest: numbers by value, strings by text.
-    pub fn compare(&self, other: &Scalar) -> Result<std::cmp::Ordering, String> {
-        match (self, other) {
-            (Scalar::Str(a), Scalar::Str(b)) => Ok(a.cmp(b)),
-            (Scalar::Bool(a), Scalar::Bool(b)) => Ok(a.cmp(b)),
-            _ => match (self.number(), other.number()) {
-                (Some(a), Some(b)) => a.partial_cmp(&b).ok_or_else(|| "cannot compare NaN".to_string()),
-                _ => Err(format!("cannot compare {self:?} with {other:?}")),
-            },
-        }
-    }
-}
-
-/// Running state of one aggregate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Acc {
-    Count(u64),
-    Sum { int: i64, float: f64, all_int: bool },
-    Avg { sum: f64, n: u64 },
-    Min(Option<Scalar>),
-    Max(Option<Scalar>),
-    First(Option<Scalar>),
-    Last(Option<Scalar>),
-}
-
-impl Acc {
-    pub fn new(kind: AggKind) -> Acc {
-        match kind {
-            AggKind::Count => Acc::Count(0),
-            AggKind::Sum => Acc::Sum {
-                int: 0,
-                float: 0.0,
-                all_int: true,
-            },
-            AggKind::Avg => Acc::Avg { sum: 0.0, n: 0 },
-            AggKind::Min => Acc::Min(None),
-            AggKind::Max => Acc::Max(None),
-            AggKind::First => Acc::First(None),
-            AggKind::Last => Acc::Last(None),
-        }
-    }
-
-    /// Add one input. `None` is `count()` (no argument). Nulls are skipped
-    /// by every aggregate but `count()`, as in SQL.
-    pub fn add(&mut self, v: Option<&Scalar>) -> Result<(), String> {
-        if let (Acc::Count(n), None) = (&mut *self, v) {
-            *n += 1;
-            return Ok(());
-        }
-        let Some(v) = v else { return Ok(()) };
-        if *v == Scalar::Null {
-            return Ok(());
-        }
-        let number = || v.number().ok_or_else(|| format!("expected a number, got {v:?}"));
-        match self {
-            Acc::Count(n) => *n += 1,
-            Acc::Sum { int, float, all_int } => match v {
-                Scalar::Int(i) if *all_int => match int.checked_add(*i) {
-                    Some(s) => *int = s,
-                    None => {
-                        *all_int = false;
-                        *float = *int as f64 + *i as f64;
-                    }
-                },
-                _ => {
-                    if *all_int {
-                        *float = *int as f64;
-                        *all_int = false;
-                    }
-                    *float += number()?;
-                }
-            },
-            Acc::Avg { sum, n } => {
-                *sum += number()?;
-                *n += 1;
-            }
-            Acc::Min(cur) => replace_if(cur, v, std::cmp::Ordering::Less)?,
-            Acc::Max(cur) => replace_if(cur, v, std::cmp::Ordering::Greater)?,
-            Acc::First(cur) => {
-                if cur.is_none() {
-                    *cur = Some(v.clone());
-                }
-            }
-            Acc::Last(cur) => *cur = Some(v.clone()),
-        }
-        Ok(())
-    }
-
-    pub fn result(&self) -> Value {
-        match self {
-            Acc::Count(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
-            Acc::Sum { int, float, all_int } => {
-                if *all_int {
-                    Value::Int(*int)
-                } else {
-                    Value::Float(*float)
-                }
-            }
-            Acc::Avg { sum, n } => {
-                if *n == 0 {
-                    Value::Null
-                } else {
-                    Value::Float(sum / *n as f64)
-                }
-            }
-            Acc::Min(v) | Acc::Max(v) | Acc::First(v) | Acc::Last(v) => {
-                v.as_ref().map(Scalar::to_value).unwrap_or(Value::Null)
-            }
-        }
-    }
-}
-
-fn replace_if(cur: &mut Option<Scalar>, v: &Scalar, want: std::cmp::Ordering) -> Result<(), String> {
-    let replace = match cur {
-        None => true,
-        Some(c) => v.compare(c)? == want,
-    };
-    if replace {
-        *cur = Some(v.clone());
-    }
-    Ok(())
-}
+use crate::topology::{EmitSpec, LateSpec, NodeId, WindowNode};
 
 /// What the window store keeps per (window, group).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WindowState {
+pub(crate) struct WindowState {
     /// Largest timestamp of a record in the window (the output timestamp).
     pub max_ts: i64,
     pub accs: Vec<Acc>,
 }
 
 /// Order-preserving encoding of a signed time.
-pub fn time_bytes(t: i64) -> [u8; 8] {
+pub(crate) fn time_bytes(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1u64 << 63)).to_be_bytes()
 }
 
@@ -206,7 +43,7 @@ fn time_from(bytes: &[u8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64
 }
 
-pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
+pub(crate) fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + group.len());
     k.extend_from_slice(&time_bytes(start));
     k.extend_from_slice(group);
@@ -216,13 +53,23 @@ pub fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
 /// Starts of every window containing `ts`, ascending. Saturating: an
 /// extreme event time (near `i64::MIN`/`MAX`, from a corrupt timestamp or
 /// an absurd date) clamps instead of overflowing.
-pub fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
+///
+/// Like Kafka Streams' `TimeWindows.windowsFor`, a record at or after the
+/// epoch opens no window that starts before it: hopping windows begin at
+/// `max(0, ts - size + advance)` rounded down to the advance. (The one
+/// window of a record is kept even when a time-zone offset puts its start
+/// before the epoch; records before the epoch, which Kafka Streams
+/// rejects, keep every window that contains them.)
+pub(crate) fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
     let last = ts
         .saturating_sub(w.offset_ms)
         .div_euclid(w.advance_ms)
         .saturating_mul(w.advance_ms)
         .saturating_add(w.offset_ms);
-    let lower = ts.saturating_sub(w.size_ms);
+    let mut lower = ts.saturating_sub(w.size_ms);
+    if ts >= 0 {
+        lower = lower.max(last.min(0).saturating_sub(1));
+    }
     let mut starts = Vec::with_capacity((w.size_ms / w.advance_ms) as usize + 1);
     let mut s = last;
     while s > lower {
@@ -293,9 +140,8 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
                 "late: window closed (event time {} < stream time {} - grace)",
                 rec.timestamp, ctx.stream_time
             );
-            // Late records are counted as dropped, not as dead-letter errors.
-            ctx.dead_letter(id, &reason, Some(rec));
-            ctx.stats.dead_letter -= 1;
+            // Counted once, as dropped (above), not as a dead-letter error.
+            ctx.write_dead_letter(id, &reason, Some(rec));
         }
         return Ok(());
     }
@@ -354,7 +200,7 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
         vec![Value::String(Arc::new(group_text.to_string()))]
     } else {
         match serde_json::from_str::<Vec<serde_json::Value>>(&group_text) {
-            Ok(v) => v.into_iter().map(expr::from_json).collect(),
+            Ok(v) => v.into_iter().map(codec::from_json).collect(),
             Err(_) => vec![Value::String(Arc::new(group_text.to_string()))],
         }
     };
@@ -374,7 +220,7 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
     for (a, acc) in w.aggregates.iter().zip(&state.accs) {
         fields.insert(Key::String(Arc::new(a.name.clone())), acc.result());
     }
-    let key_text = parts.iter().map(expr::to_text).collect::<Vec<_>>().join("|");
+    let key_text = parts.iter().map(codec::to_text).collect::<Vec<_>>().join("|");
     Record {
         key: Value::String(Arc::new(format!("{key_text}@{start_text}"))),
         value: Value::Map(Map { map: Arc::new(fields) }),

@@ -15,11 +15,11 @@ use serde::Deserialize;
 use super::SimulateError;
 
 /// Fewest lots a simulated region has; regions below are topped up.
-pub const MIN_LOTS: usize = 5;
+pub(crate) const MIN_LOTS: usize = 5;
 /// Most lots a simulated region keeps (busy real regions list ~100).
-pub const MAX_LOTS: usize = 40;
+pub(crate) const MAX_LOTS: usize = 40;
 /// Share of distinct lots that report `IS_REALTIME_STATUS_PROVIDED = "N"`.
-pub const NOT_REALTIME_SHARE: f64 = 0.10;
+pub(crate) const NOT_REALTIME_SHARE: f64 = 0.10;
 
 const HOTSPOTS_JSON: &str = include_str!("../../data/seoul_hotspots.json");
 const POLL_JSONL: &str = include_str!("../../data/citydata_parking_poll.jsonl");
@@ -33,7 +33,7 @@ const FALLBACK_CENTRES: &[(&str, f64, f64)] = &[("POI086", 37.498_2, 126.867_2)]
 
 /// One parking lot with everything that does not change between polls.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Lot {
+pub(crate) struct Lot {
     pub code: String,
     pub name: String,
     /// The feed's `TYPE` (`NS` on-street, `NW` off-street, `BP`/`BS`/`NP` …).
@@ -56,7 +56,7 @@ pub struct Lot {
 
 /// How full a lot gets: `floor + (peak - floor) * curve(hour + shift_hours)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LotProfile {
+pub(crate) struct LotProfile {
     /// Occupancy share at the busiest time of day (above 1 saturates).
     pub peak: f64,
     /// Occupancy share in the dead of night.
@@ -67,7 +67,7 @@ pub struct LotProfile {
 
 /// A hotspot (`POIxxx`) and the lots its poll returns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Region {
+pub(crate) struct Region {
     pub code: String,
     pub name: String,
     /// Indexes into [`Catalog::lots`]. A lot may belong to several regions,
@@ -77,32 +77,36 @@ pub struct Region {
 
 /// All regions and distinct lots.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     pub regions: Vec<Region>,
     pub lots: Vec<Lot>,
 }
 
 impl Catalog {
     /// One poll sweep, region by region: `(region index, lot index)`.
-    pub fn sweep(&self) -> Vec<(usize, usize)> {
+    pub(crate) fn sweep(&self) -> Vec<(usize, usize)> {
         self.regions
             .iter()
             .enumerate()
             .flat_map(|(r, region)| region.lots.iter().map(move |&l| (r, l)))
             .collect()
     }
+}
 
-    pub fn region(&self, code: &str) -> Option<&Region> {
+/// Lookups by code, for the tests.
+#[cfg(test)]
+impl Catalog {
+    fn region(&self, code: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.code == code)
     }
 
-    pub fn lot(&self, code: &str) -> Option<&Lot> {
+    fn lot(&self, code: &str) -> Option<&Lot> {
         self.lots.iter().find(|l| l.code == code)
     }
 }
 
 /// The catalog, parsed from the embedded data on first use.
-pub fn catalog() -> Result<&'static Catalog, SimulateError> {
+pub(crate) fn catalog() -> Result<&'static Catalog, SimulateError> {
     static CATALOG: OnceLock<Result<Catalog, String>> = OnceLock::new();
     CATALOG
         .get_or_init(|| build(HOTSPOTS_JSON, POLL_JSONL))

@@ -5,7 +5,7 @@
 use super::catalog::LotProfile;
 
 /// Seconds east of UTC of Korea Standard Time (no daylight saving).
-pub const KST_OFFSET_SECS: i64 = 9 * 3600;
+pub(crate) const KST_OFFSET_SECS: i64 = 9 * 3600;
 
 /// Relative demand at each full KST hour (0–24; 24 repeats 0). Values in
 /// between are interpolated linearly.
@@ -15,13 +15,13 @@ const HOURLY: [f64; 25] = [
 ];
 
 /// The KST hour of day (`0.0 ≤ h < 24.0`) of an epoch-millisecond instant.
-pub fn kst_hour(timestamp_ms: i64) -> f64 {
+pub(crate) fn kst_hour(timestamp_ms: i64) -> f64 {
     let secs = timestamp_ms.div_euclid(1000) + KST_OFFSET_SECS;
     secs.rem_euclid(86_400) as f64 / 3600.0
 }
 
 /// Demand in `[0, 1]` at KST hour `hour` (any real; wrapped to a day).
-pub fn demand(hour: f64) -> f64 {
+pub(crate) fn demand(hour: f64) -> f64 {
     let h = hour.rem_euclid(24.0);
     let i = (h.floor() as usize).min(23);
     let frac = h - i as f64;
@@ -30,14 +30,14 @@ pub fn demand(hour: f64) -> f64 {
 
 /// Expected occupancy share (before noise) of a lot with `profile` at
 /// `timestamp_ms`.
-pub fn expected_share(profile: &LotProfile, timestamp_ms: i64) -> f64 {
+pub(crate) fn expected_share(profile: &LotProfile, timestamp_ms: i64) -> f64 {
     let d = demand(kst_hour(timestamp_ms) - profile.shift_hours);
     profile.floor + (profile.peak - profile.floor) * d
 }
 
 /// Cars parked in a lot of `capacity` with occupancy share `share`
 /// (clamped, so never negative and never above capacity).
-pub fn occupied(capacity: u32, share: f64) -> u32 {
+pub(crate) fn occupied(capacity: u32, share: f64) -> u32 {
     let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.0 };
     ((f64::from(capacity) * share).round() as u32).min(capacity)
 }

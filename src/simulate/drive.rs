@@ -1,36 +1,24 @@
 //! Drives the generator: resolves options, paces records in wall time,
-//! produces them to Kafka or writes them to a file, shows progress on a
-//! terminal and prints the summary line.
+//! hands them to the destination (Kafka or a file), stops on SIGINT or
+//! SIGTERM, shows progress on a terminal and prints the summary line.
 
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use rdkafka::client::ClientContext;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 
-use super::generator::{format_kst, generator, Generator, GeneratorOptions, RecordKind, SimRecord};
-use super::output::jsonl_line;
-use super::{catalog, SimulateArgs, SimulateError};
-use crate::kafka::{client_config, ensure_topics, TopicSpec};
+use super::catalog::catalog;
+use super::destination::{Destination, KafkaDestination};
+use super::generator::{format_kst, generator, Generator, GeneratorOptions, RecordKind};
+use super::{SimulateArgs, SimulateError};
+use crate::kafka::{ensure_topics, TopicSpec};
 
-/// How long to wait for outstanding deliveries at the end.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the broker may take to answer a metadata request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest single wait while pacing, so Ctrl-C and deliveries are served.
+/// Longest single wait while pacing, so a stop request (SIGINT/SIGTERM)
+/// and delivery reports are served.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// Records stamped this far ahead of the wall clock explain an invalid-record
-/// rejection (Kafka's default limit is 1 h).
-const FUTURE_HINT_MS: i64 = 55 * 60 * 1000;
 /// Never back-date the default start by more than about ten years.
 const MAX_SPAN_MS: i64 = 10 * 366 * 86_400_000;
 
@@ -130,14 +118,18 @@ fn default_span_ms(
 }
 
 pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
+    // SIGINT or SIGTERM stops generating; what was produced is still
+    // delivered (or flushed to the file) and summarised, and the exit is 0.
+    // Registered first, so a signal while connecting is a request to stop.
+    let stop = crate::shutdown::on_signal();
     let plan = plan(&args)?;
-    let mut sink = match &args.output {
-        Some(path) => Sink::file(path, &args.topic)?,
+    let mut dest = match &args.output {
+        Some(path) => Destination::file(path, &args.topic)?,
         None => {
             // Fail fast on an unreachable broker, before the admin client's
             // much longer timeouts.
             let bootstrap = args.bootstrap.clone();
-            let kafka = tokio::task::spawn_blocking(move || KafkaSink::connect(&bootstrap))
+            let kafka = tokio::task::spawn_blocking(move || KafkaDestination::connect(&bootstrap))
                 .await
                 .map_err(|e| SimulateError::Task(e.to_string()))??;
             ensure_topics(&args.bootstrap, &[TopicSpec::new(&args.topic, args.partitions)])
@@ -146,14 +138,13 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
                     action: format!("creating topic {}", args.topic),
                     error: source,
                 })?;
-            Sink::Kafka(kafka)
+            Destination::Kafka(kafka)
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
     let task_stop = Arc::clone(&stop);
-    let mut task = tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         let mut gen = plan.gen.clone();
-        if let Sink::Kafka(kafka) = &mut sink {
+        if let Destination::Kafka(kafka) = &mut dest {
             let n = kafka.load_partitions(&args.topic)?;
             if n != gen.partitions {
                 tracing::warn!(
@@ -171,22 +162,14 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
             rate = plan.rate,
             speedup = plan.speedup,
             lots = gen.records_per_sweep(),
-            to = %sink.describe(),
+            to = %dest.describe(),
             "simulating the Seoul parking feed"
         );
-        let summary = drive(gen, &mut sink, &plan, &task_stop)?;
-        sink.finish()?;
-        Ok::<_, SimulateError>((summary, sink.describe()))
+        let summary = drive(gen, &mut dest, &plan, &task_stop)?;
+        dest.finish()?;
+        Ok::<_, SimulateError>((summary, dest.describe()))
     });
-    let joined = tokio::select! {
-        r = &mut task => r,
-        Ok(()) = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted: finishing deliveries");
-            stop.store(true, Ordering::Relaxed);
-            task.await
-        }
-    };
-    let (summary, dest) = joined.map_err(|e| SimulateError::Task(e.to_string()))??;
+    let (summary, dest) = task.await.map_err(|e| SimulateError::Task(e.to_string()))??;
     eprintln!("{}", summary.line(&dest));
     Ok(())
 }
@@ -218,7 +201,7 @@ impl Summary {
     }
 }
 
-fn drive(mut gen: Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBool) -> Result<Summary, SimulateError> {
+fn drive(mut gen: Generator, dest: &mut Destination, plan: &Plan, stop: &AtomicBool) -> Result<Summary, SimulateError> {
     let bar = progress_bar(plan.count);
     let started = Instant::now();
     let mut summary = Summary {
@@ -241,7 +224,7 @@ fn drive(mut gen: Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBool) ->
                 if now >= due {
                     break;
                 }
-                sink.idle((due - now).min(MAX_WAIT))?;
+                dest.idle((due - now).min(MAX_WAIT))?;
             }
             let simulated = started.elapsed().as_secs_f64() * plan.speedup * 1000.0;
             gen.next_at(plan.gen.start_ms.saturating_add(simulated as i64))
@@ -249,7 +232,7 @@ fn drive(mut gen: Generator, sink: &mut Sink, plan: &Plan, stop: &AtomicBool) ->
             let t = gen.next_time();
             gen.next_at(t)
         };
-        sink.write(&rec)?;
+        dest.write(&rec)?;
         summary.records += 1;
         match rec.kind {
             RecordKind::Good => {}
@@ -293,300 +276,10 @@ fn progress_bar(count: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// Where records go.
-enum Sink {
-    /// `topic` is what the lines name (`--topic`), the topic the records
-    /// would have gone to.
-    File {
-        path: String,
-        topic: String,
-        out: BufWriter<Box<dyn Write + Send>>,
-    },
-    Kafka(KafkaSink),
-}
-
-impl Sink {
-    /// `--output`: a file, or stdout for `-`.
-    fn file(path: &Path, topic: &str) -> Result<Self, SimulateError> {
-        let name = path.display().to_string();
-        let out: Box<dyn Write + Send> = if name == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(File::create(path).map_err(|source| SimulateError::Output {
-                path: name.clone(),
-                source,
-            })?)
-        };
-        Ok(Sink::File {
-            path: name,
-            topic: topic.to_string(),
-            out: BufWriter::with_capacity(1 << 16, out),
-        })
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Sink::File { path, .. } if path == "-" => "stdout".to_string(),
-            Sink::File { path, .. } => path.clone(),
-            Sink::Kafka(k) => format!("topic {} ({} partitions)", k.topic, k.partitions),
-        }
-    }
-
-    fn write(&mut self, rec: &SimRecord) -> Result<(), SimulateError> {
-        match self {
-            Sink::File { path, topic, out } => {
-                let mut line = jsonl_line(topic, rec);
-                line.push(b'\n');
-                out.write_all(&line).map_err(|source| SimulateError::Output {
-                    path: path.clone(),
-                    source,
-                })
-            }
-            Sink::Kafka(k) => k.send(rec),
-        }
-    }
-
-    /// Wait up to `d`, serving delivery reports when producing.
-    fn idle(&mut self, d: Duration) -> Result<(), SimulateError> {
-        match self {
-            Sink::File { path, out, .. } => {
-                // Let a reader following the file see records as they come.
-                out.flush().map_err(|source| SimulateError::Output {
-                    path: path.clone(),
-                    source,
-                })?;
-                std::thread::sleep(d);
-                Ok(())
-            }
-            Sink::Kafka(k) => {
-                k.producer.poll(d);
-                k.check()
-            }
-        }
-    }
-
-    fn finish(&mut self) -> Result<(), SimulateError> {
-        match self {
-            Sink::File { path, out, .. } => out.flush().map_err(|source| SimulateError::Output {
-                path: path.clone(),
-                source,
-            }),
-            Sink::Kafka(k) => k.finish(),
-        }
-    }
-}
-
-/// Delivery reports, counted by the producer's callback.
-#[derive(Default)]
-struct Deliveries {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    /// The most telling delivery error so far, and its code.
-    first_error: Mutex<Option<(String, Option<RDKafkaErrorCode>)>>,
-    /// The broker rejected a record as invalid (its timestamp, say).
-    invalid_record: AtomicBool,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let code = e.rdkafka_error_code();
-                // Kafka 4 answers a timestamp too far ahead with INVALID_RECORD.
-                if matches!(
-                    code,
-                    Some(RDKafkaErrorCode::InvalidTimestamp | RDKafkaErrorCode::InvalidRecord)
-                ) {
-                    self.invalid_record.store(true, Ordering::Relaxed);
-                }
-                // "Another record in the batch failed" says nothing: keep
-                // looking for the record that did.
-                let vague = |c: Option<RDKafkaErrorCode>| c == Some(RDKafkaErrorCode::InvalidDifferentRecord);
-                if let Ok(mut first) = self.first_error.lock() {
-                    let replace = match &*first {
-                        None => true,
-                        Some((_, old)) => vague(*old) && !vague(code),
-                    };
-                    if replace {
-                        *first = Some((e.to_string(), code));
-                    }
-                }
-            }
-        }
-    }
-}
-
-struct KafkaSink {
-    producer: BaseProducer<Deliveries>,
-    topic: String,
-    partitions: i32,
-    sent: u64,
-    /// Largest record timestamp sent.
-    max_timestamp_ms: i64,
-}
-
-impl KafkaSink {
-    /// Create the producer and check that the broker answers.
-    fn connect(bootstrap: &str) -> Result<Self, SimulateError> {
-        let producer: BaseProducer<Deliveries> = client_config(bootstrap)
-            .set("client.id", "weir-simulate")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "60000")
-            .create_with_context(Deliveries::default())
-            .map_err(|source| SimulateError::Kafka {
-                action: "creating the producer".into(),
-                error: source,
-            })?;
-        producer
-            .client()
-            .fetch_metadata(None, CONNECT_TIMEOUT)
-            .map_err(|source| SimulateError::Kafka {
-                action: format!(
-                    "cannot reach the broker at {bootstrap} within {} s (is it running? `./dev up` starts one)",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
-                error: source,
-            })?;
-        Ok(Self {
-            producer,
-            topic: String::new(),
-            partitions: 0,
-            sent: 0,
-            max_timestamp_ms: i64::MIN,
-        })
-    }
-
-    /// Use `topic` and return its partition count (a topic created a moment
-    /// ago may not list its partitions yet).
-    fn load_partitions(&mut self, topic: &str) -> Result<i32, SimulateError> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let partitions = loop {
-            let metadata = self
-                .producer
-                .client()
-                .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
-                .map_err(|source| SimulateError::Kafka {
-                    action: format!("reading metadata of topic {topic}"),
-                    error: source,
-                })?;
-            let n = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map_or(0, |t| t.partitions().len());
-            if n > 0 {
-                break i32::try_from(n).unwrap_or(i32::MAX);
-            }
-            if Instant::now() >= deadline {
-                return Err(SimulateError::Kafka {
-                    action: format!("topic {topic} has no partitions"),
-                    error: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        self.topic = topic.to_string();
-        self.partitions = partitions;
-        Ok(partitions)
-    }
-
-    fn send(&mut self, rec: &SimRecord) -> Result<(), SimulateError> {
-        // Explicit partition = murmur2(key) % partitions, so the broker holds
-        // exactly what `--output` would have written.
-        let mut record = BaseRecord::to(&self.topic)
-            .key(rec.key.as_str())
-            .payload(rec.payload.as_slice())
-            .partition(rec.partition)
-            .timestamp(rec.timestamp_ms);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(50));
-                    self.check()?;
-                }
-                Err((source, _)) => {
-                    return Err(SimulateError::Kafka {
-                        action: format!("producing to topic {}", self.topic),
-                        error: source,
-                    })
-                }
-            }
-        }
-        self.sent += 1;
-        self.max_timestamp_ms = self.max_timestamp_ms.max(rec.timestamp_ms);
-        self.producer.poll(Duration::ZERO);
-        self.check()
-    }
-
-    /// Fail as soon as a delivery has failed.
-    fn check(&self) -> Result<(), SimulateError> {
-        let ctx = self.producer.context();
-        let failed = ctx.failed.load(Ordering::Relaxed);
-        if failed == 0 {
-            return Ok(());
-        }
-        let mut first_error = ctx
-            .first_error
-            .lock()
-            .ok()
-            .and_then(|e| e.as_ref().map(|(text, _)| text.clone()))
-            .unwrap_or_default();
-        let future = self.max_timestamp_ms > Utc::now().timestamp_millis() + FUTURE_HINT_MS;
-        if ctx.invalid_record.load(Ordering::Relaxed) && future {
-            first_error.push_str(
-                " (the broker refuses timestamps more than message.timestamp.after.max.ms, 1 h by default, \
-                 ahead of its clock: use an earlier --start, fewer records or a smaller --speedup)",
-            );
-        }
-        Err(SimulateError::Delivery {
-            topic: self.topic.clone(),
-            failed,
-            first_error,
-        })
-    }
-
-    fn finish(&mut self) -> Result<(), SimulateError> {
-        let flushed = self.producer.flush(Timeout::After(FLUSH_TIMEOUT));
-        self.check()?;
-        if let Err(source) = flushed {
-            let pending = self.producer.in_flight_count();
-            return Err(SimulateError::Kafka {
-                action: format!(
-                    "{pending} record(s) still undelivered to topic {} after {} s",
-                    self.topic,
-                    FLUSH_TIMEOUT.as_secs()
-                ),
-                error: source,
-            });
-        }
-        let delivered = self.producer.context().delivered.load(Ordering::Relaxed);
-        if delivered != self.sent {
-            return Err(SimulateError::Delivery {
-                topic: self.topic.clone(),
-                failed: self.sent.saturating_sub(delivered),
-                first_error: "no delivery report".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulate::output::jsonl_line;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -660,15 +353,15 @@ mod tests {
             path_s,
         ]);
         let p = plan(&a).unwrap();
-        let mut sink = Sink::file(&path, &a.topic).unwrap();
+        let mut dest = Destination::file(&path, &a.topic).unwrap();
         let summary = drive(
             generator(p.gen.clone()).unwrap(),
-            &mut sink,
+            &mut dest,
             &p,
             &AtomicBool::new(false),
         )
         .unwrap();
-        sink.finish().unwrap();
+        dest.finish().unwrap();
         assert_eq!(summary.records, 700);
         let text = std::fs::read_to_string(&path).unwrap();
         let expected: Vec<String> = generator(p.gen)

@@ -1,44 +1,21 @@
 //! The pure record generator: catalog sweep, occupancy, bad and late
 //! injection. No I/O and no clock of its own, so the same seed and options
 //! always give the same records; `weir simulate` feeds them to Kafka or a
-//! file, and benchmarks use them directly.
+//! file.
 
-use chrono::{DateTime, Datelike, Timelike};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::catalog::{catalog, Catalog, Lot, Region};
-use super::curve::{self, KST_OFFSET_SECS};
+use chrono::DateTime;
+
+use super::catalog::{catalog, Catalog};
+use super::curve;
+pub(crate) use super::payload::format_kst;
+/// Also used by `ingest` to write the same JSON as the real feed.
+pub(crate) use super::payload::push_json_string;
+use super::payload::Snapshot;
 use super::SimulateError;
-use crate::kafka::murmur2_partition as partition_for;
-
-/// Field names of a `parking_status` value, in the feed's order.
-pub const FIELDS: [&str; 16] = [
-    "REGION",
-    "REGION_CODE",
-    "PARKING_NAME",
-    "PARKING_CODE",
-    "TYPE",
-    "CAPACITY",
-    "OCCUPIED_SPOTS",
-    "LAST_UPDATE",
-    "IS_REALTIME_STATUS_PROVIDED",
-    "PAY_YN",
-    "BASE_RATE",
-    "BASE_TIME",
-    "ADD_RATE",
-    "ADD_TIME",
-    "LATITUDE",
-    "LONGITUDE",
-];
-
-/// Fields a "missing field" bad record drops: ones the parking topology
-/// cannot do without (a missing `CAPACITY` would just count as 0).
-const REQUIRED_FIELDS: [&str; 4] = ["REGION", "REGION_CODE", "PARKING_CODE", "IS_REALTIME_STATUS_PROVIDED"];
-
-/// An error body the city API really returns instead of JSON.
-const API_ERROR_XML: &str = "<RESULT><CODE>ERROR-500</CODE><MESSAGE>서버 오류입니다. 지속적으로 발생시 열린 데이터 광장으로 문의(Q&A) 바랍니다.</MESSAGE></RESULT>";
-const GATEWAY_TIMEOUT: &str = "upstream request timeout";
+use crate::kafka::partition_for;
 
 /// How far behind stream time a late record is: 1–3 hours.
 const LATE_MIN_SECS: i64 = 3600;
@@ -51,7 +28,7 @@ const NOISE_CARRY: f64 = 0.8;
 
 /// Options of the generator.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GeneratorOptions {
+pub(crate) struct GeneratorOptions {
     /// Seeds every random choice; same seed and options, same records.
     pub seed: u64,
     /// Event time of the first record (epoch ms; rounded down to a second).
@@ -83,7 +60,7 @@ impl Default for GeneratorOptions {
 
 /// What a bad record is wrong with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BadKind {
+pub(crate) enum BadKind {
     /// Not JSON at all: an API error page, a timeout message, or a payload
     /// cut short.
     NotJson,
@@ -96,26 +73,17 @@ pub enum BadKind {
 }
 
 impl BadKind {
-    pub const ALL: [BadKind; 4] = [
+    pub(crate) const ALL: [BadKind; 4] = [
         BadKind::NotJson,
         BadKind::InvalidUtf8,
         BadKind::NonNumeric,
         BadKind::MissingField,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BadKind::NotJson => "not-json",
-            BadKind::InvalidUtf8 => "invalid-utf8",
-            BadKind::NonNumeric => "non-numeric",
-            BadKind::MissingField => "missing-field",
-        }
-    }
 }
 
 /// Why a record was generated the way it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RecordKind {
+pub(crate) enum RecordKind {
     /// A well-formed, on-time snapshot.
     Good,
     /// A well-formed snapshot stamped 1–3 hours behind stream time.
@@ -126,7 +94,7 @@ pub enum RecordKind {
 
 /// One generated Kafka record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimRecord {
+pub(crate) struct SimRecord {
     /// `murmur2(key) % partitions`, what Kafka's default partitioner picks.
     pub partition: i32,
     /// Kafka record timestamp = event time, epoch milliseconds (whole
@@ -141,7 +109,7 @@ pub struct SimRecord {
 
 impl SimRecord {
     /// The payload as text, if it is valid UTF-8.
-    pub fn payload_str(&self) -> Option<&str> {
+    pub(crate) fn payload_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.payload).ok()
     }
 }
@@ -150,7 +118,7 @@ impl SimRecord {
 /// own simulated clock (one sweep over all lots per `sweep_interval_ms`);
 /// [`Generator::next_at`] stamps a record with a caller's clock instead.
 #[derive(Debug, Clone)]
-pub struct Generator {
+pub(crate) struct Generator {
     catalog: &'static Catalog,
     opts: GeneratorOptions,
     rng: ChaCha8Rng,
@@ -166,12 +134,12 @@ pub struct Generator {
 }
 
 /// Build a generator. Fails only on options out of range.
-pub fn generator(opts: GeneratorOptions) -> Result<Generator, SimulateError> {
+pub(crate) fn generator(opts: GeneratorOptions) -> Result<Generator, SimulateError> {
     Generator::new(opts)
 }
 
 impl Generator {
-    pub fn new(opts: GeneratorOptions) -> Result<Self, SimulateError> {
+    pub(crate) fn new(opts: GeneratorOptions) -> Result<Self, SimulateError> {
         let ratio_ok = |r: f64| (0.0..=1.0).contains(&r);
         if !ratio_ok(opts.bad_ratio) || !ratio_ok(opts.late_ratio) || opts.bad_ratio + opts.late_ratio > 1.0 {
             return Err(SimulateError::InvalidOption(format!(
@@ -204,7 +172,7 @@ impl Generator {
         let lot_partition = catalog
             .lots
             .iter()
-            .map(|l| partition_for(l.code.as_bytes(), opts.partitions))
+            .map(|l| partition_for(Some(l.code.as_bytes()), opts.partitions, 0))
             .collect();
         Ok(Self {
             catalog,
@@ -219,27 +187,14 @@ impl Generator {
         })
     }
 
-    pub fn catalog(&self) -> &'static Catalog {
-        self.catalog
-    }
-
-    pub fn options(&self) -> &GeneratorOptions {
-        &self.opts
-    }
-
     /// Records in one sweep over every lot of every region.
-    pub fn records_per_sweep(&self) -> usize {
+    pub(crate) fn records_per_sweep(&self) -> usize {
         self.sweep.len()
-    }
-
-    /// Records generated so far.
-    pub fn produced(&self) -> u64 {
-        self.produced
     }
 
     /// Event time of the next record on the generator's own clock:
     /// `start + n × sweep_interval / records_per_sweep`, whole seconds.
-    pub fn next_time(&self) -> i64 {
+    pub(crate) fn next_time(&self) -> i64 {
         let step = i128::from(self.opts.sweep_interval_ms) * i128::from(self.produced) / self.sweep.len() as i128;
         let t = i64::try_from(i128::from(self.opts.start_ms) + step).unwrap_or(i64::MAX);
         floor_second(t)
@@ -248,7 +203,7 @@ impl Generator {
     /// The next record, polled at `now_ms` (epoch ms, rounded down to a
     /// second). Late records are stamped behind their partition's stream
     /// time instead.
-    pub fn next_at(&mut self, now_ms: i64) -> SimRecord {
+    pub(crate) fn next_at(&mut self, now_ms: i64) -> SimRecord {
         let (r, l) = self.sweep[self.cursor];
         self.cursor = (self.cursor + 1) % self.sweep.len();
         self.produced += 1;
@@ -318,99 +273,6 @@ impl Iterator for Generator {
     }
 }
 
-struct Snapshot<'a> {
-    region: &'a Region,
-    lot: &'a Lot,
-    occupied: u32,
-    timestamp_ms: i64,
-}
-
-impl Snapshot<'_> {
-    /// The value JSON; `capacity` overrides `CAPACITY`, `skip` drops a field.
-    fn json(&self, capacity: Option<&str>, skip: Option<&str>) -> Vec<u8> {
-        let lot = self.lot;
-        let cap = lot.capacity.to_string();
-        let (occupied, last_update) = if lot.realtime {
-            (self.occupied.to_string(), format_kst(self.timestamp_ms))
-        } else {
-            // Lots without live status leave both empty, as the city does.
-            (String::new(), String::new())
-        };
-        let values: [&str; 16] = [
-            &self.region.name,
-            &self.region.code,
-            &lot.name,
-            &lot.code,
-            &lot.lot_type,
-            capacity.unwrap_or(&cap),
-            &occupied,
-            &last_update,
-            if lot.realtime { "Y" } else { "N" },
-            &lot.pay_yn,
-            &lot.base_rate,
-            &lot.base_time,
-            &lot.add_rate,
-            &lot.add_time,
-            &lot.latitude,
-            &lot.longitude,
-        ];
-        let mut out = Vec::with_capacity(512);
-        out.push(b'{');
-        let mut first = true;
-        for (name, value) in FIELDS.iter().zip(values) {
-            if Some(*name) == skip {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            push_json_string(&mut out, name);
-            out.push(b':');
-            push_json_string(&mut out, value);
-        }
-        out.push(b'}');
-        out
-    }
-
-    fn bad(&self, kind: BadKind, u: f64, variant: u32) -> Vec<u8> {
-        match kind {
-            BadKind::NotJson => match variant % 3 {
-                0 => API_ERROR_XML.as_bytes().to_vec(),
-                1 => GATEWAY_TIMEOUT.as_bytes().to_vec(),
-                _ => {
-                    // Cut short on a character boundary: an unclosed object.
-                    let full = self.json(None, None);
-                    let text = String::from_utf8_lossy(&full);
-                    let mut cut = 1 + (u * (text.len() - 2) as f64) as usize;
-                    while !text.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    text.as_bytes()[..cut.max(1)].to_vec()
-                }
-            },
-            BadKind::InvalidUtf8 => {
-                // Drop the lead byte of the first multi-byte character (the
-                // region name is Korean), leaving stray continuation bytes,
-                // as a byte-oriented proxy that cuts strings would.
-                let mut bytes = self.json(None, None);
-                match bytes.iter().position(|&b| b >= 0xC0) {
-                    Some(i) => {
-                        bytes.remove(i);
-                    }
-                    None => bytes.insert(bytes.len() - 1, 0xFF),
-                }
-                bytes
-            }
-            BadKind::NonNumeric => self.json(Some("abc"), None),
-            BadKind::MissingField => {
-                let field = REQUIRED_FIELDS[(variant as usize) % REQUIRED_FIELDS.len()];
-                self.json(None, Some(field))
-            }
-        }
-    }
-}
-
 /// A standard normal variate (Box–Muller).
 fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = 1.0 - rng.gen::<f64>();
@@ -422,47 +284,6 @@ fn floor_second(ms: i64) -> i64 {
     ms - ms.rem_euclid(1000)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in Korea Standard Time, as `LAST_UPDATE` is written.
-pub fn format_kst(timestamp_ms: i64) -> String {
-    let local = timestamp_ms.div_euclid(1000).saturating_add(KST_OFFSET_SECS);
-    match DateTime::from_timestamp(local, 0) {
-        Some(t) => {
-            let t = t.naive_utc();
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        }
-        // Unreachable for the validated start times; keep the feed's shape.
-        None => String::new(),
-    }
-}
-
-/// Append `s` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -471,6 +292,7 @@ mod tests {
     use serde_json::{Map, Value};
 
     use super::*;
+    use crate::simulate::payload::{FIELDS, REQUIRED_FIELDS};
 
     fn opts(seed: u64) -> GeneratorOptions {
         GeneratorOptions {
@@ -516,7 +338,7 @@ mod tests {
                 .collect();
             assert!(positions.windows(2).all(|w| w[0] < w[1]), "field order in {text}");
             assert_eq!(obj["PARKING_CODE"], rec.key);
-            assert_eq!(rec.partition, partition_for(rec.key.as_bytes(), 3));
+            assert_eq!(rec.partition, partition_for(Some(rec.key.as_bytes()), 3, 0));
             let cap: u32 = obj["CAPACITY"].as_str().unwrap().parse().unwrap();
             match obj["IS_REALTIME_STATUS_PROVIDED"].as_str().unwrap() {
                 "Y" => {
@@ -546,7 +368,7 @@ mod tests {
     fn own_clock_sweeps_every_lot_once_per_interval() {
         let gen = generator(opts(2)).unwrap();
         let n = gen.records_per_sweep();
-        let start = gen.options().start_ms;
+        let start = gen.opts.start_ms;
         let recs: Vec<SimRecord> = gen.take(3 * n + 1).collect();
         assert_eq!(recs[0].timestamp_ms, start);
         assert_eq!(recs[n].timestamp_ms, start + 300_000);
@@ -735,13 +557,5 @@ mod tests {
             ..opts(0)
         })
         .is_err());
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut out = Vec::new();
-        push_json_string(&mut out, "a\"b\\c\n\u{1}홍대");
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, "a\"b\\c\n\u{1}홍대");
     }
 }

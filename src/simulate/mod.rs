@@ -1,24 +1,28 @@
 //! `weir simulate`: a realistic Seoul parking feed.
 //!
-//! Three layers, each usable alone:
-//! - [`mod@catalog`]: the simulated city, built from real data compiled into the
+//! Layers:
+//! - `catalog`: the simulated city, built from real data compiled into the
 //!   binary (30 hotspots, one captured poll of their lots);
-//! - [`mod@generator`]: a pure, seeded iterator of [`SimRecord`]s (occupancy
-//!   curve, noise, bad and late records) that benchmarks can use directly;
-//! - `drive` (private): pacing, the Kafka producer (explicit murmur2
-//!   partition, idempotent, acks=all) and the `--output` file writer.
+//! - `generator`: a pure, seeded iterator of `SimRecord`s (occupancy
+//!   `curve`, noise, bad and late records), whose values `payload` writes
+//!   as the city API does;
+//! - `drive`: options, pacing, SIGINT/SIGTERM and the summary line;
+//!   `destination`: the Kafka producer (explicit murmur2 partition,
+//!   idempotent, acks=all) or the `--output` file (lines from `output`).
 //!
 //! Same seed and options (including an explicit `--start`) give the same
 //! records, byte for byte, whether they go to Kafka or to a file, as long as the
 //! generator's own clock is used (`--rate 0`, the default without
 //! `--speedup`).
 
-pub mod catalog;
-pub mod curve;
+pub(crate) mod catalog;
+pub(crate) mod curve;
+mod destination;
 mod drive;
-pub mod generator;
-pub mod output;
-pub mod parse;
+pub(crate) mod generator;
+pub(crate) mod output;
+pub(crate) mod parse;
+mod payload;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,10 +30,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
-pub use crate::kafka::{murmur2, murmur2_partition as partition_for};
-pub use catalog::{catalog, Catalog, Lot, Region};
-pub use generator::{format_kst, generator, BadKind, Generator, GeneratorOptions, RecordKind, SimRecord, FIELDS};
-pub use output::jsonl_line;
+pub(crate) use generator::{RecordKind, SimRecord};
+pub(crate) use output::jsonl_line;
+pub use payload::FIELDS;
 
 /// Options of `weir simulate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -62,7 +65,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Stop after this much wall time, e.g. 30s, 5m, 1h30m [default: no limit].
-    #[arg(long, value_name = "DURATION", value_parser = parse::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::support::duration::parse_arg)]
     pub duration: Option<Duration>,
     /// Event time of the first record: RFC 3339, or "YYYY-MM-DD HH:MM:SS" in
     /// KST [default: now, or for a bounded run whose clock outruns the wall
@@ -74,7 +77,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "X", value_parser = parse::parse_speedup)]
     pub speedup: Option<f64>,
     /// Simulated time between two polls of the same lot.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::support::duration::parse_arg)]
     pub poll_interval: Duration,
     /// Seed of every random choice; same seed and options, same records
     /// [default: random, printed in the summary].

@@ -4,10 +4,11 @@
 //! record carries `"value_base64":"<standard base64 of the bytes>"` instead
 //! of `value`.
 
-use super::generator::{push_json_string, SimRecord};
+use super::generator::SimRecord;
+use super::payload::push_json_string;
 
 /// One line (without the newline) for `rec` on `topic`.
-pub fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
+pub(crate) fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(rec.payload.len() + 128);
     out.extend_from_slice(b"{\"topic\":");
     push_json_string(&mut out, topic);
@@ -26,27 +27,11 @@ pub fn jsonl_line(topic: &str, rec: &SimRecord) -> Vec<u8> {
         }
         None => {
             out.extend_from_slice(b",\"value_base64\":\"");
-            out.extend_from_slice(base64(&rec.payload).as_bytes());
+            out.extend_from_slice(crate::support::base64::encode(&rec.payload).as_bytes());
             out.push(b'"');
         }
     }
     out.push(b'}');
-    out
-}
-
-/// Standard base64 (RFC 4648 alphabet, `=` padding).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
     out
 }
 
@@ -56,23 +41,6 @@ mod tests {
 
     use super::*;
     use crate::simulate::generator::RecordKind;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x80]), "//6A");
-    }
 
     #[test]
     fn lines_carry_text_values_or_base64_for_invalid_utf8() {

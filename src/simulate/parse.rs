@@ -1,62 +1,12 @@
-//! Parsers for `weir simulate`'s option values: durations (`30s`, `5m`,
-//! `1h30m`), rates (`100`, `100/s`), start times (RFC 3339 or KST wall
-//! clock) and ratios.
-
-use std::time::Duration;
+//! Parsers for `weir simulate`'s option values: rates (`100`, `100/s`),
+//! start times (RFC 3339 or KST wall clock) and ratios. Durations use the
+//! one grammar of [`crate::support::duration`].
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-/// A duration like `500ms`, `30s`, `5m`, `2h`, `1d` or a sum such as
-/// `1h30m`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number before {rest:?}"));
-        }
-        let value: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs_per_unit = match unit {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hr" | "hrs" => 3600.0,
-            "d" | "day" | "days" => 86_400.0,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h, d)")),
-            other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
-                ))
-            }
-        };
-        let part =
-            Duration::try_from_secs_f64(value * secs_per_unit).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    }
-    Ok(total)
-}
-
 /// Records per second: `100`, `100/s` or `2.5`; `0` means as fast as
 /// possible.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
     let rate: f64 = t
@@ -70,7 +20,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A share between 0 and 1.
-pub fn parse_ratio(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_ratio(s: &str) -> Result<f64, String> {
     let r: f64 = s
         .trim()
         .parse()
@@ -82,7 +32,7 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
 }
 
 /// A positive finite number (speed-up factor).
-pub fn parse_speedup(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_speedup(s: &str) -> Result<f64, String> {
     let x: f64 = s
         .trim()
         .parse()
@@ -96,7 +46,7 @@ pub fn parse_speedup(s: &str) -> Result<f64, String> {
 /// A start time: RFC 3339 (`2025-03-20T14:00:00+09:00`), or a wall-clock
 /// time in Korea Standard Time (`2025-03-20 14:00:00`, `2025-03-20 14:00`,
 /// `2025-03-20T14:00:00`, `2025-03-20`), or `now`.
-pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
     if t.eq_ignore_ascii_case("now") {
         return Ok(Utc::now());
@@ -139,20 +89,6 @@ fn check_range(dt: DateTime<Utc>, s: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        for bad in ["", "m", "5x", "5 m", "-3s", "1h30"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn rates_ratios_speedups() {

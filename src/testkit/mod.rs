@@ -53,7 +53,7 @@ impl InputRecord {
         match (&self.value, &self.value_json, &self.value_base64) {
             (Some(v), None, None) => Ok(Some(v.clone().into_bytes())),
             (None, Some(j), None) => Ok(Some(j.to_string().into_bytes())),
-            (None, None, Some(b)) => base64_decode(b).map(Some),
+            (None, None, Some(b)) => crate::support::base64::decode(b).map(Some),
             (None, None, None) => Ok(None),
             _ => Err("give only one of value, value_json, value_base64".into()),
         }
@@ -74,7 +74,7 @@ pub struct OutputRecord {
 }
 
 /// Runs a topology over input records.
-pub struct Driver<'t> {
+pub(crate) struct Driver<'t> {
     topo: &'t Topology,
     tasks: BTreeMap<(usize, i32), Task>,
     partitions: i32,
@@ -84,7 +84,7 @@ pub struct Driver<'t> {
 impl<'t> Driver<'t> {
     /// `partitions`: partition count of every topic (sources, internal and
     /// output topics without an explicit count).
-    pub fn new(topo: &'t Topology, partitions: i32) -> Self {
+    pub(crate) fn new(topo: &'t Topology, partitions: i32) -> Self {
         Self {
             topo,
             tasks: BTreeMap::new(),
@@ -105,7 +105,7 @@ impl<'t> Driver<'t> {
     }
 
     /// Process one record and everything it causes downstream.
-    pub fn pipe(
+    pub(crate) fn pipe(
         &mut self,
         topic: &str,
         partition: i32,
@@ -178,7 +178,7 @@ impl<'t> Driver<'t> {
 
     /// Advance every task's stream time past every window (upstream
     /// sub-topologies first, so their final results reach downstream ones).
-    pub fn flush(&mut self) -> Result<(), ProcessError> {
+    pub(crate) fn flush(&mut self) -> Result<(), ProcessError> {
         for sub in 0..self.topo.subtopologies.len() {
             let keys: Vec<(usize, i32)> = self.tasks.keys().copied().filter(|(s, _)| *s == sub).collect();
             for k in keys {
@@ -205,7 +205,7 @@ impl<'t> Driver<'t> {
         Ok(())
     }
 
-    pub fn take_output(&mut self) -> Vec<OutputRecord> {
+    pub(crate) fn take_output(&mut self) -> Vec<OutputRecord> {
         std::mem::take(&mut self.output)
     }
 }
@@ -275,36 +275,4 @@ pub fn run(topo: &Topology, records: &[InputRecord], flush: bool) -> Result<Vec<
         driver.flush()?;
     }
     Ok(driver.take_output())
-}
-
-fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .ok_or_else(|| format!("invalid base64 character {:?}", c as char))? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_decodes_padding_and_binary() {
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("/w==").unwrap(), vec![0xff]);
-        assert!(base64_decode("a*").is_err());
-    }
 }

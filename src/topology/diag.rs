@@ -37,6 +37,27 @@ pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
 }
 
+impl Diagnostics {
+    /// Read `path` and hand its text to `parse`; an unreadable file is one
+    /// diagnostic at 1:1, and `parse`'s diagnostics are given the file name.
+    pub(crate) fn load<T>(
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<T, Vec<Diagnostic>>,
+    ) -> Result<T, Diagnostics> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+            file: file.clone(),
+            items: vec![Diagnostic {
+                line: 1,
+                column: 1,
+                message: format!("cannot read file: {e}"),
+                hint: None,
+            }],
+        })?;
+        parse(&text).map_err(|items| Diagnostics { file, items })
+    }
+}
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, d) in self.items.iter().enumerate() {
@@ -54,24 +75,11 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// The candidate closest to `word`, if it is close enough to be a likely
-/// typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    // Close by edit distance (a typo: one or two edits, a swapped pair) or
-    // by Jaro-Winkler (shared prefix); the closest wins.
-    let max_edits = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .filter(|c| *c != word)
-        .map(|c| (strsim::damerau_levenshtein(word, c), strsim::jaro_winkler(word, c), c))
-        .filter(|(edits, jw, _)| *edits <= max_edits || *jw > 0.85)
-        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
-        .map(|(_, _, c)| c)
-}
+pub(crate) use crate::support::did_you_mean;
 
 /// Turn a YAML/serde error into a diagnostic, adding a "did you mean" for
 /// unknown fields and variants.
-pub fn from_yaml_error(err: &serde_saphyr::Error) -> Diagnostic {
+pub(crate) fn from_yaml_error(err: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     // The Display form carries a source snippet; keep its first line only.
     let full = err.to_string();

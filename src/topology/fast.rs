@@ -16,10 +16,10 @@ use cel::common::ast::{Expr as Ast, IdedExpr, LiteralValue};
 use cel::objects::Key;
 use cel::Value;
 
-use super::expr::{funcs, EvalError, Input};
+use super::functions::{EvalError, Func, Input, FUNCTIONS};
 
 #[derive(Debug)]
-pub enum Node {
+pub(super) enum Node {
     Lit(Value),
     Var(Var),
     Field(Box<Node>, Arc<String>),
@@ -34,7 +34,7 @@ pub enum Node {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Var {
+pub(super) enum Var {
     Value,
     Key,
     Timestamp,
@@ -43,7 +43,7 @@ pub enum Var {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum BinOp {
+pub(super) enum BinOp {
     Eq,
     Ne,
     Lt,
@@ -57,21 +57,8 @@ pub enum BinOp {
     Rem,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum Func {
-    Num,
-    Get,
-    Float,
-    Str,
-    Max,
-    Min,
-    Int,
-    Double,
-    ParseTime,
-}
-
 /// Translate an AST, or `None` if it uses something outside the subset.
-pub fn translate(e: &IdedExpr) -> Option<Node> {
+pub(super) fn translate(e: &IdedExpr) -> Option<Node> {
     Some(match &e.expr {
         Ast::Literal(l) => Node::Lit(match l {
             LiteralValue::Boolean(b) => Value::Bool(*b.inner()),
@@ -142,16 +129,15 @@ pub fn translate(e: &IdedExpr) -> Option<Node> {
                     let mut it = args.into_iter();
                     Node::Cond(Box::new(it.next()?), Box::new(it.next()?), Box::new(it.next()?))
                 }
-                "num" => Node::Call(Func::Num, args),
-                "get" => Node::Call(Func::Get, args),
-                "float" => Node::Call(Func::Float, args),
-                "str" => Node::Call(Func::Str, args),
-                "max" => Node::Call(Func::Max, args),
-                "min" => Node::Call(Func::Min, args),
-                "int" if args.len() == 1 => Node::Call(Func::Int, args),
-                "double" if args.len() == 1 => Node::Call(Func::Double, args),
-                "parse_time" => Node::Call(Func::ParseTime, args),
-                _ => return None,
+                name => {
+                    // weir's own functions take any arity (they check it);
+                    // CEL's standard ones only in their one-argument form.
+                    let f = FUNCTIONS.iter().find(|f| f.name == name)?;
+                    if !f.own && args.len() != 1 {
+                        return None;
+                    }
+                    Node::Call(f.func, args)
+                }
             }
         }
         _ => return None,
@@ -178,7 +164,7 @@ fn as_bool(v: &Value, what: &str) -> Result<bool, EvalError> {
 }
 
 impl Node {
-    pub fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
+    pub(super) fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
         match self {
             Node::Lit(v) => Ok(v.clone()),
             Node::Var(v) => Ok(match v {
@@ -234,7 +220,7 @@ impl Node {
                 for a in args {
                     vals.push(a.eval(input)?);
                 }
-                call(*func, &vals).map_err(err)
+                func.call(&vals).map_err(err)
             }
         }
     }
@@ -299,18 +285,4 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, EvalError> {
             _ => return Err(mismatch("rem", &a, &b)),
         },
     })
-}
-
-fn call(func: Func, args: &[Value]) -> Result<Value, String> {
-    match func {
-        Func::Num => funcs::num(args),
-        Func::Get => funcs::get(args),
-        Func::Float => funcs::float(args),
-        Func::Str => funcs::str_of(args),
-        Func::Max => funcs::extreme(args, std::cmp::Ordering::Greater),
-        Func::Min => funcs::extreme(args, std::cmp::Ordering::Less),
-        Func::ParseTime => funcs::parse_time(args),
-        Func::Int => funcs::int(args),
-        Func::Double => funcs::double(args),
-    }
 }

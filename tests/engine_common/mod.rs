@@ -195,7 +195,7 @@ pub fn send_sentinels(topic: &str, inputs: &[Input]) {
         produce(
             &p,
             topic,
-            weir::kafka::murmur2_partition(k.as_bytes(), 3),
+            weir::kafka::partition_for(Some(k.as_bytes()), 3, 0),
             future,
             Some(k.as_bytes()),
             Some(&v),

@@ -1,0 +1,286 @@
+//! The record codec: JSON bytes to CEL values (with object keys shared
+//! between consecutive records) and CEL values back to JSON, for the
+//! processors. The plain CEL→JSON conversion itself lives with the CEL
+//! functions (`str()` needs it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::Value;
+
+use crate::topology::functions::key_text;
+pub(crate) use crate::topology::functions::to_json;
+
+/// Parse JSON bytes straight into a CEL value (no intermediate
+/// `serde_json::Value`); UTF-8 is checked by the parser, in one pass.
+pub(crate) fn parse_json_bytes(raw: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<CelJson>(raw).map(|c| c.0)
+}
+
+struct CelJson(Value);
+
+impl<'de> serde::Deserialize<'de> for CelJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::DeserializeSeed::deserialize(CelSeed(0), d).map(CelJson)
+    }
+}
+
+/// A JSON value at nesting depth `.0` (for key sharing, see [`intern_key`]).
+#[derive(Clone, Copy)]
+struct CelSeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CelSeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(CelVisitor(self.0))
+    }
+}
+
+struct CelVisitor(usize);
+
+impl<'de> serde::de::Visitor<'de> for CelVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::UInt(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(CelSeed(self.0 + 1))? {
+            items.push(v);
+        }
+        Ok(Value::List(Arc::new(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = HashMap::with_capacity(access.size_hint().unwrap_or(16));
+        let mut index = 0;
+        while let Some(k) = access.next_key_seed(InternedKey { depth: self.0, index })? {
+            let v = access.next_value_seed(CelSeed(self.0 + 1))?;
+            map.insert(Key::String(k), v);
+            index += 1;
+        }
+        Ok(Value::Map(Map { map: Arc::new(map) }))
+    }
+}
+
+/// Object keys of consecutive records, by nesting depth and position. A
+/// feed's records mostly repeat the same fields in the same order, so the key
+/// at a position is usually the one the previous record had there: it is
+/// then shared (an `Arc` clone) instead of allocated.
+const INTERNED_DEPTHS: usize = 4;
+const INTERNED_KEYS: usize = 64;
+
+thread_local! {
+    static KEYS: std::cell::RefCell<[Vec<Arc<String>>; INTERNED_DEPTHS]> =
+        const { std::cell::RefCell::new([const { Vec::new() }; INTERNED_DEPTHS]) };
+}
+
+fn intern_key(depth: usize, index: usize, key: &str) -> Arc<String> {
+    if depth >= INTERNED_DEPTHS || index >= INTERNED_KEYS {
+        return Arc::new(key.to_string());
+    }
+    KEYS.with(|keys| {
+        let keys = &mut keys.borrow_mut()[depth];
+        if let Some(k) = keys.get(index) {
+            if k.as_str() == key {
+                return k.clone();
+            }
+        }
+        let k = Arc::new(key.to_string());
+        if index < keys.len() {
+            keys[index] = k.clone();
+        } else if index == keys.len() {
+            keys.push(k.clone());
+        }
+        k
+    })
+}
+
+struct InternedKey {
+    depth: usize,
+    index: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for InternedKey {
+    type Value = Arc<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Arc<String>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for InternedKey {
+    type Value = Arc<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Arc<String>, E> {
+        Ok(intern_key(self.depth, self.index, v))
+    }
+}
+
+/// Serialize a CEL value as JSON bytes, map keys sorted (deterministic
+/// output), without building a `serde_json::Value` first.
+pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // Writing into a Vec cannot fail, and every CEL value has a JSON form.
+    let _ = serde_json::to_writer(&mut out, &JsonOut(v));
+    out
+}
+
+struct JsonOut<'a>(&'a Value);
+
+impl serde::Serialize for JsonOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::String(v) => s.serialize_str(v),
+            Value::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.len()))?;
+                for item in l.iter() {
+                    seq.serialize_element(&JsonOut(item))?;
+                }
+                seq.end()
+            }
+            Value::Map(m) => {
+                let mut entries: Vec<(std::borrow::Cow<'_, str>, &Value)> = m
+                    .map
+                    .iter()
+                    .map(|(k, v)| match k {
+                        Key::String(s) => (std::borrow::Cow::Borrowed(s.as_str()), v),
+                        other => (std::borrow::Cow::Owned(key_text(other)), v),
+                    })
+                    .collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k.as_ref(), &JsonOut(v))?;
+                }
+                map.end()
+            }
+            other => to_json(other).serialize(s),
+        }
+    }
+}
+
+/// Convert a parsed JSON document into a CEL value.
+pub(crate) fn from_json(v: serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => match n.as_u64() {
+                Some(u) => Value::UInt(u),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+        },
+        serde_json::Value::String(s) => Value::String(Arc::new(s)),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.into_iter().map(from_json).collect())),
+        serde_json::Value::Object(o) => {
+            let map: HashMap<Key, Value> = o
+                .into_iter()
+                .map(|(k, v)| (Key::String(Arc::new(k)), from_json(v)))
+                .collect();
+            Value::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// A CEL value as text for keys and group keys (strings unquoted).
+pub(crate) fn to_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Null => String::new(),
+        other => to_json(other).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: &str) -> Value {
+        from_json(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let v = record(r#"{"a":1,"b":[true,null],"c":1.5,"d":"x"}"#);
+        assert_eq!(to_json(&v).to_string(), r#"{"a":1,"b":[true,null],"c":1.5,"d":"x"}"#);
+    }
+
+    fn keys(v: &Value) -> Vec<Arc<String>> {
+        let Value::Map(m) = v else { panic!("not a map") };
+        let mut k: Vec<Arc<String>> = m
+            .map
+            .keys()
+            .map(|k| match k {
+                Key::String(s) => s.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn parsed_records_share_repeated_keys_and_keep_every_value() {
+        let a = parse_json_bytes(br#"{"CODE":"1","N":1,"NEST":{"CODE":"x","Z":2}}"#).unwrap();
+        let b = parse_json_bytes(br#"{"CODE":"2","N":2,"NEST":{"CODE":"y","Z":3}}"#).unwrap();
+        for (ka, kb) in keys(&a).iter().zip(keys(&b).iter()) {
+            assert!(Arc::ptr_eq(ka, kb), "{ka} is allocated again");
+        }
+        let nested = |v: &Value| match v {
+            Value::Map(m) => m.map[&Key::String(Arc::new("NEST".into()))].clone(),
+            _ => unreachable!(),
+        };
+        for (ka, kb) in keys(&nested(&a)).iter().zip(keys(&nested(&b)).iter()) {
+            assert!(Arc::ptr_eq(ka, kb), "nested {ka} is allocated again");
+        }
+        // Another order, fewer and other fields: values land on the right keys.
+        let c = parse_json_bytes(br#"{"N":3,"OTHER":"o","CODE":"3"}"#).unwrap();
+        assert_eq!(to_json(&c).to_string(), r#"{"CODE":"3","N":3,"OTHER":"o"}"#);
+        assert_eq!(
+            to_json(&b).to_string(),
+            r#"{"CODE":"2","N":2,"NEST":{"CODE":"y","Z":3}}"#
+        );
+        assert!(
+            parse_json_bytes(b"{\"a\":\"\xff\"}").is_err(),
+            "invalid UTF-8 inside a string"
+        );
+    }
+}

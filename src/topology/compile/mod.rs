@@ -1,0 +1,402 @@
+//! Compilation of a topology file into the processor graph: resolve step
+//! inputs, check expressions and durations, insert repartition topics,
+//! name internal topics and stores. Window steps are compiled in `window`,
+//! the split into sub-topologies is in `split`.
+
+mod split;
+mod window;
+
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde_saphyr::Spanned;
+
+use super::*;
+
+pub(crate) fn parse_duration(s: &Spanned<String>) -> Result<Duration, Diagnostic> {
+    crate::support::duration::parse(&s.value).map_err(|e| Diagnostic::at(s, e.message).with_hint(e.hint))
+}
+
+fn parse_tz(s: &Spanned<String>) -> Result<Tz, Diagnostic> {
+    crate::support::tz::parse(&s.value).map_err(|e| Diagnostic::at(s, e.message).with_hint(e.hint))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Default)]
+pub(super) struct Compiler {
+    nodes: Vec<Node>,
+    stores: Vec<StoreDef>,
+    errors: Vec<Diagnostic>,
+    app: String,
+}
+
+/// What a step name resolves to when another step reads from it.
+struct Named {
+    name: String,
+    output: NodeId,
+}
+
+impl Compiler {
+    fn add(&mut self, name: String, kind: NodeKind, parent: Option<NodeId>) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            name,
+            kind,
+            children: Vec::new(),
+            parents: Vec::new(),
+            subtopology: 0,
+        });
+        if let Some(p) = parent {
+            self.nodes[p].children.push(id);
+            self.nodes[id].parents.push(p);
+        }
+        id
+    }
+
+    /// Add the store of `node`, with its changelog topic named from the
+    /// application id and the store name. (The node refers to the store by
+    /// its index, `self.stores.len()` before this call.)
+    fn add_store(&mut self, name: &str, kind: StoreKind, node: NodeId, retention_ms: Option<i64>) {
+        self.stores.push(StoreDef {
+            name: name.to_string(),
+            kind,
+            node,
+            subtopology: 0,
+            changelog: format!("{}-{name}-changelog", self.app),
+            retention_ms,
+        });
+    }
+
+    fn expr(&mut self, s: &Spanned<String>) -> Option<Expr> {
+        match Expr::compile(&s.value) {
+            Ok(e) => Some(e),
+            Err(msg) => {
+                self.errors
+                    .push(Diagnostic::at(s, format!("expression {:?}: {msg}", s.value)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &Spanned<String>) -> Option<Duration> {
+        parse_duration(s).map_err(|d| self.errors.push(d)).ok()
+    }
+
+    pub(super) fn compile(mut self, spec: spec::TopologySpec) -> Result<Topology, Vec<Diagnostic>> {
+        self.app = spec.application_id.value.trim().to_string();
+        if self.app.is_empty()
+            || !self
+                .app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.errors.push(
+                Diagnostic::at(
+                    &spec.application_id,
+                    "application_id must be a non-empty Kafka topic prefix",
+                )
+                .with_hint("use letters, digits, '-', '_' and '.'"),
+            );
+        }
+        let commit_interval = match &spec.commit_interval {
+            Some(s) => self.duration(s).unwrap_or(Duration::from_secs(1)),
+            None => Duration::from_secs(1),
+        };
+        let time_zone = match &spec.time_zone {
+            Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
+            None => Tz::UTC,
+        };
+        if spec.sources.is_empty() {
+            self.errors.push(Diagnostic {
+                line: 1,
+                column: 1,
+                message: "no sources".into(),
+                hint: Some("add `sources:` with at least one topic".into()),
+            });
+        }
+        let mut named: Vec<Named> = Vec::new();
+        let mut source_topics: Vec<(String, Spanned<String>)> = Vec::new();
+        for (name, src) in &spec.sources {
+            let event_time = match &src.event_time {
+                spec::EventTimeSpec::Kafka | spec::EventTimeSpec::Keyword(_) => EventTime::Kafka,
+                spec::EventTimeSpec::Field(f) => {
+                    let tz = match &f.time_zone {
+                        Some(z) => parse_tz(z).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
+                        None => Tz::UTC,
+                    };
+                    EventTime::Field {
+                        field: f.field.value.clone(),
+                        format: f.format.as_ref().map(|s| s.value.clone()),
+                        tz,
+                    }
+                }
+            };
+            if src.event_time_is_field() && src.value != ValueFormat::Json {
+                self.errors.push(Diagnostic::at(
+                    &src.topic,
+                    format!("source `{name}`: event_time from a field needs `value: json`"),
+                ));
+            }
+            let id = self.add(
+                name.clone(),
+                NodeKind::Source(SourceNode {
+                    topic: src.topic.value.clone(),
+                    value: src.value,
+                    key: src.key,
+                    event_time,
+                    internal: false,
+                }),
+                None,
+            );
+            named.push(Named {
+                name: name.clone(),
+                output: id,
+            });
+            source_topics.push((src.topic.value.clone(), src.topic.clone()));
+        }
+
+        let mut previous: Option<NodeId> = if spec.sources.len() == 1 { Some(0) } else { None };
+        for step in &spec.steps {
+            let name = step.name.value.trim().to_string();
+            if named.iter().any(|n| n.name == name) {
+                self.errors.push(
+                    Diagnostic::at(&step.name, format!("duplicate name `{name}`"))
+                        .with_hint("step and source names must be unique"),
+                );
+            }
+            let input = match &step.from {
+                Some(from) => match named.iter().find(|n| n.name == from.value) {
+                    Some(n) => Some(n.output),
+                    None => {
+                        let later = spec.steps.iter().any(|s| s.name.value == from.value);
+                        let d = if later || from.value == name {
+                            Diagnostic::at(
+                                from,
+                                format!(
+                                    "step `{name}` reads from `{}`, which is not defined before it",
+                                    from.value
+                                ),
+                            )
+                            .with_hint("steps may only read from sources and earlier steps (no cycles)")
+                        } else {
+                            let d = Diagnostic::at(from, format!("unknown step or source `{}`", from.value));
+                            let known = named
+                                .iter()
+                                .map(|n| n.name.as_str())
+                                .chain(spec.steps.iter().map(|s| s.name.value.as_str()));
+                            match diag::did_you_mean(&from.value, known) {
+                                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                                None => d,
+                            }
+                        };
+                        self.errors.push(d);
+                        None
+                    }
+                },
+                None => {
+                    if previous.is_none() {
+                        self.errors.push(
+                            Diagnostic::at(&step.name, format!("step `{name}` needs `from:`"))
+                                .with_hint("with several sources, the first step must say which one it reads"),
+                        );
+                    }
+                    previous
+                }
+            };
+            let Some(input) = input else { continue };
+            let output = self.step(step, &name, input);
+            if let (Some(out), Some(to)) = (output, &step.to) {
+                if let Some((_, span)) = source_topics.iter().find(|(t, _)| *t == to.topic.value) {
+                    self.errors.push(
+                        Diagnostic::at(
+                            &to.topic,
+                            format!("output topic `{}` is also a source topic", to.topic.value),
+                        )
+                        .with_hint(format!(
+                            "the source is declared at line {}; writing to it would loop records forever",
+                            span.referenced.line()
+                        )),
+                    );
+                }
+                let key = match &to.key {
+                    Some(k) => self.expr(k).map(ToTopicKey::Expr).unwrap_or(ToTopicKey::Record),
+                    None => ToTopicKey::Record,
+                };
+                if let Some(p) = to.partitions {
+                    if p < 1 {
+                        self.errors
+                            .push(Diagnostic::at(&to.topic, "partitions must be at least 1"));
+                    }
+                }
+                self.add(
+                    format!("{name}-to"),
+                    NodeKind::Sink(ToTopic {
+                        topic: to.topic.value.clone(),
+                        key,
+                        fields: to.fields.clone(),
+                        partitions: to.partitions,
+                        internal: false,
+                    }),
+                    Some(out),
+                );
+            }
+            if let Some(out) = output {
+                named.push(Named {
+                    name: name.clone(),
+                    output: out,
+                });
+                previous = Some(out);
+            }
+        }
+        if let (Some(dlq), true) = (&spec.dead_letter, !source_topics.is_empty()) {
+            if source_topics.iter().any(|(t, _)| *t == dlq.value) {
+                self.errors
+                    .push(Diagnostic::at(dlq, "the dead-letter topic is also a source topic"));
+            }
+        }
+        let needs_dlq = self
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.kind, NodeKind::Window(w) if w.late == LateSpec::DeadLetter));
+        if needs_dlq && spec.dead_letter.is_none() {
+            self.errors.push(Diagnostic {
+                line: 1,
+                column: 1,
+                message: "a window sends late records to the dead-letter topic, but `dead_letter` is not set".into(),
+                hint: Some("add `dead_letter: <topic>` at the top level".into()),
+            });
+        }
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|d| (d.line, d.column));
+            return Err(self.errors);
+        }
+        let subtopologies = self.split();
+        Ok(Topology {
+            application_id: self.app,
+            guarantee: spec.processing_guarantee,
+            commit_interval,
+            dead_letter: spec.dead_letter.map(|s| s.value),
+            time_zone,
+            nodes: self.nodes,
+            subtopologies,
+            stores: self.stores,
+        })
+    }
+
+    /// Add the nodes of one step; returns the node whose output the step
+    /// produces.
+    fn step(&mut self, step: &spec::StepSpec, name: &str, input: NodeId) -> Option<NodeId> {
+        let kinds = [
+            step.filter.is_some(),
+            step.map.is_some(),
+            step.window.is_some(),
+            step.table.is_some(),
+        ];
+        let count = kinds.iter().filter(|k| **k).count();
+        if count > 1 {
+            self.errors.push(
+                Diagnostic::at(
+                    &step.name,
+                    format!("step `{name}` has more than one of filter, map, window, table"),
+                )
+                .with_hint("split it into several steps"),
+            );
+            return None;
+        }
+        if count == 0 && step.to.is_none() {
+            self.errors.push(
+                Diagnostic::at(&step.name, format!("step `{name}` does nothing"))
+                    .with_hint("give it one of filter, map, window, table, or a `to`"),
+            );
+            return None;
+        }
+        if let Some(f) = &step.filter {
+            let e = self.expr(f)?;
+            return Some(self.add(name.to_string(), NodeKind::Filter(e), Some(input)));
+        }
+        if let Some(m) = &step.map {
+            let mut set = Vec::new();
+            for (field, src) in &m.set {
+                if let Some(e) = self.expr(src) {
+                    set.push((std::sync::Arc::new(field.clone()), e));
+                }
+            }
+            if m.set.is_empty() && m.drop.is_empty() && m.keep.is_none() {
+                self.errors.push(
+                    Diagnostic::at(&step.name, format!("map step `{name}` changes nothing"))
+                        .with_hint("use set, drop or keep"),
+                );
+            }
+            return Some(self.add(
+                name.to_string(),
+                NodeKind::Map(MapNode {
+                    set,
+                    drop: m.drop.clone(),
+                    keep: m.keep.clone(),
+                }),
+                Some(input),
+            ));
+        }
+        if let Some(w) = &step.window {
+            return self.window(w, name, &step.name, input);
+        }
+        if let Some(t) = &step.table {
+            let key = self.expr(&t.key)?;
+            let newest_by = match &t.newest_by {
+                Some(s) => Some(self.expr(s)?),
+                None => None,
+            };
+            let parent = if key.is_record_key() {
+                input
+            } else {
+                self.repartition(name, ToTopicKey::Expr(key), None, input)
+            };
+            let store = self.stores.len();
+            let node = self.add(
+                name.to_string(),
+                NodeKind::Table(TableNode { newest_by, store }),
+                Some(parent),
+            );
+            self.add_store(name, StoreKind::KeyValue, node, None);
+            return Some(node);
+        }
+        Some(self.add(name.to_string(), NodeKind::Pass, Some(input)))
+    }
+
+    /// Insert `<name>-repartition-sink` → topic → `<name>-repartition-source`
+    /// and return the new source node.
+    fn repartition(&mut self, name: &str, key: ToTopicKey, fields: Option<Vec<String>>, input: NodeId) -> NodeId {
+        let topic = format!("{}-{name}-repartition", self.app);
+        self.add(
+            format!("{name}-repartition-sink"),
+            NodeKind::Sink(ToTopic {
+                topic: topic.clone(),
+                key,
+                fields,
+                partitions: None,
+                internal: true,
+            }),
+            Some(input),
+        );
+        self.add(
+            format!("{name}-repartition-source"),
+            NodeKind::Source(SourceNode {
+                topic,
+                value: ValueFormat::Json,
+                key: ValueFormat::String,
+                event_time: EventTime::Kafka,
+                internal: true,
+            }),
+            None,
+        )
+    }
+}
+
+impl spec::SourceSpec {
+    fn event_time_is_field(&self) -> bool {
+        matches!(self.event_time, spec::EventTimeSpec::Field(_))
+    }
+}
