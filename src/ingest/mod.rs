@@ -119,7 +119,7 @@ impl Emit {
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1m, 500ms)"))?;
+    let d = crate::support::duration::parse_arg(s)?;
     if d.is_zero() {
         return Err("must be more than 0".into());
     }

@@ -12,10 +12,6 @@ pub(crate) mod codec;
 pub(crate) mod table;
 pub(crate) mod window;
 
-/// Kafka's default partitioner, re-exported where the runtime looks for it
-/// (its one implementation is in `kafka::murmur2`).
-pub use crate::kafka::partition_for;
-
 use std::sync::Arc;
 
 use cel::objects::{Key, Map};
@@ -421,7 +417,7 @@ impl Ctx<'_, '_> {
             }
             NodeKind::Window(w) => window::process(self, id, w, &rec),
             NodeKind::Table(t) => table::process(self, id, t, &rec),
-            NodeKind::Sink(s) => {
+            NodeKind::ToTopic(s) => {
                 self.write_to_topic(id, s, &rec);
                 Ok(())
             }

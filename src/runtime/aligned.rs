@@ -111,7 +111,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             .filter(|sub| {
                 sub.nodes
                     .iter()
-                    .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::Sink(s) if s.internal))
+                    .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::ToTopic(s) if s.internal))
             })
             .map(|sub| sub.id)
             .collect();

@@ -33,9 +33,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::collector::{Collector, Outgoing};
 use super::restore::{self, StoreRef};
 use super::{RuntimeError, TpMap, TpRef};
-use crate::processor::{partition_for, Origin, Output, OutputKind, Task, TaskStats};
+use crate::kafka::partition_for;
+use crate::processor::{Origin, Output, OutputKind, Task, TaskStats};
 use crate::state::rocks::TaskDb;
 use crate::state::{Change, StoreError};
+use crate::support::dead_letter;
 use crate::topology::{NodeKind, Topology};
 
 /// How often consumer lag is measured (from the consumer's cached
@@ -549,13 +551,13 @@ impl TaskManager {
         let mut headers = out.headers.clone();
         if out.kind != OutputKind::DeadLetter {
             headers.push((
-                "weir.error".into(),
+                dead_letter::ERROR.into(),
                 format!("output record for {} too large: {size} bytes", out.topic),
             ));
-            headers.push(("weir.timestamp".into(), out.timestamp.to_string()));
+            headers.push((dead_letter::TIMESTAMP.into(), out.timestamp.to_string()));
         }
         headers.push((
-            "weir.value_dropped".into(),
+            dead_letter::VALUE_DROPPED.into(),
             format!("{size} bytes over the producer's message.max.bytes"),
         ));
         let n = self.partitions.get(&dlq).copied().unwrap_or(1);

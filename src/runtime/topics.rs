@@ -156,7 +156,7 @@ async fn prepare_topics_once(
         }
         sub_parts[sub.id] = n.max(1);
         for &id in &sub.nodes {
-            if let NodeKind::Sink(s) = &topo.nodes[id].kind {
+            if let NodeKind::ToTopic(s) = &topo.nodes[id].kind {
                 let p = s.partitions.unwrap_or(sub_parts[sub.id]);
                 let spec = if s.internal {
                     TopicSpec::new(&s.topic, p)
@@ -188,7 +188,7 @@ async fn prepare_topics_once(
         .iter()
         .map(|s| s.changelog.as_str())
         .chain(topo.nodes.iter().filter_map(|n| match &n.kind {
-            NodeKind::Sink(s) if s.internal => Some(s.topic.as_str()),
+            NodeKind::ToTopic(s) if s.internal => Some(s.topic.as_str()),
             _ => None,
         }))
         .collect();

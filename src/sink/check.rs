@@ -21,17 +21,7 @@ use crate::topology::diag::{self, did_you_mean, Diagnostic, Diagnostics};
 impl SinkConfig {
     /// Load and check a sink file, collecting every problem.
     pub fn load(path: &Path) -> Result<SinkConfig, Diagnostics> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-            file: file.clone(),
-            items: vec![Diagnostic {
-                line: 1,
-                column: 1,
-                message: format!("cannot read file: {e}"),
-                hint: None,
-            }],
-        })?;
-        SinkConfig::parse(&text).map_err(|items| Diagnostics { file, items })
+        Diagnostics::load(path, SinkConfig::parse)
     }
 
     /// Check sink YAML text, collecting every problem.
@@ -113,7 +103,7 @@ fn check_write_method(m: &Str, errs: &mut Vec<Diagnostic>) {
 }
 
 fn parse_linger(s: &Str, errs: &mut Vec<Diagnostic>) -> Option<Duration> {
-    match humantime::parse_duration(s.value.trim()) {
+    match crate::support::duration::parse(&s.value) {
         Ok(d) if d <= Duration::from_secs(600) => Some(d),
         Ok(_) => {
             errs.push(Diagnostic::at(
@@ -123,9 +113,7 @@ fn parse_linger(s: &Str, errs: &mut Vec<Diagnostic>) -> Option<Duration> {
             None
         }
         Err(e) => {
-            errs.push(
-                Diagnostic::at(s, format!("invalid duration `{}`: {e}", s.value)).with_hint("write e.g. `200ms`, `1s`"),
-            );
+            errs.push(Diagnostic::at(s, format!("linger: {}", e.message)).with_hint(e.hint));
             None
         }
     }
@@ -380,13 +368,10 @@ fn check_column(name: &str, c: &Spanned<ColumnSpec>, errs: &mut Vec<Diagnostic>)
         );
     }
     let time_zone = match &spec.time_zone {
-        Some(tz) => match tz.value.trim().parse::<Tz>() {
+        Some(tz) => match crate::support::tz::parse(&tz.value) {
             Ok(z) => Some(z),
-            Err(_) => {
-                errs.push(
-                    Diagnostic::at(tz, format!("column `{name}`: unknown time zone `{}`", tz.value))
-                        .with_hint("an IANA name such as `Asia/Seoul` or `UTC`"),
-                );
+            Err(e) => {
+                errs.push(Diagnostic::at(tz, format!("column `{name}`: {}", e.message)).with_hint(e.hint));
                 None
             }
         },
@@ -530,7 +515,13 @@ tables:
         };
         assert!(has(5, 12, "`Hourly` is not a plain SQL identifier"), "{errs:?}");
         assert!(has(8, 48, "unknown type `strng`"), "{errs:?}");
-        assert!(has(9, 64, "unknown time zone `Asia/Seol`"), "{errs:?}");
+        assert!(has(9, 64, "unknown time zone \"Asia/Seol\""), "{errs:?}");
+        let hints: Vec<_> = SinkConfig::parse(text)
+            .unwrap_err()
+            .into_iter()
+            .filter_map(|d| d.hint)
+            .collect();
+        assert!(hints.iter().any(|h| h == "did you mean `Asia/Seoul`?"), "{hints:?}");
         assert!(has(10, 16, "`samples` needs `field:`"), "{errs:?}");
         assert_eq!(errs.len(), 4, "{errs:?}");
     }
@@ -570,8 +561,16 @@ tables:
         let text = "name: s\ndead_letter: d\nlinger: soon\nbatch_size: 0\ntables:\n  - topic: t\n    table: x\n    mode: insert\n    columns:\n      a: { field: a, type: integer, format: \"%Y\" }\n      b: { field: b, type: timestamp, format: \"%Q\" }\n";
         let errs = errors(text);
         assert!(
-            errs.iter().any(|(l, _, m)| *l == 3 && m.contains("invalid duration")),
+            errs.iter()
+                .any(|(l, _, m)| *l == 3 && m.contains("bad duration \"soon\"")),
             "{errs:?}"
+        );
+        // One grammar with the topology's: a bare number is not a duration.
+        let bare = errors("name: s\ndead_letter: d\nlinger: 10\ntables:\n  - topic: t\n    table: x\n    mode: insert\n    columns:\n      a: { field: a, type: text }\n");
+        assert!(
+            bare.iter()
+                .any(|(l, _, m)| *l == 3 && m.contains("\"10\" is not a duration; write \"10s\"")),
+            "{bare:?}"
         );
         assert!(
             errs.iter().any(|(l, _, m)| *l == 4 && m.contains("batch_size")),

@@ -14,18 +14,7 @@ use tokio::runtime::Handle;
 use super::batch::{Rejected, SourceRecord};
 use super::SinkError;
 
-/// Header names of the sink's dead letters.
-pub(crate) mod header {
-    /// Why the record was rejected.
-    pub(crate) const ERROR: &str = "weir.error";
-    /// Where the record was read: topic, partition, offset.
-    pub(crate) const TOPIC: &str = "weir.topic";
-    pub(crate) const PARTITION: &str = "weir.partition";
-    pub(crate) const OFFSET: &str = "weir.offset";
-    /// The sink (its `name`) and the table the record was meant for.
-    pub(crate) const SINK: &str = "weir.sink";
-    pub(crate) const TABLE: &str = "weir.table";
-}
+use crate::support::dead_letter as header;
 
 /// Produces a sink's dead letters.
 pub(super) struct DeadLetters {

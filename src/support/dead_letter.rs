@@ -12,3 +12,9 @@ pub(crate) const PARTITION: &str = "weir.partition";
 pub(crate) const OFFSET: &str = "weir.offset";
 /// Timestamp (epoch ms) of the record.
 pub(crate) const TIMESTAMP: &str = "weir.timestamp";
+/// Why the value was left out (an output record over the producer's
+/// `message.max.bytes`).
+pub(crate) const VALUE_DROPPED: &str = "weir.value_dropped";
+/// The sink (its `name`) and the table a sink's dead letter was meant for.
+pub(crate) const SINK: &str = "weir.sink";
+pub(crate) const TABLE: &str = "weir.table";

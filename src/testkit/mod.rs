@@ -13,7 +13,8 @@ use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use crate::processor::{partition_for, Origin, Output, OutputKind, ProcessError, Task};
+use crate::kafka::partition_for;
+use crate::processor::{Origin, Output, OutputKind, ProcessError, Task};
 use crate::topology::{NodeKind, Topology};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ impl<'t> Driver<'t> {
             .nodes
             .iter()
             .find_map(|n| match &n.kind {
-                NodeKind::Sink(s) if s.topic == topic => s.partitions,
+                NodeKind::ToTopic(s) if s.topic == topic => s.partitions,
                 _ => None,
             })
             .unwrap_or(self.partitions)

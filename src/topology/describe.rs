@@ -55,7 +55,7 @@ pub fn text(topo: &Topology) -> String {
                     );
                     let _ = writeln!(out, "      --> {}", names(topo, &node.children));
                 }
-                NodeKind::Sink(s) => {
+                NodeKind::ToTopic(s) => {
                     let _ = writeln!(
                         out,
                         "    Sink: {} (topic: {})",
@@ -105,7 +105,7 @@ fn op_label(kind: &NodeKind) -> String {
         }
         NodeKind::Table(_) => "table: latest per key".to_string(),
         NodeKind::Pass => "pass".to_string(),
-        NodeKind::Source(_) | NodeKind::Sink(_) => String::new(),
+        NodeKind::Source(_) | NodeKind::ToTopic(_) => String::new(),
     }
 }
 
@@ -129,7 +129,7 @@ pub fn mermaid(topo: &Topology) -> String {
                     }
                     let _ = writeln!(edges, "  {t} --> {nid}");
                 }
-                NodeKind::Sink(s) => {
+                NodeKind::ToTopic(s) => {
                     let _ = writeln!(out, "    {nid}[\"sink: {}\"]", node.name);
                     let t = format!("t_{}", mermaid_id(&s.topic));
                     if !topics.contains(&s.topic) {

@@ -68,7 +68,7 @@ pub enum NodeKind {
     Table(TableNode),
     /// A step with only `to`: forwards records unchanged.
     Pass,
-    Sink(ToTopic),
+    ToTopic(ToTopic),
 }
 
 #[derive(Debug)]
@@ -157,8 +157,7 @@ pub enum ToTopicKey {
 /// writing half of a repartition). Kafka Streams calls it a sink node and
 /// `describe()` prints it as `Sink:` (kept, for compatibility); in the code
 /// it is "to topic", because in weir "sink" is `weir sink`, the Postgres
-/// loader. (`NodeKind::Sink` keeps its name until the runtime's matches on
-/// it move.)
+/// loader.
 #[derive(Debug)]
 pub struct ToTopic {
     pub topic: String,

@@ -20,18 +20,7 @@ pub struct Input {
 }
 
 pub fn b64(s: &str) -> Vec<u8> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
-    for c in s.bytes().filter(|c| *c != b'=') {
-        acc = (acc << 6) | A.iter().position(|&a| a == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+    weir::support::base64::decode(s).unwrap()
 }
 
 /// The hour 36 h ago. Not older: the broker deletes a segment once its

@@ -233,7 +233,7 @@ impl Compiler {
                 }
                 self.add(
                     format!("{name}-to"),
-                    NodeKind::Sink(ToTopic {
+                    NodeKind::ToTopic(ToTopic {
                         topic: to.topic.value.clone(),
                         key,
                         fields: to.fields.clone(),
@@ -372,7 +372,7 @@ impl Compiler {
         let topic = format!("{}-{name}-repartition", self.app);
         self.add(
             format!("{name}-repartition-sink"),
-            NodeKind::Sink(ToTopic {
+            NodeKind::ToTopic(ToTopic {
                 topic: topic.clone(),
                 key,
                 fields,
