@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 /// A main loop that has not come round for this long counts as stalled:
 /// neither alive nor ready. Longer than any single blocking call of the
 /// loops (a commit, a rewind, reading committed offsets: 60 s at most).
-pub const STALLED_AFTER: Duration = Duration::from_secs(90);
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(90);
 
 /// Which process this is: readiness means something else for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Nothing set yet (only `/metrics` users, tests).
     Unknown = 0,
     Run = 1,
@@ -33,7 +33,7 @@ pub enum Role {
 
 /// The state the health endpoints report.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     epoch: Instant,
     role: AtomicU8,
     /// The main loop started.
@@ -58,7 +58,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Health {
             epoch: Instant::now(),
             role: AtomicU8::new(Role::Unknown as u8),
@@ -71,7 +71,7 @@ impl Health {
         }
     }
 
-    pub fn set_role(&self, role: Role) {
+    pub(crate) fn set_role(&self, role: Role) {
         self.role.store(role as u8, Ordering::Relaxed);
     }
 
@@ -84,42 +84,42 @@ impl Health {
     }
 
     /// The main loop came round (also marks it running).
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.beat_ms.store(ms, Ordering::Relaxed);
         self.running.store(true, Ordering::Relaxed);
     }
 
     /// The main loop ended (shutting down): not ready anymore.
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         self.running.store(false, Ordering::Relaxed);
         self.in_group.store(false, Ordering::Relaxed);
     }
 
     /// Partitions were assigned (the rebalance callback).
-    pub fn assigned(&self) {
+    pub(crate) fn assigned(&self) {
         self.assigning.store(true, Ordering::SeqCst);
     }
 
     /// The loop opened the tasks of the assignment (their restores, if
     /// any, are counted now): in the group.
-    pub fn tasks_opened(&self) {
+    pub(crate) fn tasks_opened(&self) {
         if self.assigning.swap(false, Ordering::SeqCst) {
             self.in_group.store(true, Ordering::SeqCst);
         }
     }
 
     /// Out of the group (partitions lost), or back in it (tests).
-    pub fn set_in_group(&self, v: bool) {
+    pub(crate) fn set_in_group(&self, v: bool) {
         self.in_group.store(v, Ordering::SeqCst);
         self.assigning.store(false, Ordering::SeqCst);
     }
 
-    pub fn set_restoring(&self, n: usize) {
+    pub(crate) fn set_restoring(&self, n: usize) {
         self.restoring.store(n, Ordering::SeqCst);
     }
 
-    pub fn set_postgres(&self, v: bool) {
+    pub(crate) fn set_postgres(&self, v: bool) {
         self.postgres.store(v, Ordering::Relaxed);
     }
 
@@ -129,7 +129,7 @@ impl Health {
     }
 
     /// `Ok` when alive, else why not.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub(crate) fn liveness(&self) -> Result<(), String> {
         if self.running.load(Ordering::Relaxed) && self.since_beat() > STALLED_AFTER {
             return Err(format!(
                 "main loop stalled: last round {} s ago",
@@ -140,7 +140,7 @@ impl Health {
     }
 
     /// `Ok` when ready, else why not.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         self.liveness()?;
         if !self.running.load(Ordering::Relaxed) {
             return Err("starting (waiting for the broker, creating topics) or stopping".into());
@@ -169,7 +169,7 @@ impl Health {
 }
 
 /// This process's health state.
-pub fn global() -> &'static Health {
+pub(crate) fn global() -> &'static Health {
     static HEALTH: OnceLock<Health> = OnceLock::new();
     HEALTH.get_or_init(Health::new)
 }

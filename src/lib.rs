@@ -8,8 +8,13 @@
 //! Data flows one way: source → processors → state → output/changelog →
 //! commit. Processors never touch Kafka or RocksDB directly, so the same graph
 //! runs under `weir run` and offline under `weir test`.
+//!
+//! What `main`, the integration tests and the benches use is `pub`; the
+//! rest is crate-private, so the compiler reports what nothing uses.
 
-pub mod health;
+#![warn(unreachable_pub)]
+
+pub(crate) mod health;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;

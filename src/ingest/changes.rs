@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::citydata::LotStatus;
 
 /// The fields whose change republishes a lot.
-pub const COMPARED: [&str; 4] = [
+pub(crate) const COMPARED: [&str; 4] = [
     "OCCUPIED_SPOTS",
     "LAST_UPDATE",
     "CAPACITY",
@@ -29,12 +29,12 @@ fn fingerprint(lot: &LotStatus) -> Fingerprint {
 
 /// What was last published, per hotspot and lot.
 #[derive(Debug, Default)]
-pub struct Changes {
+pub(crate) struct Changes {
     seen: HashMap<String, HashMap<String, Fingerprint>>,
 }
 
 impl Changes {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -42,7 +42,7 @@ impl Changes {
     /// number left out as unchanged, and remember this poll as the previous
     /// one. Lots missing from this poll are forgotten, so a lot that comes
     /// back is published again.
-    pub fn select(&mut self, hotspot: &str, lots: Vec<LotStatus>) -> (Vec<LotStatus>, usize) {
+    pub(crate) fn select(&mut self, hotspot: &str, lots: Vec<LotStatus>) -> (Vec<LotStatus>, usize) {
         let previous = self.seen.remove(hotspot).unwrap_or_default();
         let mut current = HashMap::with_capacity(lots.len());
         let mut publish = Vec::new();
@@ -62,7 +62,7 @@ impl Changes {
 
     /// A published lot did not reach the broker: forget it, so the next poll
     /// publishes it again even if it has not changed.
-    pub fn forget(&mut self, hotspot: &str, parking_code: &str) {
+    pub(crate) fn forget(&mut self, hotspot: &str, parking_code: &str) {
         if let Some(lots) = self.seen.get_mut(hotspot) {
             lots.remove(parking_code);
         }

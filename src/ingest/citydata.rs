@@ -14,17 +14,17 @@ use crate::simulate::generator::push_json_string;
 use crate::simulate::FIELDS;
 
 /// The city API's address (plain HTTP on port 8088).
-pub const DEFAULT_BASE_URL: &str = "http://openapi.seoul.go.kr:8088";
+pub(crate) const DEFAULT_BASE_URL: &str = "http://openapi.seoul.go.kr:8088";
 
 /// The result code of a successful call.
-pub const RESULT_OK: &str = "INFO-000";
+pub(crate) const RESULT_OK: &str = "INFO-000";
 
 /// The 30 hotspots the original pipeline polled (`data/seoul_hotspots.json`).
 const DEFAULT_HOTSPOTS_JSON: &str = include_str!("../../data/seoul_hotspots.json");
 
 /// `parking_status` field ← `PRK_STTS` entry field, in [`FIELDS`] order
 /// after `REGION` and `REGION_CODE` (which come from `CITYDATA`).
-pub const ENTRY_FIELDS: [(&str, &str); 14] = [
+pub(crate) const ENTRY_FIELDS: [(&str, &str); 14] = [
     ("PARKING_NAME", "PRK_NM"),
     ("PARKING_CODE", "PRK_CD"),
     ("TYPE", "PRK_TYPE"),
@@ -43,7 +43,7 @@ pub const ENTRY_FIELDS: [(&str, &str); 14] = [
 
 /// One hotspot (`POIxxx`) to poll.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Hotspot {
+pub(crate) struct Hotspot {
     pub code: String,
     /// Korean name; used for `REGION` if the response lacks `AREA_NM`.
     #[serde(default)]
@@ -66,12 +66,12 @@ pub enum HotspotsError {
 }
 
 /// The built-in list: the 30 hotspots of the original pipeline.
-pub fn default_hotspots() -> Result<Vec<Hotspot>, HotspotsError> {
+pub(crate) fn default_hotspots() -> Result<Vec<Hotspot>, HotspotsError> {
     parse_hotspots("built-in hotspot list", DEFAULT_HOTSPOTS_JSON)
 }
 
 /// Read a hotspot list file (the format of `data/seoul_hotspots.json`).
-pub fn load_hotspots(path: &Path) -> Result<Vec<Hotspot>, HotspotsError> {
+pub(crate) fn load_hotspots(path: &Path) -> Result<Vec<Hotspot>, HotspotsError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| HotspotsError::Read {
         path: name.clone(),
@@ -81,7 +81,7 @@ pub fn load_hotspots(path: &Path) -> Result<Vec<Hotspot>, HotspotsError> {
 }
 
 /// Parse and check a hotspot list: not empty, codes present and distinct.
-pub fn parse_hotspots(path: &str, text: &str) -> Result<Vec<Hotspot>, HotspotsError> {
+pub(crate) fn parse_hotspots(path: &str, text: &str) -> Result<Vec<Hotspot>, HotspotsError> {
     let list: Vec<Hotspot> = serde_json::from_str(text).map_err(|e| HotspotsError::Format {
         path: path.to_string(),
         error: e.to_string(),
@@ -109,25 +109,25 @@ pub fn parse_hotspots(path: &str, text: &str) -> Result<Vec<Hotspot>, HotspotsEr
 /// into a log line by accident; [`ApiKey::redact`] scrubs it from text that
 /// came from elsewhere (error messages, response bodies).
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub(crate) struct ApiKey(String);
 
 impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>) -> Self {
         Self(key.into().trim().to_string())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The key itself, for building request URLs only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `text` with every occurrence of the key (raw or percent-encoded)
     /// replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         if self.0.is_empty() {
             return text.to_string();
         }
@@ -155,7 +155,7 @@ impl fmt::Display for ApiKey {
 /// Percent-encode one URL path segment (RFC 3986: unreserved characters
 /// stay, every other byte becomes `%XX`), so a key or a hotspot given by its
 /// Korean name cannot break the path.
-pub fn encode_path_segment(s: &str) -> String {
+pub(crate) fn encode_path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -168,7 +168,7 @@ pub fn encode_path_segment(s: &str) -> String {
 }
 
 /// `{base}/{KEY}/json/citydata/1/5/{AREA_CD}`.
-pub fn request_url(base: &str, key: &ApiKey, area: &str) -> String {
+pub(crate) fn request_url(base: &str, key: &ApiKey, area: &str) -> String {
     format!(
         "{}/{}/json/citydata/1/5/{}",
         base.trim_end_matches('/'),
@@ -178,7 +178,7 @@ pub fn request_url(base: &str, key: &ApiKey, area: &str) -> String {
 }
 
 /// The same URL with the key replaced by `***`, for logs.
-pub fn display_url(base: &str, area: &str) -> String {
+pub(crate) fn display_url(base: &str, area: &str) -> String {
     format!(
         "{}/***/json/citydata/1/5/{}",
         base.trim_end_matches('/'),
@@ -188,7 +188,7 @@ pub fn display_url(base: &str, area: &str) -> String {
 
 /// What one citydata response held.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Response {
+pub(crate) struct Response {
     /// `CITYDATA.AREA_NM` / `AREA_CD`, if present.
     pub area_name: Option<String>,
     pub area_code: Option<String>,
@@ -200,7 +200,7 @@ pub struct Response {
 
 /// Why a response body could not be used.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ResponseError {
+pub(crate) enum ResponseError {
     /// The API answered with a result code other than `INFO-000`.
     Api { code: String, message: String },
     /// Not the citydata shape: not JSON, cut short, no `CITYDATA`, ...
@@ -226,7 +226,7 @@ impl fmt::Display for ResponseError {
 }
 
 /// What the city's documented result codes mean for a poller.
-pub fn api_code_hint(code: &str) -> Option<&'static str> {
+pub(crate) fn api_code_hint(code: &str) -> Option<&'static str> {
     Some(match code {
         "INFO-100" => "the API key is not valid (check --api-key / WEIR_CITYDATA_KEY)",
         "INFO-200" => "no data for this hotspot",
@@ -242,7 +242,7 @@ pub fn api_code_hint(code: &str) -> Option<&'static str> {
 
 /// Metric label for an API result code: the code itself when it is one of
 /// the documented ones (a bounded set), else `other`.
-pub fn api_code_label(code: &str) -> &str {
+pub(crate) fn api_code_label(code: &str) -> &str {
     if api_code_hint(code).is_some() {
         code
     } else {
@@ -252,7 +252,7 @@ pub fn api_code_label(code: &str) -> &str {
 
 /// Result codes worth asking again in the same cycle: the city's server
 /// errors. Key, quota and request errors will not change by retrying.
-pub fn api_code_is_transient(code: &str) -> bool {
+pub(crate) fn api_code_is_transient(code: &str) -> bool {
     matches!(code, "ERROR-500" | "ERROR-600" | "ERROR-601")
 }
 
@@ -263,7 +263,7 @@ pub fn api_code_is_transient(code: &str) -> bool {
 /// generic error bodies (`{"RESULT": {"CODE": …, "MESSAGE": …}}`, possibly
 /// under a service name, or the XML `<RESULT><CODE>…</CODE>…</RESULT>`).
 /// A category that is an empty array or missing means no parking data.
-pub fn parse_response(body: &[u8]) -> Result<Response, ResponseError> {
+pub(crate) fn parse_response(body: &[u8]) -> Result<Response, ResponseError> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -388,12 +388,12 @@ fn text_of(v: &Value) -> String {
 
 /// One `parking_status` message: the 16 fields in [`FIELDS`] order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LotStatus {
+pub(crate) struct LotStatus {
     pub values: [String; 16],
 }
 
 impl LotStatus {
-    pub fn get(&self, field: &str) -> &str {
+    pub(crate) fn get(&self, field: &str) -> &str {
         FIELDS
             .iter()
             .position(|f| *f == field)
@@ -401,13 +401,13 @@ impl LotStatus {
     }
 
     /// The message key.
-    pub fn parking_code(&self) -> &str {
+    pub(crate) fn parking_code(&self) -> &str {
         self.get("PARKING_CODE")
     }
 
     /// The JSON message, fields in [`FIELDS`] order, every value a string
     /// (byte for byte the simulator's format).
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
         out.push(b'{');
         for (i, (name, value)) in FIELDS.iter().zip(&self.values).enumerate() {
@@ -424,7 +424,7 @@ impl LotStatus {
 }
 
 /// Map one `PRK_STTS` entry of hotspot (`region`, `region_code`).
-pub fn map_entry(region: &str, region_code: &str, entry: &serde_json::Map<String, Value>) -> LotStatus {
+pub(crate) fn map_entry(region: &str, region_code: &str, entry: &serde_json::Map<String, Value>) -> LotStatus {
     let mut values: [String; 16] = Default::default();
     for (i, field) in FIELDS.iter().enumerate() {
         values[i] = match *field {
@@ -443,7 +443,7 @@ pub fn map_entry(region: &str, region_code: &str, entry: &serde_json::Map<String
 
 /// What one hotspot's response becomes.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     /// One message per lot, in order of first appearance.
     pub lots: Vec<LotStatus>,
     /// Entries dropped because their lot was already listed.
@@ -460,7 +460,7 @@ pub struct Mapped {
 /// real-time status and once without: each lot is published once, from the
 /// entry that reports real-time status (`CUR_PRK_YN = "Y"`), else the one
 /// with the newest `CUR_PRK_TIME`, else the first.
-pub fn map_response(hotspot: &Hotspot, response: &Response) -> Mapped {
+pub(crate) fn map_response(hotspot: &Hotspot, response: &Response) -> Mapped {
     let region = response.area_name.as_deref().unwrap_or(&hotspot.name);
     let region_code = response.area_code.as_deref().unwrap_or(&hotspot.code);
     let mut mapped = Mapped::default();

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// Largest body read (a full citydata response is a few hundred KiB).
-pub const MAX_BODY: usize = 16 << 20;
+pub(super) const MAX_BODY: usize = 16 << 20;
 
 const USER_AGENT: &str = concat!("weir/", env!("CARGO_PKG_VERSION"), " (ingest citydata)");
 
@@ -62,13 +62,13 @@ pub fn check_base_url(base: &str) -> Result<(), BaseUrlError> {
 }
 
 #[derive(Clone)]
-pub struct HttpClient {
+pub(super) struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
 impl HttpClient {
     /// Must be called inside a Tokio runtime.
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub(super) fn new(connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -81,7 +81,7 @@ impl HttpClient {
 
     /// GET `url`; the body of a 2xx answer. Everything, body included, must
     /// arrive within `timeout`.
-    pub async fn get(&self, url: &str, timeout: Duration) -> Result<Bytes, FetchError> {
+    pub(super) async fn get(&self, url: &str, timeout: Duration) -> Result<Bytes, FetchError> {
         match tokio::time::timeout(timeout, self.exchange(url)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(timeout)),
@@ -142,7 +142,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The start of a body for a log line: one line, at most 200 characters.
-pub fn snippet(body: &[u8]) -> String {
+pub(super) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut out: String = one_line.chars().take(200).collect();

@@ -13,8 +13,8 @@
 //! - `poller`: cycles, bounded concurrency, retries with backoff and
 //!   jitter, the producer, metrics and logs.
 
-pub mod changes;
-pub mod citydata;
+pub(crate) mod changes;
+pub(crate) mod citydata;
 mod http;
 mod poller;
 

@@ -31,7 +31,7 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use crate::topology::{NodeKind, Topology};
 
 /// A record taken from librdkafka, held until its turn.
-pub enum Held {
+pub(super) enum Held {
     /// From the partition's own queue: librdkafka's buffer, not copied (a
     /// copy per record, `detach`, was ~4% of `weir run`'s CPU).
     ///
@@ -82,7 +82,7 @@ impl<C: ConsumerContext + 'static> Partition<C> {
     }
 }
 
-pub struct Aligner<C: ConsumerContext + 'static> {
+pub(super) struct Aligner<C: ConsumerContext + 'static> {
     /// Sub-topologies whose tasks feed a repartition topic.
     aligned: HashSet<usize>,
     topo: Arc<Topology>,
@@ -104,7 +104,7 @@ pub struct Aligner<C: ConsumerContext + 'static> {
 const SKEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<C: ConsumerContext + 'static> Aligner<C> {
-    pub fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
+    pub(super) fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
         let aligned = topo
             .subtopologies
             .iter()
@@ -137,7 +137,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
 
     /// Take a record the main queue delivered: `None` if it belongs to an
     /// aligned partition (buffered here until its turn), else the record.
-    pub fn offer<'a>(&mut self, msg: BorrowedMessage<'a>) -> Option<BorrowedMessage<'a>> {
+    pub(super) fn offer<'a>(&mut self, msg: BorrowedMessage<'a>) -> Option<BorrowedMessage<'a>> {
         let Some(sub) = self.aligned_sub(msg.topic()) else {
             return Some(msg);
         };
@@ -155,7 +155,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     /// own queue; forget revoked ones. Call after every rebalance (an
     /// assignment deactivates earlier partition queues, so all are split
     /// again).
-    pub fn reassign(&mut self, consumer: &Arc<BaseConsumer<C>>) {
+    pub(super) fn reassign(&mut self, consumer: &Arc<BaseConsumer<C>>) {
         self.client = Some(consumer.clone());
         let assigned: HashSet<(String, i32)> = match consumer.assignment() {
             Ok(tpl) => tpl
@@ -183,7 +183,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
 
     /// Forget revoked partitions and what they buffered: if one comes back
     /// its records are fetched again from the committed offset.
-    pub fn forget(&mut self, revoked: &[(String, i32)]) {
+    pub(super) fn forget(&mut self, revoked: &[(String, i32)]) {
         for tp in revoked {
             self.partitions.remove(tp);
         }
@@ -191,7 +191,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
 
     /// Drop what a partition buffered (it was sought back: the records come
     /// again); its queue stays.
-    pub fn drop_buffered(&mut self, tp: &(String, i32)) {
+    pub(super) fn drop_buffered(&mut self, tp: &(String, i32)) {
         if let Some(p) = self.partitions.get_mut(tp) {
             p.buffered.clear();
             p.empty_since = None;
@@ -200,7 +200,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     }
 
     /// Forget every buffered record (after the consumer was rewound).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         for p in self.partitions.values_mut() {
             p.buffered.clear();
             p.empty_since = None;
@@ -215,7 +215,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     ///
     /// Called once per record: it allocates nothing, and the skew gauges
     /// are set at most once per `SKEW_INTERVAL`.
-    pub fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<Held> {
+    pub(super) fn next(&mut self, now: Instant, restoring: &dyn Fn(usize, i32) -> bool) -> Option<Held> {
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if p.buffered.is_empty() {
                 if let Some(q) = &p.queue {
@@ -294,7 +294,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
 
     /// Partitions with records taken from librdkafka but not processed yet:
     /// the consumer's position is ahead of what was processed there.
-    pub fn held(&self) -> HashSet<(String, i32)> {
+    pub(super) fn held(&self) -> HashSet<(String, i32)> {
         self.partitions
             .iter()
             .filter(|(_, p)| !p.buffered.is_empty())
@@ -303,7 +303,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
     }
 
     /// Whether any aligned partition is assigned.
-    pub fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         !self.partitions.is_empty()
     }
 }

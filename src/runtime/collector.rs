@@ -85,7 +85,7 @@ impl ProducerContext for DeliveryContext {
 }
 
 /// One record to produce.
-pub struct Outgoing<'a> {
+pub(super) struct Outgoing<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub key: Option<&'a [u8]>,
@@ -94,7 +94,7 @@ pub struct Outgoing<'a> {
     pub headers: &'a [(String, String)],
 }
 
-pub struct Collector {
+pub(super) struct Collector {
     /// Shared only with a `send_offsets_to_transaction` call that may
     /// outlive its wait (see [`SEND_OFFSETS_WAIT`]).
     producer: Arc<BaseProducer<DeliveryContext>>,
@@ -119,7 +119,7 @@ fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<Del
 
 impl Collector {
     /// `transactional_id` makes it transactional (exactly-once).
-    pub fn new(bootstrap: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
+    pub(super) fn new(bootstrap: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
         let mut config = crate::kafka::client_config(bootstrap);
         config
             .set("enable.idempotence", "true")
@@ -142,16 +142,16 @@ impl Collector {
         })
     }
 
-    pub fn transactional(&self) -> bool {
+    pub(super) fn transactional(&self) -> bool {
         self.transactional
     }
 
-    pub fn in_transaction(&self) -> bool {
+    pub(super) fn in_transaction(&self) -> bool {
         self.in_transaction
     }
 
     /// Produce one record (inside the open transaction, begun if needed).
-    pub fn send(&mut self, r: &Outgoing<'_>) -> Result<(), KafkaError> {
+    pub(super) fn send(&mut self, r: &Outgoing<'_>) -> Result<(), KafkaError> {
         if self.transactional && !self.in_transaction {
             self.producer.begin_transaction()?;
             self.in_transaction = true;
@@ -194,14 +194,14 @@ impl Collector {
     }
 
     /// Serve delivery reports (call often: the producer has no thread).
-    pub fn poll(&self) {
+    pub(super) fn poll(&self) {
         self.producer.poll(Duration::ZERO);
     }
 
     /// Wait until every record sent so far is delivered and its report
     /// served; returns the highest delivered offset per partition since the
     /// last flush, or the first delivery error.
-    pub fn flush(&mut self) -> Result<TpMap<i64>, RuntimeError> {
+    pub(super) fn flush(&mut self) -> Result<TpMap<i64>, RuntimeError> {
         let started = Instant::now();
         let deadline = started + FLUSH_TIMEOUT;
         self.producer.flush(FLUSH_TIMEOUT)?;
@@ -228,7 +228,7 @@ impl Collector {
     /// Commit the consumed `offsets` (with their metadata): as part of the
     /// transaction under exactly-once, through the consumer otherwise.
     /// Call after [`Collector::flush`].
-    pub fn commit<C: ConsumerContext>(
+    pub(super) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         offsets: &TopicPartitionList,
@@ -289,7 +289,7 @@ impl Collector {
     /// Abort the open transaction (nothing of it becomes visible to
     /// read_committed readers). A producer that cannot abort (fenced, or a
     /// fatal error) is replaced by a new one with the same transactional.id.
-    pub fn abort(&mut self) -> Result<(), RuntimeError> {
+    pub(super) fn abort(&mut self) -> Result<(), RuntimeError> {
         let was_open = std::mem::replace(&mut self.in_transaction, false);
         if self.transactional && std::mem::take(&mut self.stuck) {
             // Its transaction is aborted by the new producer's

@@ -28,7 +28,7 @@ fn labels(app: &str, tp: &(String, i32)) -> [(&'static str, String); 3] {
 /// round trip, unlike `fetch_watermarks`, so measuring never blocks the
 /// loop. `None` until a fetch answered. rdkafka does not wrap
 /// `rd_kafka_get_watermark_offsets`.
-pub fn cached_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
+pub(super) fn cached_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives, `topic`
@@ -52,7 +52,7 @@ pub fn cached_end<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, p
 const SAMPLES: usize = 64;
 
 #[derive(Default)]
-pub struct LagTracker {
+pub(super) struct LagTracker {
     /// Per partition: (end offset, when seen), oldest first.
     seen: HashMap<(String, i32), VecDeque<(i64, Instant)>>,
 }
@@ -60,7 +60,7 @@ pub struct LagTracker {
 impl LagTracker {
     /// Record the partition's `end` seen at `now` and return the lag of a
     /// consumer at `position`: (records, seconds).
-    pub fn observe(&mut self, tp: (String, i32), end: i64, position: i64, now: Instant) -> (i64, Duration) {
+    pub(super) fn observe(&mut self, tp: (String, i32), end: i64, position: i64, now: Instant) -> (i64, Duration) {
         let samples = self.seen.entry(tp).or_default();
         if samples.back().is_none_or(|(e, _)| *e != end) {
             samples.push_back((end, now));
@@ -84,7 +84,7 @@ impl LagTracker {
     /// Export `weir_consumer_lag` and `weir_consumer_lag_seconds` of every
     /// consumed partition: `positions` (next offset to process) or, when
     /// further, `committed` (which steps over transaction markers).
-    pub fn export<C: ConsumerContext>(
+    pub(super) fn export<C: ConsumerContext>(
         &mut self,
         app: &str,
         consumer: &BaseConsumer<C>,
@@ -106,7 +106,7 @@ impl LagTracker {
 
     /// Forget a partition (revoked): another instance reports its lag from
     /// now on, so this one's gauges go to 0.
-    pub fn forget(&mut self, app: &str, tp: &(String, i32)) {
+    pub(super) fn forget(&mut self, app: &str, tp: &(String, i32)) {
         if self.seen.remove(tp).is_some() {
             let labels = labels(app, tp);
             gauge!("weir_consumer_lag", &labels).set(0.0);

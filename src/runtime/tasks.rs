@@ -63,14 +63,14 @@ pub fn decode_stream_time(meta: &str) -> Option<i64> {
 /// The clock, read once per batch of records rather than per record (a
 /// clock read per record cost ~5% of `weir run`'s CPU on the broker).
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub(super) struct Now {
     pub instant: Instant,
     /// Wall clock, ms since the epoch.
     pub wall_ms: i64,
 }
 
 impl Now {
-    pub fn read() -> Now {
+    pub(super) fn read() -> Now {
         Now {
             instant: Instant::now(),
             wall_ms: chrono::Utc::now().timestamp_millis(),
@@ -116,7 +116,7 @@ struct TaskEntry {
     exported: TaskStats,
 }
 
-pub struct TaskManager {
+pub(super) struct TaskManager {
     topo: Arc<Topology>,
     bootstrap: String,
     state_dir: PathBuf,
@@ -137,7 +137,12 @@ pub struct TaskManager {
 }
 
 impl TaskManager {
-    pub fn new(topo: Arc<Topology>, bootstrap: &str, state_dir: PathBuf, partitions: HashMap<String, i32>) -> Self {
+    pub(super) fn new(
+        topo: Arc<Topology>,
+        bootstrap: &str,
+        state_dir: PathBuf,
+        partitions: HashMap<String, i32>,
+    ) -> Self {
         let app = topo.application_id.clone();
         TaskManager {
             app: app.clone(),
@@ -159,12 +164,12 @@ impl TaskManager {
         }
     }
 
-    pub fn positions(&self) -> &TpMap<i64> {
+    pub(super) fn positions(&self) -> &TpMap<i64> {
         &self.positions
     }
 
     /// Process one consumed record.
-    pub fn handle<M: Message, C: ConsumerContext>(
+    pub(super) fn handle<M: Message, C: ConsumerContext>(
         &mut self,
         msg: &M,
         consumer: &BaseConsumer<C>,
@@ -226,7 +231,7 @@ impl TaskManager {
 
     /// Open the tasks of newly assigned partitions (restoring their stores)
     /// before they process anything, as Kafka Streams does on assignment.
-    pub fn open_assigned<C: ConsumerContext>(
+    pub(super) fn open_assigned<C: ConsumerContext>(
         &mut self,
         assigned: &[(String, i32)],
         consumer: &BaseConsumer<C>,
@@ -406,7 +411,7 @@ impl TaskManager {
     /// skipped while they restored, go back to the first record they
     /// skipped. Returns those partitions (whatever was
     /// buffered for them is fetched again).
-    pub fn poll_restores<C: ConsumerContext>(
+    pub(super) fn poll_restores<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Vec<(String, i32)>, RuntimeError> {
@@ -463,12 +468,12 @@ impl TaskManager {
     }
 
     /// Whether the task of (sub-topology, partition) is restoring its stores.
-    pub fn is_restoring(&self, sub: usize, partition: i32) -> bool {
+    pub(super) fn is_restoring(&self, sub: usize, partition: i32) -> bool {
         self.restoring.contains_key(&(sub, partition))
     }
 
     /// Partitions whose records are held back by a restore.
-    pub fn restoring_partitions(&self) -> HashSet<(String, i32)> {
+    pub(super) fn restoring_partitions(&self) -> HashSet<(String, i32)> {
         self.restoring
             .values()
             .flat_map(|r| r.skipped.keys().cloned())
@@ -574,7 +579,7 @@ impl TaskManager {
 
     /// Stream time of an idle task follows the wall clock once it has been
     /// idle for `close_idle_after`, so the windows of a paused feed close.
-    pub fn close_idle(&mut self, collector: &mut Collector, now: Now) -> Result<(), RuntimeError> {
+    pub(super) fn close_idle(&mut self, collector: &mut Collector, now: Now) -> Result<(), RuntimeError> {
         let topo = self.topo.clone();
         let mut sends = Vec::new();
         for entry in self.tasks.values_mut() {
@@ -652,7 +657,7 @@ impl TaskManager {
 
     /// Commit (see the module doc). Does nothing when nothing happened since
     /// the last commit.
-    pub fn commit<C: ConsumerContext>(
+    pub(super) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         collector: &mut Collector,
@@ -740,7 +745,7 @@ impl TaskManager {
     }
 
     /// Close the tasks reading the given partitions (after a commit).
-    pub fn close(&mut self, partitions: &[(String, i32)]) {
+    pub(super) fn close(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
             self.lag.forget(&self.app, &(topic.clone(), *partition));
             self.positions.remove(&(topic.clone(), *partition));
@@ -762,7 +767,7 @@ impl TaskManager {
     /// Drop every task without committing: what they did since the last
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
-    pub fn drop_all(&mut self) {
+    pub(super) fn drop_all(&mut self) {
         for (_, r) in self.restoring.drain() {
             Self::cancel_restore(r);
         }
@@ -779,7 +784,7 @@ impl TaskManager {
     }
 
     /// Every consumed partition, for closing on shutdown.
-    pub fn consumed(&self) -> Vec<(String, i32)> {
+    pub(super) fn consumed(&self) -> Vec<(String, i32)> {
         self.positions.keys().cloned().collect()
     }
 }

@@ -23,7 +23,7 @@ use crate::topology::{NodeKind, StoreKind, Topology};
 /// its task), as Kafka Streams does (`repartition.purge.interval.ms`):
 /// repartition topics are created with `retention.ms=-1`, so without this
 /// they would grow forever.
-pub struct Purge {
+pub(super) struct Purge {
     admin: Arc<AdminClient<DefaultClientContext>>,
     rt: tokio::runtime::Handle,
     topics: HashSet<String>,
@@ -35,7 +35,7 @@ impl Purge {
     /// After a commit: once per `interval`, delete what is below the
     /// committed position of every repartition partition this instance reads.
     /// Runs in the background; a failure is logged and retried next time.
-    pub fn after_commit(&mut self, positions: &super::TpMap<i64>, app: &str) {
+    pub(super) fn after_commit(&mut self, positions: &super::TpMap<i64>, app: &str) {
         if self.last.elapsed() < self.interval {
             return;
         }
@@ -72,7 +72,7 @@ impl Purge {
 }
 
 impl Purge {
-    pub fn new(
+    pub(super) fn new(
         topo: &Topology,
         admin: AdminClient<DefaultClientContext>,
         rt: tokio::runtime::Handle,
@@ -103,7 +103,7 @@ impl Purge {
 const PREPARE_RETRY: Duration = Duration::from_secs(120);
 
 /// [`prepare_topics_once`], retried on Kafka errors for [`PREPARE_RETRY`].
-pub async fn prepare_topics(
+pub(super) async fn prepare_topics(
     topo: &Topology,
     bootstrap: &str,
     replication: i32,
