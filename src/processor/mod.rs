@@ -230,17 +230,7 @@ impl Task {
                 if self.stream_time < self.next_close[id] {
                     continue;
                 }
-                let mut ctx = Ctx {
-                    topo,
-                    stores: &mut self.stores,
-                    out,
-                    stats: &mut self.stats,
-                    stream_time: self.stream_time,
-                    partition: self.partition,
-                    origin: None,
-                    next_close: &mut self.next_close,
-                };
-                window::close(&mut ctx, id, w)?;
+                window::close(&mut self.ctx(topo, out, None), id, w)?;
             }
         }
         Ok(())

@@ -116,6 +116,12 @@ impl<'t> Driver<'t> {
     ) -> Result<(), ProcessError> {
         let mut queue: VecDeque<(String, i32, Output)> = VecDeque::new();
         self.run_one(topic, partition, timestamp, key, value, &mut queue)?;
+        self.drain(queue)
+    }
+
+    /// Feed queued outputs (repartition records) to the tasks reading their
+    /// topics, and what those produce in turn, until nothing is left.
+    fn drain(&mut self, mut queue: VecDeque<(String, i32, Output)>) -> Result<(), ProcessError> {
         while let Some((topic, partition, out)) = queue.pop_front() {
             self.run_one(
                 &topic,
@@ -191,16 +197,7 @@ impl<'t> Driver<'t> {
                 }
                 let mut queue = VecDeque::new();
                 self.route(outs, &mut queue);
-                while let Some((topic, partition, out)) = queue.pop_front() {
-                    self.run_one(
-                        &topic,
-                        partition,
-                        out.timestamp,
-                        out.key.as_deref(),
-                        out.value.as_deref(),
-                        &mut queue,
-                    )?;
-                }
+                self.drain(queue)?;
             }
         }
         Ok(())
