@@ -7,7 +7,9 @@
 //! start. Every restored batch is written together with the offset it
 //! reaches, so a crash in the middle of a restore resumes where it stopped.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -27,6 +29,121 @@ const BATCH: usize = 10_000;
 
 /// How long reading a changelog's offsets is retried (a leader moving).
 const WATERMARK_RETRY: Duration = Duration::from_secs(120);
+
+/// How long a cancelled restore is waited for.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// A task whose stores are being restored, on a thread of their own so that
+/// polling and the other tasks go on meanwhile.
+pub(super) struct Restoring {
+    pub(super) id: String,
+    pub(super) db: TaskDb,
+    /// The stream time the task committed last.
+    pub(super) stream_time: Option<i64>,
+    cancel: Arc<AtomicBool>,
+    /// The restore thread's result (changelog records replayed), sent
+    /// before it drops its consumer: the task starts without waiting for
+    /// librdkafka to tear that down.
+    done: mpsc::Receiver<Result<i64, RuntimeError>>,
+    pub(super) started: Instant,
+    /// Input partitions that delivered records meanwhile → the first record
+    /// not processed (skipped; the partition is sought back to it).
+    pub(super) skipped: HashMap<(String, i32), i64>,
+}
+
+impl Restoring {
+    /// Restore the `stores` ((name, changelog)) of task `id` on `partition`
+    /// into `db`.
+    pub(super) fn start(
+        bootstrap: &str,
+        app: &str,
+        id: String,
+        partition: i32,
+        stores: Vec<(String, String)>,
+        db: TaskDb,
+        stream_time: Option<i64>,
+    ) -> Result<Restoring, RuntimeError> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, done) = mpsc::channel();
+        let (thread_db, thread_cancel, task) = (db.clone(), cancel.clone(), id.clone());
+        let (bootstrap, app) = (bootstrap.to_string(), app.to_string());
+        // Detached: it reports through `done`, and whatever dropping its
+        // consumer costs afterwards (see `Reader`) holds up nobody. It lets
+        // go of the stores first: the task has its own handle, and a later
+        // reopen needs the lock.
+        std::thread::Builder::new()
+            .name(format!("restore-{id}"))
+            .spawn(move || {
+                let (db, cancel) = (thread_db, thread_cancel);
+                let reader = match reader(&bootstrap, &app) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut replayed = Ok(0);
+                for (store, changelog) in &stores {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let s = StoreRef {
+                        task: &task,
+                        store,
+                        changelog,
+                        partition,
+                    };
+                    replayed = replayed.and_then(|n| Ok(n + restore(&reader, &app, &db, &s, &cancel)?.records));
+                    if replayed.is_err() {
+                        break;
+                    }
+                }
+                drop(db);
+                let _ = tx.send(replayed);
+                drop(reader);
+            })
+            .map_err(|source| RuntimeError::Io {
+                path: format!("restore thread of task {id}"),
+                source,
+            })?;
+        Ok(Restoring {
+            id,
+            db,
+            stream_time,
+            cancel,
+            done,
+            started: Instant::now(),
+            skipped: HashMap::new(),
+        })
+    }
+
+    /// The restore's result (changelog records replayed) once it is over.
+    pub(super) fn finished(&self) -> Option<Result<i64, RuntimeError>> {
+        match self.done.try_recv() {
+            Ok(result) => Some(result),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(RuntimeError::Io {
+                path: format!("restore thread of task {}", self.id),
+                source: std::io::Error::other("the restore thread panicked"),
+            })),
+        }
+    }
+
+    /// Stop it (its partition was revoked, or every task is dropped: the
+    /// consumer is then rewound, which also covers what it skipped).
+    pub(super) fn cancel(self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        // It notices within a poll (50 ms) or a metadata request (10 s). Its
+        // stores stay open until it does, so the task could not be opened
+        // again meanwhile: say so if it does not.
+        match self.done.recv_timeout(CANCEL_WAIT) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::error!(task = %self.id, waited = ?CANCEL_WAIT, "the restore did not stop; its stores stay open until it does")
+            }
+            _ => tracing::info!(task = %self.id, "restore stopped"),
+        }
+    }
+}
 
 /// What one restore did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,15 @@
 //! rebuilds every task from that committed state. A crash between 3 and 4
 //! leaves RocksDB one interval behind, which the changelog tail (committed)
 //! restores on the next open.
+//!
+//! Over 600 lines on purpose: everything here reads or writes the same
+//! per-partition state (tasks, restores, positions, committed offsets), and
+//! the commit above reads in one place. The restore thread (`restore`), the
+//! producer (`collector`) and the record order (`aligned`) live apart.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram, Counter, Histogram};
@@ -31,7 +35,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::collector::{Collector, Outgoing};
-use super::restore::{self, StoreRef};
+use super::restore::Restoring;
 use super::{RuntimeError, TpMap, TpRef};
 use crate::kafka::partition_for;
 use crate::processor::{Origin, Output, OutputKind, Task, TaskStats};
@@ -43,9 +47,6 @@ use crate::topology::{NodeKind, Topology};
 /// How often consumer lag is measured (from the consumer's cached
 /// watermarks: no broker round trip).
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a cancelled restore is waited for.
-const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// Offset-commit metadata: the task's stream time, so a restarted or moved
 /// task resumes with it and an emitted window stays final (Kafka Streams
@@ -88,22 +89,6 @@ struct Meters {
 
 /// A task's taken store changes: (store index, changes).
 type StoreChanges = Vec<(usize, Vec<Change>)>;
-
-/// A task whose stores are being restored.
-struct Restoring {
-    id: String,
-    db: TaskDb,
-    stream_time: Option<i64>,
-    cancel: Arc<AtomicBool>,
-    /// The restore thread's result (changelog records replayed), sent
-    /// before it drops its consumer: the task starts without waiting for
-    /// librdkafka to tear that down.
-    done: mpsc::Receiver<Result<i64, RuntimeError>>,
-    started: Instant,
-    /// Input partitions that delivered records meanwhile → the first record
-    /// not processed (skipped; the partition is sought back to it).
-    skipped: HashMap<(String, i32), i64>,
-}
 
 struct TaskEntry {
     task: Task,
@@ -308,63 +293,8 @@ impl TaskManager {
             let dir = super::task_dir(&self.state_dir, &self.app, sub, partition);
             let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
             let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
-            let cancel = Arc::new(AtomicBool::new(false));
-            let (tx, done) = mpsc::channel();
-            {
-                let (db, cancel, task) = (db.clone(), cancel.clone(), id.clone());
-                let (bootstrap, app) = (self.bootstrap.clone(), self.app.clone());
-                // Detached: it reports through `done`, and whatever dropping
-                // its consumer costs afterwards (see `restore::Reader`)
-                // holds up nobody. It lets go of the stores first: the task
-                // has its own handle, and a later reopen needs the lock.
-                std::thread::Builder::new()
-                    .name(format!("restore-{id}"))
-                    .spawn(move || {
-                        let reader = match restore::reader(&bootstrap, &app) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
-                        };
-                        let mut replayed = Ok(0);
-                        for (store, changelog) in &stores {
-                            if cancel.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            let s = StoreRef {
-                                task: &task,
-                                store,
-                                changelog,
-                                partition,
-                            };
-                            replayed = replayed
-                                .and_then(|n| Ok(n + restore::restore(&reader, &app, &db, &s, &cancel)?.records));
-                            if replayed.is_err() {
-                                break;
-                            }
-                        }
-                        drop(db);
-                        let _ = tx.send(replayed);
-                        drop(reader);
-                    })
-                    .map_err(|source| RuntimeError::Io {
-                        path: format!("restore thread of task {id}"),
-                        source,
-                    })?;
-            }
-            self.restoring.insert(
-                (sub, partition),
-                Restoring {
-                    id,
-                    db,
-                    stream_time,
-                    cancel,
-                    done,
-                    started: Instant::now(),
-                    skipped: HashMap::new(),
-                },
-            );
+            let r = Restoring::start(&self.bootstrap, &self.app, id, partition, stores, db, stream_time)?;
+            self.restoring.insert((sub, partition), r);
             gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
             crate::health::global().set_restoring(self.restoring.len());
             return Ok(());
@@ -415,20 +345,11 @@ impl TaskManager {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Vec<(String, i32)>, RuntimeError> {
-        let mut done = Vec::new();
-        for (key, r) in &self.restoring {
-            match r.done.try_recv() {
-                Ok(result) => done.push((*key, result)),
-                Err(mpsc::TryRecvError::Empty) => {}
-                Err(mpsc::TryRecvError::Disconnected) => done.push((
-                    *key,
-                    Err(RuntimeError::Io {
-                        path: format!("restore thread of task {}", r.id),
-                        source: std::io::Error::other("the restore thread panicked"),
-                    }),
-                )),
-            }
-        }
+        let done: Vec<_> = self
+            .restoring
+            .iter()
+            .filter_map(|(key, r)| r.finished().map(|result| (*key, result)))
+            .collect();
         let mut resumed = Vec::new();
         for (key, result) in done {
             let Some(mut r) = self.restoring.remove(&key) else {
@@ -450,21 +371,6 @@ impl TaskManager {
         gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
         crate::health::global().set_restoring(self.restoring.len());
         Ok(resumed)
-    }
-
-    /// Stop a restore (its partition was revoked, or every task is dropped:
-    /// the consumer is then rewound, which also covers what it skipped).
-    fn cancel_restore(r: Restoring) {
-        r.cancel.store(true, Ordering::Relaxed);
-        // It notices within a poll (50 ms) or a metadata request (10 s). Its
-        // stores stay open until it does, so the task could not be opened
-        // again meanwhile: say so if it does not.
-        match r.done.recv_timeout(CANCEL_WAIT) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::error!(task = %r.id, waited = ?CANCEL_WAIT, "the restore did not stop; its stores stay open until it does")
-            }
-            _ => tracing::info!(task = %r.id, "restore stopped"),
-        }
     }
 
     /// Whether the task of (sub-topology, partition) is restoring its stores.
@@ -758,7 +664,7 @@ impl TaskManager {
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {
-                    Self::cancel_restore(r);
+                    r.cancel();
                 }
             }
         }
@@ -769,7 +675,7 @@ impl TaskManager {
     /// they are opened again from it when their partitions deliver.
     pub(super) fn drop_all(&mut self) {
         for (_, r) in self.restoring.drain() {
-            Self::cancel_restore(r);
+            r.cancel();
         }
         if !self.tasks.is_empty() {
             tracing::info!(
