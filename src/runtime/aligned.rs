@@ -93,8 +93,9 @@ pub(super) struct Aligner<C: ConsumerContext + 'static> {
     heads: Vec<Option<(i64, i64)>>,
     /// Scratch of `next`, per sub-topology: must wait.
     blocked: Vec<bool>,
-    /// When the skew gauges were last set.
-    skew_set: Instant,
+    /// When the skew gauges were last set (`None`: never, set them at the
+    /// first chance).
+    skew_set: Option<Instant>,
     /// The consumer the partition queues belong to. Last: dropped after
     /// every held message (see [`Held`]).
     client: Option<Arc<BaseConsumer<C>>>,
@@ -123,7 +124,7 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
             max_idle,
             heads: Vec::new(),
             blocked: Vec::new(),
-            skew_set: Instant::now(),
+            skew_set: None,
             client: None,
         }
     }
@@ -267,8 +268,11 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
                 }
             }
         }
-        if now.saturating_duration_since(self.skew_set) >= SKEW_INTERVAL {
-            self.skew_set = now;
+        let due = self
+            .skew_set
+            .is_none_or(|at| now.saturating_duration_since(at) >= SKEW_INTERVAL);
+        if due && self.heads.iter().any(Option::is_some) {
+            self.skew_set = Some(now);
             for (sub, head) in self.heads.iter().enumerate() {
                 if let Some((lo, hi)) = head {
                     gauge!("weir_partition_skew_seconds", "topology" => self.app.clone(), "subtopology" => sub.to_string())
