@@ -228,6 +228,18 @@ fn serve(mut stream: TcpStream, scripts: &HashMap<String, Vec<Reply>>, log: &Mut
     let _ = stream.flush();
 }
 
+/// `weir ingest citydata` against `api` for the `hotspots` file, with `key`
+/// and without colours; each test adds its options and environment.
+fn ingest(api: &FakeApi, hotspots: &Path, key: &str) -> Command {
+    let mut cmd = Command::new(common::weir_bin());
+    cmd.args(["ingest", "citydata", "--hotspots"])
+        .arg(hotspots)
+        .args(["--base-url", &api.base_url()])
+        .env("WEIR_CITYDATA_KEY", key)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
 fn write_hotspots(dir: &Path, codes: &[&str]) -> PathBuf {
     let names: HashMap<String, String> = captured()
         .into_iter()
@@ -374,14 +386,8 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("ingest.log");
     let started_ms = now_ms();
-    let child = Command::new(common::weir_bin())
+    let child = ingest(&api, &hotspots, &key)
         .args([
-            "ingest",
-            "citydata",
-            "--hotspots",
-            hotspots.to_str().unwrap(),
-            "--base-url",
-            &api.base_url(),
             "--topic",
             &topic,
             "--partitions",
@@ -398,9 +404,7 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
             &metrics_addr,
         ])
         .env("WEIR_BOOTSTRAP", bootstrap())
-        .env("WEIR_CITYDATA_KEY", &key)
         .env("RUST_LOG", "info,weir=debug")
-        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -623,14 +627,8 @@ fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
     let dir = tempfile::tempdir().unwrap();
     let hotspots = write_hotspots(dir.path(), &["POI007", "POI073", "POI091"]);
     let topic = unique("weir_test_ingest_changed");
-    let out = Command::new(common::weir_bin())
+    let out = ingest(&api, &hotspots, "k")
         .args([
-            "ingest",
-            "citydata",
-            "--hotspots",
-            hotspots.to_str().unwrap(),
-            "--base-url",
-            &api.base_url(),
             "--topic",
             &topic,
             "--emit",
@@ -641,9 +639,7 @@ fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
             "2",
         ])
         .env("WEIR_BOOTSTRAP", bootstrap())
-        .env("WEIR_CITYDATA_KEY", "k")
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -785,14 +781,8 @@ fn a_cycle_longer_than_the_interval_starts_the_next_at_once_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let hotspots = write_hotspots(dir.path(), &["POI007"]);
     let topic = unique("weir_test_ingest_overrun");
-    let out = Command::new(common::weir_bin())
+    let out = ingest(&api, &hotspots, "k")
         .args([
-            "ingest",
-            "citydata",
-            "--hotspots",
-            hotspots.to_str().unwrap(),
-            "--base-url",
-            &api.base_url(),
             "--topic",
             &topic,
             "--interval",
@@ -803,8 +793,6 @@ fn a_cycle_longer_than_the_interval_starts_the_next_at_once_with_a_warning() {
             "2",
         ])
         .env("WEIR_BOOTSTRAP", bootstrap())
-        .env("WEIR_CITYDATA_KEY", "k")
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -841,14 +829,8 @@ fn output_writes_weir_test_input_that_the_parking_topology_reads() {
     let dir = tempfile::tempdir().unwrap();
     let hotspots = write_hotspots(dir.path(), &["POI007", "POI086"]);
     let file = dir.path().join("poll.jsonl");
-    let out = Command::new(common::weir_bin())
+    let out = ingest(&api, &hotspots, "k")
         .args([
-            "ingest",
-            "citydata",
-            "--hotspots",
-            hotspots.to_str().unwrap(),
-            "--base-url",
-            &api.base_url(),
             "--output",
             file.to_str().unwrap(),
             "--cycles",
@@ -856,8 +838,6 @@ fn output_writes_weir_test_input_that_the_parking_topology_reads() {
             "--bootstrap",
             "127.0.0.1:9",
         ])
-        .env("WEIR_CITYDATA_KEY", "k")
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
