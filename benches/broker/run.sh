@@ -180,6 +180,31 @@ create_topics() { # TOPIC...
   done
 }
 
+# weir's copy of topology/parking.yaml for one run, checked and validated:
+# NAME APP INPUT GUARANTEE SED_SCRIPT [LINE...]: its own topic names, the
+# guarantee, the commit interval and the partitions, plus SED_SCRIPT; every
+# LINE (and each replaced value) must be in the result.
+weir_topology() {
+  local name="$1" app="$2" input="$3" g="$4" extra="$5" w
+  shift 5
+  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
+    -e "s/parking_status_dlq/$app-dlq/g" \
+    -e "s/parking_status/$input/g" \
+    -e "s/parking_hourly_avg/$app-hourly/g" \
+    -e "s/parking_lot_status/$app-lots/g" \
+    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
+    -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
+    -e "s/partitions: 3\$/partitions: $partitions/" \
+    -e "$extra" \
+    "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
+  for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "topic: $app-hourly" \
+      "commit_interval: ${commit_ms}ms" "$@"; do
+    grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
+  done
+  "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
+    { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
+}
+
 now_ms() { date +%s%3N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
 
@@ -338,26 +363,6 @@ for line in sys.stdin:
     say "$name: $(grep '^result ' "$dir/latency.out" | sed "s/^result $app-//" | paste -sd';' -)"
     sleep 2
   }
-  lat_topology() { # NAME GUARANTEE -> $work/NAME/parking.yaml
-    local name="$1" g="$2" app="$prefix-$1"
-    sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
-      -e "s/parking_status_dlq/$app-dlq/g" \
-      -e "s/parking_status/$app-in/g" \
-      -e "s/parking_hourly_avg/$app-hourly/g" \
-      -e "s/parking_lot_status/$app-lots/g" \
-      -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
-      -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
-      -e "s/emit: on_window_close\$/emit: on_update/" \
-      -e "s/partitions: 3\$/partitions: $partitions/" \
-      "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
-    local w
-    for w in "application_id: $app" "processing_guarantee: $g" "topic: $app-in" "topic: $app-hourly" \
-        "topic: $app-lots" "emit: on_update" "commit_interval: ${commit_ms}ms"; do
-      grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
-    done
-    "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
-      { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
-  }
   for name in weir-alos weir-eos ks-alos ks-eos; do
     want "$name" || continue
     app="$prefix-$name"
@@ -366,7 +371,8 @@ for line in sys.stdin:
     case "$name" in
       weir-alos | weir-eos)
         g=at_least_once; [[ "$name" == weir-eos ]] && g=exactly_once
-        lat_topology "$name" "$g"
+        weir_topology "$name" "$app" "$app-in" "$g" "s/emit: on_window_close\$/emit: on_update/" \
+          "topic: $app-lots" "emit: on_update"
         NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" \
           "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state" ;;
       ks-alos | ks-eos)
@@ -530,24 +536,9 @@ fi
 weir_run() { # NAME GUARANTEE SLACK
   local name="$1" g="$2" app="$prefix-$1" input="$prefix-$1-in"
   mkdir -p "$work/$name"
-  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
-    -e "s/parking_status_dlq/$app-dlq/g" \
-    -e "s/parking_status/$input/g" \
-    -e "s/parking_hourly_avg/$app-hourly/g" \
-    -e "s/parking_lot_status/$app-lots/g" \
-    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
-    -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
-    -e "s/grace: 1m\$/grace: ${grace_s}s/" \
-    -e "s/close_idle_after: 2m\$/close_idle_after: ${grace_s}s/" \
-    -e "s/partitions: 3\$/partitions: $partitions/" \
-    "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
-  local w
-  for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "topic: $app-hourly" \
-      "grace: ${grace_s}s" "close_idle_after: ${grace_s}s" "commit_interval: ${commit_ms}ms"; do
-    grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
-  done
-  "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
-    { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
+  weir_topology "$name" "$app" "$input" "$g" \
+    "s/grace: 1m\$/grace: ${grace_s}s/; s/close_idle_after: 2m\$/close_idle_after: ${grace_s}s/" \
+    "grace: ${grace_s}s" "close_idle_after: ${grace_s}s"
   NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" stream_run "$name" "$g" "$app" "$input" "$app-hourly" "$3" \
     "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state"
 }
