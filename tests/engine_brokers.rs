@@ -3,7 +3,8 @@
 //! 3`: every topic has three replicas (internal ones min.insync.replicas 2),
 //! so no acknowledged write is lost. weir keeps running and every hourly
 //! window comes out once and exact. The killed broker is started again at the
-//! end (also when the test fails), so the cluster is whole for the next run.
+//! end (also when the test fails) and the cluster checked whole; a cluster
+//! this test started is stopped after it (see `StopIfStarted`).
 //!
 //! A test binary of its own: it points this process's `WEIR_BOOTSTRAP` (read
 //! by the common helpers and passed to weir) at the 3-node cluster.
@@ -297,9 +298,40 @@ fn describe_topic_configs(topics: &[&str]) -> BTreeMap<String, (Option<String>, 
         .collect()
 }
 
+/// Whether every node of the 3-node cluster is running.
+fn cluster_running() -> bool {
+    (1..=NODES).all(|n| {
+        std::fs::read_to_string(node_dir(n).join("kafka.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .is_some_and(alive)
+    })
+}
+
+/// Stops the 3-node cluster when dropped if this test started it: its three
+/// JVMs left running would slow every test binary after this one on a
+/// 2-core machine (a cluster someone started by hand stays up).
+struct StopIfStarted(bool);
+
+impl Drop for StopIfStarted {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        let status = Command::new(checkout().join("dev"))
+            .args(["down", "--brokers", "3"])
+            .stdout(Stdio::null())
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("./dev down --brokers 3: {status:?}");
+        }
+    }
+}
+
 #[test]
 fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     let t0 = Instant::now();
+    let _stop = StopIfStarted(!cluster_running());
     dev_up_3().unwrap();
     let bootstrap3 = std::env::var("WEIR_BOOTSTRAP3").unwrap_or_else(|_| BOOTSTRAP3.to_string());
     // Before any helper runs (they read it), in the only test of this binary.

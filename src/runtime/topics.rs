@@ -205,14 +205,57 @@ async fn prepare_topics_once(
         })
         .collect();
     ensure_topics(bootstrap, &specs).await?;
-    // Existing topics keep their partition counts: read them back.
-    let actual = topic_partitions(bootstrap, None)?;
+    // Existing topics keep their partition counts: read them back, and only
+    // go on once every topic is in the metadata with a leader for each
+    // partition. A created topic can be missing from a broker's metadata
+    // for a while (a fresh or busy broker): a consumer that subscribes then
+    // leaves it out of the group's assignment until its next metadata
+    // refresh, 5 minutes later, and the sub-topology reading it stands
+    // still meanwhile (seen in CI: a repartition topic never read).
+    let leaders = partition_leaders(bootstrap)?;
+    let waiting = not_ready(specs.iter().map(|s| s.name.as_str()), &leaders);
+    if !waiting.is_empty() {
+        tracing::info!(topics = ?waiting, "waiting for created topics to have leaders");
+        return Err(RuntimeError::Kafka(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::LeaderNotAvailable,
+        )));
+    }
     for spec in &specs {
-        if let Some(p) = actual.get(&spec.name) {
-            parts.insert(spec.name.clone(), *p);
+        if let Some(l) = leaders.get(&spec.name) {
+            parts.insert(spec.name.clone(), l.len() as i32);
         }
     }
     Ok(parts)
+}
+
+/// The leader of every partition of every topic (-1: none), in partition
+/// order; topics the broker reports with an error are left out.
+fn partition_leaders(bootstrap: &str) -> Result<HashMap<String, Vec<i32>>, KafkaError> {
+    let consumer: BaseConsumer = client_config(bootstrap).create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| {
+            let mut parts: Vec<_> = t.partitions().iter().map(|p| (p.id(), p.leader())).collect();
+            parts.sort_unstable();
+            (t.name().to_string(), parts.into_iter().map(|(_, l)| l).collect())
+        })
+        .collect())
+}
+
+/// Of `names`, the topics that are not usable yet: missing, without
+/// partitions, or with a partition that has no leader.
+fn not_ready<'a>(names: impl IntoIterator<Item = &'a str>, leaders: &HashMap<String, Vec<i32>>) -> Vec<&'a str> {
+    names
+        .into_iter()
+        .filter(|name| {
+            leaders
+                .get(*name)
+                .is_none_or(|l| l.is_empty() || l.iter().any(|&leader| leader < 0))
+        })
+        .collect()
 }
 
 /// Partition count of every topic (or of one).
@@ -225,4 +268,25 @@ pub fn topic_partitions(bootstrap: &str, topic: Option<&str>) -> Result<HashMap<
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
         .map(|t| (t.name().to_string(), t.partitions().len() as i32))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_is_ready_once_listed_with_a_leader_for_every_partition() {
+        let leaders: HashMap<String, Vec<i32>> = [
+            ("ready".to_string(), vec![1, 2, 1]),
+            ("leaderless".to_string(), vec![1, -1, 1]),
+            ("no-partitions".to_string(), vec![]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            not_ready(["ready", "leaderless", "no-partitions", "missing"], &leaders),
+            ["leaderless", "no-partitions", "missing"]
+        );
+        assert!(not_ready(["ready"], &leaders).is_empty());
+    }
 }
