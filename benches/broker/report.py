@@ -48,6 +48,9 @@ def kv(text):
 LATENCY_TARGET_MS = {"at_least_once": 10, "exactly_once": 1050, "exactly_once_v2": 1050}
 
 
+OUTPUT_NAMES = {"lots": "lot status", "hourly": "hourly", "in": "input (no processor)"}
+
+
 def latency_report(path):
     """RESULTS lines: name|guarantee|output|rate|gen ...|in N out N p50 ...|cpu_s|load|latency.out."""
     rows = []
@@ -60,7 +63,9 @@ def latency_report(path):
         print("no latency results")
         return 1
     # The lot-status output first: it is 1:1 with input records and carries the input's own timestamp.
-    rows.sort(key=lambda r: (r["out"] != "lots", ["weir-alos", "weir-eos", "ks-alos", "ks-eos"].index(r["name"])))
+    # The floor (no processor: the reader reads the input) before them.
+    order = ["floor", "weir-alos", "weir-eos", "ks-alos", "ks-eos"]
+    rows.sort(key=lambda r: (r["out"] == "hourly", order.index(r["name"])))
     print("| system | guarantee | output | offered rec/s | achieved rec/s | records in (after warm-up) | records out "
           "| p50 ms | p99 ms | p99.9 ms | max ms | kept up | p99 target | CPU-s in run | load avg at start |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|")
@@ -76,12 +81,12 @@ def latency_report(path):
             verdict = f"met (<= {target})"
         else:
             verdict = f"missed (<= {target})"
-        print(f"| {r['name']} | {r['g']} | {'lot status' if r['out'] == 'lots' else 'hourly'} | {r['rate']:,} "
+        print(f"| {r['name']} | {r['g']} | {OUTPUT_NAMES[r['out']]} | {r['rate']:,} "
               f"| {float(gen['rate']):,.0f} | {n_in:,} | {n_out:,} | {res['p50']} | {p99} | {res['p999']} "
               f"| {res['max']} | {kept} | {verdict} | {r['cpu']} | {r['load']} |")
     print()
     for r in rows:
-        if r["out"] == "lots":
+        if r["out"] != "hourly":
             gen = r["gen"]
             print(f"{r['name']} generator: {gen['sent']} records in {gen['seconds']} s, at most "
                   f"{gen['max_behind_ms']} ms behind schedule, {gen['errors']} send errors")
@@ -103,7 +108,7 @@ def latency_report(path):
             _, med, mx = rest.split("/")
             if int(sec) % 5 == 0:
                 cells.append(f"{sec}s {med}/{mx}")
-        print(f"  {r['name']:9} {'lot status' if r['out'] == 'lots' else 'hourly':10}  " + "  ".join(cells))
+        print(f"  {r['name']:9} {OUTPUT_NAMES[r['out']]:10}  " + "  ".join(cells))
     return 0
 
 

@@ -52,8 +52,12 @@
 # WEIR_BENCH_KEEP=1 (keep topics and state).
 #
 # --latency: end-to-end latency at a fixed offered rate instead (issue 13),
-# for weir-alos, weir-eos, ks-alos, ks-eos (--only picks among them), one at
-# a time, each with fresh P-partition topics (input and outputs created up
+# for floor, weir-alos, weir-eos, ks-alos, ks-eos (--only picks among them),
+# one at a time. `floor` runs no processor: the reader reads the input topic
+# itself, so its figures are what the generator, the broker, the reader and
+# the machine cost alone, the part of every other row no processor can
+# remove (its "records out" counts every input record, also the ones the
+# job filters out, so it exceeds "records in"). The others run each with fresh P-partition topics (input and outputs created up
 # front) and a fresh group and state. The job is the same parking topology
 # with the hourly window emitting every update (weir: `emit: on_update`;
 # Kafka Streams: no suppress, record cache off, statestore.cache.max.bytes=0,
@@ -115,12 +119,12 @@ while (($#)); do
   esac
 done
 if [[ -z "$only" ]]; then
-  if ((latency)); then only="weir-alos,weir-eos,ks-alos,ks-eos"
+  if ((latency)); then only="floor,weir-alos,weir-eos,ks-alos,ks-eos"
   else only="consumer-perf,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"; fi
 fi
 if ((latency)); then
   for x in ${only//,/ }; do
-    [[ "$x" =~ ^(weir-alos|weir-eos|ks-alos|ks-eos)$ ]] || { echo "run.sh: --latency runs weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
+    [[ "$x" =~ ^(floor|weir-alos|weir-eos|ks-alos|ks-eos)$ ]] || { echo "run.sh: --latency runs floor, weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
   done
   for x in "$rate" "$lat_seconds" "$warmup"; do
     [[ "$x" =~ ^[0-9]+$ ]] || { echo "run.sh: --rate, --seconds and --warmup take whole numbers" >&2; exit 2; }
@@ -321,52 +325,65 @@ if ((latency)); then
 for line in sys.stdin:
     r = json.loads(line)
     print(r["key"] + "\t" + r["value"])' >"$work/values.tsv" || die "weir simulate --output failed"
-  lat_run() { # NAME GUARANTEE APP CMD...
-    local name="$1" g="$2" app="$3" dir="$work/$1"
+  lat_run() { # NAME GUARANTEE APP [CMD...]; without CMD no processor: the reader reads the input (floor)
+    local name="$1" g="$2" app="$3" dir="$work/$1" pid="" outs
     shift 3
-    GROUPS_USED+=("$app")
-    say "$name: $*"
-    "$@" >"$dir/run.log" 2>&1 </dev/null &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! bench_tool assigned "$bootstrap" "$app" "$app-in" 120 >"$dir/assigned.out" 2>"$dir/assigned.err"; then
-      tail -n 20 "$dir/run.log" >&2
-      stop_pid "$pid"; FAILED+=("$name"); loud "$name FAILED: its group never got the input assigned (log: $dir/run.log)"
-      return 0
+    if (($#)); then
+      outs=("$app-lots" "$app-hourly")
+      GROUPS_USED+=("$app")
+      say "$name: $*"
+      "$@" >"$dir/run.log" 2>&1 </dev/null &
+      pid=$!
+      PIDS+=("$pid")
+      if ! bench_tool assigned "$bootstrap" "$app" "$app-in" 120 >"$dir/assigned.out" 2>"$dir/assigned.err"; then
+        tail -n 20 "$dir/run.log" >&2
+        stop_pid "$pid"; FAILED+=("$name"); loud "$name FAILED: its group never got the input assigned (log: $dir/run.log)"
+        return 0
+      fi
+      if [[ "$name" == ks-* ]]; then
+        local i
+        for ((i = 0; i < 600; i++)); do grep -q -- '-> RUNNING' "$dir/run.log" && break; sleep 0.1; done
+      fi
+      sleep 1
+    else
+      outs=("$app-in")
     fi
-    if [[ "$name" == ks-* ]]; then
-      local i
-      for ((i = 0; i < 600; i++)); do grep -q -- '-> RUNNING' "$dir/run.log" && break; sleep 0.1; done
-    fi
-    sleep 1
-    local load u0 u1
+    local load u0="0 0" u1="0 0"
     load="$(cut -d' ' -f1 /proc/loadavg)"
-    u0="$(proc_usage "$pid")"
+    [[ -n "$pid" ]] && u0="$(proc_usage "$pid")"
     say "$name: $rate records/s for $lat_seconds s (first $warmup s discarded)"
     if ! bench_tool latency "$bootstrap" "$app-in" "$work/values.tsv" "$rate" "$lat_seconds" "$warmup" "$drain_s" \
-        "$app-lots" "$app-hourly" >"$dir/latency.out" 2>"$dir/latency.err"; then
+        "${outs[@]}" >"$dir/latency.out" 2>"$dir/latency.err"; then
       tail -n 20 "$dir/latency.err" >&2
       FAILED+=("$name"); loud "$name: the latency tool failed"
     fi
-    pid_alive "$pid" || { FAILED+=("$name"); loud "$name exited during the run (log: $dir/run.log)"; }
-    u1="$(proc_usage "$pid" 2>/dev/null || echo "$u0")"
-    stop_pid "$pid" TERM
-    local cpu
-    cpu="$(awk -v a="${u0%% *}" -v b="${u1%% *}" 'BEGIN { printf "%.1f", b - a }')"
+    if [[ -n "$pid" ]]; then
+      pid_alive "$pid" || { FAILED+=("$name"); loud "$name exited during the run (log: $dir/run.log)"; }
+      u1="$(proc_usage "$pid" 2>/dev/null || echo "$u0")"
+      stop_pid "$pid" TERM
+    fi
+    local cpu="-"
+    [[ -n "$pid" ]] && cpu="$(awk -v a="${u0%% *}" -v b="${u1%% *}" 'BEGIN { printf "%.1f", b - a }')"
     local gen
     gen="$(grep -m1 '^gen ' "$dir/latency.out" || true)"
     grep '^result ' "$dir/latency.out" | while read -r _ topic rest; do
       local out=lots
       [[ "$topic" == *-hourly ]] && out=hourly
+      [[ "$topic" == *-in ]] && out=in
       echo "$name|$g|$out|$rate|$gen|$rest|$cpu|$load|$dir/latency.out" >>"$work/results"
     done
     say "$name: $(grep '^result ' "$dir/latency.out" | sed "s/^result $app-//" | paste -sd';' -)"
     sleep 2
   }
-  for name in weir-alos weir-eos ks-alos ks-eos; do
+  for name in floor weir-alos weir-eos ks-alos ks-eos; do
     want "$name" || continue
     app="$prefix-$name"
     mkdir -p "$work/$name"
+    if [[ "$name" == floor ]]; then
+      create_topics "$app-in"
+      lat_run floor none "$app"
+      continue
+    fi
     create_topics "$app-in" "$app-hourly" "$app-lots" "$app-dlq"
     case "$name" in
       weir-alos | weir-eos)
