@@ -113,3 +113,16 @@ fn a_bare_number_is_not_a_duration_anywhere() {
         assert!(err.contains(r#""30" is not a duration; write "30s""#), "{opt}: {err}");
     }
 }
+
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["simulate", "--count", "1", "--seed", "7", "--output", "-"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run weir");
+    assert!(out.status.success());
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(log.contains("lots="), "no log line: {log}");
+    assert!(!log.contains('\x1b'), "escape codes in a piped log: {log:?}");
+}
