@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use metrics::{counter, gauge, histogram};
-use rand::Rng;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -29,6 +28,7 @@ use super::citydata::{
 use super::http::{check_base_url, snippet, FetchError, HttpClient};
 use super::{CitydataArgs, Emit, IngestError};
 use crate::kafka::{client_config, ensure_topics, wait_for_brokers, TopicSpec, BROKER_WAIT};
+use crate::support::backoff::Backoff;
 
 /// First pause before a retry; doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -37,27 +37,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the end of a run waits for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(130);
-
-/// Exponential backoff with jitter: attempt n waits between half and all of
-/// `min(FIRST_BACKOFF * 2^n, MAX_BACKOFF)`, so hotspots failing together
-/// (the API restarting) do not retry in lockstep.
-#[derive(Debug)]
-pub(super) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub(super) fn new() -> Self {
-        Self { next: FIRST_BACKOFF }
-    }
-
-    pub(super) fn step(&mut self, rng: &mut impl Rng) -> Duration {
-        let full = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        let half = full / 2;
-        half + Duration::from_secs_f64(rng.gen::<f64>() * half.as_secs_f64())
-    }
-}
 
 /// Can a retry that waits `delay` and then takes up to `timeout` end
 /// before `deadline` (the start of the next cycle)?
@@ -375,7 +354,9 @@ impl Poller {
     async fn poll_hotspot(&self, hotspot: &Hotspot, deadline: Instant) -> PollOutcome {
         let started = Instant::now();
         let url = request_url(&self.base_url, &self.key, &hotspot.code);
-        let mut backoff = Backoff::new();
+        // Jittered, so hotspots failing together (the API restarting) do
+        // not retry in lockstep; no deadline: `fits_before` decides.
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0u32;
         let result = loop {
             attempt += 1;
@@ -390,7 +371,9 @@ impl Poller {
             if !failure.retryable() || attempt > self.retries {
                 break Err((failure, body));
             }
-            let delay = backoff.step(&mut rand::thread_rng());
+            let Some(delay) = backoff.next_delay() else {
+                break Err((failure, body));
+            };
             if !fits_before(Instant::now(), delay, self.timeout, deadline) {
                 break Err((failure, body));
             }
@@ -664,30 +647,7 @@ impl Poller {
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let mut b = Backoff::new();
-        let mut lows = Vec::new();
-        for _ in 0..8 {
-            let d = b.step(&mut rng);
-            lows.push(d);
-        }
-        let bounds = [500u64, 1000, 2000, 4000, 8000, 8000, 8000, 8000];
-        for (d, full) in lows.iter().zip(bounds) {
-            let ms = d.as_millis() as u64;
-            assert!(ms >= full / 2 && ms <= full, "{ms} not in [{}, {full}]", full / 2);
-        }
-        // Jitter: two hotspots failing together do not wait the same.
-        let mut rng2 = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        let a: Vec<_> = (0..4).map(|_| Backoff::new().step(&mut rng)).collect();
-        let c: Vec<_> = (0..4).map(|_| Backoff::new().step(&mut rng2)).collect();
-        assert_ne!(a, c);
-    }
 
     #[test]
     fn retries_never_run_into_the_next_cycle() {
