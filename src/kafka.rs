@@ -107,7 +107,11 @@ impl TopicSpec {
 /// Base client configuration shared by consumers, producers and admin clients.
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap);
+    cfg.set("bootstrap.servers", bootstrap)
+        // TCP_NODELAY, as the Java clients set it. librdkafka leaves Nagle's
+        // algorithm on by default: a small request (a produce of a few
+        // records, a commit) can then wait for the broker's delayed ACK.
+        .set("socket.nagle.disable", "true");
     cfg
 }
 

@@ -496,8 +496,13 @@ pub fn run(
             }
             engine.tasks.close_idle(&mut engine.collector, now)?;
             if last_commit.elapsed() >= topo.commit_interval {
+                // The interval counts from the start of the last commit (as
+                // Kafka Streams counts it): counted from its end, every
+                // cycle grew by the commit's own duration, and so did the
+                // time an exactly-once output waits to become visible.
+                let started = Instant::now();
                 engine.commit(&consumer, Some(&aligner.held()))?;
-                last_commit = Instant::now();
+                last_commit = started;
             }
             Ok(handled > 0)
         };

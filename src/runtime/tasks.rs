@@ -601,8 +601,11 @@ impl TaskManager {
         if pending.is_empty() && !self.uncommitted && !collector.in_transaction() && !moved {
             return Ok(false);
         }
+        let flush_started = Instant::now();
         let delivered = collector.flush()?;
+        let flushed = flush_started.elapsed();
         collector.commit(consumer, &offsets)?;
+        let committed = flush_started.elapsed() - flushed;
         self.uncommitted = false;
         for e in offsets.elements() {
             if let Some(o) = e.offset().to_raw() {
@@ -630,6 +633,12 @@ impl TaskManager {
         for entry in self.tasks.values_mut() {
             export_stats(&self.app, entry);
         }
+        tracing::debug!(
+            total = ?started.elapsed(),
+            flush = ?flushed,
+            commit = ?committed,
+            "committed"
+        );
         histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(true)
