@@ -41,6 +41,9 @@ const SEND_OFFSETS_WAIT: Duration = Duration::from_secs(30);
 /// How long a commit waits for its records to be delivered before it fails
 /// (and, under exactly-once, is aborted and retried from the last commit).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds of the producer's queue (see `Collector::new`).
+const PRODUCER_QUEUE_MESSAGES: u32 = 20_000;
+const PRODUCER_QUEUE_KBYTES: u32 = 16 * 1024;
 /// The slice in which a flush serves delivery reports (see `flush`).
 const FLUSH_POLL: Duration = Duration::from_millis(1);
 
@@ -126,7 +129,15 @@ impl Collector {
         config
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+            .set("compression.type", "lz4")
+            // What may wait in the producer (defaults: 100,000 records or
+            // 1 GiB). While a backlog is worked off the engine makes
+            // records faster than they are acknowledged; unbounded, that
+            // queue grew weir's peak RSS. 20,000 records is >100 ms of the
+            // bench's output rate, far more than one linger of batching;
+            // when it is full, `send` serves delivery reports and retries.
+            .set("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
+            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
         if let Some(id) = transactional_id {
             // Kafka Streams' default under EOS: a crashed instance's open
             // transaction blocks read_committed readers for at most this long.
