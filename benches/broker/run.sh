@@ -57,8 +57,9 @@
 # itself, so its figures are what the generator, the broker, the reader and
 # the machine cost alone, the part of every other row no processor can
 # remove (its "records out" counts every input record, also the ones the
-# job filters out, so it exceeds "records in"). The others run each with fresh P-partition topics (input and outputs created up
-# front) and a fresh group and state. The job is the same parking topology
+# job filters out, so it exceeds "records in"). The others run each with
+# fresh P-partition topics (input and outputs created up front) and a fresh
+# group and state. The job is the same parking topology
 # with the hourly window emitting every update (weir: `emit: on_update`;
 # Kafka Streams: no suppress, record cache off, statestore.cache.max.bytes=0,
 # its defaults otherwise), the shipped grace (1 min) and close_idle_after (2
