@@ -3,9 +3,11 @@
 
 use std::process::Command;
 
+/// Run weir as a user would, whatever the caller's NO_COLOR.
 fn weir(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
+        .env_remove("NO_COLOR")
         .output()
         .expect("run weir")
 }
@@ -116,11 +118,7 @@ fn a_bare_number_is_not_a_duration_anywhere() {
 
 #[test]
 fn logs_written_to_a_pipe_have_no_colour_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["simulate", "--count", "1", "--seed", "7", "--output", "-"])
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run weir");
+    let out = weir(&["simulate", "--count", "1", "--seed", "7", "--output", "-"]);
     assert!(out.status.success());
     let log = String::from_utf8(out.stderr).unwrap();
     assert!(log.contains("lots="), "no log line: {log}");

@@ -43,7 +43,6 @@ use aligned::{Aligner, Held};
 use collector::{lock, Collector};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
-pub use topics::topic_partitions;
 use topics::{prepare_topics, Purge};
 
 /// A topic partition.

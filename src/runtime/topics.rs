@@ -133,7 +133,7 @@ async fn prepare_topics_once(
     bootstrap: &str,
     replication: i32,
 ) -> Result<HashMap<String, i32>, RuntimeError> {
-    let existing = topic_partitions(bootstrap, None)?;
+    let existing = topic_partitions(bootstrap)?;
     let mut parts: HashMap<String, i32> = HashMap::new();
     let mut sub_parts = vec![1i32; topo.subtopologies.len()];
     let mut specs = Vec::new();
@@ -258,15 +258,12 @@ fn not_ready<'a>(names: impl IntoIterator<Item = &'a str>, leaders: &HashMap<Str
         .collect()
 }
 
-/// Partition count of every topic (or of one).
-pub fn topic_partitions(bootstrap: &str, topic: Option<&str>) -> Result<HashMap<String, i32>, KafkaError> {
-    let consumer: BaseConsumer = client_config(bootstrap).create()?;
-    let md = consumer.fetch_metadata(topic, Duration::from_secs(10))?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+/// Partition count of every topic that has partitions.
+fn topic_partitions(bootstrap: &str) -> Result<HashMap<String, i32>, KafkaError> {
+    Ok(partition_leaders(bootstrap)?
+        .into_iter()
+        .filter(|(_, leaders)| !leaders.is_empty())
+        .map(|(name, leaders)| (name, leaders.len() as i32))
         .collect())
 }
 
