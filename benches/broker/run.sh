@@ -88,6 +88,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=../parking_topology.sh
+source "$here/../parking_topology.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 n=1000000
 partitions=3
@@ -185,29 +187,15 @@ create_topics() { # TOPIC...
   done
 }
 
-# weir's copy of topology/parking.yaml for one run, checked and validated:
-# NAME APP INPUT GUARANTEE SED_SCRIPT [LINE...]: its own topic names, the
-# guarantee, the commit interval and the partitions, plus SED_SCRIPT; every
-# LINE (and each replaced value) must be in the result.
+# weir's copy of topology/parking.yaml for one run (benches/parking_topology.sh),
+# with the commit interval and the partitions too:
+# NAME APP INPUT GUARANTEE SED_SCRIPT [LINE...]: every LINE must be in it.
 weir_topology() {
-  local name="$1" app="$2" input="$3" g="$4" extra="$5" w
+  local name="$1" app="$2" input="$3" g="$4" extra="$5"
   shift 5
-  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
-    -e "s/parking_status_dlq/$app-dlq/g" \
-    -e "s/parking_status/$input/g" \
-    -e "s/parking_hourly_avg/$app-hourly/g" \
-    -e "s/parking_lot_status/$app-lots/g" \
-    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
-    -e "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" \
-    -e "s/partitions: 3\$/partitions: $partitions/" \
-    -e "$extra" \
-    "$repo/topology/parking.yaml" >"$work/$name/parking.yaml"
-  for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "topic: $app-hourly" \
-      "commit_interval: ${commit_ms}ms" "$@"; do
-    grep -qF "$w" "$work/$name/parking.yaml" || die "topology/parking.yaml changed shape: '$w' missing"
-  done
-  "$weir_bin" validate "$work/$name/parking.yaml" >"$work/$name/validate.log" 2>&1 ||
-    { cat "$work/$name/validate.log" >&2; die "weir validate failed"; }
+  parking_topology "$repo" "$weir_bin" "$app" "$input" "$g" "$work/$name/parking.yaml" \
+    "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" "s/partitions: 3\$/partitions: $partitions/" "$extra" \
+    -- "commit_interval: ${commit_ms}ms" "$@" || die "weir's topology for $name"
 }
 
 now_ms() { date +%s%3N; }

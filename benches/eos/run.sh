@@ -44,6 +44,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=../parking_topology.sh
+source "$here/../parking_topology.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 n="${WEIR_BENCH_EOS_RECORDS:-200000}"
 partitions=3
@@ -274,24 +276,12 @@ wait_line() { # FILE WORD PID WHAT [SECONDS]
   die "$what: no '$word' within ${limit}s; last: $(grep '^progress ' "$file" | tail -n1) ($file)"
 }
 
-# The run's topology: topology/parking.yaml with the app's own names.
+# The run's topology: topology/parking.yaml with the app's own names
+# (benches/parking_topology.sh) and a grace of a day.
 write_topology() { # APP GUARANTEE FILE
-  local app="$1" g="$2" out="$3"
-  sed -e "s/^application_id: parking-hourly\$/application_id: $app/" \
-    -e "s/parking_status_dlq/$app-dlq/g" \
-    -e "s/parking_status/$input/g" \
-    -e "s/parking_hourly_avg/$app-hourly/g" \
-    -e "s/parking_lot_status/$app-lots/g" \
-    -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
-    -e "s/grace: 1m\$/grace: 1d/" \
-    -e "s/close_idle_after: 2m\$/close_idle_after: 1d/" \
-    "$repo/topology/parking.yaml" >"$out"
-  local want
-  for want in "application_id: $app" "processing_guarantee: $g" "topic: $input" "dead_letter: $app-dlq" \
-      "topic: $app-hourly" "topic: $app-lots" "grace: 1d" "close_idle_after: 1d"; do
-    grep -qF "$want" "$out" || die "topology/parking.yaml changed shape: '$want' missing in $out"
-  done
-  "$weir_bin" validate "$out" >"$out.validate" 2>&1 || { cat "$out.validate" >&2; die "weir validate $out failed"; }
+  parking_topology "$repo" "$weir_bin" "$1" "$input" "$2" "$3" \
+    "s/grace: 1m\$/grace: 1d/" "s/close_idle_after: 2m\$/close_idle_after: 1d/" \
+    -- "grace: 1d" "close_idle_after: 1d" || die "weir's topology for $1"
 }
 
 run_args=()
