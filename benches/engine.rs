@@ -50,7 +50,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_filter_map_table", |b| {
         b.iter(|| {
             let mut task = Task::in_memory(&topo, 0, 0);
-            feed_status(&topo, &mut task, &recs, n, &mut Vec::with_capacity(64), false);
+            let mut out = Vec::with_capacity(64);
+            feed_status(&topo, &mut task, &recs, n, &mut out, false);
+            task.emit_cached(&topo, &mut out).expect("emit");
             task.flush().expect("flush");
         })
     });

@@ -309,6 +309,11 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     // samples and averages.
     assert_each_window_once(&results);
     check_results(&results, &want);
+    // The lot table holds each lot's newest status until a commit
+    // (`emit: on_commit`): what a kill lost of it came again on replay.
+    let want_lots = expected_lots(&inputs);
+    assert!(want_lots.len() > 100, "{} lots", want_lots.len());
+    check_lots(&read_lots(&lots, &want_lots), &want_lots);
 
     // (b) The Postgres table.
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -23,7 +23,10 @@
 # Every stream processor: one processing thread, commit interval 1 s, the
 # same topology (filter real-time, AVAILABLE_SPOTS, repartition by region, 1 h
 # tumbling windows, final results only, latest status per lot), event time =
-# record timestamp, grace 1 d (weir's close_idle_after too). The grace is
+# record timestamp, each system's own defaults for what the lot table sends
+# (weir: the shipped `emit: on_commit`, and Kafka Streams: its default record
+# cache, both the newest status per lot at each commit; Quix Streams has no
+# such cache and sends every update), grace 1 d (weir's close_idle_after too). The grace is
 # longer than the input's event-time span on purpose: input partitions are
 # consumed at different paces (Kafka Streams and Quix may process one input
 # partition hours of event time ahead of another), so with the shipped 1 min
@@ -60,9 +63,9 @@
 # job filters out, so it exceeds "records in"). The others run each with
 # fresh P-partition topics (input and outputs created up front) and a fresh
 # group and state. The job is the same parking topology
-# with the hourly window emitting every update (weir: `emit: on_update`;
-# Kafka Streams: no suppress, record cache off, statestore.cache.max.bytes=0,
-# its defaults otherwise), the shipped grace (1 min) and close_idle_after (2
+# with the hourly window and the lot table emitting every update (weir:
+# `emit: on_update` for both; Kafka Streams: no suppress, record cache off,
+# statestore.cache.max.bytes=0, its defaults otherwise), the shipped grace (1 min) and close_idle_after (2
 # min), commit interval 1 s, one processing thread. Once the system's group
 # is stable with every input partition assigned (Kafka Streams: also
 # RUNNING), `BenchTools latency` assigns a read_committed consumer to both
@@ -378,7 +381,8 @@ for line in sys.stdin:
       weir-alos | weir-eos)
         g=at_least_once; [[ "$name" == weir-eos ]] && g=exactly_once
         weir_topology "$name" "$app" "$app-in" "$g" "s/emit: on_window_close\$/emit: on_update/" \
-          "topic: $app-lots" "emit: on_update"
+          "s/emit: on_commit\$/emit: on_update/" "topic: $app-lots" "emit: on_update"
+        ! grep -q "emit: on_commit" "$work/$name/parking.yaml" || die "$name: the lot table still emits on commit"
         NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" \
           "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state" ;;
       ks-alos | ks-eos)

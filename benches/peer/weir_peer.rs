@@ -149,6 +149,7 @@ fn run(topo: &Topology, recs: &[(Vec<u8>, Vec<u8>)], n: usize, mode: Mode) -> (f
             .process(topo, &status_origin(recs, i), &mut out0)
             .expect("process 0");
         if each {
+            task0.emit_cached(topo, &mut out0).expect("emit 0");
             c.changelog += task0
                 .flush()
                 .expect("flush 0")
@@ -185,6 +186,11 @@ fn run(topo: &Topology, recs: &[(Vec<u8>, Vec<u8>)], n: usize, mode: Mode) -> (f
                 c.result(&o);
             }
         }
+    }
+    // What the lot table held back (`emit: on_commit`) at the last commit.
+    task0.emit_cached(topo, &mut out0).expect("emit 0");
+    for o in out0.drain(..) {
+        c.result(&o);
     }
     c.changelog += task0
         .flush()

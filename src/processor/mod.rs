@@ -113,7 +113,14 @@ pub struct Task {
     /// Per window node: stream time from which a close scan can find
     /// something (avoids a range scan per record).
     next_close: Vec<i64>,
+    /// Per table node with `emit: on_commit`: the newest accepted record of
+    /// each key since the last [`Task::emit_cached`] (see `table`).
+    table_cache: Vec<TableCache>,
 }
+
+/// Records a table holds back until the commit, by key bytes, in the order
+/// their keys first came.
+pub(crate) type TableCache = indexmap::IndexMap<Vec<u8>, Record>;
 
 /// Everything a processor may touch while handling one record.
 pub(crate) struct Ctx<'a, 'o> {
@@ -127,6 +134,7 @@ pub(crate) struct Ctx<'a, 'o> {
     /// Per window node: the earliest stream time at which one of its open
     /// windows closes (see `Task::close_windows`).
     pub next_close: &'a mut [i64],
+    pub table_cache: &'a mut [TableCache],
 }
 
 impl Task {
@@ -152,6 +160,7 @@ impl Task {
             stores,
             stats: TaskStats::default(),
             next_close: vec![i64::MIN; topo.nodes.len()],
+            table_cache: (0..topo.nodes.len()).map(|_| TableCache::default()).collect(),
         })
     }
 
@@ -220,6 +229,7 @@ impl Task {
             partition: self.partition,
             origin,
             next_close: &mut self.next_close,
+            table_cache: &mut self.table_cache,
         }
     }
 
@@ -234,6 +244,30 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// Send downstream what tables with `emit: on_commit` held back (call
+    /// before every commit; the runtime does, and so does the offline
+    /// driver after each record, as Kafka Streams' `TopologyTestDriver`
+    /// commits after each). Tables are emptied in graph order, so a table
+    /// fed by another one gets its records in the same call.
+    pub fn emit_cached(&mut self, topo: &Topology, out: &mut Vec<Output>) -> Result<(), ProcessError> {
+        let mut any = false;
+        for id in 0..self.table_cache.len() {
+            if !self.table_cache[id].is_empty() {
+                table::emit(&mut self.ctx(topo, out, None), id)?;
+                any = true;
+            }
+        }
+        if any {
+            self.close_windows(topo, out)?;
+        }
+        Ok(())
+    }
+
+    /// Records held back by tables (`emit: on_commit`).
+    pub fn cached_records(&self) -> usize {
+        self.table_cache.iter().map(TableCache::len).sum()
     }
 
     /// Note that a window node holds a window closing at `close_at`.

@@ -3,6 +3,14 @@
 //! the later record. Accepted records are forwarded; older ones are dropped
 //! and counted as stale.
 //!
+//! With `emit: on_commit` an accepted record is held back, replacing the
+//! one held for its key, and goes downstream at the next commit
+//! ([`super::Task::emit_cached`]): Kafka Streams' record cache. A key
+//! updated a thousand times between commits costs one output record, and
+//! the value downstream is the same (the newest), only later. At most
+//! [`CACHE_MAX_KEYS`] keys are held per table and task; reaching it sends
+//! them all on at once (Kafka Streams evicts from its cache when full).
+//!
 //! The store keeps, per key, only what the comparison needs (the order value
 //! and timestamp): the values themselves go downstream, usually to a topic
 //! compacted by the same key, so storing them again would double the state
@@ -13,7 +21,11 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::Scalar;
 use super::{Ctx, ProcessError, Record};
 use crate::state::{decode, encode, Store};
-use crate::topology::{NodeId, TableNode};
+use crate::topology::{NodeId, TableEmitSpec, TableNode};
+
+/// Keys held back per table and task (`emit: on_commit`) before they are
+/// sent on without waiting for the commit.
+pub(crate) const CACHE_MAX_KEYS: usize = 10_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
@@ -55,6 +67,27 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         order,
         timestamp: rec.timestamp,
     };
-    ctx.store(t.store)?.put(key, encode(&entry));
-    ctx.forward(id, rec.clone())
+    match t.emit {
+        TableEmitSpec::OnUpdate => {
+            ctx.store(t.store)?.put(key, encode(&entry));
+            ctx.forward(id, rec.clone())
+        }
+        TableEmitSpec::OnCommit => {
+            ctx.store(t.store)?.put(key.clone(), encode(&entry));
+            let cache = &mut ctx.table_cache[id];
+            cache.insert(key, rec.clone());
+            if cache.len() >= CACHE_MAX_KEYS {
+                emit(ctx, id)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Send downstream every record table `id` holds back.
+pub(crate) fn emit(ctx: &mut Ctx<'_, '_>, id: NodeId) -> Result<(), ProcessError> {
+    for (_, rec) in std::mem::take(&mut ctx.table_cache[id]) {
+        ctx.forward(id, rec)?;
+    }
+    Ok(())
 }

@@ -277,6 +277,84 @@ steps:
 }
 
 #[test]
+fn a_table_emitting_on_commit_sends_the_newest_per_key_once_per_commit() {
+    let t = Topology::parse(
+        r#"
+application_id: t
+sources: { s: { topic: in } }
+steps:
+  - name: latest
+    table: { key: key, newest_by: value.T, emit: on_commit }
+    to: { topic: out }
+"#,
+    )
+    .unwrap();
+    let mut task = Task::in_memory(&t, 0, 0);
+    let send = |task: &mut Task, k: &str, v: &str| {
+        let origin = Origin {
+            topic: "in",
+            partition: 0,
+            offset: 0,
+            timestamp: 1,
+            key: Some(k.as_bytes()),
+            value: Some(v.as_bytes()),
+        };
+        let mut out = Vec::new();
+        task.process(&t, &origin, &mut out).unwrap();
+        assert!(out.is_empty(), "nothing goes out before the commit");
+    };
+    send(&mut task, "a", r#"{"T":2,"x":"a2"}"#);
+    send(&mut task, "b", r#"{"T":1,"x":"b1"}"#);
+    send(&mut task, "a", r#"{"T":3,"x":"a3"}"#);
+    send(&mut task, "a", r#"{"T":1,"x":"a1 (stale)"}"#);
+    send(&mut task, "b", r#"{"T":2,"x":"b2"}"#);
+    assert_eq!(task.cached_records(), 2);
+    let mut out = Vec::new();
+    task.emit_cached(&t, &mut out).unwrap();
+    let got: Vec<(String, serde_json::Value)> = out
+        .iter()
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_slice(o.value.as_deref().unwrap()).unwrap();
+            (String::from_utf8(o.key.clone().unwrap()).unwrap(), v["x"].clone())
+        })
+        .collect();
+    assert_eq!(got, [("a".to_string(), "a3".into()), ("b".to_string(), "b2".into())]);
+    assert_eq!(task.stats.dropped_stale, 1);
+    assert_eq!(task.cached_records(), 0);
+    out.clear();
+    task.emit_cached(&t, &mut out).unwrap();
+    assert!(out.is_empty(), "emitted once");
+    // The store decides staleness across commits too.
+    send(&mut task, "a", r#"{"T":2,"x":"a2 again"}"#);
+    assert_eq!(task.cached_records(), 0);
+    assert_eq!(task.stats.dropped_stale, 2);
+}
+
+#[test]
+fn a_full_table_cache_sends_its_records_without_waiting_for_the_commit() {
+    let t = Topology::parse(
+        "application_id: t\nsources: { s: { topic: in } }\nsteps:\n  - name: latest\n    table: { key: key, emit: on_commit }\n    to: { topic: out }\n",
+    )
+    .unwrap();
+    let mut task = Task::in_memory(&t, 0, 0);
+    let mut out = Vec::new();
+    for i in 0..table::CACHE_MAX_KEYS + 5 {
+        let key = format!("k{i}");
+        let origin = Origin {
+            topic: "in",
+            partition: 0,
+            offset: i as i64,
+            timestamp: 1,
+            key: Some(key.as_bytes()),
+            value: Some(b"{}"),
+        };
+        task.process(&t, &origin, &mut out).unwrap();
+    }
+    assert_eq!(out.len(), table::CACHE_MAX_KEYS, "sent when the cache filled up");
+    assert_eq!(task.cached_records(), 5);
+}
+
+#[test]
 fn a_window_opened_within_grace_closes_on_time() {
     let t = topo(&window_yaml(""));
     let mut task = Task::in_memory(&t, 0, 0);

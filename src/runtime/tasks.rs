@@ -572,7 +572,20 @@ impl TaskManager {
         let started = Instant::now();
         self.export_gauges(consumer);
         let topo = self.topo.clone();
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        // What tables held back (`emit: on_commit`) belongs to this commit.
+        let now = Now::read();
+        let mut sends = Vec::new();
+        for entry in self.tasks.values_mut() {
+            let mut outs = Vec::new();
+            entry.task.emit_cached(&topo, &mut outs)?;
+            if !outs.is_empty() {
+                sends.push((outs, entry.task.partition));
+            }
+        }
+        for (outs, p) in sends {
+            self.send(outs, p, collector, now)?;
+        }
+        let now_ms = now.wall_ms;
         let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
         for (key, entry) in self.tasks.iter_mut() {
             let changes = entry.task.take_changes();

@@ -167,6 +167,9 @@ impl<'t> Driver<'t> {
         let topo = self.topo;
         let task = self.task(sub, partition);
         task.process(topo, &origin, &mut outs)?;
+        // A commit after every record, as in Kafka Streams'
+        // TopologyTestDriver: what tables hold back goes out now.
+        task.emit_cached(topo, &mut outs)?;
         task.flush()?;
         self.route(outs, queue);
         Ok(())
@@ -193,6 +196,7 @@ impl<'t> Driver<'t> {
                 let topo = self.topo;
                 if let Some(task) = self.tasks.get_mut(&k) {
                     task.advance_stream_time(topo, i64::MAX, &mut outs)?;
+                    task.emit_cached(topo, &mut outs)?;
                     task.flush()?;
                 }
                 let mut queue = VecDeque::new();

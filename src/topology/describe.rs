@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{NodeKind, Topology};
+use super::{NodeKind, TableEmitSpec, Topology};
 
 /// Kafka Streams prints internal topics without the application id prefix.
 fn shown_topic<'a>(topo: &Topology, topic: &'a str, internal: bool) -> &'a str {
@@ -103,7 +103,10 @@ fn op_label(kind: &NodeKind) -> String {
             };
             format!("window: {kind} {size} by {}", w.group_names.join(", "))
         }
-        NodeKind::Table(_) => "table: latest per key".to_string(),
+        NodeKind::Table(t) => match t.emit {
+            TableEmitSpec::OnUpdate => "table: latest per key".to_string(),
+            TableEmitSpec::OnCommit => "table: latest per key, emitted at commit".to_string(),
+        },
         NodeKind::Pass => "pass".to_string(),
         NodeKind::Source(_) | NodeKind::ToTopic(_) => String::new(),
     }

@@ -26,7 +26,7 @@ use chrono_tz::Tz;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use expr::Expr;
-pub use spec::{EmitSpec, Guarantee, LateSpec, ValueFormat};
+pub use spec::{EmitSpec, Guarantee, LateSpec, TableEmitSpec, ValueFormat};
 
 /// Largest record value weir processes; bigger ones go to the dead-letter
 /// topic. Below the producer's `message.max.bytes` (1,000,000) with room to
@@ -139,6 +139,7 @@ pub struct WindowNode {
 #[derive(Debug)]
 pub struct TableNode {
     pub newest_by: Option<Expr>,
+    pub emit: TableEmitSpec,
     pub store: usize,
 }
 

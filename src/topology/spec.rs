@@ -252,6 +252,19 @@ pub struct TableSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub newest_by: Option<Str>,
+    /// `on_update` (default): every accepted record goes downstream at
+    /// once; `on_commit`: the newest per key goes downstream at each commit
+    /// (Kafka Streams' record cache).
+    #[serde(default)]
+    pub emit: TableEmitSpec,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TableEmitSpec {
+    #[default]
+    OnUpdate,
+    OnCommit,
 }
 
 /// Output topic of a step.

@@ -109,6 +109,75 @@ pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)>
     out
 }
 
+/// The lot table's rules, written out independently of the engine: per lot
+/// (input key), the newest status by `LAST_UPDATE` (ties: the later record)
+/// among the records that pass the filter and the map, with the map's
+/// `AVAILABLE_SPOTS` added.
+pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, Value> = BTreeMap::new();
+    for i in inputs {
+        let (Some(key), Ok(Value::Object(mut v))) = (&i.key, serde_json::from_slice::<Value>(&i.payload)) else {
+            continue;
+        };
+        if v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) != Some("Y") {
+            continue;
+        }
+        let num = |f: &str| -> Option<f64> {
+            match v.get(f).and_then(Value::as_str).map(str::trim) {
+                None | Some("") => Some(0.0),
+                Some(s) => s.parse().ok(),
+            }
+        };
+        let (Some(cap), Some(occ)) = (num("CAPACITY"), num("OCCUPIED_SPOTS")) else {
+            continue;
+        };
+        let Some(updated) = v.get("LAST_UPDATE").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        v.insert(
+            "AVAILABLE_SPOTS".into(),
+            Value::from((cap - occ).max(0.0).trunc() as i64),
+        );
+        let newer = match out.get(key) {
+            Some(old) => updated.as_str() >= old["LAST_UPDATE"].as_str().unwrap(),
+            None => true,
+        };
+        if newer {
+            out.insert(key.clone(), Value::Object(v));
+        }
+    }
+    out
+}
+
+/// The lot-status topic's last record per lot (sentinel lots `S-…` left
+/// out) equals `want`.
+pub fn check_lots(records: &[Rec], want: &BTreeMap<String, Value>) {
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    for r in records {
+        let key = String::from_utf8(r.key.clone().expect("lot status without key")).unwrap();
+        if key.starts_with("S-") {
+            continue;
+        }
+        last.insert(key, serde_json::from_slice(r.value.as_deref().unwrap()).unwrap());
+    }
+    assert_eq!(
+        last.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "lots in the lot-status topic"
+    );
+    for (k, v) in want {
+        assert_eq!(&last[k], v, "latest status of lot {k}");
+    }
+}
+
+/// Read the lot-status topic until it holds every lot of `want`.
+pub fn read_lots(lots: &str, want: &BTreeMap<String, Value>) -> Vec<Rec> {
+    consume_until(lots, Duration::from_secs(60), Duration::from_secs(2), |r| {
+        let keys: BTreeSet<&[u8]> = r.iter().filter_map(|r| r.key.as_deref()).collect();
+        want.keys().all(|k| keys.contains(k.as_bytes()))
+    })
+}
+
 /// The shipped parking topology (exactly_once) with this test's names and
 /// 200 ms commits; `long_grace` replaces the 1 m grace and 2 m idle close
 /// with a day.

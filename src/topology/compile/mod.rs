@@ -357,7 +357,11 @@ impl Compiler {
             let store = self.stores.len();
             let node = self.add(
                 name.to_string(),
-                NodeKind::Table(TableNode { newest_by, store }),
+                NodeKind::Table(TableNode {
+                    newest_by,
+                    emit: t.emit,
+                    store,
+                }),
                 Some(parent),
             );
             self.add_store(name, StoreKind::KeyValue, node, None);
