@@ -18,6 +18,112 @@ pub(crate) fn parse_json_bytes(raw: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<CelJson>(raw).map(|c| c.0)
 }
 
+/// Parse JSON bytes keeping, of a top-level object, only the fields named
+/// in `fields` (sorted); the others are checked as JSON and skipped. Other
+/// top-level values are parsed whole. The bytes must be valid UTF-8 (the
+/// caller checks: skipped strings are not).
+pub(crate) fn parse_json_projected(raw: &[u8], fields: &[String]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let v = serde::de::DeserializeSeed::deserialize(Projected(fields), &mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[derive(Clone, Copy)]
+struct Projected<'f>(&'f [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Projected<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Projected<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        CelVisitor(0).visit_bool(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        CelVisitor(0).visit_i64(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        CelVisitor(0).visit_u64(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        CelVisitor(0).visit_f64(v)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        CelVisitor(0).visit_str(v)
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        CelVisitor(0).visit_string(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        CelVisitor(0).visit_seq(seq)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = HashMap::with_capacity(self.0.len());
+        let mut index = 0;
+        while let Some(k) = access.next_key_seed(ProjectedKey {
+            fields: self.0,
+            index,
+        })? {
+            match k {
+                Some(k) => {
+                    let v = access.next_value_seed(CelSeed(1))?;
+                    map.insert(Key::String(k), v);
+                }
+                None => {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            index += 1;
+        }
+        Ok(Value::Map(Map { map: Arc::new(map) }))
+    }
+}
+
+/// A top-level key: `Some` (shared, see [`intern_key`]) if it is projected.
+struct ProjectedKey<'f> {
+    fields: &'f [String],
+    index: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ProjectedKey<'_> {
+    type Value = Option<Arc<String>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for ProjectedKey<'_> {
+    type Value = Option<Arc<String>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self
+            .fields
+            .binary_search_by(|f| f.as_str().cmp(v))
+            .ok()
+            .map(|_| intern_key(0, self.index, v)))
+    }
+}
+
 struct CelJson(Value);
 
 impl<'de> serde::Deserialize<'de> for CelJson {

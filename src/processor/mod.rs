@@ -29,8 +29,32 @@ use crate::topology::{
 #[derive(Debug, Clone)]
 pub struct Record {
     pub key: Value,
+    /// With `raw`: only the fields the topology reads (and those maps set).
     pub value: Value,
     pub timestamp: i64,
+    /// The source's JSON bytes when `value` is a projection of them (see
+    /// `topology/compile/project.rs`): the rest of the record, for writing
+    /// it whole.
+    pub raw: Option<Arc<[u8]>>,
+}
+
+impl Record {
+    /// The whole value: `value` itself, or the raw record decoded in full
+    /// with `value`'s fields (as read or set by maps) over it.
+    pub fn full_value(&self) -> std::borrow::Cow<'_, Value> {
+        let (Some(raw), Value::Map(over)) = (&self.raw, &self.value) else {
+            return std::borrow::Cow::Borrowed(&self.value);
+        };
+        // It parsed once already (projected), so it parses again.
+        let Ok(Value::Map(base)) = codec::parse_json_bytes(raw) else {
+            return std::borrow::Cow::Borrowed(&self.value);
+        };
+        let mut fields = Arc::try_unwrap(base.map).unwrap_or_else(|shared| (*shared).clone());
+        for (k, v) in over.map.iter() {
+            fields.insert(k.clone(), v.clone());
+        }
+        std::borrow::Cow::Owned(Value::Map(Map { map: Arc::new(fields) }))
+    }
 }
 
 /// Where the record being processed came from (for dead-letter headers).
@@ -357,7 +381,7 @@ impl Ctx<'_, '_> {
             None => match rec {
                 Some(r) => (
                     key_bytes(&r.key),
-                    Some(codec::to_json(&r.value).to_string().into_bytes()),
+                    Some(codec::to_json(&r.full_value()).to_string().into_bytes()),
                     r.timestamp,
                 ),
                 None => (None, None, self.stream_time),
@@ -417,7 +441,12 @@ impl Ctx<'_, '_> {
                         }
                     }
                 }
-                let Record { key, value, timestamp } = rec;
+                let Record {
+                    key,
+                    value,
+                    timestamp,
+                    raw,
+                } = rec;
                 let Value::Map(map) = value else {
                     unreachable!("checked above")
                 };
@@ -436,6 +465,7 @@ impl Ctx<'_, '_> {
                     key,
                     value: Value::Map(Map { map: Arc::new(fields) }),
                     timestamp,
+                    raw,
                 };
                 self.forward(id, out)
             }
@@ -480,7 +510,7 @@ impl Ctx<'_, '_> {
                     .collect();
                 codec::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
             }
-            _ => codec::json_bytes(&rec.value),
+            _ => codec::json_bytes(&rec.full_value()),
         };
         if !s.internal {
             self.stats.emitted += 1;
@@ -520,7 +550,19 @@ fn decode(source: &SourceNode, o: &Origin<'_>) -> Result<Record, String> {
             raw.len()
         ));
     }
-    let value = decode_bytes(source.value, raw).map_err(|e| format!("value: {e}"))?;
+    let (value, raw) = match (&source.project, source.value) {
+        (Some(fields), ValueFormat::Json) => {
+            // Skipped fields' strings are not checked by the parser.
+            std::str::from_utf8(raw).map_err(|e| format!("value: invalid UTF-8 ({e})"))?;
+            let value = codec::parse_json_projected(raw, fields).map_err(|e| format!("value: invalid JSON ({e})"))?;
+            let raw = matches!(value, Value::Map(_)).then(|| Arc::from(raw));
+            (value, raw)
+        }
+        _ => (
+            decode_bytes(source.value, raw).map_err(|e| format!("value: {e}"))?,
+            None,
+        ),
+    };
     let key = match o.key {
         None => Value::Null,
         Some(k) => decode_bytes(source.key, k).map_err(|e| format!("key: {e}"))?,
@@ -529,7 +571,12 @@ fn decode(source: &SourceNode, o: &Origin<'_>) -> Result<Record, String> {
         EventTime::Kafka => o.timestamp,
         EventTime::Field { field, format, tz } => event_time_from(&value, field, format.as_deref(), *tz)?,
     };
-    Ok(Record { key, value, timestamp })
+    Ok(Record {
+        key,
+        value,
+        timestamp,
+        raw,
+    })
 }
 
 fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {

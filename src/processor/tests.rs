@@ -419,3 +419,145 @@ fn windows_near_the_epoch_start_at_zero_unless_the_time_zone_shifts_the_only_one
     };
     assert_eq!(window_starts(w, H), vec![-9 * H]);
 }
+
+fn parking() -> Topology {
+    Topology::parse(include_str!("../../topology/parking.yaml")).unwrap()
+}
+
+#[test]
+fn the_parking_source_decodes_only_the_fields_its_steps_read() {
+    let t = parking();
+    let (_, id) = t.source_for("parking_status").unwrap();
+    let NodeKind::Source(s) = &t.nodes[id].kind else { unreachable!() };
+    assert_eq!(
+        s.project.as_deref(),
+        Some(
+            &[
+                "AVAILABLE_SPOTS",
+                "CAPACITY",
+                "IS_REALTIME_STATUS_PROVIDED",
+                "LAST_UPDATE",
+                "OCCUPIED_SPOTS",
+                "REGION",
+                "REGION_CODE"
+            ]
+            .map(String::from)[..]
+        )
+    );
+    // Reading the value as a whole, or a map that drops fields: all of it.
+    for (step, what) in [
+        ("filter: str(value) != \"\"", "str(value)"),
+        ("filter: size(value) > 0", "outside the direct evaluator"),
+        ("map: { drop: [CAPACITY] }", "drop"),
+    ] {
+        let text = include_str!("../../topology/parking.yaml").replace(
+            "  - name: available\n",
+            &format!("  - name: extra\n    {step}\n\n  - name: available\n"),
+        );
+        let t = Topology::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+        let (_, id) = t.source_for("parking_status").unwrap();
+        let NodeKind::Source(s) = &t.nodes[id].kind else { unreachable!() };
+        assert_eq!(s.project, None, "{what}");
+    }
+}
+
+/// Every output of the parking job, tables emptied after each record.
+fn run_all(t: &Topology, inputs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<Output> {
+    let mut tasks: Vec<Task> = (0..t.subtopologies.len()).map(|s| Task::in_memory(t, s, 0)).collect();
+    let mut all = Vec::new();
+    for (i, (key, value)) in inputs.iter().enumerate() {
+        let origin = Origin {
+            topic: "parking_status",
+            partition: 0,
+            offset: i as i64,
+            timestamp: T14 + i as i64 * 60_000,
+            key: key.as_deref(),
+            value: Some(value),
+        };
+        let mut out = Vec::new();
+        tasks[0].process(t, &origin, &mut out).unwrap();
+        if i % 7 == 0 {
+            tasks[0].emit_cached(t, &mut out).unwrap();
+        }
+        for o in &out {
+            if o.kind == OutputKind::Repartition {
+                let origin = Origin {
+                    topic: &o.topic,
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp: o.timestamp,
+                    key: o.key.as_deref(),
+                    value: o.value.as_deref(),
+                };
+                tasks[1].process(t, &origin, &mut all).unwrap();
+            }
+        }
+        all.extend(out);
+    }
+    tasks[0].emit_cached(t, &mut all).unwrap();
+    tasks[1].advance_stream_time(t, i64::MAX, &mut all).unwrap();
+    all
+}
+
+#[test]
+fn projected_decoding_writes_exactly_what_decoding_everything_writes() {
+    let projected = parking();
+    let mut whole = parking();
+    for n in &mut whole.nodes {
+        if let NodeKind::Source(s) = &mut n.kind {
+            s.project = None;
+        }
+    }
+    // The real poll (half of it made real-time), and records that go wrong
+    // in the fields projection skips or keeps.
+    let mut inputs: Vec<(Option<Vec<u8>>, Vec<u8>)> = include_str!("../../data/citydata_parking_poll.jsonl")
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if i % 2 == 0 {
+                v["IS_REALTIME_STATUS_PROVIDED"] = "Y".into();
+                v["LAST_UPDATE"] = format!("2025-03-31 14:{:02}:00", i % 60).into();
+            }
+            (v["PARKING_CODE"].as_str().map(|k| k.as_bytes().to_vec()), v.to_string().into_bytes())
+        })
+        .collect();
+    let y = r#""IS_REALTIME_STATUS_PROVIDED":"Y","REGION":"r","REGION_CODE":"R1","LAST_UPDATE":"2025-03-31 15:00:00""#;
+    let mut odd: Vec<Vec<u8>> = [
+        format!(r#"{{{y},"CAPACITY":"10","OCCUPIED_SPOTS":"3","NOTE":"caf\u00e9 \"quoted\"","NEST":{{"a":[1,2.5,null,true]}}}}"#),
+        format!(r#"{{{y},"CAPACITY":"10","OCCUPIED_SPOTS":"abc"}}"#),
+        format!(r#"{{{y},"CAPACITY":"10","CAPACITY":"20","OCCUPIED_SPOTS":"1"}}"#),
+        format!(r#"{{{y},"CAPACITY":"10","OCCUPIED_SPOTS":"1","AVAILABLE_SPOTS":"stale"}}"#),
+        format!(r#"{{{y},"CAPACITY":10,"OCCUPIED_SPOTS":1,"BIG":18446744073709551615}}"#),
+        format!(r#"{{{y},"CAPACITY":"10","SKIPPED":[1,{{"x":}}]}}"#),
+        format!(r#"{{{y},"CAPACITY":"10","SKIPPED":"unterminated}}"#),
+        format!(r#"{{{y},"CAPACITY":"10"}} trailing"#),
+        r#"["not","an","object"]"#.to_string(),
+        r#""text""#.to_string(),
+        "{}".to_string(),
+    ]
+    .map(String::into_bytes)
+    .to_vec();
+    let mut bad_utf8 = format!(r#"{{{y},"CAPACITY":"10","SKIPPED":"x"}}"#).into_bytes();
+    let at = bad_utf8.len() - 3;
+    bad_utf8[at] = 0xff;
+    odd.push(bad_utf8);
+    for (i, v) in odd.into_iter().enumerate() {
+        let key = if i == 0 { "nested".to_string() } else { format!("odd-{}", i % 3) };
+        inputs.push((Some(key.into_bytes()), v));
+    }
+    inputs.push((None, format!(r#"{{{y},"CAPACITY":"5"}}"#).into_bytes()));
+
+    let a = run_all(&projected, &inputs);
+    let b = run_all(&whole, &inputs);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    let kinds = |k: OutputKind| a.iter().filter(|o| o.kind == k).count();
+    assert!(kinds(OutputKind::DeadLetter) >= 6, "{}", kinds(OutputKind::DeadLetter));
+    assert!(kinds(OutputKind::Result) > 100);
+    let lot = a.iter().find(|o| o.key.as_deref() == Some(&b"nested"[..]) && o.topic == "parking_lot_status");
+    let lot: serde_json::Value = serde_json::from_slice(lot.unwrap().value.as_deref().unwrap()).unwrap();
+    assert_eq!(lot["NEST"]["a"][1], 2.5, "skipped fields are written whole: {lot}");
+}

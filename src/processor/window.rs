@@ -225,5 +225,6 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
         key: Value::String(Arc::new(format!("{key_text}@{start_text}"))),
         value: Value::Map(Map { map: Arc::new(fields) }),
         timestamp: state.max_ts,
+        raw: None,
     }
 }

@@ -130,6 +130,22 @@ impl Expr {
         }
     }
 
+    /// The top-level fields of `value` this expression reads: `None` if it
+    /// needs the whole value (uses it as a whole, or is outside the direct
+    /// evaluator's subset, whose interpreter is handed the whole record).
+    pub fn value_fields(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        if !self.uses[0] {
+            return Some(out);
+        }
+        match (&self.fast, &self.direct) {
+            (Fast::Field(f), _) => out.push(f.to_string()),
+            (_, Some(node)) if node.value_fields(&mut out) => {}
+            _ => return None,
+        }
+        Some(out)
+    }
+
     /// True if this is exactly `key`.
     pub fn is_record_key(&self) -> bool {
         matches!(self.fast, Fast::Key)

@@ -164,6 +164,36 @@ fn as_bool(v: &Value, what: &str) -> Result<bool, EvalError> {
 }
 
 impl Node {
+    /// Add to `out` the top-level fields of `value` this expression reads;
+    /// false if it reads `value` as a whole (then all of it is needed).
+    /// `num(value, "F", …)` and `get(value, "F", …)` with a literal name read
+    /// field `F` only.
+    pub(super) fn value_fields(&self, out: &mut Vec<String>) -> bool {
+        match self {
+            Node::Lit(_) => true,
+            Node::Var(Var::Value) => false,
+            Node::Var(_) => true,
+            Node::Field(operand, name) | Node::Has(operand, name) => {
+                if let Node::Var(Var::Value) = **operand {
+                    out.push(name.to_string());
+                    true
+                } else {
+                    operand.value_fields(out)
+                }
+            }
+            Node::Not(a) | Node::Neg(a) => a.value_fields(out),
+            Node::And(a, b) | Node::Or(a, b) | Node::Bin(_, a, b) => a.value_fields(out) && b.value_fields(out),
+            Node::Cond(a, b, c) => a.value_fields(out) && b.value_fields(out) && c.value_fields(out),
+            Node::Call(f, args) => match (f, args.as_slice()) {
+                (Func::Num | Func::Get, [Node::Var(Var::Value), Node::Lit(Value::String(name)), rest @ ..]) => {
+                    out.push(name.to_string());
+                    rest.iter().all(|a| a.value_fields(out))
+                }
+                _ => args.iter().all(|a| a.value_fields(out)),
+            },
+        }
+    }
+
     pub(super) fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
         match self {
             Node::Lit(v) => Ok(v.clone()),

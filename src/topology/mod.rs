@@ -79,6 +79,9 @@ pub struct SourceNode {
     pub event_time: EventTime,
     /// Reads a repartition topic written by this topology.
     pub internal: bool,
+    /// JSON values: the only top-level fields the topology reads, sorted
+    /// (`None`: all). See `compile/project.rs`.
+    pub project: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]

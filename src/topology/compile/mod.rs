@@ -3,6 +3,7 @@
 //! name internal topics and stores. Window steps are compiled in `window`,
 //! the split into sub-topologies is in `split`.
 
+mod project;
 mod split;
 mod window;
 
@@ -148,6 +149,7 @@ impl Compiler {
                     key: src.key,
                     event_time,
                     internal: false,
+                    project: None,
                 }),
                 None,
             );
@@ -274,6 +276,7 @@ impl Compiler {
             return Err(self.errors);
         }
         let subtopologies = self.split();
+        project::projections(&mut self.nodes);
         Ok(Topology {
             application_id: self.app,
             guarantee: spec.processing_guarantee,
@@ -393,6 +396,7 @@ impl Compiler {
                 key: ValueFormat::String,
                 event_time: EventTime::Kafka,
                 internal: true,
+                project: None,
             }),
             None,
         )
