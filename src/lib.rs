@@ -33,6 +33,14 @@ pub mod topology;
 /// Records are many small short-lived allocations (JSON fields, CEL values):
 /// glibc's free-list consolidation took 20–30% of the engine hot path in
 /// `perf` (`unlink_chunk`, `malloc_consolidate`).
+///
+/// The C and C++ libraries use it too: libmimalloc-sys's `override`
+/// feature defines `malloc`/`free` in the binary. librdkafka allocates each
+/// fetched message on its broker thread and the engine frees it on its own;
+/// with glibc those frees waited on the broker thread's arena lock (a
+/// `sched_switch` profile of `weir run` under `./dev bench`: 6% of the
+/// engine thread's context switches were `free` blocking in `futex_wait`).
+/// mimalloc frees across threads without that lock.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

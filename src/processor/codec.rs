@@ -76,10 +76,7 @@ impl<'de> serde::de::Visitor<'de> for Projected<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = HashMap::with_capacity(self.0.len());
         let mut index = 0;
-        while let Some(k) = access.next_key_seed(ProjectedKey {
-            fields: self.0,
-            index,
-        })? {
+        while let Some(k) = access.next_key_seed(ProjectedKey { fields: self.0, index })? {
             match k {
                 Some(k) => {
                     let v = access.next_value_seed(CelSeed(1))?;

@@ -428,7 +428,9 @@ fn parking() -> Topology {
 fn the_parking_source_decodes_only_the_fields_its_steps_read() {
     let t = parking();
     let (_, id) = t.source_for("parking_status").unwrap();
-    let NodeKind::Source(s) = &t.nodes[id].kind else { unreachable!() };
+    let NodeKind::Source(s) = &t.nodes[id].kind else {
+        unreachable!()
+    };
     assert_eq!(
         s.project.as_deref(),
         Some(
@@ -456,7 +458,9 @@ fn the_parking_source_decodes_only_the_fields_its_steps_read() {
         );
         let t = Topology::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
         let (_, id) = t.source_for("parking_status").unwrap();
-        let NodeKind::Source(s) = &t.nodes[id].kind else { unreachable!() };
+        let NodeKind::Source(s) = &t.nodes[id].kind else {
+            unreachable!()
+        };
         assert_eq!(s.project, None, "{what}");
     }
 }
@@ -519,7 +523,10 @@ fn projected_decoding_writes_exactly_what_decoding_everything_writes() {
                 v["IS_REALTIME_STATUS_PROVIDED"] = "Y".into();
                 v["LAST_UPDATE"] = format!("2025-03-31 14:{:02}:00", i % 60).into();
             }
-            (v["PARKING_CODE"].as_str().map(|k| k.as_bytes().to_vec()), v.to_string().into_bytes())
+            (
+                v["PARKING_CODE"].as_str().map(|k| k.as_bytes().to_vec()),
+                v.to_string().into_bytes(),
+            )
         })
         .collect();
     let y = r#""IS_REALTIME_STATUS_PROVIDED":"Y","REGION":"r","REGION_CODE":"R1","LAST_UPDATE":"2025-03-31 15:00:00""#;
@@ -543,7 +550,11 @@ fn projected_decoding_writes_exactly_what_decoding_everything_writes() {
     bad_utf8[at] = 0xff;
     odd.push(bad_utf8);
     for (i, v) in odd.into_iter().enumerate() {
-        let key = if i == 0 { "nested".to_string() } else { format!("odd-{}", i % 3) };
+        let key = if i == 0 {
+            "nested".to_string()
+        } else {
+            format!("odd-{}", i % 3)
+        };
         inputs.push((Some(key.into_bytes()), v));
     }
     inputs.push((None, format!(r#"{{{y},"CAPACITY":"5"}}"#).into_bytes()));
@@ -557,7 +568,9 @@ fn projected_decoding_writes_exactly_what_decoding_everything_writes() {
     let kinds = |k: OutputKind| a.iter().filter(|o| o.kind == k).count();
     assert!(kinds(OutputKind::DeadLetter) >= 6, "{}", kinds(OutputKind::DeadLetter));
     assert!(kinds(OutputKind::Result) > 100);
-    let lot = a.iter().find(|o| o.key.as_deref() == Some(&b"nested"[..]) && o.topic == "parking_lot_status");
+    let lot = a
+        .iter()
+        .find(|o| o.key.as_deref() == Some(&b"nested"[..]) && o.topic == "parking_lot_status");
     let lot: serde_json::Value = serde_json::from_slice(lot.unwrap().value.as_deref().unwrap()).unwrap();
     assert_eq!(lot["NEST"]["a"][1], 2.5, "skipped fields are written whole: {lot}");
 }
