@@ -380,8 +380,9 @@ for line in sys.stdin:
     case "$name" in
       weir-alos | weir-eos)
         g=at_least_once; [[ "$name" == weir-eos ]] && g=exactly_once
-        weir_topology "$name" "$app" "$app-in" "$g" "s/emit: on_window_close\$/emit: on_update/" \
-          "s/emit: on_commit\$/emit: on_update/" "topic: $app-lots" "emit: on_update"
+        weir_topology "$name" "$app" "$app-in" "$g" \
+          "s/emit: on_window_close\$/emit: on_update/; s/emit: on_commit\$/emit: on_update/" \
+          "topic: $app-lots" "emit: on_update"
         ! grep -q "emit: on_commit" "$work/$name/parking.yaml" || die "$name: the lot table still emits on commit"
         NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" \
           "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state" ;;
