@@ -24,126 +24,50 @@ pub(crate) fn parse_json_bytes(raw: &[u8]) -> Result<Value, serde_json::Error> {
 /// caller checks: skipped strings are not).
 pub(crate) fn parse_json_projected(raw: &[u8], fields: &[String]) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let v = serde::de::DeserializeSeed::deserialize(Projected(fields), &mut de)?;
+    let seed = CelSeed {
+        depth: 0,
+        project: Some(fields),
+    };
+    let v = serde::de::DeserializeSeed::deserialize(seed, &mut de)?;
     de.end()?;
     Ok(v)
-}
-
-#[derive(Clone, Copy)]
-struct Projected<'f>(&'f [String]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Projected<'_> {
-    type Value = Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Projected<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
-        CelVisitor(0).visit_bool(v)
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
-        CelVisitor(0).visit_i64(v)
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        CelVisitor(0).visit_u64(v)
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        CelVisitor(0).visit_f64(v)
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        CelVisitor(0).visit_str(v)
-    }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        CelVisitor(0).visit_string(v)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        CelVisitor(0).visit_seq(seq)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = HashMap::with_capacity(self.0.len());
-        let mut index = 0;
-        while let Some(k) = access.next_key_seed(ProjectedKey { fields: self.0, index })? {
-            match k {
-                Some(k) => {
-                    let v = access.next_value_seed(CelSeed(1))?;
-                    map.insert(Key::String(k), v);
-                }
-                None => {
-                    access.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-            index += 1;
-        }
-        Ok(Value::Map(Map { map: Arc::new(map) }))
-    }
-}
-
-/// A top-level key: `Some` (shared, see [`intern_key`]) if it is projected.
-struct ProjectedKey<'f> {
-    fields: &'f [String],
-    index: usize,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for ProjectedKey<'_> {
-    type Value = Option<Arc<String>>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for ProjectedKey<'_> {
-    type Value = Option<Arc<String>>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self
-            .fields
-            .binary_search_by(|f| f.as_str().cmp(v))
-            .ok()
-            .map(|_| intern_key(0, self.index, v)))
-    }
 }
 
 struct CelJson(Value);
 
 impl<'de> serde::Deserialize<'de> for CelJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::de::DeserializeSeed::deserialize(CelSeed(0), d).map(CelJson)
+        serde::de::DeserializeSeed::deserialize(CelSeed::at(0), d).map(CelJson)
     }
 }
 
-/// A JSON value at nesting depth `.0` (for key sharing, see [`intern_key`]).
+/// A JSON value at nesting depth `depth` (for key sharing, see
+/// [`intern_key`]); with `project`, an object keeps only those fields
+/// (sorted; see [`parse_json_projected`]).
 #[derive(Clone, Copy)]
-struct CelSeed(usize);
+struct CelSeed<'f> {
+    depth: usize,
+    project: Option<&'f [String]>,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for CelSeed {
+impl CelSeed<'_> {
+    /// Everything, at `depth`.
+    fn at(depth: usize) -> Self {
+        CelSeed { depth, project: None }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CelSeed<'_> {
     type Value = Value;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(CelVisitor(self.0))
+        d.deserialize_any(CelVisitor(self))
     }
 }
 
-struct CelVisitor(usize);
+struct CelVisitor<'f>(CelSeed<'f>);
 
-impl<'de> serde::de::Visitor<'de> for CelVisitor {
+impl<'de> serde::de::Visitor<'de> for CelVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,17 +99,26 @@ impl<'de> serde::de::Visitor<'de> for CelVisitor {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(v) = seq.next_element_seed(CelSeed(self.0 + 1))? {
+        while let Some(v) = seq.next_element_seed(CelSeed::at(self.0.depth + 1))? {
             items.push(v);
         }
         Ok(Value::List(Arc::new(items)))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = HashMap::with_capacity(access.size_hint().unwrap_or(16));
+        let CelSeed { depth, project } = self.0;
+        let capacity = project.map_or(access.size_hint().unwrap_or(16), <[String]>::len);
+        let mut map = HashMap::with_capacity(capacity);
         let mut index = 0;
-        while let Some(k) = access.next_key_seed(InternedKey { depth: self.0, index })? {
-            let v = access.next_value_seed(CelSeed(self.0 + 1))?;
-            map.insert(Key::String(k), v);
+        while let Some(k) = access.next_key_seed(InternedKey { depth, index, project })? {
+            match k {
+                Some(k) => {
+                    let v = access.next_value_seed(CelSeed::at(depth + 1))?;
+                    map.insert(Key::String(k), v);
+                }
+                None => {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
             index += 1;
         }
         Ok(Value::Map(Map { map: Arc::new(map) }))
@@ -225,27 +158,35 @@ fn intern_key(depth: usize, index: usize, key: &str) -> Arc<String> {
     })
 }
 
-struct InternedKey {
+/// An object key, shared (see [`intern_key`]); `None` if a projection
+/// leaves its field out.
+struct InternedKey<'f> {
     depth: usize,
     index: usize,
+    project: Option<&'f [String]>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for InternedKey {
-    type Value = Arc<String>;
+impl<'de> serde::de::DeserializeSeed<'de> for InternedKey<'_> {
+    type Value = Option<Arc<String>>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Arc<String>, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl serde::de::Visitor<'_> for InternedKey {
-    type Value = Arc<String>;
+impl serde::de::Visitor<'_> for InternedKey<'_> {
+    type Value = Option<Arc<String>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an object key")
     }
-    fn visit_str<E>(self, v: &str) -> Result<Arc<String>, E> {
-        Ok(intern_key(self.depth, self.index, v))
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        if let Some(fields) = self.project {
+            if fields.binary_search_by(|f| f.as_str().cmp(v)).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(intern_key(self.depth, self.index, v)))
     }
 }
 
