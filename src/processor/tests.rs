@@ -238,6 +238,22 @@ fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
     assert!(out[0].headers.iter().any(|(_, v)| v.contains("too large")));
 }
 
+/// Feed one record with key `k` and JSON value `v` at timestamp 1 (the
+/// table tests); returns the outputs.
+fn table_input(task: &mut Task, topo: &Topology, k: &str, v: &str) -> Vec<Output> {
+    let origin = Origin {
+        topic: "in",
+        partition: 0,
+        offset: 0,
+        timestamp: 1,
+        key: Some(k.as_bytes()),
+        value: Some(v.as_bytes()),
+    };
+    let mut out = Vec::new();
+    task.process(topo, &origin, &mut out).unwrap();
+    out
+}
+
 #[test]
 fn table_keeps_the_newest_by_field() {
     let t = Topology::parse(
@@ -252,19 +268,7 @@ steps:
     )
     .unwrap();
     let mut task = Task::in_memory(&t, 0, 0);
-    let mut send = |v: &str| {
-        let origin = Origin {
-            topic: "in",
-            partition: 0,
-            offset: 0,
-            timestamp: 1,
-            key: Some(b"lot"),
-            value: Some(v.as_bytes()),
-        };
-        let mut out = Vec::new();
-        task.process(&t, &origin, &mut out).unwrap();
-        values(&out)
-    };
+    let mut send = |v: &str| values(&table_input(&mut task, &t, "lot", v));
     assert_eq!(send(r#"{"T":"2025-03-31 10:00:00","x":1}"#).len(), 1);
     assert_eq!(
         send(r#"{"T":"2025-03-31 09:00:00","x":2}"#).len(),
@@ -291,16 +295,7 @@ steps:
     .unwrap();
     let mut task = Task::in_memory(&t, 0, 0);
     let send = |task: &mut Task, k: &str, v: &str| {
-        let origin = Origin {
-            topic: "in",
-            partition: 0,
-            offset: 0,
-            timestamp: 1,
-            key: Some(k.as_bytes()),
-            value: Some(v.as_bytes()),
-        };
-        let mut out = Vec::new();
-        task.process(&t, &origin, &mut out).unwrap();
+        let out = table_input(task, &t, k, v);
         assert!(out.is_empty(), "nothing goes out before the commit");
     };
     send(&mut task, "a", r#"{"T":2,"x":"a2"}"#);

@@ -72,25 +72,33 @@ pub fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
         .collect()
 }
 
+/// The parking job's filter and map steps, written out independently of
+/// the engine: the record's fields and its available spots, or `None` if the
+/// record is dropped (not real-time) or dead-lettered (not a JSON object,
+/// counts that are not numbers).
+fn filtered_and_mapped(payload: &[u8]) -> Option<(serde_json::Map<String, Value>, f64)> {
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(payload) else {
+        return None;
+    };
+    if v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) != Some("Y") {
+        return None;
+    }
+    let num = |f: &str| -> Option<f64> {
+        match v.get(f).and_then(Value::as_str).map(str::trim) {
+            None | Some("") => Some(0.0),
+            Some(s) => s.parse().ok(),
+        }
+    };
+    let available = (num("CAPACITY")? - num("OCCUPIED_SPOTS")?).max(0.0).trunc();
+    Some((v, available))
+}
+
 /// The parking rules, written out independently of the engine: returns
 /// (region_code, hour start) → (region, sum of available, samples).
 pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)> {
     let mut out: BTreeMap<(String, i64), (String, f64, u64)> = BTreeMap::new();
     for i in inputs {
-        let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) else {
-            continue;
-        };
-        match v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) {
-            Some("Y") => {}
-            _ => continue,
-        }
-        let num = |f: &str| -> Option<f64> {
-            match v.get(f).and_then(Value::as_str).map(str::trim) {
-                None | Some("") => Some(0.0),
-                Some(s) => s.parse().ok(),
-            }
-        };
-        let (Some(cap), Some(occ)) = (num("CAPACITY"), num("OCCUPIED_SPOTS")) else {
+        let Some((v, available)) = filtered_and_mapped(&i.payload) else {
             continue;
         };
         let (Some(code), Some(region)) = (
@@ -99,7 +107,6 @@ pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)>
         ) else {
             continue;
         };
-        let available = (cap - occ).max(0.0).trunc();
         let e = out
             .entry((code.to_string(), i.timestamp.div_euclid(H) * H))
             .or_insert((region.to_string(), 0.0, 0));
@@ -116,28 +123,13 @@ pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)>
 pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     for i in inputs {
-        let (Some(key), Ok(Value::Object(mut v))) = (&i.key, serde_json::from_slice::<Value>(&i.payload)) else {
-            continue;
-        };
-        if v.get("IS_REALTIME_STATUS_PROVIDED").and_then(Value::as_str) != Some("Y") {
-            continue;
-        }
-        let num = |f: &str| -> Option<f64> {
-            match v.get(f).and_then(Value::as_str).map(str::trim) {
-                None | Some("") => Some(0.0),
-                Some(s) => s.parse().ok(),
-            }
-        };
-        let (Some(cap), Some(occ)) = (num("CAPACITY"), num("OCCUPIED_SPOTS")) else {
+        let (Some(key), Some((mut v, available))) = (&i.key, filtered_and_mapped(&i.payload)) else {
             continue;
         };
         let Some(updated) = v.get("LAST_UPDATE").and_then(Value::as_str).map(str::to_string) else {
             continue;
         };
-        v.insert(
-            "AVAILABLE_SPOTS".into(),
-            Value::from((cap - occ).max(0.0).trunc() as i64),
-        );
+        v.insert("AVAILABLE_SPOTS".into(), Value::from(available as i64));
         let newer = match out.get(key) {
             Some(old) => updated.as_str() >= old["LAST_UPDATE"].as_str().unwrap(),
             None => true,
