@@ -12,6 +12,7 @@ use common::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use weir::runtime::restore::{reader, restore, StoreRef};
+use weir::runtime::RuntimeError;
 use weir::state::rocks::TaskDb;
 use weir::state::Backend;
 
@@ -47,8 +48,16 @@ fn restore_reads_past_another_producers_open_transaction() {
     send(&successor, &changelog, "b", "1");
     send(&successor, &changelog, "c", "2");
     successor.commit_transaction(Duration::from_secs(30)).unwrap();
-    let (_, end) = watermarks(&changelog, 0);
-    assert_eq!(end, 4, "a record of A, two of B and B's commit marker");
+    // The coordinator writes the commit marker after commit_transaction
+    // returns (asynchronously, to each partition): wait for it.
+    wait_for("B's commit marker", Duration::from_secs(30), || {
+        watermarks(&changelog, 0).1 == 4
+    });
+    assert_eq!(
+        watermarks(&changelog, 0).1,
+        4,
+        "a record of A, two of B and B's commit marker"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let store = "s".to_string();
@@ -102,5 +111,52 @@ fn restore_reads_past_another_producers_open_transaction() {
     assert!(db.changelog_offset(&changelog, 0).unwrap() >= Some(4));
     drop(db);
     drop(successor);
+    delete_topics(&[&changelog]);
+}
+
+/// The changelog was deleted and created again (or truncated) under a
+/// store that had reached offset 500 of it. Restoring from what is there
+/// silently started over from nothing, and the partial windows that
+/// followed overwrote correct rows downstream: weir must refuse, say why
+/// and what to do, and leave the state as it was.
+#[test]
+fn a_store_ahead_of_its_changelog_refuses_to_restore_and_keeps_its_state() {
+    let changelog = unique("it-restore-recreated");
+    create_topic(&changelog, 1);
+    let p = producer();
+    produce(&p, &changelog, 0, 1, Some(b"x"), Some(b"new"));
+    produce(&p, &changelog, 0, 2, Some(b"y"), Some(b"new"));
+    flush(&p);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = "s".to_string();
+    let db = TaskDb::open(dir.path(), std::slice::from_ref(&store)).unwrap();
+    let kept = vec![(b"k".to_vec(), Some(b"old".to_vec()))];
+    db.apply(&[(store.as_str(), &kept)], &[(&changelog, 0, 500)]).unwrap();
+
+    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let s = StoreRef {
+        task: "0_0",
+        store: &store,
+        changelog: &changelog,
+        partition: 0,
+    };
+    let err = restore(&r, "it", &db, &s, &AtomicBool::new(false)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ChangelogBehind {
+                stored: 500,
+                end: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("weir reset") && msg.contains(&changelog), "no hint: {msg}");
+    assert_eq!(db.store(&store).get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(db.store(&store).get(b"x").unwrap(), None);
+    assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(500));
     delete_topics(&[&changelog]);
 }

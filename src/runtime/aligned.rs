@@ -43,7 +43,10 @@ pub(super) enum Held {
     /// every held message) and never hands them out of the engine thread
     /// (`BorrowedMessage` is not `Send`).
     Queued(BorrowedMessage<'static>),
-    /// From the main queue before the partition had its own (rare): a copy.
+    /// From the main queue: a copy. Only a partition of a sub-topology
+    /// that is not aligned gets here now (see [`detach_queue`]); kept for a
+    /// fetch that librdkafka forwarded anyway, which the task manager's
+    /// offset check then catches.
     Copied(OwnedMessage),
 }
 
@@ -56,6 +59,43 @@ impl Held {
         .to_millis()
         .unwrap_or(0)
     }
+}
+
+/// Stop librdkafka from forwarding a partition's fetched records to the
+/// consumer's main queue: they stay in the partition's own queue, which
+/// [`Aligner::reassign`] then hands out. Call it in the rebalance callback
+/// *before* the partition is assigned.
+///
+/// Why then: librdkafka forwards a partition's fetch queue to the main
+/// queue when it starts fetching (`rd_kafka_toppar_op_fetch_start`),
+/// unless the application has set the queue's forwarding itself
+/// (`RD_KAFKA_Q_F_FWD_APP`, set by `rd_kafka_queue_forward` and never
+/// cleared). Split after the assign, as weir did, the first fetch could
+/// already sit in the main queue: records the main queue delivered later
+/// were processed after newer ones from the partition's queue, the
+/// position jumped past records not yet processed, and a commit in
+/// between committed it (a kill then lost them). Split before the assign,
+/// no record of the partition ever reaches the main queue.
+///
+/// Returns whether librdkafka knew the partition (it creates it if not).
+pub fn detach_queue<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> bool {
+    use rdkafka::bindings as rd;
+    let Ok(name) = std::ffi::CString::new(topic) else {
+        return false;
+    };
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` is a live consumer handle; the queue handle is
+    // destroyed here and the forwarding flag stays on the partition's
+    // fetch queue (owned by librdkafka).
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
+        if queue.is_null() {
+            return false;
+        }
+        rd::rd_kafka_queue_forward(queue, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    true
 }
 
 struct Partition<C: ConsumerContext + 'static> {
@@ -105,9 +145,9 @@ pub(super) struct Aligner<C: ConsumerContext + 'static> {
 const SKEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<C: ConsumerContext + 'static> Aligner<C> {
-    pub(super) fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
-        let aligned = topo
-            .subtopologies
+    /// Sub-topologies whose tasks feed a repartition topic.
+    fn aligned_subs(topo: &Topology) -> HashSet<usize> {
+        topo.subtopologies
             .iter()
             .filter(|sub| {
                 sub.nodes
@@ -115,7 +155,21 @@ impl<C: ConsumerContext + 'static> Aligner<C> {
                     .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::ToTopic(s) if s.internal))
             })
             .map(|sub| sub.id)
-            .collect();
+            .collect()
+    }
+
+    /// The source topics of aligned sub-topologies: their partitions get
+    /// their own queue before they are assigned ([`detach_queue`]).
+    pub(super) fn aligned_topics(topo: &Topology) -> HashSet<String> {
+        let subs = Self::aligned_subs(topo);
+        topo.source_topics()
+            .into_iter()
+            .filter(|t| topo.source_for(t).is_some_and(|(sub, _)| subs.contains(&sub)))
+            .collect()
+    }
+
+    pub(super) fn new(topo: Arc<Topology>, max_idle: Duration) -> Self {
+        let aligned = Self::aligned_subs(&topo);
         Aligner {
             aligned,
             app: topo.application_id.clone(),

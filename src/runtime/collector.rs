@@ -18,6 +18,7 @@
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metrics::counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -25,31 +26,18 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
 
+use super::timeouts::{
+    CALL_TIMEOUT, COMMIT_RETRY, END_TXN_RETRY, FLUSH_TIMEOUT, SEND_OFFSETS_WAIT, TRANSACTION_TIMEOUT,
+};
 use super::{RuntimeError, TpMap, TpRef};
 use crate::support::backoff::Backoff;
 pub(crate) use crate::support::lock::lock;
 
-/// How long a transaction call, a flush or an offset commit may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long `send_offsets_to_transaction` is waited for. librdkafka (2.12)
-/// can block in it forever when the group coordinator's broker dies: its
-/// coordinator lookup ignores the call's timeout (confluentinc/librdkafka
-/// #5456, #5511). Seen in the broker-kill test: weir stopped for good.
-const SEND_OFFSETS_WAIT: Duration = Duration::from_secs(30);
-
-/// How long a commit waits for its records to be delivered before it fails
-/// (and, under exactly-once, is aborted and retried from the last commit).
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounds of the producer's queue (see `Collector::new`).
 const PRODUCER_QUEUE_MESSAGES: u32 = 20_000;
 const PRODUCER_QUEUE_KBYTES: u32 = 16 * 1024;
 /// The slice in which a flush serves delivery reports (see `flush`).
 const FLUSH_POLL: Duration = Duration::from_millis(1);
-
-/// How long an offset commit (at-least-once) is retried while the group
-/// coordinator is unavailable (a broker restarting or a coordinator moving).
-const COMMIT_RETRY: Duration = Duration::from_secs(60);
 
 /// Delivery reports since the last flush: the highest delivered offset per
 /// partition (changelog positions) and the first error.
@@ -106,8 +94,34 @@ pub(super) struct Collector {
     config: ClientConfig,
     transactional: bool,
     in_transaction: bool,
-    /// A transaction call did not return: the producer cannot be used again.
-    stuck: bool,
+    /// This producer must not be used for another transaction: a call did
+    /// not return, an end of transaction has an unknown outcome, or an
+    /// error was fatal. The abort that follows replaces it.
+    replace: bool,
+}
+
+/// What a failed transaction call leaves, as librdkafka documents its
+/// errors (`rd_kafka_error_is_retriable`, `_txn_requires_abort`,
+/// `_is_fatal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The call may be made again (the same call, not another).
+    Retriable,
+    /// The transaction cannot commit: abort it (with this producer).
+    Abortable,
+    /// This producer cannot go on (fenced, fatal): a new one.
+    Fatal,
+}
+
+impl Failure {
+    pub(super) fn of(e: &KafkaError) -> Failure {
+        match e {
+            KafkaError::Transaction(e) if e.is_fatal() => Failure::Fatal,
+            KafkaError::Transaction(e) if e.txn_requires_abort() => Failure::Abortable,
+            KafkaError::Transaction(e) if e.is_retriable() => Failure::Retriable,
+            _ => Failure::Abortable,
+        }
+    }
 }
 
 fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<DeliveryContext>, KafkaError> {
@@ -143,7 +157,7 @@ impl Collector {
             // transaction blocks read_committed readers for at most this long.
             config
                 .set("transactional.id", id)
-                .set("transaction.timeout.ms", "10000");
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string());
         }
         let producer = Arc::new(create(&config, transactional_id.is_some())?);
         Ok(Collector {
@@ -151,7 +165,7 @@ impl Collector {
             config,
             transactional: transactional_id.is_some(),
             in_transaction: false,
-            stuck: false,
+            replace: false,
         })
     }
 
@@ -163,12 +177,23 @@ impl Collector {
         self.in_transaction
     }
 
-    /// Produce one record (inside the open transaction, begun if needed).
-    pub(super) fn send(&mut self, r: &Outgoing<'_>) -> Result<(), KafkaError> {
+    /// Begin a transaction unless one is open (exactly-once only).
+    fn begin(&mut self) -> Result<(), KafkaError> {
         if self.transactional && !self.in_transaction {
-            self.producer.begin_transaction()?;
+            if let Err(e) = self.producer.begin_transaction() {
+                if Failure::of(&e) == Failure::Fatal {
+                    self.replace = true;
+                }
+                return Err(e);
+            }
             self.in_transaction = true;
         }
+        Ok(())
+    }
+
+    /// Produce one record (inside the open transaction, begun if needed).
+    pub(super) fn send(&mut self, r: &Outgoing<'_>) -> Result<(), KafkaError> {
+        self.begin()?;
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(r.topic).partition(r.partition).timestamp(r.timestamp);
         // Only records with headers (dead letters) get a header list: it is
@@ -215,6 +240,7 @@ impl Collector {
     /// served; returns the highest delivered offset per partition since the
     /// last flush, or the first delivery error.
     pub(super) fn flush(&mut self) -> Result<TpMap<i64>, RuntimeError> {
+        crate::health::global().beat();
         let started = Instant::now();
         let deadline = started + FLUSH_TIMEOUT;
         // Not a plain `Producer::flush(FLUSH_TIMEOUT)`: rust-rdkafka's
@@ -265,29 +291,71 @@ impl Collector {
             return Ok(());
         }
         if offsets.count() > 0 {
-            if !self.in_transaction {
-                self.producer.begin_transaction()?;
-                self.in_transaction = true;
-            }
+            self.begin()?;
             let group = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
             self.send_offsets(offsets, group)?;
         }
         if self.in_transaction {
-            self.producer.commit_transaction(CALL_TIMEOUT)?;
-            self.in_transaction = false;
+            self.end_transaction()?;
         }
+        Ok(())
+    }
+
+    /// `commit_transaction`, its errors handled as librdkafka documents
+    /// them: a retriable one by calling it again (the same EndTxn, not a
+    /// new one) for up to [`END_TXN_RETRY`]; an abortable one by the abort
+    /// that follows. Anything else leaves the outcome unknown: the broker
+    /// may still apply this EndTxn late. librdkafka does not implement
+    /// KIP-890 (confluentinc/librdkafka#5423), so a late EndTxn(commit) can
+    /// land on the next transaction of the same producer epoch (Jepsen,
+    /// KAFKA-17754): lost writes, aborted reads. Such a producer is never
+    /// used again; the abort replaces it, and the new producer's
+    /// `init_transactions` bumps the epoch and fences the old request.
+    fn end_transaction(&mut self) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + END_TXN_RETRY;
+        loop {
+            crate::health::global().beat();
+            let Err(e) = self.producer.commit_transaction(CALL_TIMEOUT) else {
+                self.in_transaction = false;
+                return Ok(());
+            };
+            match Failure::of(&e) {
+                Failure::Retriable if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "committing the transaction failed; calling it again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Failure::Abortable => return Err(e.into()),
+                Failure::Retriable | Failure::Fatal => {
+                    tracing::warn!(error = %e, "the transaction's outcome is unknown: this producer will be replaced");
+                    self.replace = true;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// A new producer with the same transactional.id (see `replace`).
+    fn renew(&mut self) -> Result<(), RuntimeError> {
+        crate::health::global().beat();
+        counter!("weir_producer_replacements_total").increment(1);
+        // Its transaction is aborted, or completed if its EndTxn reached
+        // the coordinator, by the new producer's init_transactions (same
+        // transactional.id, epoch bumped); the consumer is rewound to the
+        // committed offsets either way.
+        self.producer = Arc::new(create(&self.config, true)?);
         Ok(())
     }
 
     /// `send_offsets_to_transaction` on a thread of its own, waited for at
     /// most [`SEND_OFFSETS_WAIT`]. If it does not return, the producer is
-    /// marked stuck (the abort that follows replaces it) and the call is
+    /// marked for replacement (the abort that follows replaces it) and the call is
     /// left to finish, or not, with its own handle on the old producer.
     fn send_offsets(
         &mut self,
         offsets: &TopicPartitionList,
         group: rdkafka::consumer::ConsumerGroupMetadata,
     ) -> Result<(), RuntimeError> {
+        crate::health::global().beat();
         let (tx, rx) = mpsc::channel();
         let (producer, offsets) = (self.producer.clone(), offsets.clone());
         std::thread::Builder::new()
@@ -300,9 +368,15 @@ impl Collector {
                 source,
             })?;
         match rx.recv_timeout(SEND_OFFSETS_WAIT) {
-            Ok(result) => Ok(result?),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                if Failure::of(&e) == Failure::Fatal {
+                    self.replace = true;
+                }
+                Err(e.into())
+            }
             Err(_) => {
-                self.stuck = true;
+                self.replace = true;
                 tracing::error!(waited = ?SEND_OFFSETS_WAIT, "adding the offsets to the transaction did not return (librdkafka lost the group coordinator): replacing the producer");
                 Err(RuntimeError::Delivery(format!(
                     "send_offsets_to_transaction did not return within {SEND_OFFSETS_WAIT:?}"
@@ -316,14 +390,30 @@ impl Collector {
     /// fatal error) is replaced by a new one with the same transactional.id.
     pub(super) fn abort(&mut self) -> Result<(), RuntimeError> {
         let was_open = std::mem::replace(&mut self.in_transaction, false);
-        if self.transactional && std::mem::take(&mut self.stuck) {
-            // Its transaction is aborted by the new producer's
-            // init_transactions (same transactional.id, epoch bumped).
-            self.producer = Arc::new(create(&self.config, true)?);
+        if self.transactional && std::mem::take(&mut self.replace) {
+            self.renew()?;
         } else if self.transactional && was_open {
-            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
-                tracing::warn!(error = %e, "aborting the transaction failed: replacing the producer");
-                self.producer = Arc::new(create(&self.config, true)?);
+            crate::health::global().beat();
+            // Retriable errors of an abort: librdkafka says call it again;
+            // an abort whose outcome stays unknown is the same hazard as an
+            // unknown commit, so the producer is replaced then too.
+            let deadline = Instant::now() + END_TXN_RETRY;
+            let aborted = loop {
+                match self.producer.abort_transaction(CALL_TIMEOUT) {
+                    Ok(()) => break true,
+                    Err(e) if Failure::of(&e) == Failure::Retriable && Instant::now() < deadline => {
+                        tracing::warn!(error = %e, "aborting the transaction failed; calling it again");
+                        crate::health::global().beat();
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "aborting the transaction failed: replacing the producer");
+                        break false;
+                    }
+                }
+            };
+            if !aborted {
+                self.renew()?;
             }
         }
         let mut d = lock(&self.producer.context().state);

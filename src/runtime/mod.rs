@@ -22,6 +22,7 @@ mod collector;
 mod lag;
 pub mod restore;
 mod tasks;
+mod timeouts;
 mod topics;
 
 use std::collections::HashSet;
@@ -39,10 +40,13 @@ use rdkafka::{ClientContext, Offset};
 use crate::kafka::client_config;
 use crate::state::StoreError;
 use crate::topology::{Guarantee, Topology};
+#[doc(hidden)]
+pub use aligned::detach_queue;
 use aligned::{Aligner, Held};
 use collector::{lock, Collector};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
+use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
 use topics::{prepare_topics, Purge};
 
 /// A topic partition.
@@ -84,6 +88,29 @@ pub enum RuntimeError {
     MissingSource(String),
     #[error("could not deliver records to Kafka: {0}")]
     Delivery(String),
+    #[error("{topic} [{partition}]: record at offset {offset} came after the position {expected} (out of order)")]
+    OffsetRegression {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        expected: i64,
+    },
+    #[error(
+        "store {store} of task {task} is at offset {stored} of its changelog {changelog} [{partition}], \
+         which ends at {end}: the changelog was deleted and created again, or truncated, and no longer \
+         backs this state. Refusing to start rather than run on a state nothing backs or silently begin \
+         from nothing (partial results would overwrite correct ones downstream). To reprocess from the \
+         start, stop every instance and run `weir reset <topology>`; to rebuild this instance's state \
+         from the changelog as it is, delete its state directory."
+    )]
+    ChangelogBehind {
+        store: String,
+        task: String,
+        changelog: String,
+        partition: i32,
+        stored: i64,
+        end: i64,
+    },
     #[error("the consumer has no group metadata (not in the group yet)")]
     NoGroupMetadata,
     #[error("state directory {0} is used by another weir run (its .lock is held)")]
@@ -98,7 +125,10 @@ impl RuntimeError {
     fn recoverable(&self) -> bool {
         matches!(
             self,
-            RuntimeError::Kafka(_) | RuntimeError::Delivery(_) | RuntimeError::NoGroupMetadata
+            RuntimeError::Kafka(_)
+                | RuntimeError::Delivery(_)
+                | RuntimeError::NoGroupMetadata
+                | RuntimeError::OffsetRegression { .. }
         )
     }
 }
@@ -176,8 +206,20 @@ impl Engine {
     /// task (back to the last commit). Errors that cannot be recovered from,
     /// any error at-least-once, and too many aborts in a row are returned.
     fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
-        if !self.collector.transactional() || !err.recoverable() {
+        if !err.recoverable() {
             return Err(err);
+        }
+        if !self.collector.transactional() {
+            // At-least-once may process records again, and must for a
+            // position that jumped: back to the last commit. Other errors
+            // stop it (nothing is aborted: what was sent stays sent).
+            if !matches!(err, RuntimeError::OffsetRegression { .. }) {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, "rebuilding every task from its last commit");
+            self.tasks.drop_all();
+            self.needs_rewind = true;
+            return Ok(());
         }
         self.aborts_in_a_row += 1;
         if self.aborts_in_a_row > MAX_ABORTS_IN_A_ROW {
@@ -214,16 +256,16 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), RuntimeE
     if assigned.count() == 0 {
         return Ok(());
     }
-    let committed = consumer.committed_offsets(assigned, Duration::from_secs(30))?;
+    crate::health::global().beat();
+    let committed = consumer.committed_offsets(assigned, CALL_TIMEOUT)?;
+    let deadline = Instant::now() + SEEK_RETRY;
     for e in committed.elements() {
         let to = match e.offset() {
             Offset::Offset(o) => Offset::Offset(o),
             _ => Offset::Beginning,
         };
-        let mut tries = 0;
-        while let Err(err) = consumer.seek(e.topic(), e.partition(), to, Duration::from_secs(10)) {
-            tries += 1;
-            if tries >= 20 {
+        while let Err(err) = consumer.seek(e.topic(), e.partition(), to, SEEK_TIMEOUT) {
+            if Instant::now() >= deadline {
                 return Err(err.into());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -234,6 +276,8 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), RuntimeE
 
 struct RebalanceContext {
     engine: Arc<Mutex<Engine>>,
+    /// Source topics of aligned sub-topologies (see [`aligned::detach_queue`]).
+    aligned_topics: HashSet<String>,
 }
 
 impl ClientContext for RebalanceContext {
@@ -292,6 +336,20 @@ impl ConsumerContext for RebalanceContext {
                 engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => {
+                // Before librdkafka's assign starts fetching (see
+                // `detach_queue`): the lock rule is kept, this touches
+                // only librdkafka.
+                for e in tpl.elements() {
+                    if self.aligned_topics.contains(e.topic())
+                        && !aligned::detach_queue(consumer, e.topic(), e.partition())
+                    {
+                        tracing::warn!(
+                            topic = e.topic(),
+                            partition = e.partition(),
+                            "could not give the partition its own queue"
+                        );
+                    }
+                }
                 crate::health::global().assigned();
                 tracing::info!(partitions = tpl.count(), "partitions assigned")
             }
@@ -398,8 +456,14 @@ pub fn run(
         .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
         .set("session.timeout.ms", session_ms.to_string())
+        // Set, not left to librdkafka's default, because it must exceed
+        // the loop's worst round (see `timeouts`).
+        .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
-        .create_with_context(RebalanceContext { engine: engine.clone() })?;
+        .create_with_context(RebalanceContext {
+            engine: engine.clone(),
+            aligned_topics: Aligner::<RebalanceContext>::aligned_topics(&topo),
+        })?;
     let topics = topo.source_topics();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
@@ -417,6 +481,7 @@ pub fn run(
         "weir_transaction_aborts_total",
         "weir_partitions_lost_total",
         "weir_rebalances_total",
+        "weir_offset_regressions_total",
     ] {
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -19,6 +19,8 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::collector::lock;
+use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, WATERMARK_RETRY};
 use super::RuntimeError;
 use crate::kafka::client_config;
 use crate::state::rocks::TaskDb;
@@ -27,11 +29,56 @@ use crate::state::Change;
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
 
-/// How long reading a changelog's offsets is retried (a leader moving).
-const WATERMARK_RETRY: Duration = Duration::from_secs(120);
+/// Restores that read at once; the others wait for a free slot, without
+/// Kafka clients. Each has two clients and a RocksDB write stream: with 96
+/// partitions restoring at once, librdkafka's prefetch and the threads
+/// alone took hundreds of MiB.
+const RESTORE_SLOTS: usize = 2;
 
-/// How long a cancelled restore is waited for.
-const CANCEL_WAIT: Duration = Duration::from_secs(30);
+/// What a restore consumer prefetches (librdkafka's default: 64 MiB).
+const RESTORE_PREFETCH_KBYTES: u32 = 4 * 1024;
+
+/// Full restores of one store in a row after its changelog's start moved
+/// past the position being read, before giving up.
+const MAX_RESTARTS: u32 = 3;
+
+/// The restore slots of the process (a counting semaphore).
+fn slots() -> &'static (Mutex<usize>, Condvar) {
+    static SLOTS: OnceLock<(Mutex<usize>, Condvar)> = OnceLock::new();
+    SLOTS.get_or_init(|| (Mutex::new(RESTORE_SLOTS), Condvar::new()))
+}
+
+/// A restore slot, given back when dropped.
+struct Slot;
+
+impl Slot {
+    /// Wait for a free slot, unless `cancel` is set meanwhile.
+    fn take(cancel: &AtomicBool) -> Option<Slot> {
+        let (free, freed) = slots();
+        let mut n = lock(free);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            if *n > 0 {
+                *n -= 1;
+                return Some(Slot);
+            }
+            n = freed
+                .wait_timeout(n, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (free, freed) = slots();
+        *lock(free) += 1;
+        freed.notify_one();
+    }
+}
 
 /// A task whose stores are being restored, on a thread of their own so that
 /// polling and the other tasks go on meanwhile.
@@ -75,6 +122,11 @@ impl Restoring {
             .name(format!("restore-{id}"))
             .spawn(move || {
                 let (db, cancel) = (thread_db, thread_cancel);
+                let Some(slot) = Slot::take(&cancel) else {
+                    drop(db);
+                    let _ = tx.send(Ok(0));
+                    return;
+                };
                 let reader = match reader(&bootstrap, &app) {
                     Ok(c) => c,
                     Err(e) => {
@@ -101,6 +153,7 @@ impl Restoring {
                 drop(db);
                 let _ = tx.send(replayed);
                 drop(reader);
+                drop(slot);
             })
             .map_err(|source| RuntimeError::Io {
                 path: format!("restore thread of task {id}"),
@@ -129,18 +182,27 @@ impl Restoring {
         }
     }
 
-    /// Stop it (its partition was revoked, or every task is dropped: the
-    /// consumer is then rewound, which also covers what it skipped).
-    pub(super) fn cancel(self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        // It notices within a poll (50 ms) or a metadata request (10 s). Its
-        // stores stay open until it does, so the task could not be opened
-        // again meanwhile: say so if it does not.
-        match self.done.recv_timeout(CANCEL_WAIT) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::error!(task = %self.id, waited = ?CANCEL_WAIT, "the restore did not stop; its stores stay open until it does")
+    /// Stop these restores (their partitions were revoked, or every task
+    /// is dropped: the consumer is then rewound, which also covers what
+    /// they skipped). All are told first, then waited for together, at
+    /// most [`CANCEL_WAIT`] in all (one after the other, 96 slow ones
+    /// would have held the rebalance callback for an hour).
+    pub(super) fn cancel_all(restores: impl IntoIterator<Item = Restoring>) {
+        let restores: Vec<Restoring> = restores.into_iter().collect();
+        for r in &restores {
+            r.cancel.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + CANCEL_WAIT;
+        for r in restores {
+            // It notices within a poll (50 ms) or a metadata request (10 s).
+            // Its stores stay open until it does, so the task could not be
+            // opened again meanwhile: say so if it does not.
+            match r.done.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    tracing::error!(task = %r.id, waited = ?CANCEL_WAIT, "the restore did not stop; its stores stay open until it does")
+                }
+                _ => tracing::info!(task = %r.id, "restore stopped"),
             }
-            _ => tracing::info!(task = %self.id, "restore stopped"),
         }
     }
 }
@@ -192,6 +254,12 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
+            // A position the changelog no longer has (its start moved past
+            // it: window changelogs are `compact,delete`) is an error here,
+            // not a silent jump to the end (librdkafka's default `latest`),
+            // which marked the store restored with its tail missing.
+            .set("auto.offset.reset", "error")
+            .set("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES.to_string())
             .create()?,
         log_end: client_config(bootstrap)
             .set("isolation.level", "read_uncommitted")
@@ -206,6 +274,17 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
 /// (another producer's; this instance's own were aborted when its producer
 /// started) holds the restore back until the broker resolves it, at most
 /// its transaction timeout plus the broker's check interval.
+///
+/// Where the stored offset lies decides the start:
+/// - within the changelog: the tail after it is replayed;
+/// - before its start (retention of a `compact,delete` window changelog
+///   deleted what the store was at) or none stored: the store is cleared
+///   and restored from the changelog's start;
+/// - after its end: the changelog lost records the store holds (it was
+///   deleted and created again, or truncated). Restoring would keep a
+///   state that no changelog backs, and clearing would silently start
+///   from nothing and overwrite correct results downstream with partial
+///   ones: weir refuses to start and says what to do.
 pub fn restore(
     reader: &Reader,
     app: &str,
@@ -213,36 +292,78 @@ pub fn restore(
     s: &StoreRef<'_>,
     cancel: &AtomicBool,
 ) -> Result<Restored, RuntimeError> {
+    let mut restarts = 0;
+    loop {
+        match restore_once(reader, app, db, s, cancel)? {
+            Pass::Done(r) => return Ok(r),
+            // The changelog's start moved past the position being read
+            // while it was read: what is left is restored from scratch.
+            Pass::StartGone(e) if restarts < MAX_RESTARTS => {
+                restarts += 1;
+                tracing::warn!(task = s.task, store = s.store, error = %e, "the changelog's start moved past the restore: restoring from its new start");
+                db.clear(s.store, s.changelog, s.partition)?;
+            }
+            Pass::StartGone(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How one pass over the changelog ended.
+enum Pass {
+    Done(Restored),
+    /// The position being read is no longer in the changelog.
+    StartGone(KafkaError),
+}
+
+/// The changelog's offsets (low and high watermark). The partition's leader
+/// may be moving (a broker down): retried for a while, as librdkafka does
+/// for fetches.
+fn watermarks(reader: &Reader, s: &StoreRef<'_>, cancel: &AtomicBool) -> Result<(i64, i64), RuntimeError> {
+    let deadline = Instant::now() + WATERMARK_RETRY;
+    loop {
+        match reader.log_end.fetch_watermarks(s.changelog, s.partition, CALL_TIMEOUT) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline && !cancel.load(Ordering::Relaxed) => {
+                tracing::warn!(task = s.task, store = s.store, error = %e, "reading the changelog's offsets failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn restore_once(
+    reader: &Reader,
+    app: &str,
+    db: &TaskDb,
+    s: &StoreRef<'_>,
+    cancel: &AtomicBool,
+) -> Result<Pass, RuntimeError> {
     let StoreRef {
         task,
         store,
         changelog,
         partition,
     } = *s;
-    // The partition's leader may be moving (a broker down): retry for a
-    // while, as librdkafka does for fetches.
-    let deadline = Instant::now() + WATERMARK_RETRY;
-    let (low, high) = loop {
-        match reader
-            .log_end
-            .fetch_watermarks(changelog, partition, Duration::from_secs(10))
-        {
-            Ok(w) => break w,
-            Err(e) if Instant::now() < deadline && !cancel.load(Ordering::Relaxed) => {
-                tracing::warn!(task, store, error = %e, "reading the changelog's offsets failed; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (low, high) = watermarks(reader, s, cancel)?;
     let at = db.changelog_offset(changelog, partition)?;
     let (start, full) = match at {
-        Some(off) if off >= low && off <= high => (off, false),
+        Some(off) if off > high => {
+            return Err(RuntimeError::ChangelogBehind {
+                store: store.to_string(),
+                task: task.to_string(),
+                changelog: changelog.to_string(),
+                partition,
+                stored: off,
+                end: high,
+            })
+        }
+        Some(off) if off >= low => (off, false),
         other => {
             if other.is_some() {
-                tracing::warn!(task, store, offset = ?other, low, high, "stored changelog offset outside the changelog: restoring from scratch");
+                tracing::warn!(task, store, offset = ?other, low, high, "the changelog no longer starts at or before the stored offset (retention): restoring from its start");
             }
-            db.store(store).clear()?;
+            db.clear(store, changelog, partition)?;
             (low, true)
         }
     };
@@ -258,7 +379,7 @@ pub fn restore(
         counter!("weir_restore_records_total", &labels).increment(0);
         gauge!("weir_restore_remaining_records", &labels).set(0.0);
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
-        return Ok(Restored { records: 0, full });
+        return Ok(Pass::Done(Restored { records: 0, full }));
     }
     let total = high - start;
     tracing::info!(
@@ -283,10 +404,10 @@ pub fn restore(
     loop {
         if cancel.load(Ordering::Relaxed) {
             db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
-            return Ok(Restored {
+            return Ok(Pass::Done(Restored {
                 records: restored,
                 full,
-            });
+            }));
         }
         // Short: under exactly-once the changelog ends with a commit marker
         // that is never delivered, so the end is noticed on an empty poll.
@@ -309,6 +430,13 @@ pub fn restore(
             ))) => {
                 tracing::warn!(task, store, error = %code, "restore consumer: broker unreachable; retrying");
             }
+            // `auto.offset.reset=error`: the position is gone. What was
+            // applied so far stays with its offset until the clear.
+            Some(Err(
+                e @ KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ),
+            )) => return Ok(Pass::StartGone(e)),
             Some(Err(e)) => return Err(e.into()),
             None => {
                 // Compaction and transaction markers leave offset gaps: the
@@ -342,8 +470,8 @@ pub fn restore(
         elapsed_ms = began.elapsed().as_millis() as u64,
         "restore done"
     );
-    Ok(Restored {
+    Ok(Pass::Done(Restored {
         records: restored,
         full,
-    })
+    }))
 }

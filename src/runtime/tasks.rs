@@ -177,6 +177,20 @@ impl TaskManager {
             return Ok(());
         }
         match self.positions.get_mut(&TpRef(topic, partition)) {
+            // Records of a partition come in offset order, or something
+            // took them out of order (see `aligned::detach_queue`): the
+            // position would jump past records not processed yet, and a
+            // commit then skip them. Never process on: rebuild from the
+            // last commit.
+            Some(next) if msg.offset() < *next => {
+                counter!("weir_offset_regressions_total", "topology" => self.app.clone()).increment(1);
+                return Err(RuntimeError::OffsetRegression {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: msg.offset(),
+                    expected: *next,
+                });
+            }
             Some(next) => *next = msg.offset() + 1,
             None => {
                 self.positions.insert((topic.to_string(), partition), msg.offset() + 1);
@@ -547,6 +561,11 @@ impl TaskManager {
                 (Some(&at), Some(held)) if at > *offset && !held.contains(tp) && !skipping.contains(tp) => at,
                 _ => *offset,
             };
+            // Never behind the last commit: it may have stepped over a
+            // transaction marker that the position has not (a partition
+            // that holds records now, and did not then). Behind it, the
+            // group's offset would move backwards.
+            let offset = self.committed.get(tp).map_or(offset, |&c| offset.max(c));
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
             let stream_time = self
                 .topo
@@ -674,6 +693,7 @@ impl TaskManager {
 
     /// Close the tasks reading the given partitions (after a commit).
     pub(super) fn close(&mut self, partitions: &[(String, i32)]) {
+        let mut cancelled = Vec::new();
         for (topic, partition) in partitions {
             self.lag.forget(&self.app, &(topic.clone(), *partition));
             self.positions.remove(&(topic.clone(), *partition));
@@ -686,19 +706,18 @@ impl TaskManager {
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {
-                    r.cancel();
+                    cancelled.push(r);
                 }
             }
         }
+        Restoring::cancel_all(cancelled);
     }
 
     /// Drop every task without committing: what they did since the last
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
     pub(super) fn drop_all(&mut self) {
-        for (_, r) in self.restoring.drain() {
-            r.cancel();
-        }
+        Restoring::cancel_all(self.restoring.drain().map(|(_, r)| r));
         if !self.tasks.is_empty() {
             tracing::info!(
                 tasks = self.tasks.len(),

@@ -1,0 +1,119 @@
+//! Every time limit of `weir run`'s loop, in one place, and the rules that
+//! tie them together (checked by the tests below).
+//!
+//! The loop runs on one thread and blocks in librdkafka calls. Three
+//! watchers judge it from outside, and each must not mistake a slow but
+//! healthy call for a dead loop:
+//!
+//! | watcher | judges | limit |
+//! |---|---|---|
+//! | the liveness probe (`/healthz`) | time since the loop's last beat | [`crate::health::STALLED_AFTER`] (90 s) |
+//! | the group coordinator | time between two `poll`s | [`MAX_POLL_INTERVAL`] (300 s) |
+//! | the transaction coordinator | age of an open transaction | [`TRANSACTION_TIMEOUT`] (10 s) |
+//!
+//! Rules:
+//! - The loop beats before every blocking call (`Collector` does, for each
+//!   transaction call and flush), so the liveness limit only has to exceed
+//!   the longest *single* call (`LONGEST_CALL` in the tests).
+//! - The group's poll limit exceeds the longest *sequence* of calls between
+//!   two polls: a failed commit (flush, offsets, end of transaction with
+//!   its retries), the abort and a new producer, then the rewind
+//!   (`WORST_ROUND` in the tests). Beyond it, a healthy instance would be thrown out
+//!   of the group during a coordinator outage.
+//! - The transaction timeout is short on purpose (Kafka Streams' default):
+//!   a crashed instance's open transaction blocks `read_committed` readers
+//!   for at most that long. A live instance's transaction lasts one commit
+//!   interval plus the commit; one that takes longer is aborted by the
+//!   broker, and the commit fails and is retried from the last commit.
+//! - Cancelled restores are waited for together, not one after another:
+//!   at most [`CANCEL_WAIT`] for all of them.
+
+use std::time::Duration;
+
+/// One librdkafka transaction call (`init_transactions`,
+/// `commit_transaction`, `abort_transaction`) or offset lookup.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a retriable `commit_transaction` error is retried (the same
+/// call again, as librdkafka documents) before the outcome counts as
+/// unknown and the producer is replaced.
+pub(super) const END_TXN_RETRY: Duration = Duration::from_secs(30);
+
+/// How long `send_offsets_to_transaction` is waited for. librdkafka (2.12)
+/// can block in it forever when the group coordinator's broker dies: its
+/// coordinator lookup ignores the call's timeout (confluentinc/librdkafka
+/// #5456, #5511).
+pub(super) const SEND_OFFSETS_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a commit waits for its records to be delivered.
+pub(super) const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an offset commit (at-least-once) is retried while the group
+/// coordinator is unavailable.
+pub(super) const COMMIT_RETRY: Duration = Duration::from_secs(30);
+
+/// One seek of a partition, and how long a rewind retries its seeks.
+pub(super) const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const SEEK_RETRY: Duration = Duration::from_secs(20);
+
+/// The broker aborts a transaction open this long.
+pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest time between two `poll`s before the group coordinator
+/// drops the member (`max.poll.interval.ms`).
+pub(super) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How long cancelled restores are waited for, all together.
+pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long reading a changelog's offsets is retried (a leader moving).
+pub(super) const WATERMARK_RETRY: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::STALLED_AFTER;
+
+    /// The longest single blocking call of the loop.
+    const LONGEST_CALL: Duration = max(
+        max(CALL_TIMEOUT, END_TXN_RETRY),
+        max(max(SEND_OFFSETS_WAIT, FLUSH_TIMEOUT), max(COMMIT_RETRY, SEEK_RETRY)),
+    );
+
+    /// The longest round of the loop between two polls: a commit that fails at
+    /// its end (flush, offsets, end of transaction retried), the abort
+    /// (`abort_transaction`, then a new producer's `init_transactions`), and
+    /// the rewind (committed offsets, seeks).
+    const WORST_ROUND: Duration = Duration::from_secs(
+        FLUSH_TIMEOUT.as_secs()
+            + SEND_OFFSETS_WAIT.as_secs()
+            + END_TXN_RETRY.as_secs()
+            + 2 * CALL_TIMEOUT.as_secs()
+            + CALL_TIMEOUT.as_secs()
+            + SEEK_RETRY.as_secs(),
+    );
+
+    const fn max(a: Duration, b: Duration) -> Duration {
+        if a.as_nanos() > b.as_nanos() {
+            a
+        } else {
+            b
+        }
+    }
+
+    #[test]
+    fn liveness_outlasts_the_longest_call() {
+        assert!(
+            STALLED_AFTER > LONGEST_CALL * 2,
+            "{STALLED_AFTER:?} vs {LONGEST_CALL:?}"
+        );
+    }
+
+    #[test]
+    fn the_group_outlasts_the_worst_round() {
+        assert!(
+            MAX_POLL_INTERVAL > WORST_ROUND,
+            "{MAX_POLL_INTERVAL:?} vs {WORST_ROUND:?}"
+        );
+    }
+}
