@@ -23,6 +23,17 @@ fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// No record was taken out of a partition's offset order (the counter
+/// exists from the start, so its absence is a failure too).
+fn assert_no_offset_regression(text: &str) {
+    assert!(
+        text.contains("weir_offset_regressions_total"),
+        "the counter is not exported"
+    );
+    let n = metric_sum(text, "weir_offset_regressions_total", "");
+    assert_eq!(n, 0.0, "records processed out of offset order");
+}
+
 fn start(topo: &std::path::Path, state: &std::path::Path, metrics: &str) -> Proc {
     Proc::weir(&[
         "run",
@@ -54,6 +65,7 @@ fn a_backlog_of_hours_is_caught_up_without_late_drops() {
     run.stop();
     let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
     assert_eq!(late, 0.0, "records dropped as late while catching up");
+    assert_no_offset_regression(&text);
     check_results(&results, &want);
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }
@@ -83,6 +95,7 @@ fn a_run_stopped_longer_than_the_grace_catches_up_without_late_drops() {
     run.stop();
     let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
     assert_eq!(late, 0.0, "records dropped as late after the downtime");
+    assert_no_offset_regression(&text);
     check_results(&results, &want);
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }

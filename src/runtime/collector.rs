@@ -98,6 +98,8 @@ pub(super) struct Collector {
     /// not return, an end of transaction has an unknown outcome, or an
     /// error was fatal. The abort that follows replaces it.
     replace: bool,
+    /// The topology's application id (metric label).
+    app: String,
 }
 
 /// What a failed transaction call leaves, as librdkafka documents its
@@ -138,7 +140,7 @@ fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<Del
 
 impl Collector {
     /// `transactional_id` makes it transactional (exactly-once).
-    pub(super) fn new(bootstrap: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
+    pub(super) fn new(bootstrap: &str, app: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
         let mut config = crate::kafka::client_config(bootstrap);
         config
             .set("enable.idempotence", "true")
@@ -166,6 +168,7 @@ impl Collector {
             transactional: transactional_id.is_some(),
             in_transaction: false,
             replace: false,
+            app: app.to_string(),
         })
     }
 
@@ -337,7 +340,7 @@ impl Collector {
     /// A new producer with the same transactional.id (see `replace`).
     fn renew(&mut self) -> Result<(), RuntimeError> {
         crate::health::global().beat();
-        counter!("weir_producer_replacements_total").increment(1);
+        counter!("weir_producer_replacements_total", "topology" => self.app.clone()).increment(1);
         // Its transaction is aborted, or completed if its EndTxn reached
         // the coordinator, by the new producer's init_transactions (same
         // transactional.id, epoch bumped); the consumer is rewound to the

@@ -167,21 +167,29 @@ const ALIGNED_BATCH: usize = 256;
 /// Aborted transactions in a row after which `weir run` gives up.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
+/// What the rebalance callback (and an abort) leaves for the loop, which
+/// reads them at the start of its next round ([`StreamThread::take_events`]).
+enum Event {
+    /// The assignment changed; these partitions were revoked (their tasks
+    /// committed and closed, or lost).
+    Rebalanced { revoked: Vec<Tp> },
+    /// Every task was dropped uncommitted: the partitions that stay must
+    /// go back to their committed offsets before anything else.
+    Rewind,
+    /// The callback met an error it cannot recover from.
+    Fatal(RuntimeError),
+}
+
 /// Everything the loop and the rebalance callback share.
 struct Engine {
     app: String,
     tasks: TaskManager,
     collector: Collector,
     purge: Purge,
-    fatal: Option<RuntimeError>,
     aborts_in_a_row: u32,
-    /// A rebalance happened since the loop last looked.
-    rebalanced: bool,
-    /// Partitions revoked since the loop last looked.
-    revoked: Vec<(String, i32)>,
-    /// Every task was dropped in the rebalance callback: the partitions that
-    /// stay must go back to their committed offsets before anything else.
-    needs_rewind: bool,
+    /// What happened since the loop last looked, oldest first (see
+    /// [`Event`]).
+    events: Vec<Event>,
     /// `weir_process_latency_seconds`, resolved once.
     process_latency: Histogram,
 }
@@ -218,7 +226,7 @@ impl Engine {
             }
             tracing::warn!(error = %err, "rebuilding every task from its last commit");
             self.tasks.drop_all();
-            self.needs_rewind = true;
+            self.events.push(Event::Rewind);
             return Ok(());
         }
         self.aborts_in_a_row += 1;
@@ -230,7 +238,7 @@ impl Engine {
         counter!("weir_transaction_aborts_total", "topology" => self.app.clone()).increment(1);
         self.collector.abort()?;
         self.tasks.drop_all();
-        self.needs_rewind = true;
+        self.events.push(Event::Rewind);
         Ok(())
     }
 }
@@ -244,7 +252,7 @@ impl Engine {
         crate::health::global().set_in_group(false);
         self.collector.abort()?;
         self.tasks.drop_all();
-        self.needs_rewind = true;
+        self.events.push(Event::Rewind);
         Ok(())
     }
 }
@@ -301,11 +309,11 @@ impl ClientContext for RebalanceContext {
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut engine = lock(&self.engine);
-        engine.rebalanced = true;
         counter!("weir_rebalances_total", "topology" => engine.app.clone()).increment(1);
+        let mut revoked = Vec::new();
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let revoked: Vec<(String, i32)> = tpl
+                revoked = tpl
                     .elements()
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
@@ -318,7 +326,7 @@ impl ConsumerContext for RebalanceContext {
                         "partitions lost: dropping their tasks uncommitted"
                     );
                     if let Err(e) = engine.lose() {
-                        engine.fatal.get_or_insert(e);
+                        engine.events.push(Event::Fatal(e));
                     }
                 } else {
                     tracing::info!(
@@ -328,12 +336,11 @@ impl ConsumerContext for RebalanceContext {
                     if let Err(e) = engine.commit(consumer, None) {
                         tracing::warn!(error = %e, "commit before revocation failed");
                         if let Err(e) = engine.abort(e) {
-                            engine.fatal.get_or_insert(e);
+                            engine.events.push(Event::Fatal(e));
                         }
                     }
                 }
                 engine.tasks.close(&revoked);
-                engine.revoked.extend(revoked);
             }
             Rebalance::Assign(tpl) => {
                 // Before librdkafka's assign starts fetching (see
@@ -355,6 +362,7 @@ impl ConsumerContext for RebalanceContext {
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+        engine.events.push(Event::Rebalanced { revoked });
     }
 }
 
@@ -418,7 +426,7 @@ pub fn run(
         true => Some(format!("{}-{}", topo.application_id, process_id(&app_dir)?)),
         false => None,
     };
-    let collector = Collector::new(&opts.bootstrap, transactional_id.as_deref())?;
+    let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
     let engine = Arc::new(Mutex::new(Engine {
         app: topo.application_id.clone(),
         tasks: TaskManager::new(topo.clone(), &opts.bootstrap, opts.state_dir.clone(), partitions),
@@ -429,11 +437,8 @@ pub fn run(
             rt.clone(),
             opts.purge_interval,
         ),
-        fatal: None,
         aborts_in_a_row: 0,
-        rebalanced: false,
-        revoked: Vec::new(),
-        needs_rewind: false,
+        events: Vec::new(),
         process_latency: histogram!("weir_process_latency_seconds", "topology" => topo.application_id.clone()),
     }));
     let session_ms = opts.session_timeout.as_millis().max(1000);
@@ -482,128 +487,230 @@ pub fn run(
         "weir_partitions_lost_total",
         "weir_rebalances_total",
         "weir_offset_regressions_total",
+        "weir_producer_replacements_total",
     ] {
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }
-    let consumer = Arc::new(consumer);
-    let mut aligner = Aligner::new(topo.clone(), opts.max_task_idle);
-    let mut last_commit = Instant::now();
-    let mut busy = false;
+    let mut thread = StreamThread {
+        aligner: Aligner::new(topo.clone(), opts.max_task_idle),
+        topo,
+        consumer: Arc::new(consumer),
+        engine,
+        last_commit: Instant::now(),
+        busy: false,
+    };
     while !shutdown.load(Ordering::Relaxed) {
+        thread.run_once()?;
+    }
+    thread.shut_down()
+}
+
+/// The loop of `weir run`, in the phases of Kafka Streams' `StreamThread`:
+/// poll, handle what the rebalance callback left, process, maybe commit,
+/// start the tasks whose restore finished; any error goes to
+/// [`StreamThread::recover`].
+///
+/// The lock rule: the rebalance callback runs inside `consumer.poll`, on
+/// this thread, and takes the engine's lock. So the loop never holds the
+/// lock while it polls the main queue (that would deadlock), and holds it
+/// for the rest of the round. What the callback decides for the loop goes
+/// through [`Engine::events`], read at the start of the next round.
+struct StreamThread {
+    topo: Arc<Topology>,
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    engine: Arc<Mutex<Engine>>,
+    aligner: Aligner<RebalanceContext>,
+    /// When the last commit started.
+    last_commit: Instant,
+    /// The last round processed records: look at the main queue in passing.
+    busy: bool,
+}
+
+/// What the callback's events mean for this round.
+#[derive(Default)]
+struct Round {
+    /// Partitions newly assigned (their tasks are opened first).
+    assigned: Vec<Tp>,
+    /// The consumer went back to the committed offsets.
+    rewound: bool,
+}
+
+impl StreamThread {
+    fn run_once(&mut self) -> Result<(), RuntimeError> {
+        let health = crate::health::global();
         // Records waiting in partition queues: only look at the main queue
         // (rebalances, other partitions) in passing.
-        let wait = match (busy, aligner.active()) {
+        let wait = match (self.busy, self.aligner.active()) {
             (true, _) => Duration::ZERO,
             (false, true) => Duration::from_millis(5),
             (false, false) => Duration::from_millis(100),
         };
+        let consumer = self.consumer.clone();
         let mut polled = consumer.poll(wait);
+        let engine = self.engine.clone();
         let mut guard = lock(&engine);
         let engine = &mut *guard;
         health.beat();
-        if let Some(e) = engine.fatal.take() {
-            return Err(e);
-        }
-        if std::mem::take(&mut engine.needs_rewind) {
+        let round = self.take_events(engine)?;
+        if round.rewound {
             // The record just polled may lie past a committed offset that
             // the dropped tasks had not committed: it comes again.
             polled = None;
-            rewind(&consumer)?;
-            aligner.clear();
         }
-        let mut assigned = Vec::new();
-        if std::mem::take(&mut engine.rebalanced) {
-            aligner.forget(&std::mem::take(&mut engine.revoked));
-            aligner.reassign(&consumer);
-            if let Ok(tpl) = consumer.assignment() {
-                assigned = tpl
+        engine.collector.poll();
+        let result = self
+            .process(engine, &consumer, polled, &round.assigned)
+            .and_then(|did| {
+                self.maybe_commit(engine)?;
+                self.start_restored(engine)?;
+                Ok(did)
+            });
+        match result {
+            Ok(did) => self.busy = did,
+            Err(e) => self.recover(engine, e)?,
+        }
+        Ok(())
+    }
+
+    /// Act on what the rebalance callback left, oldest first: a fatal
+    /// error ends the loop; dropped tasks rewind the consumer; a new
+    /// assignment gives the aligned partitions their queues.
+    fn take_events(&mut self, engine: &mut Engine) -> Result<Round, RuntimeError> {
+        let mut round = Round::default();
+        let mut rebalanced = false;
+        for event in std::mem::take(&mut engine.events) {
+            match event {
+                Event::Fatal(e) => return Err(e),
+                Event::Rewind => round.rewound = true,
+                Event::Rebalanced { revoked } => {
+                    self.aligner.forget(&revoked);
+                    rebalanced = true;
+                }
+            }
+        }
+        if round.rewound {
+            self.rewind()?;
+        }
+        if rebalanced {
+            self.aligner.reassign(&self.consumer);
+            if let Ok(tpl) = self.consumer.assignment() {
+                round.assigned = tpl
                     .elements()
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
             }
         }
-        engine.collector.poll();
-        let step = || -> Result<bool, RuntimeError> {
-            engine.tasks.open_assigned(&assigned, &consumer)?;
-            health.tasks_opened();
-            // One clock read for the batch (up to ALIGNED_BATCH + 1 records,
-            // a few ms at most): per record it cost ~5% of the CPU.
-            let now = Now::read();
-            let mut handled = 0;
-            match polled {
-                Some(Ok(msg)) => {
-                    if let Some(msg) = aligner.offer(msg) {
-                        engine.tasks.handle(&msg, &consumer, &mut engine.collector, now)?;
-                        handled += 1;
-                    }
+        Ok(round)
+    }
+
+    /// Open the newly assigned tasks, then process the polled record and a
+    /// batch from the aligned partitions; advance idle tasks' stream time.
+    /// Returns whether any record was processed.
+    fn process(
+        &mut self,
+        engine: &mut Engine,
+        consumer: &BaseConsumer<RebalanceContext>,
+        polled: Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>>,
+        assigned: &[Tp],
+    ) -> Result<bool, RuntimeError> {
+        engine.tasks.open_assigned(assigned, consumer)?;
+        crate::health::global().tasks_opened();
+        // One clock read for the batch (up to ALIGNED_BATCH + 1 records,
+        // a few ms at most): per record it cost ~5% of the CPU.
+        let now = Now::read();
+        let mut handled = 0;
+        match polled {
+            Some(Ok(msg)) => {
+                if let Some(msg) = self.aligner.offer(msg) {
+                    engine.tasks.handle(&msg, consumer, &mut engine.collector, now)?;
+                    handled += 1;
                 }
-                // End of a partition (see `aligned`): not an error.
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {}
             }
-            while handled < ALIGNED_BATCH {
-                let Some(msg) = aligner.next(now.instant, &|sub, p| engine.tasks.is_restoring(sub, p)) else {
-                    break;
-                };
-                match msg {
-                    Held::Queued(m) => engine.tasks.handle(&m, &consumer, &mut engine.collector, now)?,
-                    Held::Copied(m) => engine.tasks.handle(&m, &consumer, &mut engine.collector, now)?,
-                }
-                handled += 1;
-            }
-            if handled > 0 {
-                // The batch's mean per record, once for each record.
-                let took = now.instant.elapsed().as_secs_f64();
-                engine.process_latency.record_many(took / handled as f64, handled);
-            }
-            engine.tasks.close_idle(&mut engine.collector, now)?;
-            if last_commit.elapsed() >= topo.commit_interval {
-                // The interval counts from the start of the last commit (as
-                // Kafka Streams counts it): counted from its end, every
-                // cycle grew by the commit's own duration, and so did the
-                // time an exactly-once output waits to become visible.
-                let started = Instant::now();
-                engine.commit(&consumer, Some(&aligner.held()))?;
-                last_commit = started;
-            }
-            Ok(handled > 0)
-        };
-        // Tasks whose restore finished start only now, after this round's
-        // records: their partitions are sought back to the first record they
-        // skipped, and a record fetched before that seek (like `polled`)
-        // must not be processed after it.
-        let started = step().and_then(|did| {
-            for tp in engine.tasks.poll_restores(&consumer)? {
-                aligner.drop_buffered(&tp);
-            }
-            Ok(did)
-        });
-        match started {
-            Ok(did) => busy = did,
-            Err(e) => {
-                engine.abort(e)?;
-                engine.needs_rewind = false;
-                rewind(&consumer)?;
-                aligner.clear();
-                last_commit = Instant::now();
-                busy = false;
-            }
+            // End of a partition (see `aligned`): not an error.
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
         }
+        while handled < ALIGNED_BATCH {
+            let tasks = &engine.tasks;
+            let Some(msg) = self.aligner.next(now.instant, &|sub, p| tasks.is_restoring(sub, p)) else {
+                break;
+            };
+            match msg {
+                Held::Queued(m) => engine.tasks.handle(&m, consumer, &mut engine.collector, now)?,
+                Held::Copied(m) => engine.tasks.handle(&m, consumer, &mut engine.collector, now)?,
+            }
+            handled += 1;
+        }
+        if handled > 0 {
+            // The batch's mean per record, once for each record.
+            let took = now.instant.elapsed().as_secs_f64();
+            engine.process_latency.record_many(took / handled as f64, handled);
+        }
+        engine.tasks.close_idle(&mut engine.collector, now)?;
+        Ok(handled > 0)
     }
-    tracing::info!("shutting down: committing");
-    health.stopped();
-    let mut guard = lock(&engine);
-    let engine = &mut *guard;
-    if let Err(e) = engine.commit(&consumer, Some(&aligner.held())) {
-        engine.abort(e)?;
+
+    /// Commit once the interval has passed. The interval counts from the
+    /// start of the last commit (as Kafka Streams counts it): counted from
+    /// its end, every cycle grew by the commit's own duration, and so did
+    /// the time an exactly-once output waits to become visible.
+    fn maybe_commit(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
+        if self.last_commit.elapsed() >= self.topo.commit_interval {
+            let started = Instant::now();
+            engine.commit(&self.consumer, Some(&self.aligner.held()))?;
+            self.last_commit = started;
+        }
+        Ok(())
     }
-    let all = engine.tasks.consumed();
-    engine.tasks.close(&all);
-    drop(guard);
-    consumer.unsubscribe();
-    Ok(())
+
+    /// Tasks whose restore finished start only now, after this round's
+    /// records: their partitions are sought back to the first record they
+    /// skipped, and a record fetched before that seek (like the polled
+    /// one) must not be processed after it.
+    fn start_restored(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
+        for tp in engine.tasks.poll_restores(&self.consumer)? {
+            self.aligner.drop_buffered(&tp);
+        }
+        Ok(())
+    }
+
+    /// The one way back from an error in a round: abort and drop every
+    /// task (see [`Engine::abort`], which returns what it cannot recover
+    /// from), then rewind to the committed offsets at once.
+    fn recover(&mut self, engine: &mut Engine, err: RuntimeError) -> Result<(), RuntimeError> {
+        engine.abort(err)?;
+        engine.events.retain(|e| !matches!(e, Event::Rewind));
+        self.rewind()?;
+        self.last_commit = Instant::now();
+        self.busy = false;
+        Ok(())
+    }
+
+    /// Every assigned partition back to its committed offset, and what the
+    /// aligner held forgotten.
+    fn rewind(&mut self) -> Result<(), RuntimeError> {
+        rewind(&self.consumer)?;
+        self.aligner.clear();
+        Ok(())
+    }
+
+    /// Commit what was processed and close every task.
+    fn shut_down(self) -> Result<(), RuntimeError> {
+        tracing::info!("shutting down: committing");
+        crate::health::global().stopped();
+        let mut guard = lock(&self.engine);
+        let engine = &mut *guard;
+        if let Err(e) = engine.commit(&self.consumer, Some(&self.aligner.held())) {
+            engine.abort(e)?;
+        }
+        let all = engine.tasks.consumed();
+        engine.tasks.close(&all);
+        drop(guard);
+        self.consumer.unsubscribe();
+        Ok(())
+    }
 }
 
 /// Where a task keeps its state.
