@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod processor;
+pub mod reset;
 pub mod runtime;
 pub mod shutdown;
 pub mod simulate;

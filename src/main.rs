@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, env = "WEIR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
         /// Directory of the local RocksDB state stores.
-        #[arg(long, env = "WEIR_STATE_DIR", default_value = "state")]
+        #[arg(long, env = "WEIR_STATE_DIR", default_value = weir::state::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
         /// How often records of repartition topics that every task has
         /// committed are deleted (Kafka Streams' repartition.purge.interval.ms).
@@ -73,7 +73,15 @@ enum Command {
         /// or more, internal topics get min.insync.replicas=2.
         #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
         replication_factor: i32,
+        /// Memory of the local state, shared by every task: RocksDB's block
+        /// cache with the write buffers (memtables) charged to it; these
+        /// are flushed at half of it. A size with a unit: 128MiB, 1GiB.
+        #[arg(long, env = "WEIR_STATE_MEMORY", default_value = "128MiB", value_parser = state_memory_arg)]
+        state_memory: usize,
     },
+    /// Make an application reprocess from scratch: its source offsets to the
+    /// start (or a time), its internal topics and local state deleted.
+    Reset(weir::reset::ResetArgs),
     /// Load Kafka topics into PostgreSQL tables, exactly once.
     Sink(weir::sink::SinkArgs),
     /// Produce a realistic Seoul parking feed.
@@ -93,6 +101,16 @@ enum Command {
     },
     /// Print the JSON Schema of the topology file format.
     Schema,
+}
+
+/// `--state-memory`: a size, at least 16 MiB (the write buffers are flushed
+/// at half of it, and one column family's buffer is 4 MiB).
+fn state_memory_arg(s: &str) -> Result<usize, String> {
+    const MIN: usize = 16 << 20;
+    match weir::support::size::parse(s)? {
+        n if n < MIN => Err(format!("{s:?} is below the minimum, 16MiB")),
+        n => Ok(n),
+    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -173,6 +191,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             session_timeout,
             max_task_idle,
             replication_factor,
+            state_memory,
         } => {
             let shutdown = weir::shutdown::on_signal();
             let topo = match load(&file) {
@@ -190,9 +209,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 session_timeout,
                 max_task_idle,
                 replication_factor,
+                state_memory,
             };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reset(args) => {
+            let topo = match load(&args.file) {
+                Some(t) => t,
+                None => return Ok(ExitCode::FAILURE),
+            };
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || weir::reset::run(&topo, &args, &handle)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sink(args) => {

@@ -3,9 +3,11 @@
 
 use std::process::Command;
 
-/// Run weir as a user would, whatever the caller's NO_COLOR.
+/// Run weir as a user would, whatever the caller's NO_COLOR and
+/// WEIR_STATE_MEMORY (`WEIR_BIN`: another build, see tests/common).
 fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    Command::new(std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into()))
+        .env_remove("WEIR_STATE_MEMORY")
         .args(args)
         .env_remove("NO_COLOR")
         .output()
@@ -27,7 +29,7 @@ fn parking_with(dir: &tempfile::TempDir, name: &str, from: &str, to: &str) -> st
 fn help_lists_every_subcommand() {
     let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
     for cmd in [
-        "validate", "describe", "run", "sink", "simulate", "ingest", "test", "schema",
+        "validate", "describe", "run", "reset", "sink", "simulate", "ingest", "test", "schema",
     ] {
         assert!(
             out.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -35,9 +37,80 @@ fn help_lists_every_subcommand() {
         );
     }
     let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
-    for opt in ["--bootstrap", "--metrics-addr", "--state-dir"] {
+    for opt in ["--bootstrap", "--metrics-addr", "--state-dir", "--state-memory"] {
         assert!(run.contains(opt), "{opt} missing from run --help");
     }
+    let reset = String::from_utf8(weir(&["reset", "--help"]).stdout).unwrap();
+    for opt in [
+        "--bootstrap",
+        "--state-dir",
+        "--dry-run",
+        "--to-earliest",
+        "--to-latest",
+        "--to-datetime",
+    ] {
+        assert!(reset.contains(opt), "{opt} missing from reset --help");
+    }
+}
+
+/// `weir run --state-memory` (or WEIR_STATE_MEMORY) takes a size with a
+/// unit, at least 16 MiB; a bad one stops weir before anything runs.
+#[test]
+fn state_memory_is_a_size_with_a_unit() {
+    let missing = "/nonexistent/topology.yaml";
+    let run = |mem: Option<&str>, env: Option<&str>| {
+        let mut cmd = Command::new(std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into()));
+        cmd.args(["run", missing]);
+        if let Some(m) = mem {
+            cmd.args(["--state-memory", m]);
+        }
+        match env {
+            Some(e) => cmd.env("WEIR_STATE_MEMORY", e),
+            None => cmd.env_remove("WEIR_STATE_MEMORY"),
+        };
+        let out = cmd.output().expect("run weir");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Accepted: weir goes on to read the topology file (and fails there).
+    for (mem, env) in [
+        (Some("256MiB"), None),
+        (Some("1.5GiB"), None),
+        (Some("64MB"), None),
+        (None, Some("512MiB")),
+        (None, None),
+    ] {
+        let (code, err) = run(mem, env);
+        assert_eq!(code, Some(1), "{mem:?} {env:?}: {err}");
+        assert!(
+            !err.contains("state-memory") && err.contains("topology.yaml"),
+            "{mem:?} {env:?}: {err}"
+        );
+    }
+    for (mem, env, says) in [
+        (Some("128"), None, r#""128" has no unit; write "128MiB""#),
+        (Some("lots"), None, "is not a size"),
+        (Some("12 parsecs"), None, "unknown unit"),
+        (Some("1MiB"), None, "below the minimum, 16MiB"),
+        (None, Some("64"), r#""64" has no unit"#),
+    ] {
+        let (code, err) = run(mem, env);
+        assert_eq!(code, Some(2), "{mem:?} {env:?}: {err}");
+        assert!(
+            err.contains("--state-memory") && err.contains(says),
+            "{mem:?} {env:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn reset_positions_exclude_each_other_and_times_need_a_zone() {
+    let out = weir(&["reset", PARKING, "--to-earliest", "--to-latest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    let out = weir(&["reset", PARKING, "--to-datetime", "2026-12-01 00:00"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("write e.g. 2026-12-01T00:00:00Z"), "{err}");
 }
 
 #[test]

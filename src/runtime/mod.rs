@@ -149,6 +149,9 @@ pub struct RunOptions {
     /// Replication factor of the topics weir creates (-1: the broker's
     /// default).
     pub replication_factor: i32,
+    /// Bytes of RocksDB block cache and memtables, shared by every task
+    /// (see `state::rocks::StateMemory`).
+    pub state_memory: usize,
 }
 
 /// librdkafka's prefetch per partition: records, and KiB; and how long a
@@ -389,7 +392,7 @@ fn process_id(app_dir: &Path) -> Result<String, RuntimeError> {
 
 /// Hold `<app_dir>/.lock` while running: two instances on one state
 /// directory would share task stores and the transactional id.
-fn lock_state_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
+pub(crate) fn lock_state_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
     let path = app_dir.join(".lock");
     let file = std::fs::File::create(&path).map_err(|source| RuntimeError::Io {
         path: path.display().to_string(),
@@ -410,12 +413,13 @@ pub fn run(
 ) -> Result<(), RuntimeError> {
     let health = crate::health::global();
     health.set_role(crate::health::Role::Run);
-    let app_dir = opts.state_dir.join(&topo.application_id);
+    let app_dir = crate::state::app_dir(&opts.state_dir, &topo.application_id);
     std::fs::create_dir_all(&app_dir).map_err(|source| RuntimeError::Io {
         path: app_dir.display().to_string(),
         source,
     })?;
     let _lock = lock_state_dir(&app_dir)?;
+    crate::state::rocks::set_state_memory(opts.state_memory);
     if !crate::kafka::wait_for_brokers(&opts.bootstrap, crate::kafka::BROKER_WAIT, &shutdown)? {
         return Ok(());
     }
@@ -715,5 +719,5 @@ impl StreamThread {
 
 /// Where a task keeps its state.
 pub(crate) fn task_dir(state_dir: &Path, app: &str, sub: usize, partition: i32) -> PathBuf {
-    state_dir.join(app).join(format!("{sub}_{partition}"))
+    crate::state::app_dir(state_dir, app).join(format!("{sub}_{partition}"))
 }

@@ -183,19 +183,11 @@ async fn prepare_topics_once(
     if let Some(dlq) = &topo.dead_letter {
         specs.push(TopicSpec::new(dlq, sub_parts.iter().copied().max().unwrap_or(1)));
     }
-    let internal: HashSet<&str> = topo
-        .stores
-        .iter()
-        .map(|s| s.changelog.as_str())
-        .chain(topo.nodes.iter().filter_map(|n| match &n.kind {
-            NodeKind::ToTopic(s) if s.internal => Some(s.topic.as_str()),
-            _ => None,
-        }))
-        .collect();
+    let internal: HashSet<String> = topo.internal_topics().into_iter().collect();
     let specs: Vec<TopicSpec> = specs
         .into_iter()
         .map(|spec| {
-            let is_internal = internal.contains(spec.name.as_str());
+            let is_internal = internal.contains(&spec.name);
             let spec = spec.with_replication(replication);
             if replication >= 3 && is_internal {
                 spec.with_config("min.insync.replicas", "2")

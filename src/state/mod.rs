@@ -15,6 +15,16 @@ pub mod rocks;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// The default `--state-dir` of `weir run` and `weir reset`.
+pub const DEFAULT_STATE_DIR: &str = "state";
+
+/// An application's local state: `<state_dir>/<application_id>`, holding a
+/// directory per task, `process.id` and `.lock`.
+pub fn app_dir(state_dir: &Path, application_id: &str) -> PathBuf {
+    state_dir.join(application_id)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

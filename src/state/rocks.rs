@@ -12,14 +12,96 @@
 //! offset with it.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteBufferManager, DB};
 
 use super::{Backend, Change, StoreError};
 
 /// Column family of the changelog offsets (not a valid store name).
 pub const META_CF: &str = "weir.meta";
+
+/// The default of `weir run --state-memory`.
+pub const DEFAULT_STATE_MEMORY: usize = 128 << 20;
+
+/// Open files a task database keeps (RocksDB's table cache; the default, -1,
+/// keeps every SST file open with its table reader). Files past it are
+/// reopened when read.
+pub const MAX_OPEN_FILES_PER_TASK: i32 = 256;
+
+/// The memory budget of every RocksDB database in the process: one LRU block
+/// cache shared by every column family of every task (data, index and
+/// filter blocks), and a write buffer manager that charges every memtable
+/// to that cache and flushes when the memtables reach half the budget. Without
+/// it each column family had its own 32 MiB block cache and memtables were
+/// bounded per column family only, so memory grew with the number of tasks.
+/// Clones share the budget.
+#[derive(Clone)]
+pub struct StateMemory {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    budget: usize,
+}
+
+impl StateMemory {
+    /// A budget of `bytes` (block cache and memtables together; a soft
+    /// limit: blocks pinned by open iterators may exceed it briefly).
+    pub fn new(bytes: usize) -> StateMemory {
+        let cache = Cache::new_lru_cache(bytes);
+        // No stall: a write past the budget triggers flushes instead of
+        // blocking the processing thread.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(bytes / 2, false, cache.clone());
+        StateMemory {
+            cache,
+            write_buffers,
+            budget: bytes,
+        }
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Bytes held in the shared cache: blocks read, and the memtables
+    /// charged to it.
+    pub fn usage(&self) -> usize {
+        self.cache.get_usage()
+    }
+
+    /// Bytes of memtables, in every task database.
+    pub fn write_buffer_usage(&self) -> usize {
+        self.write_buffers.get_usage()
+    }
+
+    /// Options of a task database and its column families under this budget.
+    fn apply(&self, opts: &mut Options) {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        // Index and filter blocks in the cache (counted, evictable), not on
+        // the heap of each open file's table reader, where they grew with
+        // every task's data; kept ahead of data blocks in the LRU.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_manager(&self.write_buffers);
+    }
+}
+
+/// The budget every task database of this process opens with.
+static STATE_MEMORY: Mutex<Option<StateMemory>> = Mutex::new(None);
+
+/// Set the budget the task databases opened from now on share (`weir run
+/// --state-memory`); databases already open keep theirs.
+pub fn set_state_memory(bytes: usize) {
+    *crate::support::lock::lock(&STATE_MEMORY) = Some(StateMemory::new(bytes));
+}
+
+/// The process's budget ([`DEFAULT_STATE_MEMORY`] unless set).
+pub fn state_memory() -> StateMemory {
+    crate::support::lock::lock(&STATE_MEMORY)
+        .get_or_insert_with(|| StateMemory::new(DEFAULT_STATE_MEMORY))
+        .clone()
+}
 
 /// A task's RocksDB database (clones share it).
 #[derive(Clone)]
@@ -34,8 +116,13 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 
 impl TaskDb {
     /// Open (creating if needed) the database with a column family per
-    /// store name.
+    /// store name, in the process's memory budget ([`state_memory`]).
     pub fn open(dir: &Path, stores: &[String]) -> Result<TaskDb, StoreError> {
+        Self::open_in(dir, stores, &state_memory())
+    }
+
+    /// [`TaskDb::open`] in the budget `memory`.
+    pub fn open_in(dir: &Path, stores: &[String], memory: &StateMemory) -> Result<TaskDb, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             path: dir.display().to_string(),
             source: e,
@@ -46,9 +133,12 @@ impl TaskDb {
         // Small per-task footprint: the parking job's state is a few MB.
         opts.set_write_buffer_size(4 * 1024 * 1024);
         opts.set_max_write_buffer_number(2);
+        opts.set_max_open_files(MAX_OPEN_FILES_PER_TASK);
+        memory.apply(&mut opts);
         let cfs = stores.iter().map(String::as_str).chain([META_CF]).map(|s| {
             let mut o = Options::default();
             o.set_write_buffer_size(4 * 1024 * 1024);
+            memory.apply(&mut o);
             ColumnFamilyDescriptor::new(s, o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -307,6 +397,45 @@ mod tests {
         assert_eq!(db.changelog_offset("ct", 0).unwrap(), Some(20));
         // An empty store clears too.
         db.clear("w", "cw", 0).unwrap();
+    }
+
+    /// (capacity, usage) of the block cache of `store`, as RocksDB reports it.
+    fn block_cache(db: &TaskDb, store: &str) -> (u64, u64) {
+        use rocksdb::properties as p;
+        let cf = db.db.cf_handle(store).unwrap();
+        let get = |name| db.db.property_int_value_cf(cf, name).unwrap().unwrap();
+        (get(p::BLOCK_CACHE_CAPACITY), get(p::BLOCK_CACHE_USAGE))
+    }
+
+    #[test]
+    fn task_databases_share_one_block_cache_that_their_memtables_are_charged_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["w".to_string(), "t".to_string()];
+        // An odd size: not RocksDB's default 32 MiB per column family.
+        let memory = StateMemory::new(24 << 20);
+        let a = TaskDb::open_in(&dir.path().join("a"), &names, &memory).unwrap();
+        let b = TaskDb::open_in(&dir.path().join("b"), &names, &memory).unwrap();
+        for db in [&a, &b] {
+            for store in ["w", "t", META_CF] {
+                assert_eq!(block_cache(db, store).0, 24 << 20, "capacity of {store}");
+            }
+        }
+        let before = block_cache(&b, "t").1;
+        // 2 MiB into a's memtable: charged to the one cache, so b's column
+        // families (another database) see the usage grow.
+        let batch: Vec<Change> = (0..2048u32)
+            .map(|i| (i.to_be_bytes().to_vec(), Some(vec![7; 1024])))
+            .collect();
+        a.apply(&[("w", &batch)], &[]).unwrap();
+        assert!(
+            memory.write_buffer_usage() >= 2 << 20,
+            "{}",
+            memory.write_buffer_usage()
+        );
+        let after = block_cache(&b, "t").1;
+        assert!(after >= before + (2 << 20), "b's cache usage {before} -> {after}");
+        assert_eq!(after as usize, memory.usage());
+        assert_eq!(memory.budget(), 24 << 20);
     }
 
     #[test]

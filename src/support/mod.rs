@@ -1,5 +1,5 @@
 //! Small utilities with one home each, shared across the crate: retry
-//! pacing, mutex locking, the duration grammar, time-zone names, base64,
+//! pacing, mutex locking, the duration and size grammars, time-zone names, base64,
 //! dead-letter header names and "did you mean" suggestions. Leaf modules:
 //! they depend on nothing else in the crate.
 
@@ -8,6 +8,7 @@ pub mod base64;
 pub(crate) mod dead_letter;
 pub mod duration;
 pub(crate) mod lock;
+pub mod size;
 pub(crate) mod tz;
 
 /// The candidate closest to `word`, if it is close enough to be a likely

@@ -216,6 +216,38 @@ impl Topology {
         format!("{}-{}", self.application_id, name)
     }
 
+    /// The topics this topology owns, named from its application id:
+    /// every store's changelog and every repartition topic, in that order.
+    /// `weir run` creates them (with internal configs) and `weir reset`
+    /// deletes them; output and dead-letter topics are not among them.
+    pub fn internal_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.stores.iter().map(|s| s.changelog.clone()).collect();
+        for n in &self.nodes {
+            if let NodeKind::ToTopic(t) = &n.kind {
+                if t.internal && !out.contains(&t.topic) {
+                    out.push(t.topic.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The topics this topology reads that it does not write itself (its
+    /// `sources:`), in sub-topology order.
+    pub fn external_source_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for sub in &self.subtopologies {
+            for &id in &sub.nodes {
+                if let NodeKind::Source(s) = &self.nodes[id].kind {
+                    if !s.internal && !out.contains(&s.topic) {
+                        out.push(s.topic.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every topic an instance reads: external sources and repartition
     /// topics.
     pub fn source_topics(&self) -> Vec<String> {

@@ -32,6 +32,22 @@ fn parking_topology_compiles_with_a_repartition_for_the_region_window() {
 }
 
 #[test]
+fn internal_topics_are_the_changelogs_and_repartition_topics_not_outputs() {
+    let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
+    let mut internal = t.internal_topics();
+    internal.sort();
+    assert_eq!(
+        internal,
+        [
+            "parking-hourly-hourly-by-region-changelog",
+            "parking-hourly-hourly-by-region-repartition",
+            "parking-hourly-latest-per-lot-changelog",
+        ]
+    );
+    assert_eq!(t.external_source_topics(), ["parking_status"]);
+}
+
+#[test]
 fn describe_text_matches_kafka_streams_format() {
     let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
     let golden = include_str!("../../tests/golden/parking.describe.txt");
