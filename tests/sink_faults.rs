@@ -332,3 +332,88 @@ fn positions_come_from_postgres_not_from_kafka() {
     ));
     common::delete_topics(&[&topic, &dlq]);
 }
+
+/// Dead letters Kafka refuses with their value — one over the sink
+/// producer's `message.max.bytes` (refused when queued), one over the
+/// dead-letter topic's `max.message.bytes` (refused by the broker) — go
+/// without it, with key and reason, and the sink goes on; before, it
+/// retried them forever.
+#[test]
+fn dead_letters_too_large_for_kafka_go_without_their_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique_ident("sink_bigdlq");
+    let topic = format!("{id}_hourly");
+    let dlq = format!("{id}_dlq");
+    common::create_topic(&topic, 1);
+    // Created here, small: the sink keeps a topic that exists.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(weir::kafka::ensure_topics(
+        &common::bootstrap(),
+        &[weir::kafka::TopicSpec::new(dlq.as_str(), 1).with_config("max.message.bytes", "4096")],
+    ))
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        "batch_size: 1000\nlinger: 300ms\n",
+        &[hourly_table_yaml(&topic, &id, "")],
+    );
+    let good = windows(2, 2, 0);
+    // Not JSON: dead letters carrying the whole value. 1,040,000 bytes is
+    // under the broker's limit for the input topic, over the producer's.
+    let huge = format!("{{{}", "x".repeat(1_040_000));
+    let big = format!("{{{}", "x".repeat(10_000));
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .set("message.max.bytes", "1048000")
+        .create()
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let (first, rest) = good.split_at(good.len() / 2);
+    let send = |ws: &[Window]| {
+        for g in ws {
+            common::produce(&p, &topic, 0, now, Some(g.key().as_bytes()), Some(g.json().as_bytes()));
+        }
+    };
+    send(first);
+    common::produce(&p, &topic, 0, now, Some(b"HUGE"), Some(huge.as_bytes()));
+    common::produce(&p, &topic, 0, now, Some(b"BIG"), Some(big.as_bytes()));
+    send(rest);
+    common::flush(&p);
+
+    let mut pg = Pg::connect();
+    let mut sink = SinkProc::start(&cfg, &[]);
+    let want = end_offsets(&topic, 1)[&0];
+    wait_for(
+        "the sink to store the topic's end offset",
+        Duration::from_secs(60),
+        || {
+            sink.assert_running();
+            pg.offsets(&id, &topic).get(&0).map(|(o, _)| *o) == Some(want)
+        },
+    );
+    assert_eq!(table_rows(&mut pg, &id), expected_rows(&good));
+    let dead = common::consume_until(&dlq, T, Duration::from_secs(1), |r| r.len() >= 2);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (key, size) in [(&b"HUGE"[..], huge.len()), (&b"BIG"[..], big.len())] {
+        let d = dead
+            .iter()
+            .find(|d| d.key.as_deref() == Some(key))
+            .expect("dead letter");
+        assert!(d.value.is_none(), "sent without its value");
+        assert!(d.headers["weir.error"].contains("not valid JSON"), "{:?}", d.headers);
+        let dropped = &d.headers["weir.value_dropped"];
+        assert!(dropped.starts_with(&format!("{size} bytes")), "{dropped}");
+        assert!(dropped.contains("too large"), "{dropped}");
+        assert_eq!(d.headers["weir.topic"], topic);
+    }
+    sink.stop();
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
+    common::delete_topics(&[&topic, &dlq]);
+}
