@@ -31,7 +31,6 @@ use metrics::{counter, gauge, histogram, Counter, Histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::collector::{Collector, Outgoing};
@@ -439,8 +438,8 @@ impl TaskManager {
                 headers: &out.headers,
             };
             match collector.send(&record) {
-                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                    self.send_too_large(&out, partition, now_ms, collector)?
+                Err(e) if dead_letter::is_too_large(&e) => {
+                    self.send_too_large(&out, partition, now_ms, collector, &e)?
                 }
                 other => other?,
             }
@@ -467,6 +466,7 @@ impl TaskManager {
         partition: i32,
         now_ms: i64,
         collector: &mut Collector,
+        refused: &KafkaError,
     ) -> Result<(), RuntimeError> {
         let size = out.value.as_ref().map_or(0, Vec::len);
         tracing::warn!(topic = %out.topic, bytes = size, "record too large for the producer: dead-lettered without its value");
@@ -481,10 +481,8 @@ impl TaskManager {
             ));
             headers.push((dead_letter::TIMESTAMP.into(), out.timestamp.to_string()));
         }
-        headers.push((
-            dead_letter::VALUE_DROPPED.into(),
-            format!("{size} bytes over the producer's message.max.bytes"),
-        ));
+        let (name, why) = dead_letter::value_dropped(size, refused);
+        headers.push((name.into(), why));
         let n = self.partitions.get(&dlq).copied().unwrap_or(1);
         collector.send(&Outgoing {
             topic: &dlq,

@@ -42,10 +42,14 @@ pub(crate) struct SinkContext {
     pub(super) handle: Handle,
     pub(super) shutdown: Arc<AtomicBool>,
     pub(super) events: Mutex<Vec<Event>>,
+    /// Postgres refused the connection while reading offsets: the loop
+    /// stops with it (the callback cannot return it).
+    pub(super) refused: Mutex<Option<WriteError>>,
 }
 
 impl SinkContext {
-    /// Stored offsets, retried until read or shutdown.
+    /// Stored offsets, retried until read or shutdown; `None` at shutdown
+    /// or when Postgres refuses the connection (kept for [`Self::take_refused`]).
     pub(super) fn stored_offsets(&self) -> Option<HashMap<(String, i32), i64>> {
         let mut backoff = super::retry_backoff();
         loop {
@@ -61,6 +65,12 @@ impl SinkContext {
                 Err(e) => e,
             };
             crate::health::global().set_postgres(false);
+            if let WriteError::Refused(_) = e {
+                // A password changed or a role dropped while running:
+                // retrying cannot help.
+                *lock(&self.refused) = Some(e);
+                return None;
+            }
             crate::health::global().beat();
             metrics::counter!("weir_sink_retries_total", "sink" => self.sink.clone()).increment(1);
             if let WriteError::Fatal(_) = e {
@@ -80,6 +90,11 @@ impl SinkContext {
 
     pub(super) fn take_events(&self) -> Vec<Event> {
         std::mem::take(&mut *lock(&self.events))
+    }
+
+    /// Why Postgres refused the connection, if it did while reading offsets.
+    pub(super) fn take_refused(&self) -> Option<WriteError> {
+        lock(&self.refused).take()
     }
 }
 

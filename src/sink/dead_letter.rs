@@ -1,7 +1,8 @@
 //! The sink's dead-letter topic: records that cannot be mapped or that
 //! Postgres rejects go there unchanged (key and value), with the reason
 //! and where they came from in headers. A batch commits only after Kafka
-//! has every one of its dead letters, so none is lost.
+//! has every one of its dead letters, so none is lost; one Kafka refuses
+//! with its value goes without it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -74,22 +75,32 @@ impl DeadLetters {
 
     /// Produce `items` (records of `records`) and wait until Kafka has
     /// them, retrying what fails; after a shutdown request, for at most
-    /// the shutdown grace.
+    /// the shutdown grace. A dead letter Kafka refuses as it is (too large,
+    /// say: retried, it would hold the sink forever) is sent again at once
+    /// without its value, as the engine does with its own; one refused even
+    /// so stops the sink.
     pub(super) fn send(&self, records: &[SourceRecord], items: &[Rejected]) -> Result<(), SinkError> {
         let sink = &self.sink;
         let mut backoff = super::retry_backoff();
-        let mut todo: Vec<&Rejected> = items.iter().collect();
+        // Each with the `weir.value_dropped` header once its value is dropped.
+        let mut todo: Vec<(&Rejected, Option<(&str, String)>)> = items.iter().map(|item| (item, None)).collect();
         while !todo.is_empty() {
             let futures: Vec<_> = todo
                 .iter()
-                .map(|item| {
+                .map(|(item, dropped)| {
                     let r = &records[item.record];
-                    let mut rec: FutureRecord<'_, [u8], [u8]> =
-                        FutureRecord::to(&self.topic).headers(self.headers(r, item.table, &item.reason));
+                    let mut headers = self.headers(r, item.table, &item.reason);
+                    if let Some((key, value)) = dropped {
+                        headers = headers.insert(Header {
+                            key,
+                            value: Some(value),
+                        });
+                    }
+                    let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
                     if let Some(k) = &r.key {
                         rec = rec.key(k.as_slice());
                     }
-                    if let Some(p) = &r.payload {
+                    if let (Some(p), None) = (&r.payload, dropped) {
                         rec = rec.payload(p.as_slice());
                     }
                     self.producer.send(rec, Duration::from_secs(10))
@@ -97,24 +108,37 @@ impl DeadLetters {
                 .collect();
             let results = self.handle.block_on(futures::future::join_all(futures));
             let mut failed = Vec::new();
-            for (item, res) in todo.iter().zip(results) {
+            let mut refused = Vec::new();
+            for ((item, dropped), res) in todo.into_iter().zip(results) {
                 let r = &records[item.record];
                 match res {
                     Ok(_) => {
                         tracing::warn!(sink = %sink, topic = %r.topic, partition = r.partition,
-                            offset = r.offset, reason = %item.reason, "record sent to the dead-letter topic");
+                            offset = r.offset, reason = %item.reason, value_dropped = dropped.is_some(),
+                            "record sent to the dead-letter topic");
                         let table = self.table_names[item.table].clone();
                         metrics::counter!("weir_sink_dlq_records_total", "sink" => sink.clone(), "table" => table)
                             .increment(1);
                     }
+                    Err((e, _)) if header::is_permanent(&e) && dropped.is_none() => {
+                        let size = r.payload.as_ref().map_or(0, Vec::len);
+                        tracing::warn!(sink = %sink, topic = %r.topic, partition = r.partition, offset = r.offset,
+                            bytes = size, error = %e, "Kafka refuses the dead letter: sending it without its value");
+                        refused.push((item, Some(header::value_dropped(size, &e))));
+                    }
+                    Err((e, _)) if header::is_permanent(&e) => {
+                        return Err(SinkError::DeadLetter(format!(
+                            "Kafka refuses the dead letter of {}[{}]@{} on topic {}, even without its value: {e}",
+                            r.topic, r.partition, r.offset, self.topic
+                        )));
+                    }
                     Err((e, _)) => {
                         tracing::warn!(sink = %sink, error = %e, "dead-letter produce failed");
-                        failed.push(*item);
+                        failed.push((item, dropped));
                     }
                 }
             }
-            todo = failed;
-            if !todo.is_empty() {
+            if !failed.is_empty() {
                 metrics::counter!("weir_sink_retries_total", "sink" => sink.clone()).increment(1);
                 if self.shutdown.load(Ordering::SeqCst) {
                     backoff.deadline_within(super::SHUTDOWN_GRACE);
@@ -124,6 +148,8 @@ impl DeadLetters {
                 };
                 std::thread::sleep(delay);
             }
+            // The refused ones without their values, at once.
+            todo = refused.into_iter().chain(failed).collect();
         }
         Ok(())
     }

@@ -104,6 +104,9 @@ pub enum SinkError {
     Metrics(crate::metrics::InstallError),
     #[error("{0}")]
     Shutdown(String),
+    /// Kafka refuses a dead letter even without its value.
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(String),
     #[error("sink task failed: {0}")]
     Join(tokio::task::JoinError),
 }

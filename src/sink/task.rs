@@ -94,6 +94,7 @@ impl Task {
             handle: handle.clone(),
             shutdown: shutdown.clone(),
             events: Mutex::new(Vec::new()),
+            refused: Mutex::new(None),
         };
         let mut cc = crate::kafka::client_config(bootstrap);
         cc.set("group.id", &cfg.group)
@@ -187,6 +188,9 @@ impl Task {
             for ev in self.consumer.context().take_events() {
                 self.on_event(ev);
             }
+            if let Some(e) = self.consumer.context().take_refused() {
+                return Err(SinkError::Postgres(e));
+            }
             if let Some(rec) = msg {
                 self.add(rec);
             }
@@ -195,7 +199,7 @@ impl Task {
             }
             if self.batch.is_empty() && last_markers.elapsed() >= MARKER_INTERVAL {
                 last_markers = Instant::now();
-                self.step_over_markers();
+                self.step_over_markers()?;
             }
         }
         self.consumer.unsubscribe();
@@ -209,10 +213,10 @@ impl Task {
     /// are never handed out, so the offset after the last record is one
     /// short of the end and the sink would never look caught up (lag 1).
     /// Offsets only, with the same ownership check as a batch; a failure is
-    /// retried next time.
-    fn step_over_markers(&mut self) {
+    /// retried next time, unless Postgres refuses the connection.
+    fn step_over_markers(&mut self) -> Result<(), SinkError> {
         let Ok(positions) = self.consumer.position() else {
-            return;
+            return Ok(());
         };
         let offsets: Vec<OffsetUpdate> = positions
             .elements()
@@ -229,7 +233,7 @@ impl Task {
             })
             .collect();
         if offsets.is_empty() {
-            return;
+            return Ok(());
         }
         let result = {
             let mut w = lock(&self.writer);
@@ -249,10 +253,12 @@ impl Task {
                     tracing::warn!(sink = %self.cfg.name, error = %e, "re-seeking to Postgres failed");
                 }
             }
+            Err(e @ WriteError::Refused(_)) => return Err(SinkError::Postgres(e)),
             Err(e) => {
                 tracing::debug!(sink = %self.cfg.name, error = %e, "storing the position past commit markers failed")
             }
         }
+        Ok(())
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -403,7 +409,7 @@ impl Task {
     ) -> Result<Outcome, SinkError> {
         let sink = self.sink();
         let mut backoff = super::retry_backoff();
-        loop {
+        'write: loop {
             match self.write(rows, offsets) {
                 Ok(()) => {
                     crate::health::global().set_postgres(true);
@@ -422,21 +428,37 @@ impl Task {
                     table_name,
                     message,
                 }) => {
-                    tracing::warn!(sink = %sink, table = %table_name, error = %message, "Postgres rejected the batch; finding the rejected rows");
-                    match self.find_bad_rows(table, &rows[table]) {
-                        Ok(bad) if bad.is_empty() => {
-                            return Err(SinkError::Postgres(WriteError::Fatal(format!(
-                                "table {table_name} rejects the batch ({message}) but accepts each row alone"
-                            ))))
+                    let at = table_name.map_or_else(|| "at COMMIT".into(), |t| format!("table {t}"));
+                    tracing::warn!(sink = %sink, at = %at, error = %message, "Postgres rejected the batch; finding the rejected rows");
+                    // At COMMIT (a deferred constraint) the rows of any
+                    // table may be the cause.
+                    let suspects: Vec<usize> = match table {
+                        Some(t) => vec![t],
+                        None => (0..rows.len()).filter(|t| !rows[*t].is_empty()).collect(),
+                    };
+                    let mut found = false;
+                    for t in suspects {
+                        match self.find_bad_rows(t, &rows[t]) {
+                            Ok(bad) if bad.is_empty() => {}
+                            Ok(bad) => {
+                                found = true;
+                                self.dead_letter_bad_rows(records, t, &mut rows[t], &bad)?;
+                            }
+                            Err(WriteError::Retryable { context, cause }) => {
+                                self.pause_before_retry(&mut backoff, &format!("{context}: {cause}"))?;
+                                continue 'write;
+                            }
+                            Err(e) => return Err(SinkError::Postgres(e)),
                         }
-                        Ok(bad) => self.dead_letter_bad_rows(records, table, &mut rows[table], &bad)?,
-                        Err(WriteError::Retryable { context, cause }) => {
-                            self.pause_before_retry(&mut backoff, &format!("{context}: {cause}"))?
-                        }
-                        Err(e) => return Err(SinkError::Postgres(e)),
+                    }
+                    if !found {
+                        // Writing it again would fail again, forever.
+                        return Err(SinkError::Postgres(WriteError::Fatal(format!(
+                            "{at}: Postgres rejects the batch ({message}) but accepts its rows written without the rest of the batch"
+                        ))));
                     }
                 }
-                Err(e @ WriteError::Fatal(_)) => return Err(SinkError::Postgres(e)),
+                Err(e @ (WriteError::Fatal(_) | WriteError::Refused(_))) => return Err(SinkError::Postgres(e)),
             }
         }
     }

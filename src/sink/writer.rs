@@ -14,10 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::config::{QualifiedName, SinkConfig};
-use super::error::{classify, db_message, is_data_error, WriteError};
+use super::error::{classify, connect_error, db_message, is_data_error, masked_url, WriteError};
 use super::mapping::RecordMapping;
 use super::row::Value;
 use super::schema::{self, DbType, TablePlan};
@@ -316,8 +316,8 @@ impl Writer {
             let data_err = |e: tokio_postgres::Error| {
                 if is_data_error(&e) {
                     WriteError::Data {
-                        table: tr.table,
-                        table_name: plan.config.table.to_string(),
+                        table: Some(tr.table),
+                        table_name: Some(plan.config.table.to_string()),
                         message: db_message(&e),
                     }
                 } else {
@@ -329,13 +329,33 @@ impl Writer {
             let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_param).collect();
             tx.execute(&s.unnest[tr.table], &params).await.map_err(data_err)?;
         }
-        tx.commit().await.map_err(|e| classify("committing", e))?;
+        tx.commit().await.map_err(|e| {
+            if is_data_error(&e) {
+                // A deferred constraint (or constraint trigger): of which
+                // table, and which rows, only a search can tell.
+                WriteError::Data {
+                    table: None,
+                    table_name: None,
+                    message: db_message(&e),
+                }
+            } else {
+                classify("committing", e)
+            }
+        })?;
         Ok(())
     }
 
-    /// Which rows of `rows` Postgres rejects, each written alone inside a
-    /// savepoint of a transaction that is then rolled back. Used after a
-    /// batch failed with [`WriteError::Data`].
+    /// Which rows of `rows` Postgres rejects, in a transaction that is then
+    /// rolled back. Used after a batch failed with [`WriteError::Data`],
+    /// in its statement or at COMMIT.
+    ///
+    /// A bisection: a range of rows is written inside a savepoint and
+    /// checked as COMMIT would check it ([`commit_checks`]); one that fails
+    /// is rolled back and its halves are tried, down to single rows, which
+    /// are the rejected ones. Rows that pass stay written, so the rows
+    /// after them are checked against them as in the batch (a duplicate in
+    /// `insert` mode rejects the later row). A few bad rows among many cost
+    /// a few statements per bad row, not one per row.
     pub(crate) async fn find_bad_rows(
         &mut self,
         table: usize,
@@ -343,31 +363,42 @@ impl Writer {
     ) -> Result<Vec<(usize, String)>, WriteError> {
         let plan = self.tables[table].clone();
         let s = self.session().await?;
-        let stmt = s.single[table].clone();
+        let stmt = s.unnest[table].clone();
         let mut tx = s
             .client
             .transaction()
             .await
             .map_err(|e| classify("starting a transaction", e))?;
         let mut bad = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let arrays = build_arrays(&[*row], &plan.db_types)
-                .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
-            let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a.element(0)).collect();
-            let sp = tx.savepoint("weir_row").await.map_err(|e| classify("savepoint", e))?;
-            match sp.execute(&stmt, &params).await {
-                Ok(_) => sp.commit().await.map_err(|e| classify("releasing savepoint", e))?,
-                Err(e) if is_data_error(&e) => {
-                    bad.push((i, db_message(&e)));
-                    sp.rollback()
-                        .await
-                        .map_err(|e| classify("rolling back to savepoint", e))?;
-                }
-                Err(e) => return Err(classify(&format!("writing {}", plan.config.table), e)),
+        // Ranges to try, the next one last: a failed range's first half is
+        // tried before its second, so rows go in in batch order.
+        let mut todo = Vec::new();
+        todo.push(0..rows.len());
+        while let Some(range) = todo.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let Some(reason) = try_rows(&mut tx, &stmt, &plan, &rows[range.clone()]).await? else {
+                continue;
+            };
+            if range.len() == 1 {
+                bad.push((range.start, reason));
+            } else {
+                let mid = range.start + range.len() / 2;
+                todo.push(mid..range.end);
+                todo.push(range.start..mid);
+            }
+        }
+        // Once more after all the others: a row may need a later row of the
+        // batch (a deferred foreign key to it).
+        let mut rejected = Vec::new();
+        for (i, reason) in bad {
+            if try_rows(&mut tx, &stmt, &plan, &rows[i..=i]).await?.is_some() {
+                rejected.push((i, reason));
             }
         }
         tx.rollback().await.map_err(|e| classify("rolling back", e))?;
-        Ok(bad)
+        Ok(rejected)
     }
 
     /// One row in its own implicit transaction, with a prepared statement
@@ -384,11 +415,62 @@ impl Writer {
     }
 }
 
+/// Write `rows` inside a savepoint of `tx` and run the checks COMMIT would:
+/// `None` when they pass (the rows stay written), else Postgres's reason
+/// (the rows rolled back).
+async fn try_rows(
+    tx: &mut Transaction<'_>,
+    stmt: &Statement,
+    plan: &TablePlan,
+    rows: &[&[Value]],
+) -> Result<Option<String>, WriteError> {
+    let arrays = build_arrays(rows, &plan.db_types)
+        .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
+    let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_param).collect();
+    let mut sp = tx.savepoint("weir_rows").await.map_err(|e| classify("savepoint", e))?;
+    let rejected = match sp.execute(stmt, &params).await {
+        Ok(_) => commit_checks(&mut sp).await?,
+        Err(e) if is_data_error(&e) => Some(db_message(&e)),
+        Err(e) => return Err(classify(&format!("writing {}", plan.config.table), e)),
+    };
+    match rejected {
+        None => sp.commit().await.map_err(|e| classify("releasing savepoint", e))?,
+        Some(_) => sp
+            .rollback()
+            .await
+            .map_err(|e| classify("rolling back to savepoint", e))?,
+    }
+    Ok(rejected)
+}
+
+/// Run now what COMMIT would check of the transaction so far (deferred
+/// constraints and constraint triggers): `None` when it passes, else
+/// Postgres's reason. `SET CONSTRAINTS ALL IMMEDIATE` runs every pending
+/// deferred check at once; rolling back to a savepoint around it restores
+/// the deferred mode and un-fires the checks, so the rows written next are
+/// checked as the table declares (deferred until the end), as in the batch.
+async fn commit_checks(tx: &mut Transaction<'_>) -> Result<Option<String>, WriteError> {
+    let check = tx
+        .savepoint("weir_commit_checks")
+        .await
+        .map_err(|e| classify("savepoint", e))?;
+    let result = check.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").await;
+    check
+        .rollback()
+        .await
+        .map_err(|e| classify("rolling back to savepoint", e))?;
+    match result {
+        Ok(()) => Ok(None),
+        Err(e) if is_data_error(&e) => Ok(Some(db_message(&e))),
+        Err(e) => Err(classify("checking deferred constraints", e)),
+    }
+}
+
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, WriteError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| WriteError::Retryable {
-        context: "connecting to Postgres".into(),
-        cause: e,
-    })?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| connect_error(&masked_url(config), e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "Postgres connection ended");

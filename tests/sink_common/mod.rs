@@ -167,7 +167,7 @@ impl SinkProc {
     pub fn start(config: &Path, extra: &[&str]) -> SinkProc {
         let log = config.with_extension(format!("{}.log", common::unique("run")));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let child = Command::new(common::weir_bin())
             .arg("sink")
             .arg(config)
             .args(extra)
