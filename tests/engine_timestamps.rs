@@ -120,8 +120,9 @@ fn a_record_dated_2099_is_dead_lettered_and_the_hourly_results_stay_exact() {
         .collect();
     assert_eq!(future.len(), 1, "{future:#?}");
     assert_eq!(future[0].key.as_deref(), poison_key.as_deref().map(str::as_bytes));
+    // 2099-01-01 00:00 KST, in UTC.
     assert!(
-        future[0].headers["weir.error"].contains("LAST_UPDATE is 2099-01-01T"),
+        future[0].headers["weir.error"].contains("LAST_UPDATE is 2098-12-31T15:00:00+00:00, more than max_future (1h)"),
         "{:?}",
         future[0].headers
     );
