@@ -27,7 +27,8 @@ fn feed_status(
     keep: bool,
 ) {
     for i in 0..n {
-        task.process(topo, &status_origin(recs, i), out).expect("process");
+        let origin = status_origin(recs, i);
+        task.process(topo, &origin, origin.timestamp, out).expect("process");
         if !keep {
             out.clear();
         }
@@ -98,7 +99,8 @@ fn bench(c: &mut Criterion) {
                     key: o.key.as_deref(),
                     value: o.value.as_deref(),
                 };
-                task.process(&topo, &origin, &mut out).expect("process");
+                task.process(&topo, &origin, origin.timestamp, &mut out)
+                    .expect("process");
                 out.clear();
             }
             task.flush().expect("flush");

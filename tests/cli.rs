@@ -137,6 +137,55 @@ fn validate_reports_file_line_column_and_hint() {
     assert!(err.contains("bad duration") && err.contains("hint:"), "{err}");
 }
 
+/// The line of `bad` holding `needle`, as `file:line:`.
+fn position(bad: &std::path::Path, needle: &str) -> String {
+    let line = std::fs::read_to_string(bad)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap()
+        + 1;
+    format!("{}:{line}:", bad.file_name().unwrap().to_str().unwrap())
+}
+
+#[test]
+fn validate_rejects_a_window_with_too_many_windows_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = parking_with(&dir, "hop.yaml", "tumbling: 1h", "hopping: { size: 1d, advance: 1ms }");
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&position(&bad, "advance: 1ms")), "{err}");
+    assert!(
+        err.contains("puts every record in 86400000 windows; the limit is 10000") && err.contains("hint:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_rejects_a_bad_max_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = parking_with(
+        &dir,
+        "future.yaml",
+        "event_time: kafka",
+        "event_time: { field: LAST_UPDATE, max_future: 1 fortnight }",
+    );
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&position(&bad, "max_future")), "{err}");
+    assert!(err.contains("bad duration \"1 fortnight\""), "{err}");
+    let ok = parking_with(
+        &dir,
+        "future-ok.yaml",
+        "event_time: kafka",
+        "event_time: { field: LAST_UPDATE, max_future: 10m }",
+    );
+    let out = weir(&["validate", ok.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn describe_prints_the_golden_text() {
     let out = weir(&["describe", PARKING]);

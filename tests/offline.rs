@@ -78,16 +78,22 @@ fn input() -> String {
     .join("\n")
 }
 
+const PARKING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
+
 fn run(flush: bool) -> Vec<Value> {
+    weir_test(std::path::Path::new(PARKING), &input(), flush)
+}
+
+/// `weir test TOPOLOGY --input` the lines of `input`; the output records.
+fn weir_test(topo: &std::path::Path, input: &str, flush: bool) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.jsonl");
     std::fs::File::create(&path)
         .unwrap()
-        .write_all(input().as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let topo = concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-    cmd.args(["test", topo, "--input"]).arg(&path);
+    cmd.arg("test").arg(topo).arg("--input").arg(&path);
     if flush {
         cmd.arg("--flush");
     }
@@ -205,6 +211,84 @@ fn latest_status_per_lot_excludes_filtered_and_bad_lots() {
     assert_eq!(
         lots[1]["value"]["AVAILABLE_SPOTS"], 0,
         "negative availability clamps to 0"
+    );
+}
+
+/// The parking job reading its event time from `LAST_UPDATE`, with a lot
+/// whose clock says 2099. `weir test`'s clock is the largest input
+/// timestamp so far, so the result does not depend on when the test runs.
+#[test]
+fn a_record_dated_beyond_max_future_is_dead_lettered_and_changes_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(PARKING).unwrap().replace(
+        "event_time: kafka",
+        r#"event_time: { field: LAST_UPDATE, format: "%Y-%m-%d %H:%M:%S", time_zone: Asia/Seoul }"#,
+    );
+    let topo = dir.path().join("parking-field-time.yaml");
+    std::fs::write(&topo, text).unwrap();
+    let hongdae = "홍대 관광특구";
+    let mut wrong_clock = lot(hongdae, "POI007", "B", "10", "0", "Y", (10, 10));
+    wrong_clock["LAST_UPDATE"] = "2099-01-01 00:00:00".into();
+    let input = [
+        line(
+            0,
+            kst(10, 5),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "2", "Y", (10, 5)),
+        ), // 20
+        line(0, kst(10, 10), "B", &wrong_clock), // DLQ
+        line(
+            0,
+            kst(10, 20),
+            "C",
+            &lot(hongdae, "POI007", "C", "4", "0", "Y", (10, 20)),
+        ), // 4
+        // 59 minutes ahead of the clock (10:30): in; 61 minutes: out.
+        line(
+            0,
+            kst(10, 30),
+            "D",
+            &lot(hongdae, "POI007", "D", "6", "0", "Y", (11, 29)),
+        ), // 6
+        line(
+            0,
+            kst(10, 30),
+            "E",
+            &lot(hongdae, "POI007", "E", "8", "0", "Y", (11, 31)),
+        ), // DLQ
+    ]
+    .join("\n");
+    let out = weir_test(&topo, &input, true);
+    let dlq = on(&out, "parking_status_dlq");
+    let keys: Vec<&str> = dlq.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["B", "E"], "{dlq:#?}");
+    for r in &dlq {
+        assert!(
+            r["headers"]["weir.error"]
+                .as_str()
+                .unwrap()
+                .contains("ahead of the clock"),
+            "{r:#?}"
+        );
+    }
+    let hourly = on(&out, "parking_hourly_avg");
+    let windows: Vec<(&str, i64, f64)> = hourly
+        .iter()
+        .map(|r| {
+            (
+                r["value"]["window_start"].as_str().unwrap(),
+                r["value"]["samples"].as_i64().unwrap(),
+                r["value"]["avg_available_spots"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            ("2025-03-31T10:00:00+09:00", 2, 12.0),
+            ("2025-03-31T11:00:00+09:00", 1, 6.0)
+        ],
+        "{hourly:#?}"
     );
 }
 

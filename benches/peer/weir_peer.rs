@@ -145,8 +145,9 @@ fn run(topo: &Topology, recs: &[(Vec<u8>, Vec<u8>)], n: usize, mode: Mode) -> (f
     let mut offset1 = 0i64;
     let t0 = Instant::now();
     for i in 0..n {
+        let origin = status_origin(recs, i);
         task0
-            .process(topo, &status_origin(recs, i), &mut out0)
+            .process(topo, &origin, origin.timestamp, &mut out0)
             .expect("process 0");
         if each {
             task0.emit_cached(topo, &mut out0).expect("emit 0");
@@ -173,7 +174,9 @@ fn run(topo: &Topology, recs: &[(Vec<u8>, Vec<u8>)], n: usize, mode: Mode) -> (f
                 value: o.value.as_deref(),
             };
             offset1 += 1;
-            task1.process(topo, &origin, &mut out1).expect("process 1");
+            task1
+                .process(topo, &origin, origin.timestamp, &mut out1)
+                .expect("process 1");
             if each {
                 c.changelog += task1
                     .flush()

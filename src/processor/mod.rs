@@ -197,8 +197,18 @@ impl Task {
         .unwrap_or_else(|_| unreachable!("in-memory stores always open"))
     }
 
-    /// Process one raw record from `origin.topic`.
-    pub fn process(&mut self, topo: &Topology, origin: &Origin<'_>, out: &mut Vec<Output>) -> Result<(), ProcessError> {
+    /// Process one raw record from `origin.topic`. `now_ms` is the wall
+    /// clock (epoch ms) that event times read from a field must not be more
+    /// than `max_future` ahead of: `weir run` passes the clock it reads per
+    /// batch, `weir test` a clock of its own that depends only on the input
+    /// (see `testkit`).
+    pub fn process(
+        &mut self,
+        topo: &Topology,
+        origin: &Origin<'_>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), ProcessError> {
         self.stats.consumed += 1;
         let (sub, source_id) = topo
             .source_for(origin.topic)
@@ -209,7 +219,7 @@ impl Task {
         let NodeKind::Source(source) = &topo.nodes[source_id].kind else {
             return Err(ProcessError::UnknownTopic(origin.topic.to_string()));
         };
-        let record = match decode(source, origin) {
+        let record = match decode(source, origin, now_ms) {
             Ok(r) => r,
             Err(reason) => {
                 let mut ctx = self.ctx(topo, out, Some(origin));
@@ -541,8 +551,12 @@ pub(crate) fn key_bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 /// Decode a raw record as its source says; the error is the dead-letter
-/// reason.
-fn decode(source: &SourceNode, o: &Origin<'_>) -> Result<Record, String> {
+/// reason. An event time that cannot be right (before 1970, or a field's
+/// more than `max_future` ahead of `now_ms`) is such an error too: one
+/// record dated 2099 would otherwise move stream time to 2099, close every
+/// window and make every later record late, and its repartition and output
+/// records would carry a timestamp the broker refuses.
+fn decode(source: &SourceNode, o: &Origin<'_>, now_ms: i64) -> Result<Record, String> {
     let raw = o.value.ok_or("null value (tombstone)")?;
     if raw.len() > MAX_RECORD_BYTES {
         return Err(format!(
@@ -569,14 +583,42 @@ fn decode(source: &SourceNode, o: &Origin<'_>) -> Result<Record, String> {
     };
     let timestamp = match &source.event_time {
         EventTime::Kafka => o.timestamp,
-        EventTime::Field { field, format, tz } => event_time_from(&value, field, format.as_deref(), *tz)?,
+        EventTime::Field {
+            field,
+            format,
+            tz,
+            max_future_ms,
+        } => {
+            let t = event_time_from(&value, field, format.as_deref(), *tz)?;
+            if t > now_ms.saturating_add(*max_future_ms) {
+                return Err(format!(
+                    "event time: {field} is {}, more than max_future ({}) ahead of the clock ({})",
+                    rfc3339(t),
+                    humantime::format_duration(std::time::Duration::from_millis(*max_future_ms as u64)),
+                    rfc3339(now_ms)
+                ));
+            }
+            t
+        }
     };
+    if timestamp < 0 {
+        return Err(format!(
+            "event time: {timestamp} ms is before 1970 ({})",
+            rfc3339(timestamp)
+        ));
+    }
     Ok(Record {
         key,
         value,
         timestamp,
         raw,
     })
+}
+
+/// An epoch-ms time as RFC 3339 UTC text, for messages (the number when it
+/// is out of chrono's range).
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| format!("{ms} ms"), |t| t.to_rfc3339())
 }
 
 fn decode_bytes(format: ValueFormat, raw: &[u8]) -> Result<Value, String> {

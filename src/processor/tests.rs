@@ -44,7 +44,7 @@ fn feed(task: &mut Task, topo: &Topology, k: &str, ts: i64, v: f64) -> Vec<Outpu
         value: Some(value.as_bytes()),
     };
     let mut out = Vec::new();
-    task.process(topo, &origin, &mut out).unwrap();
+    task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
     out
 }
 
@@ -212,7 +212,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
             value: *payload,
         };
         let mut out = Vec::new();
-        task.process(&t, &origin, &mut out).unwrap();
+        task.process(&t, &origin, origin.timestamp, &mut out).unwrap();
         assert_eq!(out.len(), 1, "{reason}");
         let o = &out[0];
         assert_eq!((o.kind, o.topic.as_str()), (OutputKind::DeadLetter, "dlq"));
@@ -234,7 +234,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
         value: Some(&big),
     };
     let mut out = Vec::new();
-    task.process(&t, &origin, &mut out).unwrap();
+    task.process(&t, &origin, origin.timestamp, &mut out).unwrap();
     assert!(out[0].headers.iter().any(|(_, v)| v.contains("too large")));
 }
 
@@ -250,7 +250,7 @@ fn table_input(task: &mut Task, topo: &Topology, k: &str, v: &str) -> Vec<Output
         value: Some(v.as_bytes()),
     };
     let mut out = Vec::new();
-    task.process(topo, &origin, &mut out).unwrap();
+    task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
     out
 }
 
@@ -343,7 +343,7 @@ fn a_full_table_cache_sends_its_records_without_waiting_for_the_commit() {
             key: Some(key.as_bytes()),
             value: Some(b"{}"),
         };
-        task.process(&t, &origin, &mut out).unwrap();
+        task.process(&t, &origin, origin.timestamp, &mut out).unwrap();
     }
     assert_eq!(out.len(), table::CACHE_MAX_KEYS, "sent when the cache filled up");
     assert_eq!(task.cached_records(), 5);
@@ -415,6 +415,115 @@ fn windows_near_the_epoch_start_at_zero_unless_the_time_zone_shifts_the_only_one
     assert_eq!(window_starts(w, H), vec![-9 * H]);
 }
 
+/// Event time from the field `at` (epoch ms, or RFC 3339 text), with
+/// `extra` inside the `event_time` map (e.g. `, max_future: 10m`); an hourly
+/// count per key and a table of the latest record per key.
+fn field_time_topo(extra: &str) -> Topology {
+    let yaml = format!(
+        r#"
+application_id: t
+dead_letter: dlq
+sources:
+  s: {{ topic: in, event_time: {{ field: at{extra} }} }}
+steps:
+  - name: w
+    window: {{ group_by: {{ g: key }}, tumbling: 1h, aggregate: {{ n: count() }} }}
+    to: {{ topic: out }}
+  - name: latest
+    from: s
+    table: {{ key: key }}
+    to: {{ topic: lots }}
+"#
+    );
+    Topology::parse(&yaml).unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
+}
+
+/// Feed `{"at": at}` with key "a", the clock at `now`.
+fn feed_at(task: &mut Task, topo: &Topology, at: serde_json::Value, now: i64) -> Vec<Output> {
+    let value = serde_json::json!({ "at": at }).to_string();
+    let origin = Origin {
+        topic: "in",
+        partition: 0,
+        offset: 7,
+        timestamp: now,
+        key: Some(b"a"),
+        value: Some(value.as_bytes()),
+    };
+    let mut out = Vec::new();
+    task.process(topo, &origin, now, &mut out).unwrap();
+    out
+}
+
+fn only_dead_letter(out: &[Output]) -> String {
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].kind, out[0].topic.as_str()), (OutputKind::DeadLetter, "dlq"));
+    out[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "weir.error")
+        .map(|(_, v)| v.clone())
+        .unwrap()
+}
+
+/// A device with a wrong clock: one record dated 2099 must not move stream
+/// time (closing every window and making every later record late), reach a
+/// window or a table, or be written with a timestamp the broker refuses.
+#[test]
+fn a_record_dated_further_ahead_than_max_future_is_dead_lettered_and_moves_nothing() {
+    let t = field_time_topo("");
+    let mut task = Task::in_memory(&t, 0, 0);
+    let out = feed_at(&mut task, &t, T14.into(), T14);
+    assert_eq!(out.len(), 1, "the table forwards it: {out:?}");
+    let y2099 = 4_070_908_800_000i64;
+    let reason = only_dead_letter(&feed_at(&mut task, &t, y2099.into(), T14 + 5));
+    assert!(
+        reason.contains("more than max_future (1h) ahead of the clock") && reason.contains("2099-01-01T00:00:00"),
+        "{reason}"
+    );
+    assert_eq!(task.stream_time, T14, "stream time unchanged");
+    assert_eq!(task.stats.dead_letter, 1);
+    // Its window was never opened and the earlier one is still open: a
+    // later record of the same hour counts with the first.
+    assert_eq!(feed_at(&mut task, &t, (T14 + 10).into(), T14 + 10).len(), 1);
+    let mut o = Vec::new();
+    task.advance_stream_time(&t, i64::MAX, &mut o).unwrap();
+    let windows = values(&o);
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0]["n"], 2);
+    assert_eq!(windows[0]["window_start"], "2025-03-31T05:00:00+00:00");
+}
+
+#[test]
+fn a_record_just_inside_max_future_is_accepted() {
+    for (extra, ahead) in [("", H), (", max_future: 10m", 10 * 60_000)] {
+        let t = field_time_topo(extra);
+        let mut task = Task::in_memory(&t, 0, 0);
+        let out = feed_at(&mut task, &t, (T14 + ahead).into(), T14);
+        assert!(out.iter().all(|o| o.kind == OutputKind::Result), "{extra}: {out:?}");
+        assert_eq!(task.stream_time, T14 + ahead, "{extra}");
+        let reason = only_dead_letter(&feed_at(&mut task, &t, (T14 + ahead + 1).into(), T14));
+        assert!(reason.contains("max_future"), "{extra}: {reason}");
+        assert_eq!(task.stream_time, T14 + ahead, "{extra}");
+    }
+}
+
+#[test]
+fn event_times_before_1970_are_dead_lettered() {
+    let t = field_time_topo("");
+    let mut task = Task::in_memory(&t, 0, 0);
+    for at in [serde_json::json!(-1), serde_json::json!("1969-12-31T23:00:00Z")] {
+        let reason = only_dead_letter(&feed_at(&mut task, &t, at.clone(), T14));
+        assert!(reason.contains("before 1970"), "{at}: {reason}");
+    }
+    assert_eq!(task.stream_time, i64::MIN, "nothing moved");
+    // A Kafka timestamp before 1970 (only `weir test` input can have one).
+    let t = topo(&window_yaml(""));
+    let mut task = Task::in_memory(&t, 0, 0);
+    let reason = only_dead_letter(&feed(&mut task, &t, "a", -5, 1.0));
+    assert!(reason.contains("before 1970"), "{reason}");
+    assert_eq!(feed(&mut task, &t, "a", 0, 1.0).len(), 0, "the epoch itself is fine");
+}
+
 fn parking() -> Topology {
     Topology::parse(include_str!("../../topology/parking.yaml")).unwrap()
 }
@@ -474,7 +583,7 @@ fn run_all(t: &Topology, inputs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<Output> {
             value: Some(value),
         };
         let mut out = Vec::new();
-        tasks[0].process(t, &origin, &mut out).unwrap();
+        tasks[0].process(t, &origin, origin.timestamp, &mut out).unwrap();
         if i % 7 == 0 {
             tasks[0].emit_cached(t, &mut out).unwrap();
         }
@@ -488,7 +597,7 @@ fn run_all(t: &Topology, inputs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<Output> {
                     key: o.key.as_deref(),
                     value: o.value.as_deref(),
                 };
-                tasks[1].process(t, &origin, &mut all).unwrap();
+                tasks[1].process(t, &origin, origin.timestamp, &mut all).unwrap();
             }
         }
         all.extend(out);

@@ -59,7 +59,8 @@ pub(crate) fn store_key(start: i64, group: &[u8]) -> Vec<u8> {
 /// `max(0, ts - size + advance)` rounded down to the advance. (The one
 /// window of a record is kept even when a time-zone offset puts its start
 /// before the epoch; records before the epoch, which Kafka Streams
-/// rejects, keep every window that contains them.)
+/// rejects and sources dead-letter, would keep every window that contains
+/// them.)
 pub(crate) fn window_starts(w: &WindowNode, ts: i64) -> Vec<i64> {
     let last = ts
         .saturating_sub(w.offset_ms)

@@ -208,7 +208,7 @@ impl TaskManager {
             return Ok(());
         };
         let mut outs = Vec::new();
-        entry.task.process(&self.topo, &origin, &mut outs)?;
+        entry.task.process(&self.topo, &origin, now.wall_ms, &mut outs)?;
         entry.last_record = now.instant;
         entry.stream_time_at_last_record = entry.task.stream_time;
         self.send(outs, partition, collector, now)
@@ -424,7 +424,8 @@ impl TaskManager {
             // dead-letter topic's retention counts from then: with the
             // original (possibly days old) timestamp the broker could delete
             // it at its next retention check. The original is in the
-            // `weir.timestamp` header.
+            // `weir.timestamp` header. (A dead-letter topic weir creates
+            // takes the broker's clock instead: see `topics.rs`.)
             let timestamp = match out.kind {
                 OutputKind::DeadLetter => now_ms,
                 _ => out.timestamp,

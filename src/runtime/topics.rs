@@ -170,6 +170,21 @@ async fn prepare_topics_once(
             }
         }
     }
+    // Changelog and dead-letter records are stamped with the host's clock
+    // (retention then counts from when they were written), and a broker
+    // refuses a CreateTime timestamp more than
+    // `message.timestamp.after.max.ms` (1 h by default since Kafka 4) ahead
+    // of its own clock: a host clock that far ahead would fail every commit
+    // and its replay. These topics are created with `LogAppendTime`
+    // instead: the broker stamps each record with its own clock and checks
+    // no producer timestamp, which is the time they were meant to carry
+    // anyway. (Clamping the stamp instead would need the broker's clock,
+    // which weir does not know; raising `message.timestamp.after.max.ms`
+    // would fail topic creation on brokers before 3.6, which do not know
+    // it.) Repartition and output records keep their CreateTime: it is the
+    // event time, bounded by the sources' `max_future`. Topics that exist
+    // already keep their configuration.
+    const BROKER_CLOCK: (&str, &str) = ("message.timestamp.type", "LogAppendTime");
     for store in &topo.stores {
         let n = sub_parts[store.subtopology];
         let spec = match (store.kind, store.retention_ms) {
@@ -178,10 +193,13 @@ async fn prepare_topics_once(
                 .with_config("retention.ms", &r.to_string()),
             _ => TopicSpec::new(&store.changelog, n).with_config("cleanup.policy", "compact"),
         };
-        specs.push(spec);
+        specs.push(spec.with_config(BROKER_CLOCK.0, BROKER_CLOCK.1));
     }
     if let Some(dlq) = &topo.dead_letter {
-        specs.push(TopicSpec::new(dlq, sub_parts.iter().copied().max().unwrap_or(1)));
+        specs.push(
+            TopicSpec::new(dlq, sub_parts.iter().copied().max().unwrap_or(1))
+                .with_config(BROKER_CLOCK.0, BROKER_CLOCK.1),
+        );
     }
     let internal: HashSet<String> = topo.internal_topics().into_iter().collect();
     let specs: Vec<TopicSpec> = specs

@@ -7,6 +7,12 @@
 //! partitioned by key (murmur2, as Kafka's producer does) and processed
 //! right after the record that produced them. Stores are flushed after every
 //! record, as if the commit interval and cache were zero.
+//!
+//! The clock against which `max_future` is checked is the largest input
+//! record timestamp so far (the current record's included), not the host's:
+//! an input timestamp is when the record was written to Kafka, so the
+//! processing clock was at least that, and the output depends only on the
+//! input (a test of a record dated tomorrow gives the same result tomorrow).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::BufRead;
@@ -80,6 +86,9 @@ pub(crate) struct Driver<'t> {
     tasks: BTreeMap<(usize, i32), Task>,
     partitions: i32,
     output: Vec<OutputRecord>,
+    /// "Now" for the tasks: the largest input timestamp piped so far (see
+    /// the module doc).
+    clock_ms: i64,
 }
 
 impl<'t> Driver<'t> {
@@ -91,6 +100,7 @@ impl<'t> Driver<'t> {
             tasks: BTreeMap::new(),
             partitions: partitions.max(1),
             output: Vec::new(),
+            clock_ms: i64::MIN,
         }
     }
 
@@ -114,6 +124,7 @@ impl<'t> Driver<'t> {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), ProcessError> {
+        self.clock_ms = self.clock_ms.max(timestamp);
         let mut queue: VecDeque<(String, i32, Output)> = VecDeque::new();
         self.run_one(topic, partition, timestamp, key, value, &mut queue)?;
         self.drain(queue)
@@ -164,9 +175,9 @@ impl<'t> Driver<'t> {
             value,
         };
         let mut outs = Vec::new();
-        let topo = self.topo;
+        let (topo, now_ms) = (self.topo, self.clock_ms);
         let task = self.task(sub, partition);
-        task.process(topo, &origin, &mut outs)?;
+        task.process(topo, &origin, now_ms, &mut outs)?;
         // A commit after every record, as in Kafka Streams'
         // TopologyTestDriver: what tables hold back goes out now.
         task.emit_cached(topo, &mut outs)?;

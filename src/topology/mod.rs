@@ -91,8 +91,22 @@ pub enum EventTime {
         field: String,
         format: Option<String>,
         tz: Tz,
+        /// A record whose event time is further ahead of the wall clock
+        /// than this is dead-lettered (see `processor::decode`).
+        max_future_ms: i64,
     },
 }
+
+/// Default `max_future` of a field event time: a Kafka 4 broker rejects a
+/// record timestamp more than `message.timestamp.after.max.ms` (1 h by
+/// default) ahead of its clock, and a record's event time becomes the
+/// timestamp of its repartition and output records.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(3600);
+
+/// Most windows one record may fall in (hopping `size / advance`): each is
+/// a store read and write per record, and `size: 1d, advance: 1ms` would be
+/// 86 million.
+pub const MAX_WINDOWS_PER_RECORD: u64 = 10_000;
 
 #[derive(Debug)]
 pub struct MapNode {

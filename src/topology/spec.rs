@@ -86,7 +86,7 @@ pub enum ValueFormat {
 }
 
 /// Where a record's event time comes from.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, JsonSchema)]
 #[serde(untagged)]
 pub enum EventTimeSpec {
     /// `kafka`: the Kafka record timestamp.
@@ -95,6 +95,31 @@ pub enum EventTimeSpec {
     Kafka,
     Keyword(EventTimeKeyword),
     Field(Box<EventTimeField>),
+}
+
+/// Untagged (a keyword or a map) by hand: serde's `untagged` buffers the
+/// value before trying each variant, and the buffered copy has lost its
+/// positions, so an error inside `{ field: …, max_future: … }` was reported
+/// at line 0.
+impl<'de> Deserialize<'de> for EventTimeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EventTimeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`kafka` or `{ field: NAME, ... }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EventTimeSpec, E> {
+                use serde::de::IntoDeserializer;
+                EventTimeKeyword::deserialize(s.into_deserializer()).map(EventTimeSpec::Keyword)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<EventTimeSpec, A::Error> {
+                EventTimeField::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|f| EventTimeSpec::Field(Box::new(f)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -119,6 +144,12 @@ pub struct EventTimeField {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub time_zone: Option<Str>,
+    /// How far ahead of the wall clock an event time may be, e.g. `10m`.
+    /// A record dated further ahead (a device with a wrong clock) goes to
+    /// the dead-letter topic instead of moving stream time. Default 1h.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_future: Option<Str>,
 }
 
 /// One processing step: exactly one of `filter`, `map`, `window`, `table`,

@@ -171,3 +171,60 @@ fn schema_is_derived_from_the_types() {
     }
     assert!(schema.to_string().contains("close_idle_after"));
 }
+
+fn window_step(window: &str) -> String {
+    format!("{BASE}  - name: w\n    window:\n      group_by: {{ g: key }}\n{window}      aggregate: {{ n: count() }}\n")
+}
+
+/// `size: 1d, advance: 1ms` would put every record in 86,400,000 windows.
+#[test]
+fn hopping_windows_with_more_than_ten_thousand_windows_per_record_are_rejected() {
+    let e = errors(&window_step("      hopping: { size: 1d, advance: 1ms }\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, 9, "the advance's line: {e:?}");
+    assert!(
+        e[0].message.contains(
+            "hopping window of 1d advancing by 1ms puts every record in 86400000 windows; the limit is 10000"
+        ),
+        "{e:?}"
+    );
+    assert!(e[0].hint.as_deref().unwrap().contains("at least 8s 640ms"), "{e:?}");
+    // 10,000 exactly is allowed; a window count rounds up.
+    assert!(Topology::parse(&window_step("      hopping: { size: 10s, advance: 1ms }\n")).is_ok());
+    let e = errors(&window_step("      hopping: { size: 10001ms, advance: 1ms }\n"));
+    assert!(e[0].message.contains("10001 windows"), "{e:?}");
+    let e = errors(&window_step("      hopping: { size: 20001ms, advance: 2ms }\n"));
+    assert!(e[0].message.contains("10001 windows"), "{e:?}");
+    // Below a millisecond the advance would be 0 ms.
+    let e = errors(&window_step("      hopping: { size: 1h, advance: 500us }\n"));
+    assert!(e[0].message.contains("≥ 1ms"), "{e:?}");
+}
+
+#[test]
+fn max_future_is_a_duration_with_a_default_of_an_hour() {
+    let src = |event_time: &str| {
+        format!("application_id: app\nsources:\n  s:\n    topic: in\n    event_time: {event_time}\nsteps:\n  - name: f\n    filter: 'true'\n")
+    };
+    let max_future = |t: &Topology| match &t.nodes[0].kind {
+        NodeKind::Source(SourceNode {
+            event_time: EventTime::Field { max_future_ms, .. },
+            ..
+        }) => *max_future_ms,
+        other => panic!("{other:?}"),
+    };
+    let t = Topology::parse(&src("{ field: at }")).unwrap();
+    assert_eq!(max_future(&t), 3_600_000);
+    let t = Topology::parse(&src("{ field: at, max_future: 5m }")).unwrap();
+    assert_eq!(max_future(&t), 300_000);
+    let e = errors(&src("{ field: at, max_future: soon }"));
+    assert_eq!((e.len(), e[0].line), (1, 5), "{e:?}");
+    assert!(e[0].message.contains("bad duration \"soon\""), "{e:?}");
+    let e = errors(&src("kafka\n    max_future: 1h"));
+    assert!(e[0].message.contains("max_future"), "only with a field: {e:?}");
+    // The event time block keeps its positions (the time zone's error was
+    // at line 0 while serde buffered the block).
+    let e = errors(&src("{ field: at, time_zone: Asia/Seol }"));
+    assert_eq!(e[0].line, 5, "{e:?}");
+    assert!(Topology::parse(&src("kafka")).is_ok());
+    assert!(errors(&src("kafk"))[0].message.contains("kafka"));
+}

@@ -212,10 +212,27 @@ pub fn topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String
     renamed_topology(dir, id, true)
 }
 
-/// One record per region a grace (1 d) plus a window (1 h) and an hour after
-/// the data: every repartition task's stream time passes every earlier
-/// window's end + grace.
+/// When the sentinels are dated: a grace (1 d) plus a window (1 h) and an
+/// hour after the data.
+fn sentinel_time(inputs: &[Input]) -> i64 {
+    inputs.iter().map(|i| i.timestamp).max().unwrap() + 26 * H
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in KST, as `LAST_UPDATE` is written.
+pub fn kst_text(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono_tz::Asia::Seoul
+        .timestamp_millis_opt(ms)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// One record per region at `sentinel_time` (also its `LAST_UPDATE`, for
+/// topologies reading the event time from it): every repartition task's
+/// stream time passes every earlier window's end + grace.
 pub fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
+    let last_update = kst_text(sentinel_time(inputs));
     let mut regions = BTreeSet::new();
     for i in inputs {
         if let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(&i.payload) {
@@ -231,7 +248,7 @@ pub fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|(code, region)| {
             let v = serde_json::json!({"REGION": region, "REGION_CODE": code, "PARKING_CODE": format!("S-{code}"),
-                "CAPACITY": "1", "OCCUPIED_SPOTS": "0", "IS_REALTIME_STATUS_PROVIDED": "Y", "LAST_UPDATE": "2099-01-01 00:00:00"});
+                "CAPACITY": "1", "OCCUPIED_SPOTS": "0", "IS_REALTIME_STATUS_PROVIDED": "Y", "LAST_UPDATE": last_update.as_str()});
             (format!("S-{code}"), v.to_string().into_bytes())
         })
         .collect()
@@ -240,7 +257,7 @@ pub fn sentinels(inputs: &[Input]) -> Vec<(String, Vec<u8>)> {
 /// Produce the sentinels (see `sentinels`) to their lots' partitions.
 pub fn send_sentinels(topic: &str, inputs: &[Input]) {
     let p = producer();
-    let future = inputs.iter().map(|i| i.timestamp).max().unwrap() + 26 * H;
+    let future = sentinel_time(inputs);
     for (k, v) in sentinels(inputs) {
         produce(
             &p,

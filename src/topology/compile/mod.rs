@@ -128,10 +128,15 @@ impl Compiler {
                         Some(z) => parse_tz(z).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
                         None => Tz::UTC,
                     };
+                    let max_future = match &f.max_future {
+                        Some(d) => self.duration(d).unwrap_or(DEFAULT_MAX_FUTURE),
+                        None => DEFAULT_MAX_FUTURE,
+                    };
                     EventTime::Field {
                         field: f.field.value.clone(),
                         format: f.format.as_ref().map(|s| s.value.clone()),
                         tz,
+                        max_future_ms: millis(max_future),
                     }
                 }
             };

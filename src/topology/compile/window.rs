@@ -28,9 +28,34 @@ impl Compiler {
             }
             (None, Some(h)) => {
                 let (s, a) = (self.duration(&h.size)?, self.duration(&h.advance)?);
-                if a.is_zero() || a > s {
+                // Windows are aligned in whole milliseconds: a shorter
+                // advance would be 0 ms.
+                if a.as_millis() == 0 || a > s {
                     self.errors
-                        .push(Diagnostic::at(&h.advance, "hopping advance must be > 0 and ≤ size"));
+                        .push(Diagnostic::at(&h.advance, "hopping advance must be ≥ 1ms and ≤ size"));
+                    return None;
+                }
+                // As `window_starts` counts them: every start `advance`
+                // apart within `size` before the record.
+                let per_record = s.as_millis().div_ceil(a.as_millis());
+                if per_record > u128::from(MAX_WINDOWS_PER_RECORD) {
+                    self.errors.push(
+                        Diagnostic::at(
+                            &h.advance,
+                            format!(
+                                "hopping window of {} advancing by {} puts every record in {per_record} windows; the limit is {MAX_WINDOWS_PER_RECORD}",
+                                h.size.value.trim(),
+                                h.advance.value.trim()
+                            ),
+                        )
+                        .with_hint(format!(
+                            "each window is a state read and write per record: make `advance` at least {} or `size` smaller",
+                            humantime::format_duration(Duration::from_millis(
+                                u64::try_from(s.as_millis().div_ceil(u128::from(MAX_WINDOWS_PER_RECORD)))
+                                    .unwrap_or(u64::MAX)
+                            ))
+                        )),
+                    );
                     return None;
                 }
                 (s, a)
