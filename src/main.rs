@@ -221,7 +221,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => return Ok(ExitCode::FAILURE),
             };
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || weir::reset::run(&topo, &args, &handle)).await??;
+            // Boxed: the error holds a whole RuntimeError (clippy::result_large_err).
+            tokio::task::spawn_blocking(move || weir::reset::run(&topo, &args, &handle).map_err(Box::new)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sink(args) => {

@@ -95,28 +95,33 @@ pub enum RuntimeError {
         offset: i64,
         expected: i64,
     },
-    #[error(
-        "store {store} of task {task} is at offset {stored} of its changelog {changelog} [{partition}], \
-         which ends at {end}: the changelog was deleted and created again, or truncated, and no longer \
-         backs this state. Refusing to start rather than run on a state nothing backs or silently begin \
-         from nothing (partial results would overwrite correct ones downstream). To reprocess from the \
-         start, stop every instance and run `weir reset <topology>`; to rebuild this instance's state \
-         from the changelog as it is, delete its state directory."
-    )]
-    ChangelogBehind {
-        store: String,
-        task: String,
-        changelog: String,
-        partition: i32,
-        stored: i64,
-        end: i64,
-    },
+    #[error(transparent)]
+    ChangelogBehind(Box<ChangelogBehind>),
     #[error("the consumer has no group metadata (not in the group yet)")]
     NoGroupMetadata,
     #[error("state directory {0} is used by another weir run (its .lock is held)")]
     StateDirLocked(String),
     #[error("state directory {path}: {source}")]
     Io { path: String, source: std::io::Error },
+}
+
+/// A store ahead of its changelog (see `restore::restore`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "store {store} of task {task} is at offset {stored} of its changelog {changelog} [{partition}], \
+     which ends at {end}: the changelog was deleted and created again, or truncated, and no longer \
+     backs this state. Refusing to start rather than run on a state nothing backs or silently begin \
+     from nothing (partial results would overwrite correct ones downstream). To reprocess from the \
+     start, stop every instance and run `weir reset <topology>`; to rebuild this instance's state \
+     from the changelog as it is, delete its state directory."
+)]
+pub struct ChangelogBehind {
+    pub store: String,
+    pub task: String,
+    pub changelog: String,
+    pub partition: i32,
+    pub stored: i64,
+    pub end: i64,
 }
 
 impl RuntimeError {

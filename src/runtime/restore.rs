@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::collector::lock;
 use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, WATERMARK_RETRY};
-use super::RuntimeError;
+use super::{ChangelogBehind, RuntimeError};
 use crate::kafka::client_config;
 use crate::state::rocks::TaskDb;
 use crate::state::Change;
@@ -349,14 +349,14 @@ fn restore_once(
     let at = db.changelog_offset(changelog, partition)?;
     let (start, full) = match at {
         Some(off) if off > high => {
-            return Err(RuntimeError::ChangelogBehind {
+            return Err(RuntimeError::ChangelogBehind(Box::new(ChangelogBehind {
                 store: store.to_string(),
                 task: task.to_string(),
                 changelog: changelog.to_string(),
                 partition,
                 stored: off,
                 end: high,
-            })
+            })))
         }
         Some(off) if off >= low => (off, false),
         other => {
