@@ -475,6 +475,15 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         want_lots.keys().all(|k| keys.contains(k.as_bytes()))
     });
     checker::check_lots(&lot_records, &want_lots, f);
+    // The lot table emits at every commit: most aborted records are there.
+    let lots_uncommitted = consume_until_isolated(
+        &lots,
+        "read_uncommitted",
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+        |r| r.len() >= lot_records.len(),
+    );
+    f.aborted += lots_uncommitted.len() as i64 - lot_records.len() as i64;
 
     // The Postgres table, once the sink has caught up (or 120 s).
     let rows_want = sink_common::engine_rows(&want);

@@ -33,9 +33,9 @@ pub struct Findings {
     /// expected window: an aborted or zombie record visible, or a wrong
     /// result.
     pub bad_committed: usize,
-    /// Records on the output topic read_uncommitted but not read_committed
-    /// (aborted transactions): not an anomaly, shows that faults hit open
-    /// transactions.
+    /// Records on the hourly and lot topics read_uncommitted but not
+    /// read_committed (aborted transactions): not an anomaly, shows that
+    /// faults hit open transactions.
     pub aborted: i64,
     /// Lots whose last status on the lot topic differs from the expectation
     /// (or is missing, or should not be there).

@@ -19,7 +19,11 @@ pub struct DevPostgres {
 
 impl DevPostgres {
     pub fn find() -> DevPostgres {
+        // Canonical: a worktree's .cache may be a symlink to the main
+        // checkout's, whose ./dev recognises the server by the paths on its
+        // command line.
         let root = common::checkout().join(".cache/pg");
+        let root = root.canonicalize().unwrap_or(root);
         let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql (./dev up installs them)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_ctl")))
