@@ -515,14 +515,16 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         let name = run.name.clone();
         match run.terminate_status() {
             Some(s) if s.success() => {}
-            other => f.unhealthy.push(format!("{name}: {other:?}")),
+            Some(s) => f.unhealthy.push(format!("{name}: {s} after SIGTERM")),
+            None => f.unhealthy.push(format!("{name}: still running 60 s after SIGTERM")),
         }
     }
     let sink = p.sink.take().expect("sink running");
     let name = sink.name.clone();
     match sink.terminate_status() {
         Some(s) if s.success() => {}
-        other => f.unhealthy.push(format!("{name}: {other:?}")),
+        Some(s) => f.unhealthy.push(format!("{name}: {s} after SIGTERM")),
+        None => f.unhealthy.push(format!("{name}: still running 60 s after SIGTERM")),
     }
     f.regressions = p.regressions;
     f.late = p.late;
