@@ -57,7 +57,10 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     let (first, second) = inputs.split_at(inputs.len() / 2);
     let state = dir.path().join("state");
     produce_inputs(&status, first);
-    let mut run = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let run = WeirProc::spawn(
+        &["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()],
+        &dir.path().join("run.log"),
+    );
     wait_committed(&id, &status, 3, Duration::from_secs(90));
 
     let pid = kafka_pid();
@@ -77,19 +80,19 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
         ),
     )
     .unwrap();
-    let mut late = Proc::weir(&[
-        "run",
-        late_topo.to_str().unwrap(),
-        "--state-dir",
-        dir.path().join("late-state").to_str().unwrap(),
-    ]);
-    std::thread::sleep(Duration::from_secs(10));
-    assert!(
-        run.0.try_wait().unwrap().is_none(),
-        "weir run exited while the broker was down"
+    let late = WeirProc::spawn(
+        &[
+            "run",
+            late_topo.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("late-state").to_str().unwrap(),
+        ],
+        &dir.path().join("late.log"),
     );
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(run.exited().is_none(), "weir run exited while the broker was down");
     assert!(
-        late.0.try_wait().unwrap().is_none(),
+        late.exited().is_none(),
         "weir run started without a broker gave up within 10 s"
     );
     drop(start_again);
@@ -98,7 +101,7 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     produce_inputs(&status, second);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
-    run.stop();
+    run.terminate();
     // Every record that is JSON passes `filter: true`: the inputs but the
     // undecodable ones, and the sentinels.
     let json = inputs
@@ -110,6 +113,6 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
         r.len() >= json
     });
     assert_eq!(passed.len(), json, "the late starter's output");
-    late.stop();
+    late.terminate();
     delete_topics(&[&status, &dlq, &hourly, &lots, &late_out]);
 }

@@ -180,7 +180,7 @@ fn progress(group: &str, topic: &str, partitions: i32) -> rdkafka::error::KafkaR
 /// Wait until weir (group `group`) has committed the end of every partition
 /// of `topics`, failing as soon as weir exits; on timeout, says which
 /// partitions lag.
-fn wait_caught_up(run: &mut Proc, log: &Path, group: &str, topics: &[&str], timeout: Duration, when: &str) {
+fn wait_caught_up(run: &WeirProc, log: &Path, group: &str, topics: &[&str], timeout: Duration, when: &str) {
     let deadline = Instant::now() + timeout;
     loop {
         assert_running(run, log, when);
@@ -200,29 +200,13 @@ fn wait_caught_up(run: &mut Proc, log: &Path, group: &str, topics: &[&str], time
     }
 }
 
-fn assert_running(run: &mut Proc, log: &Path, when: &str) {
-    if let Some(status) = run.0.try_wait().unwrap() {
+fn assert_running(run: &WeirProc, log: &Path, when: &str) {
+    if let Some(status) = run.exited() {
         panic!(
             "weir run exited ({status}) {when}; its log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
     }
-}
-
-/// `weir run` as `Proc::weir` does, but with its log in a file.
-fn spawn_weir(args: &[&str], log: &Path) -> Proc {
-    let child = Command::new(weir_bin())
-        .args(args)
-        .env("WEIR_BOOTSTRAP", bootstrap())
-        .env(
-            "RUST_LOG",
-            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawn weir");
-    Proc(child)
 }
 
 /// Prints weir's warnings and errors when dropped; everything it logged if
@@ -350,7 +334,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     let log = dir.path().join("weir-run.log");
     let _show_log = ShowLog(log.clone());
     let state = dir.path().join("state");
-    let mut run = spawn_weir(
+    let run = WeirProc::spawn(
         &[
             "run",
             topo.to_str().unwrap(),
@@ -362,7 +346,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
         &log,
     );
     wait_caught_up(
-        &mut run,
+        &run,
         &log,
         &id,
         &[&status],
@@ -394,7 +378,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     eprintln!("{:.1?}: second half produced", t0.elapsed());
     let repartition = format!("{id}-hourly-by-region-repartition");
     wait_caught_up(
-        &mut run,
+        &run,
         &log,
         &id,
         &[&status, &repartition],
@@ -403,7 +387,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     );
     eprintln!("{:.1?}: second half committed", t0.elapsed());
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
-    assert_running(&mut run, &log, "after the windows closed");
+    assert_running(&run, &log, "after the windows closed");
     check_results(&results, &want);
     eprintln!(
         "{:.1?}: {} windows exact and once, broker {victim} still down",
@@ -446,7 +430,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     }
     eprintln!("internal topics, 3 replicas and min.insync.replicas=2 on each: {internal:?}");
 
-    run.stop();
+    run.terminate();
     drop(start_again);
     let new_pid = node_pid(victim);
     assert!(

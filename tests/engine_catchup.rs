@@ -34,15 +34,18 @@ fn assert_no_offset_regression(text: &str) {
     assert_eq!(n, 0.0, "records processed out of offset order");
 }
 
-fn start(topo: &std::path::Path, state: &std::path::Path, metrics: &str) -> Proc {
-    Proc::weir(&[
-        "run",
-        topo.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--metrics-addr",
-        metrics,
-    ])
+fn start(topo: &std::path::Path, state: &std::path::Path, metrics: &str) -> WeirProc {
+    WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--metrics-addr",
+            metrics,
+        ],
+        &state.with_extension("log"),
+    )
 }
 
 #[test]
@@ -62,7 +65,7 @@ fn a_backlog_of_hours_is_caught_up_without_late_drops() {
     let run = start(&topo, &dir.path().join("state"), &metrics);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     let text = http_get(&metrics, "/metrics");
-    run.stop();
+    run.terminate();
     let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
     assert_eq!(late, 0.0, "records dropped as late while catching up");
     assert_no_offset_regression(&text);
@@ -92,7 +95,7 @@ fn a_run_stopped_longer_than_the_grace_catches_up_without_late_drops() {
     let run = start(&topo, &state, &metrics);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     let text = http_get(&metrics, "/metrics");
-    run.stop();
+    run.terminate();
     let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
     assert_eq!(late, 0.0, "records dropped as late after the downtime");
     assert_no_offset_regression(&text);

@@ -10,8 +10,7 @@ mod engine_common;
 mod sink_common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,80 +22,21 @@ use sink_common::{compare_rows, engine_rows, hourly_table_yaml, table_rows, writ
 /// or stopped instance leaves the group this long after its last heartbeat.
 const SESSION: &str = "6s";
 
-/// `weir run` as a child process, its log in a file (printed, the tail of
-/// it, if the test fails); SIGKILLed when dropped.
-struct Run {
-    child: Child,
-    log: PathBuf,
-    name: String,
+/// `weir run` as a [`WeirProc`]: its log in `<logs>/<name>.log` (the tail
+/// printed if the test fails), SIGKILLed when dropped.
+fn start_run(topo: &Path, state: &Path, logs: &Path, name: &str) -> WeirProc {
+    let mut args = vec![std::ffi::OsStr::new("run"), topo.as_os_str(), "--state-dir".as_ref()];
+    args.extend([state.as_os_str(), "--session-timeout".as_ref(), SESSION.as_ref()]);
+    let run = WeirProc::spawn(&args, &logs.join(format!("{name}.log")));
+    eprintln!("test: started {name} (pid {})", run.pid());
+    run
 }
 
-impl Run {
-    fn start(topo: &Path, state: &Path, logs: &Path, name: &str) -> Run {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(weir_bin());
-        cmd.arg("run")
-            .arg(topo)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--session-timeout", SESSION]);
-        let child = cmd
-            .env("WEIR_BOOTSTRAP", bootstrap())
-            .env("RUST_LOG", "info,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn weir run");
-        eprintln!("test: started {name} (pid {})", child.id());
-        Run {
-            child,
-            log,
-            name: name.to_string(),
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} {}", self.name);
-    }
-
-    /// SIGKILL: nothing gets finished, committed or aborted.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("test: SIGKILLed {}", self.name);
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    fn tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        // A SIGSTOPped process dies on SIGKILL too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- tail of {} ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                self.tail(40)
-            );
-        }
-    }
+/// SIGKILL: nothing gets finished, committed or aborted.
+fn kill9(run: WeirProc) {
+    let name = run.name.clone();
+    run.kill();
+    eprintln!("test: SIGKILLed {name}");
 }
 
 /// A small deterministic generator (no `rand` among the dev-dependencies);
@@ -236,12 +176,12 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
         "batch_size: 1\nlinger: 10ms\n",
         &[hourly_table_yaml(&hourly, &id, "")],
     );
-    let mut sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+    let mut sink = sink_common::start_sink(&sink_cfg, &[]);
     let mut pg = Pg::connect();
 
     let (mut kills, mut restarts, mut sink_kills, mut wiped) = (0, 0, 0, 0);
     let mut gone: Vec<String> = Vec::new();
-    let mut run = Run::start(&topo, &state, logs, "run-0");
+    let mut run = start_run(&topo, &state, logs, "run-0");
     let n_rounds = rounds.len();
     for (round, chunk) in rounds.into_iter().enumerate() {
         // Until the current instance owns the partitions (a killed one stays
@@ -253,7 +193,7 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
         // the feed starts, while it processes (commits every 200 ms).
         if [0, 1, 2, 4, 6].contains(&round) {
             std::thread::sleep(rng.millis(300, 3000));
-            run.kill9();
+            kill9(run);
             kills += 1;
             gone.extend(members);
             if round == 2 {
@@ -262,13 +202,13 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
                 wiped += 1;
             }
             restarts += 1;
-            run = Run::start(&topo, &state, logs, &format!("run-{restarts}"));
+            run = start_run(&topo, &state, logs, &format!("run-{restarts}"));
         }
         if round == 3 {
             std::thread::sleep(rng.millis(100, 1000));
-            sink.kill9();
+            sink.kill();
             sink_kills += 1;
-            sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+            sink = sink_common::start_sink(&sink_cfg, &[]);
         }
         feeder.join().unwrap();
         if round + 1 == n_rounds {
@@ -284,11 +224,9 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     // The sink pauses while the results are produced, so that it finds a
     // backlog to load (one row per transaction) and is killed in the middle
     // of loading it.
-    let sink_pid = sink.child.id().to_string();
-    let sig = |s: &str| assert!(Command::new("kill").args([s, &sink_pid]).status().unwrap().success());
-    sig("-STOP");
+    sink.stop();
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
-    sig("-CONT");
+    sink.cont();
     let loaded_before = table_len(&mut pg, &id);
     std::thread::sleep(rng.millis(20, 120));
     eprintln!(
@@ -296,9 +234,9 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
         table_len(&mut pg, &id),
         rows_want.len()
     );
-    sink.kill9();
+    sink.kill();
     sink_kills += 1;
-    sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+    sink = sink_common::start_sink(&sink_cfg, &[]);
 
     eprintln!(
         "test: weir run SIGKILLed {kills} times ({wiped} with its state directory deleted), restarted {restarts} times; weir sink SIGKILLed {sink_kills} times; {} inputs, {} windows",
@@ -328,7 +266,7 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     }
     assert!(run.exited().is_none(), "weir run exited:\n{}", run.tail(30));
     drop(run);
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!("DROP SCHEMA IF EXISTS {id} CASCADE"));
     pg.exec(&format!("DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
     delete_topics(&[&status, &dlq, &hourly, &lots, &sink_dlq]);
@@ -345,8 +283,8 @@ fn stalled_instance_is_fenced() {
     let sim = simulate(15_000, 37, dir.path());
     let total = sim.len();
     let logs = dir.path();
-    let mut a = Run::start(&topo, &dir.path().join("a"), logs, "A");
-    let mut b = Run::start(&topo, &dir.path().join("b"), logs, "B");
+    let a = start_run(&topo, &dir.path().join("a"), logs, "A");
+    let b = start_run(&topo, &dir.path().join("b"), logs, "B");
 
     // ~30 s of continuous feed: 150 chunks, 200 ms apart.
     let feeder = feed_slowly(status.clone(), sim, 150, Duration::from_millis(200));
@@ -458,7 +396,7 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
         wait_committed(&id, &repartition, 3, Duration::from_secs(90));
     };
 
-    let a = Run::start(&topo, &dir.path().join("a"), logs, "A");
+    let a = start_run(&topo, &dir.path().join("a"), logs, "A");
     for hour in 0..4 {
         stage(hour_records(h0, hour, &minutes, 4, "on_time"));
     }
@@ -472,8 +410,8 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
         "H0 and H1 windows were not emitted before the restart: {} records",
         early.len()
     );
-    a.kill9();
-    let a2 = Run::start(&topo, &dir.path().join("a"), logs, "A'");
+    kill9(a);
+    let a2 = start_run(&topo, &dir.path().join("a"), logs, "A'");
     // Hours late (stream time is past H3 + 45 min): dropped, they must not
     // reopen the emitted H0 / H1 windows.
     let late: Vec<Input> = [0, 1]
@@ -484,7 +422,7 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
     stage(late);
     stage(hour_records(h0, 4, &minutes, 4, "on_time"));
     // A second instance: a rebalance moves tasks (and their stream time).
-    let b = Run::start(&topo, &dir.path().join("b"), logs, "B");
+    let b = start_run(&topo, &dir.path().join("b"), logs, "B");
     wait_group_stable(&id, 2, &[], Duration::from_secs(60));
     eprintln!("test: rebalanced onto 2 instances after {:?}", began.elapsed());
     let h5 = hour_records(h0, 5, &minutes, 4, "on_time");
@@ -492,7 +430,7 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
     let feeder = feed_slowly(status.clone(), h5, 10, Duration::from_millis(100));
     std::thread::sleep(Duration::from_millis(700));
     // One of the two dies mid-feed; the other takes over its tasks.
-    a2.kill9();
+    kill9(a2);
     feeder.join().unwrap();
 
     // The expectation: the on-time records read back from the input.

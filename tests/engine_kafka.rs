@@ -29,7 +29,10 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     // Run 1: first half. With a 1-day grace nothing closes yet: every window
     // lives only in the state stores when weir stops.
     produce_inputs(&status, first);
-    let run1 = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", &state_s]);
+    let run1 = WeirProc::spawn(
+        &["run", topo.to_str().unwrap(), "--state-dir", &state_s],
+        &dir.path().join("run1.log"),
+    );
     wait_committed(&id, &status, 3, Duration::from_secs(90));
     wait_committed(
         &id,
@@ -37,7 +40,7 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
         3,
         Duration::from_secs(90),
     );
-    run1.stop();
+    run1.terminate();
     let changelog = consume_until(
         &format!("{id}-hourly-by-region-changelog"),
         Duration::from_secs(20),
@@ -49,14 +52,17 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     // Lose the local state; run 2 must rebuild it from the changelog.
     std::fs::remove_dir_all(&state).unwrap();
     produce_inputs(&status, second);
-    let run2 = Proc::weir(&[
-        "run",
-        topo.to_str().unwrap(),
-        "--state-dir",
-        &state_s,
-        "--repartition-purge-interval",
-        "500ms",
-    ]);
+    let run2 = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            &state_s,
+            "--repartition-purge-interval",
+            "500ms",
+        ],
+        &dir.path().join("run2.log"),
+    );
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     // Processed and committed repartition records are deleted (the topic
     // keeps them forever otherwise), never beyond the committed position.
@@ -78,7 +84,7 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
             committed[p]
         );
     }
-    run2.stop();
+    run2.terminate();
     check_results(&results, &want);
     for r in &results {
         assert!((0..3).contains(&r.partition));
@@ -161,14 +167,17 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let run = Proc::weir(&[
-        "run",
-        topo.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--metrics-addr",
-        &metrics,
-    ]);
+    let run = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
+        ],
+        &dir.path().join("run.log"),
+    );
     let out = consume_until(&output, Duration::from_secs(60), Duration::from_millis(500), |r| {
         !r.is_empty()
     });
@@ -197,7 +206,7 @@ fn idle_feed_closes_its_windows_by_the_wall_clock_and_metrics_are_served() {
             .any(|l| l.starts_with("weir_records_processed_total") && l.ends_with(" 3")),
         "{body}"
     );
-    run.stop();
+    run.terminate();
     delete_topics(&[&input, &output]);
 }
 
@@ -215,11 +224,11 @@ fn two_instances_share_the_work_and_results_stay_exact() {
     let state_b = dir.path().join("b").to_str().unwrap().to_string();
 
     produce_inputs(&status, first);
-    let a = Proc::weir(&["run", &topo_s, "--state-dir", &state_a]);
+    let a = WeirProc::spawn(&["run", &topo_s, "--state-dir", &state_a], &dir.path().join("a.log"));
     wait_committed(&id, &status, 3, Duration::from_secs(90));
     // B joins: the group rebalances, A commits and hands over tasks, which B
     // restores from their changelogs (it has no local state).
-    let b = Proc::weir(&["run", &topo_s, "--state-dir", &state_b]);
+    let b = WeirProc::spawn(&["run", &topo_s, "--state-dir", &state_b], &dir.path().join("b.log"));
     // Let B join the group before the second half arrives.
     std::thread::sleep(Duration::from_secs(8));
     produce_inputs(&status, second);
@@ -230,8 +239,8 @@ fn two_instances_share_the_work_and_results_stay_exact() {
             .unwrap_or(0)
     };
     let (dirs_a, dirs_b) = (task_dirs(&state_a), task_dirs(&state_b));
-    a.stop();
-    b.stop();
+    a.terminate();
+    b.terminate();
     check_results(&results, &want);
     assert!(dirs_b > 0, "the second instance ran tasks (a: {dirs_a}, b: {dirs_b})");
     delete_topics(&[&status, &dlq, &hourly, &lots]);
@@ -267,14 +276,17 @@ fn a_record_near_the_size_limit_is_dead_lettered_and_processing_goes_on() {
     produce(&p, &status, 0, ts, Some(b"BIG"), Some(big.as_bytes()));
     flush(&p);
     produce_inputs(&status, second);
-    let mut run = Proc::weir(&[
-        "run",
-        topo.to_str().unwrap(),
-        "--state-dir",
-        dir.path().join("s").to_str().unwrap(),
-    ]);
+    let run = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("s").to_str().unwrap(),
+        ],
+        &dir.path().join("run.log"),
+    );
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
-    assert!(matches!(run.0.try_wait(), Ok(None)), "weir run kept running");
+    assert!(run.exited().is_none(), "weir run kept running");
     check_results(&results, &want);
     let dead = consume_until(&dlq, Duration::from_secs(30), Duration::ZERO, |r| {
         r.iter().any(|d| d.key.as_deref() == Some(b"BIG".as_slice()))
@@ -286,6 +298,6 @@ fn a_record_near_the_size_limit_is_dead_lettered_and_processing_goes_on() {
     assert!(d.headers["weir.error"].contains("too large"), "{:?}", d.headers);
     assert!(d.headers.contains_key("weir.value_dropped"), "{:?}", d.headers);
     assert!(d.value.is_none(), "its value is dropped");
-    run.stop();
+    run.terminate();
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }

@@ -12,38 +12,24 @@ mod sink_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use engine_common::*;
 
-/// `weir run` with its log in a file (ANSI colours stripped when read).
-struct Logged {
-    child: Child,
-    log: PathBuf,
-}
+/// `weir run` as a [`WeirProc`], its log read with ANSI colours stripped.
+struct Logged(WeirProc);
 
 impl Logged {
     fn start(topo: &Path, state: &Path, log: PathBuf, extra: &[&str]) -> Logged {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg(topo)
-            .arg("--state-dir")
-            .arg(state)
-            .args(extra)
-            .env("WEIR_BOOTSTRAP", bootstrap())
-            .env("RUST_LOG", "info,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn weir");
-        Logged { child, log }
+        let mut args = vec![std::ffi::OsStr::new("run"), topo.as_os_str(), "--state-dir".as_ref()];
+        args.push(state.as_os_str());
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Logged(WeirProc::spawn(&args, &log))
     }
 
     fn text(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let raw = self.0.log_text();
         let mut out = String::with_capacity(raw.len());
         let mut chars = raw.chars();
         while let Some(c) = chars.next() {
@@ -71,25 +57,11 @@ impl Logged {
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.0.exited().is_none()
     }
 
-    fn sigterm(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "weir exited with {status}:\n{}", self.text());
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- {} ----\n{}", self.log.display(), self.text());
-        }
+    fn sigterm(self) {
+        self.0.terminate();
     }
 }
 
@@ -141,7 +113,7 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
         "batch_size: 50\nlinger: 50ms\n",
         &[sink_common::hourly_table_yaml(&hourly, &sink_id, "")],
     );
-    let sink = sink_common::SinkProc::start(&sink_cfg, &[]);
+    let sink = sink_common::start_sink(&sink_cfg, &[]);
     let mut pg = sink_common::Pg::connect();
 
     let mut a = run("a");
@@ -175,7 +147,7 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
         Duration::from_secs(60),
     );
     a.sigterm();
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!("DROP SCHEMA IF EXISTS {sink_id} CASCADE"));
     pg.exec(&format!(
         "DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{sink_id}'"

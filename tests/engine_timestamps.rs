@@ -106,9 +106,12 @@ fn a_record_dated_2099_is_dead_lettered_and_the_hourly_results_stay_exact() {
 
     produce_inputs(&status, &inputs);
     let state = dir.path().join("state");
-    let run = Proc::weir(&["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let run = WeirProc::spawn(
+        &["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()],
+        &state.with_extension("log"),
+    );
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
-    run.stop();
+    run.terminate();
     check_results(&results, &want);
 
     let dead = consume_until(&dlq, Duration::from_secs(30), Duration::from_secs(1), |r| {

@@ -228,6 +228,16 @@ fn serve(mut stream: TcpStream, scripts: &HashMap<String, Vec<Reply>>, log: &Mut
     let _ = stream.flush();
 }
 
+/// A child process SIGKILLed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `weir ingest citydata` against `api` for the `hotspots` file, with `key`
 /// and without colours; each test adds its options and environment.
 fn ingest(api: &FakeApi, hotspots: &Path, key: &str) -> Command {
@@ -410,7 +420,7 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
         .spawn()
         .expect("spawn weir ingest");
     // Killed on drop if the test fails half-way.
-    let mut proc = common::Proc(child);
+    let mut proc = KillOnDrop(child);
 
     // Two full cycles: every hotspot asked at least twice (the failing ones
     // again in the next cycle).

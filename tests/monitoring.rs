@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use engine_common::*;
 use serde_json::Value;
-use sink_common::{unique_ident, Pg, SinkProc};
+use sink_common::{start_sink, unique_ident, Pg};
 
 // ---------------------------------------------------------------------------
 // HTTP and the Prometheus text format
@@ -564,7 +564,7 @@ fn sink_is_not_ready_while_postgres_is_unreachable() {
     let addr = format!("127.0.0.1:{}", free_port());
     // Nothing listens on this port: every connection attempt fails.
     let dead_pg = format!("postgres://weir:weir@127.0.0.1:{}/weir", free_port());
-    let mut sink = SinkProc::start(&config, &["--metrics-addr", &addr, "--postgres", &dead_pg]);
+    let sink = start_sink(&config, &["--metrics-addr", &addr, "--postgres", &dead_pg]);
     let mut last = None;
     wait_for(
         "the sink to report Postgres unreachable",
@@ -580,7 +580,7 @@ fn sink_is_not_ready_while_postgres_is_unreachable() {
         sum(&metrics(&addr), "weir_sink_retries_total", |l| l["sink"] == name) > 0.0
     });
     assert_eq!(get(&addr, "/nothing-here").map(|r| r.0), Some(404));
-    sink.kill9();
+    sink.kill();
     delete_topics(&[&format!("{name}_in"), &format!("{name}_dlq")]);
 }
 
@@ -666,7 +666,7 @@ fn metrics_health_and_dashboards_on_a_real_run() {
 
     produce_inputs(&status, &inputs);
     let run = Run::start(&topo, &state, &run_addr, dir.path().join("run1.log"));
-    let mut sink = SinkProc::start(&sink_cfg, &["--metrics-addr", &sink_addr]);
+    let sink = start_sink(&sink_cfg, &["--metrics-addr", &sink_addr]);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
 
@@ -897,7 +897,7 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         "{not_ready:?}"
     );
     run2.stop();
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!("DROP SCHEMA {schema} CASCADE"));
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }

@@ -7,7 +7,7 @@
 mod common;
 mod engine_common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -34,16 +34,10 @@ fn ok(out: Output) -> String {
     stdout
 }
 
-fn spawn_run(topo: &str, state: &str) -> Proc {
-    Proc(
-        Command::new(weir_bin())
-            .args(["run", topo, "--state-dir", state])
-            .env("WEIR_BOOTSTRAP", bootstrap())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn weir run"),
+fn spawn_run(topo: &str, state: &str) -> WeirProc {
+    WeirProc::spawn(
+        &["run", topo, "--state-dir", state],
+        &std::path::Path::new(state).with_extension("log"),
     )
 }
 
@@ -99,7 +93,7 @@ fn reset_makes_the_next_run_reprocess_everything_with_the_same_results() {
         err.contains(&format!("consumer group {id} has 1 active member")),
         "{err}"
     );
-    run1.stop();
+    run1.terminate();
 
     // What the reset will change, as the run left it.
     let committed = committed_offsets(&id, &status, 3);
@@ -159,7 +153,7 @@ fn reset_makes_the_next_run_reprocess_everything_with_the_same_results() {
     let all = consume_until(&hourly, Duration::from_secs(120), Duration::from_secs(3), |r| {
         r.len() >= first.len() + want.len()
     });
-    run2.stop();
+    run2.terminate();
     let second: Vec<Rec> = all
         .into_iter()
         .filter(|r| r.offset >= hourly_ends[r.partition as usize])

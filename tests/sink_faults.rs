@@ -73,7 +73,7 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
     let mut kills = 0;
     let mut done_before = 0;
     for round in 0..5 {
-        let mut sink = SinkProc::start(&cfg, &[]);
+        let sink = start_sink(&cfg, &[]);
         // Kill after a random amount of further progress, while the sink
         // is busy with the backlog.
         let step = 1500 + (xorshift(&mut rng) % 4000) as i64;
@@ -89,12 +89,12 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
         }
         let done = stored_total(&mut pg, &id, &topic);
         if done >= n {
-            sink.kill9();
+            sink.kill();
             break;
         }
         // Somewhere inside the next batch: collecting, mapping or writing.
         std::thread::sleep(Duration::from_millis(xorshift(&mut rng) % 120));
-        sink.kill9();
+        sink.kill();
         kills += 1;
         let after = stored_total(&mut pg, &id, &topic);
         eprintln!("round {round}: killed at {after}/{n} records stored");
@@ -105,11 +105,11 @@ fn kill_9_mid_batch_then_restart_loads_everything_exactly_once() {
         "the backlog was loaded before the sink could be killed often enough ({kills} kills)"
     );
 
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_caught_up(&mut pg, &id, &topic, 3, T);
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&ws));
     assert_log_exact(&mut pg, &id, n);
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!(
         "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
     ));
@@ -201,13 +201,13 @@ fn two_instances_in_one_group_split_the_partitions() {
         })
         .collect::<Vec<_>>();
 
-    let a = SinkProc::start(&cfg, &[]);
-    let pid_a = a.child.id();
+    let a = start_sink(&cfg, &[]);
+    let pid_a = a.pid();
     produce_windows(&topic, 4, &wave1);
     wait_caught_up(&mut pg, &id, &topic, 4, T);
 
-    let mut b = SinkProc::start(&cfg, &[]);
-    let pid_b = b.child.id();
+    let b = start_sink(&cfg, &[]);
+    let pid_b = b.pid();
     wait_for("the second instance's assignment", T, || {
         b.log_text().contains("assigned at the offsets stored in Postgres")
     });
@@ -232,7 +232,7 @@ fn two_instances_in_one_group_split_the_partitions() {
         "both instances must own partitions: {owners:?} (a={pid_a}, b={pid_b})"
     );
 
-    a.stop();
+    a.terminate();
     produce_windows(&topic, 4, &wave3);
     b.assert_running();
     wait_caught_up(&mut pg, &id, &topic, 4, T);
@@ -249,7 +249,7 @@ fn two_instances_in_one_group_split_the_partitions() {
     let all: Vec<Window> = wave1.iter().chain(&wave2).chain(&wave3).cloned().collect();
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
     assert_log_exact(&mut pg, &id, all.len() as i64);
-    b.stop();
+    b.terminate();
 
     let history = monitor.finish();
     assert!(history.len() > 10);
@@ -302,17 +302,17 @@ fn positions_come_from_postgres_not_from_kafka() {
 
     let wave1 = windows(10, 5, 0);
     produce_windows(&topic, 2, &wave1);
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_caught_up(&mut pg, &id, &topic, 2, T);
-    sink.stop();
+    sink.terminate();
     // Kafka's committed offsets rewound to the start: a sink trusting them
     // would apply wave 1 twice.
     set_kafka_offsets(&|_| Offset::Offset(0));
     let wave2 = windows(10, 5, wave1.len() as i64);
     produce_windows(&topic, 2, &wave2);
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_caught_up(&mut pg, &id, &topic, 2, T);
-    sink.stop();
+    sink.terminate();
     assert_log_exact(&mut pg, &id, (wave1.len() + wave2.len()) as i64);
 
     // Kafka's committed offsets moved past wave 3: a sink trusting them
@@ -321,9 +321,9 @@ fn positions_come_from_postgres_not_from_kafka() {
     produce_windows(&topic, 2, &wave3);
     let ends = end_offsets(&topic, 2);
     set_kafka_offsets(&|p| Offset::Offset(ends[&p]));
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_caught_up(&mut pg, &id, &topic, 2, T);
-    sink.stop();
+    sink.terminate();
     let all: Vec<Window> = wave1.iter().chain(&wave2).chain(&wave3).cloned().collect();
     assert_log_exact(&mut pg, &id, all.len() as i64);
     assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
@@ -398,7 +398,7 @@ fn rows_rejected_at_commit_or_by_a_trigger_are_dead_lettered() {
     all.extend(rest.iter().cloned());
     produce_windows(&topic, 1, &all);
 
-    let mut sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let want = end_offsets(&topic, 1)[&0];
     wait_for("the sink to store the topic's end offset", T, || {
         sink.assert_running();
@@ -430,7 +430,7 @@ fn rows_rejected_at_commit_or_by_a_trigger_are_dead_lettered() {
         assert_eq!(d.headers["weir.table"], format!("{id}.record_log"));
         assert_eq!(d.key.as_deref(), Some(b.key().as_bytes()));
     }
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!(
         "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
     ));
@@ -627,7 +627,7 @@ fn dead_letters_too_large_for_kafka_go_without_their_value() {
     common::flush(&p);
 
     let mut pg = Pg::connect();
-    let mut sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let want = end_offsets(&topic, 1)[&0];
     wait_for(
         "the sink to store the topic's end offset",
@@ -652,7 +652,7 @@ fn dead_letters_too_large_for_kafka_go_without_their_value() {
         assert!(dropped.contains("too large"), "{dropped}");
         assert_eq!(d.headers["weir.topic"], topic);
     }
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!(
         "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
     ));

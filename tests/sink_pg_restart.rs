@@ -11,109 +11,11 @@ mod common;
 mod sink_common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sink_common::*;
 
 const T: Duration = Duration::from_secs(120);
-
-/// The `./dev up` Postgres cluster.
-struct DevPostgres {
-    pg_ctl: PathBuf,
-    data: PathBuf,
-    sock: PathBuf,
-    log: PathBuf,
-    port: String,
-}
-
-impl DevPostgres {
-    fn find() -> DevPostgres {
-        let root = common::checkout().join(".cache/pg");
-        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql (./dev up installs them)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_ctl")))
-            .filter(|p| p.exists())
-            .collect();
-        bins.sort_by_key(|p| {
-            p.parent()
-                .and_then(|b| b.parent())
-                .and_then(|v| v.file_name())
-                .and_then(|v| v.to_str())
-                .and_then(|v| v.parse::<u32>().ok())
-        });
-        let port = pg_url()
-            .rsplit_once(':')
-            .and_then(|(_, rest)| rest.split('/').next())
-            .unwrap_or("5433")
-            .to_string();
-        DevPostgres {
-            pg_ctl: bins.pop().expect("pg_ctl"),
-            data: root.join("data"),
-            sock: root.join("run"),
-            log: root.join("postgres.log"),
-            port,
-        }
-    }
-
-    fn pg_ctl(&self, args: &[&str]) -> bool {
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        let mut cmd = if is_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
-            c
-        } else {
-            Command::new(&self.pg_ctl)
-        };
-        cmd.arg("-D")
-            .arg(&self.data)
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    fn running(&self) -> bool {
-        self.pg_ctl(&["status"])
-    }
-
-    fn stop(&self) {
-        assert!(
-            self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]),
-            "pg_ctl stop failed"
-        );
-    }
-
-    fn start(&self) {
-        if self.running() {
-            return;
-        }
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.sock.display()
-        );
-        let log = self.log.display().to_string();
-        assert!(
-            self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &opts, "start"]),
-            "pg_ctl start failed; see {log}"
-        );
-    }
-}
-
-/// Restarts Postgres when dropped, whatever happened.
-struct Restart<'a>(&'a DevPostgres);
-
-impl Drop for Restart<'_> {
-    fn drop(&mut self) {
-        self.0.start();
-    }
-}
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -149,7 +51,7 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     );
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut sink = SinkProc::start(&cfg, &["--metrics-addr", &addr]);
+    let sink = start_sink(&cfg, &["--metrics-addr", &addr]);
     let mut pg = Pg::connect();
 
     let wave1 = windows(20, 10, 0);
@@ -193,7 +95,7 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     assert!(metric(&m, "weir_sink_rows_upserted_total") >= all.len() as f64, "{m}");
     assert!(m.contains("weir_sink_batch_duration_seconds_bucket"), "{m}");
     assert!(sink.log_text().contains("retrying"));
-    sink.stop();
+    sink.terminate();
     pg.exec(&format!(
         "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
     ));

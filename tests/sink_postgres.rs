@@ -64,7 +64,7 @@ fn windows_load_exactly_once_and_replays_change_nothing() {
     assert_eq!(want.len(), 24 * REGIONS.len());
     produce_windows(&n.topic, 3, &ws);
 
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let mut pg = Pg::connect();
     wait_caught_up(&mut pg, &n.id, &n.topic, 3, T);
     assert_eq!(table_rows(&mut pg, &n.id), want);
@@ -134,7 +134,7 @@ fn windows_load_exactly_once_and_replays_change_nothing() {
     let offsets = pg.offsets(&n.id, &n.topic);
     assert_eq!(offsets.len(), 3);
     assert!(offsets.values().all(|(_, owner)| owner.is_some()));
-    sink.stop();
+    sink.terminate();
     cleanup(&mut pg, &n);
 }
 
@@ -155,7 +155,7 @@ fn on_update_stream_leaves_the_last_value_per_window() {
     let want = expected_rows(&ws);
     assert_eq!(want.len(), 6 * REGIONS.len());
     assert!(want.values().all(|(_, _, samples)| *samples == 25));
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let (a, b) = ws.split_at(ws.len() / 2);
     produce_windows(&n.topic, 2, a);
     std::thread::sleep(Duration::from_millis(500));
@@ -163,7 +163,7 @@ fn on_update_stream_leaves_the_last_value_per_window() {
     let mut pg = Pg::connect();
     wait_caught_up(&mut pg, &n.id, &n.topic, 2, T);
     assert_eq!(table_rows(&mut pg, &n.id), want);
-    sink.stop();
+    sink.terminate();
     cleanup(&mut pg, &n);
 }
 
@@ -223,7 +223,7 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
     }
     common::flush(&p);
 
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let mut pg = Pg::connect();
     wait_caught_up(&mut pg, &n.id, &lots, 3, T);
 
@@ -289,7 +289,7 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
         )),
         0
     );
-    sink.stop();
+    sink.terminate();
     common::delete_topics(&[&lots]);
     cleanup(&mut pg, &n);
 }
@@ -391,7 +391,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_rest_loads() {
     }
     common::flush(&p);
 
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
     assert_eq!(table_rows(&mut pg, &n.id), expected_rows(&good));
     let dlq = common::consume_until(&n.dlq, T, Duration::from_secs(2), |r| r.len() >= bad.len());
@@ -410,7 +410,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_rest_loads() {
         assert!(offset >= first.len() as i64 && offset < (first.len() + bad.len()) as i64);
         assert_eq!(rec.key.as_deref(), Some(&b"bad"[..]));
     }
-    sink.stop();
+    sink.terminate();
     cleanup(&mut pg, &n);
 }
 
@@ -495,7 +495,7 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
         "batch_size: 100000\nlinger: 10m\n",
         &[hourly_table_yaml(&n.topic, &n.id, "")],
     );
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     wait_for("the assignment", T, || {
         sink.log_text().contains("assigned at the offsets stored in Postgres")
     });
@@ -508,7 +508,7 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
         0,
         "linger holds the batch"
     );
-    sink.stop();
+    sink.terminate();
     assert_eq!(table_rows(&mut pg, &n.id), expected_rows(&ws));
     assert_eq!(pg.offsets(&n.id, &n.topic)[&0].0, ws.len() as i64);
     cleanup(&mut pg, &n);
@@ -659,7 +659,7 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
         }
         p.commit_transaction(Duration::from_secs(30)).unwrap();
     }
-    let sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let mut pg = Pg::connect();
     // The end offsets count the markers: reached only by stepping over them.
     // Read again each time: the transaction coordinator writes the markers
@@ -670,7 +670,7 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
         end.iter().all(|(p, e)| got.get(p).map(|(o, _)| *o) == Some(*e))
     });
     assert_eq!(table_rows(&mut pg, &n.id), want);
-    sink.stop();
+    sink.terminate();
     cleanup(&mut pg, &n);
 }
 
@@ -699,7 +699,7 @@ fn zero_and_negative_zero_keys_are_one_row() {
     }
     common::flush(&p);
 
-    let mut sink = SinkProc::start(&cfg, &[]);
+    let sink = start_sink(&cfg, &[]);
     let mut pg = Pg::connect();
     wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
     sink.assert_running();
@@ -709,6 +709,6 @@ fn zero_and_negative_zero_keys_are_one_row() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(rows, vec![(0.0, 2), (1.5, 3)], "the last record per key wins");
-    sink.stop();
+    sink.terminate();
     cleanup(&mut pg, &n);
 }

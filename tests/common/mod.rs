@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -10,6 +10,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+mod weir_proc;
+#[allow(unused_imports)] // not every test binary spawns weir
+pub use weir_proc::{check_alive, WeirProc};
 
 pub fn bootstrap() -> String {
     let bootstrap = std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
@@ -54,47 +58,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// A child process killed when dropped.
-pub struct Proc(pub Child);
-
-impl Proc {
-    pub fn weir(args: &[&str]) -> Proc {
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .env("WEIR_BOOTSTRAP", bootstrap())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn weir");
-        Proc(child)
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                assert!(status.success(), "weir exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("weir did not stop within 60 s of SIGTERM");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub fn run_weir(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let out = Command::new(weir_bin())
         .args(args)
         .env("WEIR_BOOTSTRAP", bootstrap())
         .output()
@@ -117,17 +82,31 @@ pub struct Rec {
     pub headers: HashMap<String, String>,
 }
 
-/// Read `topic` from the beginning until `want` returns true for what was
-/// read, or `timeout` passes; then keep reading for `settle` to catch
-/// extras. Returns everything read.
+/// Read `topic` (read_committed) from the beginning until `want` returns
+/// true for what was read, or `timeout` passes; then keep reading for
+/// `settle` to catch extras. Returns everything read. Fails at once if a
+/// watched `weir` process died (see [`check_alive`]).
 pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+    consume_until_isolated(topic, "read_committed", timeout, settle, want)
+}
+
+/// [`consume_until`] with the given `isolation.level` ("read_committed" or
+/// "read_uncommitted": the latter also returns records of aborted and open
+/// transactions).
+pub fn consume_until_isolated(
+    topic: &str,
+    isolation: &str,
+    timeout: Duration,
+    settle: Duration,
+    want: impl Fn(&[Rec]) -> bool,
+) -> Vec<Rec> {
     // Reads by assignment, not through a consumer group: a group needs the
     // group coordinator, which a freshly started broker may still be loading.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("it-reader"))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     let deadline = Instant::now() + timeout;
@@ -146,6 +125,7 @@ pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: imp
         if n > 0 || Instant::now() >= deadline {
             break n;
         }
+        check_alive();
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut tpl = TopicPartitionList::new();
@@ -161,6 +141,7 @@ pub fn consume_until(topic: &str, timeout: Duration, settle: Duration, want: imp
                 break;
             }
         }
+        check_alive();
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let mut headers = HashMap::new();
@@ -255,6 +236,7 @@ pub fn wait_committed(group: &str, topic: &str, partitions: i32, timeout: Durati
             }
             Ok(true)
         });
+        check_alive();
         match &done {
             Ok(true) => return,
             Ok(false) => {}
@@ -272,6 +254,7 @@ pub fn wait_committed(group: &str, topic: &str, partitions: i32, timeout: Durati
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
+        check_alive();
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
@@ -379,6 +362,7 @@ pub fn wait_group_stable(group: &str, n: usize, gone: &[String], timeout: Durati
             }
         }
         last = got.or(last);
+        check_alive();
         assert!(
             Instant::now() < deadline,
             "group {group} not Stable with {n} live members within {timeout:?} (last: {last:?}, gone: {gone:?})"

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
@@ -13,7 +12,10 @@ use serde_json::json;
 
 use crate::common;
 
+mod dev_postgres;
 mod fixture;
+#[allow(unused_imports)] // for the tests that restart Postgres
+pub use dev_postgres::{DevPostgres, Restart};
 pub use fixture::hourly_table_yaml;
 
 pub fn pg_url() -> String {
@@ -148,6 +150,7 @@ pub fn wait_caught_up(pg: &mut Pg, sink: &str, topic: &str, partitions: i32, tim
         {
             return;
         }
+        common::check_alive();
         assert!(
             Instant::now() < deadline,
             "sink {sink} did not reach {want:?} on {topic} in {timeout:?}; stored {got:?}"
@@ -156,86 +159,13 @@ pub fn wait_caught_up(pg: &mut Pg, sink: &str, topic: &str, partitions: i32, tim
     }
 }
 
-/// `weir sink` as a child process; killed (SIGKILL) when dropped. Its log
-/// goes to a file that is printed if the test fails.
-pub struct SinkProc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl SinkProc {
-    pub fn start(config: &Path, extra: &[&str]) -> SinkProc {
-        let log = config.with_extension(format!("{}.log", common::unique("run")));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(common::weir_bin())
-            .arg("sink")
-            .arg(config)
-            .args(extra)
-            .env("WEIR_BOOTSTRAP", common::bootstrap())
-            .env("WEIR_PG_URL", pg_url())
-            .env("RUST_LOG", "info,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn weir sink");
-        SinkProc { child, log }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and require a clean exit (status 0). Sent only once the sink
-    /// has logged its first line: a signal during `exec`, before any of its
-    /// code runs, kills any process (seen when a sink just started found
-    /// every row already loaded).
-    pub fn stop(mut self) {
-        let started = Instant::now() + Duration::from_secs(30);
-        while self.log_text().is_empty() && Instant::now() < started {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "weir sink exited with {status}; log:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("weir sink did not stop within 60 s of SIGTERM");
-    }
-
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("weir sink exited early with {status}; log:\n{}", self.log_text());
-        }
-    }
-}
-
-impl Drop for SinkProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- log of weir sink ({}) ----\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
+/// `weir sink <config> <extra>` as a [`common::WeirProc`] (watched, SIGKILLed
+/// when dropped) with `WEIR_PG_URL` set, its log next to `config`.
+pub fn start_sink(config: &Path, extra: &[&str]) -> common::WeirProc {
+    let log = config.with_extension(format!("{}.log", common::unique("run")));
+    let mut args = vec![std::ffi::OsStr::new("sink"), config.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    common::WeirProc::spawn_env(&args, &log, &[("WEIR_PG_URL", &pg_url())])
 }
 
 /// An insert-mode table with one row per record (by its `seq` field):
@@ -434,6 +364,7 @@ pub fn wait_rows(
         } else {
             table_rows(pg, schema)
         };
+        common::check_alive();
         match compare_rows(&got, want) {
             Ok(()) => return,
             Err(e) if Instant::now() >= deadline => panic!("the Postgres table differs from the expectation: {e}"),

@@ -1,0 +1,214 @@
+//! The faults of one chaos run, drawn from its seed: a sequence of
+//! process, broker and database faults (one at a time, each ended before the
+//! next starts) and bursts of malformed records mixed into the feed.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// `--session-timeout` of every `weir run` of the campaign: a SIGSTOPped
+/// instance is stopped longer than this, so the group throws it out.
+pub const SESSION_SECS: u64 = 6;
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// SIGKILL `weir run` instance `instance` at a random moment; it is
+    /// started again `down` later (its partitions wait meanwhile: a
+    /// backlog). `wipe`: its state directory is deleted too (restored from
+    /// the changelogs).
+    KillRun {
+        instance: usize,
+        down: Duration,
+        wipe: bool,
+    },
+    /// SIGKILL the instance right after its next commit (its
+    /// `weir_commit_latency_seconds_count` moved), restart `down` later.
+    KillRunAfterCommit { instance: usize, down: Duration },
+    /// SIGKILL, restart after `down`, SIGKILL again `after` the restart
+    /// (while it restores its stores; `wipe` deletes its state directory
+    /// first, so the restore reads the whole changelog), restart at once.
+    KillRunDuringRestore {
+        instance: usize,
+        down: Duration,
+        after: Duration,
+        wipe: bool,
+    },
+    /// SIGSTOP the instance for `stopped` (longer than the session timeout:
+    /// fenced, its tasks move), then SIGCONT.
+    StopRun { instance: usize, stopped: Duration },
+    /// SIGKILL `weir sink`, restart `down` later.
+    KillSink { down: Duration },
+    /// SIGSTOP the single broker for `stalled` (a GC stall), then SIGCONT.
+    StallBroker { stalled: Duration },
+    /// Stop PostgreSQL (`pg_ctl stop -m fast`), start it `down` later.
+    RestartPostgres { down: Duration },
+    /// `count` malformed records (broken JSON, not JSON, a JSON array, an
+    /// empty value) produced into the feed at this moment, on random
+    /// partitions.
+    BadPayloads { count: usize },
+    /// TODO(chaos): records with far-future timestamps mixed into the feed
+    /// (being built elsewhere); never drawn yet.
+    #[allow(dead_code)]
+    FarFutureTimestamps,
+    /// TODO(chaos): network faults between weir and the broker through a
+    /// proxy (latency, resets, a partition; being built elsewhere); never
+    /// drawn yet.
+    #[allow(dead_code)]
+    NetworkProxy,
+    /// TODO(chaos): the state directory's filesystem full (being built
+    /// elsewhere); never drawn yet.
+    #[allow(dead_code)]
+    StateDiskFull,
+}
+
+impl Fault {
+    /// The kind, for the summary table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::KillRun { .. } => "kill run",
+            Fault::KillRunAfterCommit { .. } => "kill run after commit",
+            Fault::KillRunDuringRestore { .. } => "kill run during restore",
+            Fault::StopRun { .. } => "stop run",
+            Fault::KillSink { .. } => "kill sink",
+            Fault::StallBroker { .. } => "stall broker",
+            Fault::RestartPostgres { .. } => "restart postgres",
+            Fault::BadPayloads { .. } => "bad payloads",
+            Fault::FarFutureTimestamps => "far-future timestamps (TODO)",
+            Fault::NetworkProxy => "network proxy (TODO)",
+            Fault::StateDiskFull => "state disk full (TODO)",
+        }
+    }
+
+    /// How long the fault lasts once started (the scheduler waits that
+    /// long before the next one).
+    pub fn length(&self) -> Duration {
+        match self {
+            Fault::KillRun { down, .. } | Fault::KillRunAfterCommit { down, .. } => *down,
+            Fault::KillRunDuringRestore { down, after, .. } => *down + *after,
+            Fault::StopRun { stopped, .. } => *stopped,
+            Fault::KillSink { down } | Fault::RestartPostgres { down } => *down,
+            Fault::StallBroker { stalled } => *stalled,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// One fault and when it starts, counted from the start of the feed.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub at: Duration,
+    pub fault: Fault,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{:6.1}s  {:?}", self.at.as_secs_f64(), self.fault)
+    }
+}
+
+/// Everything a run does, drawn from its seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    /// `weir run` instances in the group.
+    pub instances: usize,
+    /// How long the feed runs (event time advances with the wall clock).
+    pub feed: Duration,
+    /// Records per second of the feed.
+    pub rate: u32,
+    /// Seed of `weir simulate` for the feed's records.
+    pub sim_seed: u64,
+    /// Faults, in start order; `BadPayloads` are mixed into the feed by
+    /// the feeder, the others applied by the scheduler one after another.
+    pub steps: Vec<Step>,
+}
+
+/// Uniform in [lo, hi) seconds (lo if the range is empty).
+fn secs(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
+    Duration::from_secs_f64(if hi > lo { rng.gen_range(lo..hi) } else { lo })
+}
+
+/// The plan of the run with `seed`: 1–3 instances, `feed` of records, and
+/// faults from a few seconds after the feed starts until a few seconds
+/// before it ends.
+pub fn draw(seed: u64, feed: Duration) -> Plan {
+    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let instances = rng.gen_range(1..=3usize);
+    let sim_seed = rng.gen::<u32>() as u64;
+    let f = feed.as_secs_f64();
+    // A partition held back longer than the grace (1 m) while the group's
+    // other instances go on is dropped as late by design (stream time is
+    // per task, shared through the repartition topic): with several
+    // instances, an instance is down at most 20 s (+ the 6 s session
+    // timeout before its partitions move, + up to the 10 s transaction
+    // timeout while the new owner's restore waits for the dead instance's
+    // open transaction to be aborted). A single instance catches up a
+    // backlog of any length in event-time order.
+    let max_down = if instances == 1 { 40.0 } else { 20.0 };
+    let mut steps = Vec::new();
+    let mut t = rng.gen_range(5.0..10.0);
+    let end = f - 4.0;
+    while t < end - 1.0 {
+        let instance = rng.gen_range(0..instances);
+        let room = (end - t).max(1.0);
+        let cap = |hi: f64| hi.min(room).max(0.6);
+        let fault = match rng.gen_range(0..15u32) {
+            0..=2 => Fault::KillRun {
+                instance,
+                down: secs(&mut rng, 0.5, cap(max_down)),
+                wipe: rng.gen_bool(0.2),
+            },
+            3..=4 => Fault::KillRunAfterCommit {
+                instance,
+                down: secs(&mut rng, 0.5, cap(max_down / 2.0)),
+            },
+            5..=6 => Fault::KillRunDuringRestore {
+                instance,
+                down: secs(&mut rng, 0.5, cap(8.0)),
+                after: Duration::from_millis(rng.gen_range(100..2000)),
+                wipe: rng.gen_bool(0.5),
+            },
+            7..=8 => {
+                let lo = SESSION_SECS as f64 + 2.0;
+                Fault::StopRun {
+                    instance,
+                    stopped: secs(&mut rng, lo, (lo + 12.0).min(room.max(lo + 0.5))),
+                }
+            }
+            9..=10 => Fault::KillSink {
+                down: secs(&mut rng, 0.5, cap(20.0)),
+            },
+            11..=12 => Fault::StallBroker {
+                stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
+            },
+            _ => Fault::RestartPostgres {
+                down: secs(&mut rng, 1.0, cap(10.0)),
+            },
+        };
+        let len = fault.length().as_secs_f64();
+        steps.push(Step {
+            at: Duration::from_secs_f64(t),
+            fault,
+        });
+        t += len + rng.gen_range(3.0..12.0);
+    }
+    for _ in 0..rng.gen_range(1..=3) {
+        steps.push(Step {
+            at: secs(&mut rng, 1.0, f - 1.0),
+            fault: Fault::BadPayloads {
+                count: rng.gen_range(5..40),
+            },
+        });
+    }
+    steps.sort_by_key(|s| s.at);
+    Plan {
+        seed,
+        instances,
+        feed,
+        rate: 50,
+        sim_seed,
+        steps,
+    }
+}
