@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
 
 use super::timeouts::{
-    CALL_TIMEOUT, COMMIT_RETRY, END_TXN_RETRY, FLUSH_TIMEOUT, SEND_OFFSETS_WAIT, TRANSACTION_TIMEOUT,
+    CALL_TIMEOUT, COMMIT_RETRY, END_TXN_RETRY, FLUSH_TIMEOUT, RENEW_RETRY, SEND_OFFSETS_WAIT, TRANSACTION_TIMEOUT,
 };
 use super::{RuntimeError, TpMap, TpRef};
 use crate::support::backoff::Backoff;
@@ -344,9 +344,24 @@ impl Collector {
         // Its transaction is aborted, or completed if its EndTxn reached
         // the coordinator, by the new producer's init_transactions (same
         // transactional.id, epoch bumped); the consumer is rewound to the
-        // committed offsets either way.
-        self.producer = Arc::new(create(&self.config, true)?);
-        Ok(())
+        // committed offsets either way. A broker stalled longer than one
+        // call (a GC pause, a VM stall) must not end the process: retried
+        // for a while, as the transaction calls are.
+        let deadline = Instant::now() + RENEW_RETRY;
+        loop {
+            match create(&self.config, true) {
+                Ok(p) => {
+                    self.producer = Arc::new(p);
+                    return Ok(());
+                }
+                Err(e) if Failure::of(&e) != Failure::Fatal && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "starting a new producer failed; retrying");
+                    crate::health::global().beat();
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// `send_offsets_to_transaction` on a thread of its own, waited for at

@@ -8,7 +8,7 @@
 //! | watcher | judges | limit |
 //! |---|---|---|
 //! | the liveness probe (`/healthz`) | time since the loop's last beat | [`crate::health::STALLED_AFTER`] (90 s) |
-//! | the group coordinator | time between two `poll`s | [`MAX_POLL_INTERVAL`] (300 s) |
+//! | the group coordinator | time between two `poll`s | [`MAX_POLL_INTERVAL`] (600 s) |
 //! | the transaction coordinator | age of an open transaction | [`TRANSACTION_TIMEOUT`] (10 s) |
 //!
 //! Rules:
@@ -39,6 +39,10 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// unknown and the producer is replaced.
 pub(super) const END_TXN_RETRY: Duration = Duration::from_secs(30);
 
+/// How long starting a replacement producer (`init_transactions`) is
+/// retried while the broker does not answer.
+pub(super) const RENEW_RETRY: Duration = Duration::from_secs(60);
+
 /// How long `send_offsets_to_transaction` is waited for. librdkafka (2.12)
 /// can block in it forever when the group coordinator's broker dies: its
 /// coordinator lookup ignores the call's timeout (confluentinc/librdkafka
@@ -61,7 +65,7 @@ pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest time between two `poll`s before the group coordinator
 /// drops the member (`max.poll.interval.ms`).
-pub(super) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+pub(super) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How long cancelled restores are waited for, all together.
 pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -84,13 +88,18 @@ mod tests {
     /// its end (flush, offsets, end of transaction retried), the abort
     /// (`abort_transaction`, then a new producer's `init_transactions`), and
     /// the rewind (committed offsets, seeks).
+    ///
+    /// A retry loop's last call may start just before its deadline: each
+    /// retried phase counts one call more than its retry time.
     const WORST_ROUND: Duration = Duration::from_secs(
         FLUSH_TIMEOUT.as_secs()
             + SEND_OFFSETS_WAIT.as_secs()
-            + END_TXN_RETRY.as_secs()
-            + 2 * CALL_TIMEOUT.as_secs()
+            + (END_TXN_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
+            + (END_TXN_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
+            + (RENEW_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
             + CALL_TIMEOUT.as_secs()
-            + SEEK_RETRY.as_secs(),
+            + SEEK_RETRY.as_secs()
+            + SEEK_TIMEOUT.as_secs(),
     );
 
     const fn max(a: Duration, b: Duration) -> Duration {
