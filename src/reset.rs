@@ -199,7 +199,7 @@ pub fn run(topo: &Topology, args: &ResetArgs, rt: &tokio::runtime::Handle) -> Re
         .set("isolation.level", "read_uncommitted")
         .create()?;
     refuse_active_group(&consumer, group)?;
-    let plan = plan(topo, &consumer, to, app_dir)?;
+    let plan = plan(topo, &consumer, &args.bootstrap, to, app_dir)?;
     print!("{plan}");
     if args.dry_run {
         println!("dry run: nothing changed");
@@ -264,20 +264,21 @@ fn refuse_active_group(consumer: &BaseConsumer, group: &str) -> Result<(), Reset
     })
 }
 
-/// Partition count of every listed topic.
-fn partitions(consumer: &BaseConsumer) -> Result<HashMap<String, i32>, KafkaError> {
-    let md = retried("reading the metadata", || consumer.fetch_metadata(None, TIMEOUT))?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-        .collect())
+/// Partition count of every listed topic (`weir run`'s own reading of the
+/// metadata), retried on transient errors.
+fn partitions(bootstrap: &str) -> Result<HashMap<String, i32>, KafkaError> {
+    retried("reading the metadata", || crate::runtime::topic_partitions(bootstrap))
 }
 
-fn plan(topo: &Topology, consumer: &BaseConsumer, to: To, app_dir: PathBuf) -> Result<Plan, ResetError> {
+fn plan(
+    topo: &Topology,
+    consumer: &BaseConsumer,
+    bootstrap: &str,
+    to: To,
+    app_dir: PathBuf,
+) -> Result<Plan, ResetError> {
     let group = topo.application_id.clone();
-    let existing = partitions(consumer)?;
+    let existing = partitions(bootstrap)?;
     let mut missing_sources = Vec::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topo.external_source_topics() {
@@ -380,7 +381,7 @@ fn execute(
         // instead of finding them half deleted.
         let started = Instant::now();
         loop {
-            let listed = partitions(consumer)?;
+            let listed = partitions(bootstrap)?;
             let left: Vec<String> = plan
                 .delete_topics
                 .iter()

@@ -43,10 +43,10 @@ pub(super) enum Held {
     /// every held message) and never hands them out of the engine thread
     /// (`BorrowedMessage` is not `Send`).
     Queued(BorrowedMessage<'static>),
-    /// From the main queue: a copy. Only a partition of a sub-topology
-    /// that is not aligned gets here now (see [`detach_queue`]); kept for a
-    /// fetch that librdkafka forwarded anyway, which the task manager's
-    /// offset check then catches.
+    /// From the main queue: a copy. An aligned partition's records no
+    /// longer reach the main queue (see [`detach_queue`]); kept for a fetch
+    /// that librdkafka forwarded anyway, whose order the task manager's
+    /// offset check then guards.
     Copied(OwnedMessage),
 }
 

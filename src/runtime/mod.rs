@@ -47,6 +47,7 @@ use collector::{lock, Collector};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
 use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
+pub(crate) use topics::topic_partitions;
 use topics::{prepare_topics, Purge};
 
 /// A topic partition.

@@ -269,7 +269,7 @@ fn not_ready<'a>(names: impl IntoIterator<Item = &'a str>, leaders: &HashMap<Str
 }
 
 /// Partition count of every topic that has partitions.
-fn topic_partitions(bootstrap: &str) -> Result<HashMap<String, i32>, KafkaError> {
+pub(crate) fn topic_partitions(bootstrap: &str) -> Result<HashMap<String, i32>, KafkaError> {
     Ok(partition_leaders(bootstrap)?
         .into_iter()
         .filter(|(_, leaders)| !leaders.is_empty())
