@@ -9,8 +9,9 @@
 //! computed independently of the engine from the input topic read back.
 //!
 //! Driven by WEIR_CHAOS_SEED (first seed; run k uses seed + k; default: the
-//! clock), WEIR_CHAOS_RUNS (1) and WEIR_CHAOS_MINUTES (length of each run's
-//! feed, 1.5). Ignored by `cargo test`: it stops the shared broker and
+//! clock), WEIR_CHAOS_RUNS (1), WEIR_CHAOS_MINUTES (length of each run's
+//! feed, 1.5) and WEIR_CHAOS_ONLY (fault kinds allowed, comma-separated,
+//! e.g. `kill-sink,stall-broker`; default all). Ignored by `cargo test`: it stops the shared broker and
 //! Postgres.
 
 mod common;
@@ -606,11 +607,26 @@ fn chaos_campaign() {
     let minutes: f64 =
         env_var("WEIR_CHAOS_MINUTES").map_or(1.5, |s| s.trim().parse().expect("WEIR_CHAOS_MINUTES: minutes"));
     let feed = Duration::from_secs_f64((minutes * 60.0).max(20.0));
-    eprintln!("chaos: {runs} run(s) from seed {first}, {minutes} min of feed each");
+    let only: Vec<String> = env_var("WEIR_CHAOS_ONLY")
+        .map(|s| {
+            s.split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "chaos: {runs} run(s) from seed {first}, {minutes} min of feed each{}",
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(", only {}", only.join(","))
+        }
+    );
     let began = Instant::now();
     let mut done: Vec<(Plan, Findings)> = Vec::new();
     for k in 0..runs {
-        let plan = schedule::draw(first.wrapping_add(k), feed);
+        let plan = schedule::draw(first.wrapping_add(k), feed, &only);
         eprintln!(
             "\n==== chaos run {}/{runs}: seed {}, {} instance(s), {:?} of feed at {}/s, simulator seed {} ====",
             k + 1,

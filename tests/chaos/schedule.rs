@@ -133,7 +133,12 @@ fn secs(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
 /// The plan of the run with `seed`: 1–3 instances, `feed` of records, and
 /// faults from a few seconds after the feed starts until a few seconds
 /// before it ends.
-pub fn draw(seed: u64, feed: Duration) -> Plan {
+///
+/// `only`: the fault kinds allowed (`Fault::kind` with dashes for spaces,
+/// e.g. `kill-sink`); empty: all. A drawn fault of another kind is drawn
+/// again, so a filtered plan keeps the same pace of faults.
+pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
+    let allowed = |f: &Fault| only.is_empty() || only.iter().any(|k| k == &f.kind().replace(' ', "-"));
     let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let instances = rng.gen_range(1..=3usize);
     let sim_seed = rng.gen::<u32>() as u64;
@@ -150,42 +155,58 @@ pub fn draw(seed: u64, feed: Duration) -> Plan {
     let mut steps = Vec::new();
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
-    while t < end - 1.0 {
+    // Kinds the loop below draws (a filter naming none of them: no steps).
+    const STEP_KINDS: [&str; 7] = [
+        "kill-run",
+        "kill-run-after-commit",
+        "kill-run-during-restore",
+        "stop-run",
+        "kill-sink",
+        "stall-broker",
+        "restart-postgres",
+    ];
+    let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
+    while any_step && t < end - 1.0 {
         let instance = rng.gen_range(0..instances);
         let room = (end - t).max(1.0);
         let cap = |hi: f64| hi.min(room).max(0.6);
-        let fault = match rng.gen_range(0..15u32) {
-            0..=2 => Fault::KillRun {
-                instance,
-                down: secs(&mut rng, 0.5, cap(max_down)),
-                wipe: rng.gen_bool(0.2),
-            },
-            3..=4 => Fault::KillRunAfterCommit {
-                instance,
-                down: secs(&mut rng, 0.5, cap(max_down / 2.0)),
-            },
-            5..=6 => Fault::KillRunDuringRestore {
-                instance,
-                down: secs(&mut rng, 0.5, cap(8.0)),
-                after: Duration::from_millis(rng.gen_range(100..2000)),
-                wipe: rng.gen_bool(0.5),
-            },
-            7..=8 => {
-                let lo = SESSION_SECS as f64 + 2.0;
-                Fault::StopRun {
+        let fault = loop {
+            let fault = match rng.gen_range(0..15u32) {
+                0..=2 => Fault::KillRun {
                     instance,
-                    stopped: secs(&mut rng, lo, (lo + 12.0).min(room.max(lo + 0.5))),
+                    down: secs(&mut rng, 0.5, cap(max_down)),
+                    wipe: rng.gen_bool(0.2),
+                },
+                3..=4 => Fault::KillRunAfterCommit {
+                    instance,
+                    down: secs(&mut rng, 0.5, cap(max_down / 2.0)),
+                },
+                5..=6 => Fault::KillRunDuringRestore {
+                    instance,
+                    down: secs(&mut rng, 0.5, cap(8.0)),
+                    after: Duration::from_millis(rng.gen_range(100..2000)),
+                    wipe: rng.gen_bool(0.5),
+                },
+                7..=8 => {
+                    let lo = SESSION_SECS as f64 + 2.0;
+                    Fault::StopRun {
+                        instance,
+                        stopped: secs(&mut rng, lo, (lo + 12.0).min(room.max(lo + 0.5))),
+                    }
                 }
+                9..=10 => Fault::KillSink {
+                    down: secs(&mut rng, 0.5, cap(20.0)),
+                },
+                11..=12 => Fault::StallBroker {
+                    stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
+                },
+                _ => Fault::RestartPostgres {
+                    down: secs(&mut rng, 1.0, cap(10.0)),
+                },
+            };
+            if allowed(&fault) {
+                break fault;
             }
-            9..=10 => Fault::KillSink {
-                down: secs(&mut rng, 0.5, cap(20.0)),
-            },
-            11..=12 => Fault::StallBroker {
-                stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
-            },
-            _ => Fault::RestartPostgres {
-                down: secs(&mut rng, 1.0, cap(10.0)),
-            },
         };
         let len = fault.length().as_secs_f64();
         steps.push(Step {
@@ -194,13 +215,17 @@ pub fn draw(seed: u64, feed: Duration) -> Plan {
         });
         t += len + rng.gen_range(3.0..12.0);
     }
-    for _ in 0..rng.gen_range(1..=3) {
-        steps.push(Step {
+    let bursts = rng.gen_range(1..=3);
+    for _ in 0..bursts {
+        let step = Step {
             at: secs(&mut rng, 1.0, f - 1.0),
             fault: Fault::BadPayloads {
                 count: rng.gen_range(5..40),
             },
-        });
+        };
+        if allowed(&step.fault) {
+            steps.push(step);
+        }
     }
     steps.sort_by_key(|s| s.at);
     Plan {
