@@ -282,8 +282,8 @@ impl Pipeline {
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
             }
-            Fault::BadPayloads { .. } => {}
-            Fault::FarFutureTimestamps | Fault::NetworkProxy | Fault::StateDiskFull => {
+            Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. } => {}
+            Fault::NetworkProxy | Fault::StateDiskFull => {
                 unreachable!("{}: not drawn yet", fault.kind())
             }
         }
@@ -302,9 +302,37 @@ fn bad_payload(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
     }
 }
 
+/// The event-time field of runs with `Plan::field_time`.
+const TIME_FIELD: &str = "OBSERVED_AT";
+
+/// The value's `OBSERVED_AT`, if it is a JSON object with one.
+fn observed_at(payload: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(payload).ok()?.get(TIME_FIELD)?.as_i64()
+}
+
+/// `payload` with `OBSERVED_AT` set to `at`, if it is a JSON object.
+fn with_observed_at(payload: &[u8], at: i64) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v.as_object_mut()?.insert(TIME_FIELD.into(), at.into());
+    Some(v.to_string().into_bytes())
+}
+
+/// A time a device with a wrong clock could send: 2099, hours to weeks
+/// past the wall clock (beyond the 1 h `max_future`), or before 1970.
+fn wrong_clock(rng: &mut rand::rngs::StdRng) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    match rng.gen_range(0..3) {
+        0 => 4_070_908_800_000, // 2099-01-01T00:00:00Z
+        1 => now + rng.gen_range(2 * H..30 * 24 * H),
+        _ => -rng.gen_range(1..1_000_000_000_000i64),
+    }
+}
+
 /// The feed: `plan.rate` simulator records a second for `plan.feed`,
 /// their timestamps spread evenly from `t_first`, with the plan's bursts
-/// of malformed records mixed in.
+/// of malformed records mixed in. With `field_time`, every JSON object
+/// gets `OBSERVED_AT` = its timestamp, and the plan's far-future records
+/// (copies of valid ones whose `OBSERVED_AT` is wrong) are mixed in too.
 fn feed_records(plan: &Plan, dir: &Path, t_first: i64) -> Vec<Input> {
     let feed_ms = plan.feed.as_millis() as i64;
     let count = (plan.rate as u64 * plan.feed.as_secs()).max(100) as usize;
@@ -313,19 +341,46 @@ fn feed_records(plan: &Plan, dir: &Path, t_first: i64) -> Vec<Input> {
     for (i, r) in out.iter_mut().enumerate() {
         r.timestamp = t_first + i as i64 * feed_ms / n;
     }
+    let valid: Vec<usize> = (0..out.len())
+        .filter(|&i| engine_common::filtered_and_mapped(&out[i].payload).is_some() && out[i].key.is_some())
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ 0xBAD);
+    let mut wrong = Vec::new();
     for step in &plan.steps {
-        if let Fault::BadPayloads { count } = step.fault {
-            for k in 0..count {
-                out.push(Input {
-                    partition: rng.gen_range(0..3),
-                    timestamp: t_first + step.at.as_millis() as i64,
-                    key: (k % 3 != 0).then(|| format!("BAD-{k}")),
-                    payload: bad_payload(&mut rng),
-                });
+        match step.fault {
+            Fault::BadPayloads { count } => {
+                for k in 0..count {
+                    out.push(Input {
+                        partition: rng.gen_range(0..3),
+                        timestamp: t_first + step.at.as_millis() as i64,
+                        key: (k % 3 != 0).then(|| format!("BAD-{k}")),
+                        payload: bad_payload(&mut rng),
+                    });
+                }
+            }
+            Fault::FarFutureTimestamps { count } => {
+                for _ in 0..count {
+                    let like = &out[valid[rng.gen_range(0..valid.len())]];
+                    let at = wrong_clock(&mut rng);
+                    wrong.push(Input {
+                        partition: like.partition,
+                        timestamp: t_first + step.at.as_millis() as i64,
+                        key: like.key.clone(),
+                        payload: with_observed_at(&like.payload, at).expect("a valid record is an object"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if plan.field_time {
+        for r in &mut out {
+            if let Some(p) = with_observed_at(&r.payload, r.timestamp) {
+                r.payload = p;
             }
         }
     }
+    out.extend(wrong);
     out.sort_by_key(|r| r.timestamp);
     out
 }
@@ -381,7 +436,13 @@ fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
 /// (a process died, a wait timed out) are caught by the caller.
 fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     let t0 = Instant::now();
-    let (topo, [status, _dlq, hourly, lots]) = topology_real_grace(dir, id);
+    let (topo, [status, dlq, hourly, lots]) = topology_real_grace(dir, id);
+    if plan.field_time {
+        let text = std::fs::read_to_string(&topo).unwrap();
+        assert!(text.contains("event_time: kafka"), "{text}");
+        let field = format!("event_time: {{ field: {TIME_FIELD} }}");
+        std::fs::write(&topo, text.replace("event_time: kafka", &field)).unwrap();
+    }
     create_topic(&status, 3);
     create_topic(&hourly, 3);
     let h0 = chrono::DateTime::parse_from_rfc3339(&data_start())
@@ -442,14 +503,33 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     say(t0, &format!("all faults done, {produced} records produced"));
 
     // The expectation, from what the input topic holds.
-    let inputs = read_inputs(&status, produced);
+    let mut inputs = read_inputs(&status, produced);
     f.inputs = inputs.len();
+    if plan.field_time {
+        // Records whose OBSERVED_AT is not their timestamp are the wrong
+        // clocks: dead-lettered, counted nowhere.
+        let all = inputs.len();
+        inputs.retain(|i| observed_at(&i.payload).is_none_or(|t| t == i.timestamp));
+        f.wrong_clocks = all - inputs.len();
+    }
     let want = expected(&inputs);
     let repartition = format!("{id}-hourly-by-region-repartition");
     wait_committed(id, &status, 3, Duration::from_secs(300));
     wait_committed(id, &repartition, 3, Duration::from_secs(300));
     say(t0, "input and repartition topics committed; sending the sentinels");
-    send_sentinels(&status, &inputs);
+    if plan.field_time {
+        // The sentinels' event time in their OBSERVED_AT too.
+        let p = producer();
+        let future = sentinel_time(&inputs);
+        for (k, v) in sentinels(&inputs) {
+            let v = with_observed_at(&v, future).expect("a sentinel is an object");
+            let partition = weir::kafka::partition_for(Some(k.as_bytes()), 3, 0);
+            produce(&p, &status, partition, future, Some(k.as_bytes()), Some(&v));
+        }
+        flush(&p);
+    } else {
+        send_sentinels(&status, &inputs);
+    }
     let committed = consume_until(&hourly, Duration::from_secs(240), Duration::from_secs(5), |r| {
         r.len() >= want.len()
     });
@@ -476,6 +556,14 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         want_lots.keys().all(|k| keys.contains(k.as_bytes()))
     });
     checker::check_lots(&lot_records, &want_lots, f);
+    if f.wrong_clocks > 0 {
+        // Each wrong clock on the dead-letter topic, once, with its reason.
+        let dead = consume_until(&dlq, Duration::from_secs(60), Duration::from_secs(3), |r| {
+            r.iter().filter(|d| checker::is_wrong_clock(d)).count() >= f.wrong_clocks
+        });
+        let n = dead.iter().filter(|d| checker::is_wrong_clock(d)).count();
+        f.wrong_clocks_unaccounted = n.abs_diff(f.wrong_clocks);
+    }
     // The lot table emits at every commit: most aborted records are there.
     let lots_uncommitted = consume_until_isolated(
         &lots,
@@ -628,10 +716,11 @@ fn chaos_campaign() {
     for k in 0..runs {
         let plan = schedule::draw(first.wrapping_add(k), feed, &only);
         eprintln!(
-            "\n==== chaos run {}/{runs}: seed {}, {} instance(s), {:?} of feed at {}/s, simulator seed {} ====",
+            "\n==== chaos run {}/{runs}: seed {}, {} instance(s), event time from {}, {:?} of feed at {}/s, simulator seed {} ====",
             k + 1,
             plan.seed,
             plan.instances,
+            if plan.field_time { TIME_FIELD } else { "the Kafka timestamp" },
             plan.feed,
             plan.rate,
             plan.sim_seed
@@ -665,9 +754,10 @@ fn chaos_campaign() {
         eprintln!("  {k:<26} {n}");
     }
     eprintln!(
-        "\n{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  result",
+        "\n{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  result",
         "seed",
         "inst",
+        "clocks",
         "faults",
         "inputs",
         "windows",
@@ -686,9 +776,10 @@ fn chaos_campaign() {
     for (plan, f) in &done {
         let anomalies = f.anomalies();
         eprintln!(
-            "{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  {}",
+            "{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  {}",
             plan.seed,
             plan.instances,
+            if plan.field_time { f.wrong_clocks.to_string() } else { "-".into() },
             f.faults.values().sum::<usize>(),
             f.inputs,
             f.windows,

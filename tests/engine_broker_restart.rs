@@ -3,8 +3,12 @@
 //! running, reconnects by itself, and the hourly results are still exact. A
 //! second `weir run` started while the broker is down waits for it, then
 //! works.
+//! A broker stalled (SIGSTOP) past every timeout while a transaction is open
+//! leaves an end of transaction whose outcome weir cannot know: weir
+//! replaces its producer (whose `init_transactions` fences the old epoch)
+//! instead of using it again, and the results stay exact.
 //! A test binary of its own: the restart would disturb tests running beside
-//! it (binaries run one after another).
+//! it (binaries run one after another); its tests take turns ([`ONE_AT_A_TIME`]).
 
 mod common;
 mod engine_common;
@@ -46,8 +50,21 @@ impl Drop for StartAgain {
     }
 }
 
+/// The tests of this binary stop the one broker: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// SIGCONTs the broker when dropped, also when the test fails midway.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
 #[test]
 fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let id = unique("it-restart");
     let (topo, [status, dlq, hourly, lots]) = topology(dir.path(), &id);
@@ -115,4 +132,92 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     assert_eq!(passed.len(), json, "the late starter's output");
     late.terminate();
     delete_topics(&[&status, &dlq, &hourly, &lots, &late_out]);
+}
+
+/// The broker SIGSTOPped for 45 s while records flow (a transaction open):
+/// the flush times out, the abort cannot be known to have happened (its
+/// retries end after 30 s), so the producer is replaced
+/// (`weir_producer_replacements_total`) rather than used for another
+/// transaction that a late EndTxn could end. The instance lives on and the
+/// hourly results are exact.
+#[test]
+fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-stall");
+    let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
+    create_topic(&status, 3);
+    let inputs = simulate(3000, 17, dir.path());
+    let want = expected(&inputs);
+    let (first, second) = inputs.split_at(inputs.len() / 3);
+    produce_inputs(&status, first);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let state = dir.path().join("state");
+    let run = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--metrics-addr",
+            &addr,
+        ],
+        &dir.path().join("run.log"),
+    );
+    wait_committed(&id, &status, 3, Duration::from_secs(90));
+
+    // The rest fed slowly (about 40 s), so that a transaction is open when
+    // the broker stops; the feeder's producer waits out the stall.
+    let feed: Vec<Input> = second
+        .iter()
+        .map(|i| Input {
+            partition: i.partition,
+            timestamp: i.timestamp,
+            key: i.key.clone(),
+            payload: i.payload.clone(),
+        })
+        .collect();
+    let topic = status.clone();
+    let feeder = std::thread::spawn(move || {
+        let p = producer();
+        for chunk in feed.chunks(25) {
+            for i in chunk {
+                produce(
+                    &p,
+                    &topic,
+                    i.partition,
+                    i.timestamp,
+                    i.key.as_deref().map(str::as_bytes),
+                    Some(&i.payload),
+                );
+            }
+            p.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        while rdkafka::producer::Producer::flush(&p, Duration::from_secs(5)).is_err() {}
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = kafka_pid();
+    let resume = Resume(pid.clone());
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(45));
+    drop(resume);
+    feeder.join().unwrap();
+
+    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
+    check_results(&results, &want);
+    run.assert_running();
+    let metrics = http_get(&addr, "/metrics");
+    let replaced: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_producer_replacements_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        replaced >= 1.0,
+        "the producer was not replaced after the stall: {}",
+        run.tail(40)
+    );
+    run.terminate();
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
 }

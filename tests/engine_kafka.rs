@@ -301,3 +301,49 @@ fn a_record_near_the_size_limit_is_dead_lettered_and_processing_goes_on() {
     run.terminate();
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }
+
+/// A record the broker refuses for good (here every lot record: the lot
+/// topic's `max.message.bytes` is below them) stops exactly-once `weir run`
+/// at once, with the topic named: an abort and a rebuild would send the
+/// same records into the same refusal (before typed delivery errors: ten
+/// aborts and rebuilds, then the exit).
+#[test]
+fn an_output_record_the_broker_refuses_for_good_stops_weir_run_with_the_topic_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-refused");
+    let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
+    create_topic(&status, 3);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(weir::kafka::ensure_topics(
+            &bootstrap(),
+            &[weir::kafka::TopicSpec::new(&lots, 3).with_config("max.message.bytes", "100")],
+        ))
+        .unwrap();
+    produce_inputs(&status, &simulate(300, 3, dir.path()));
+    let run = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("s").to_str().unwrap(),
+        ],
+        &dir.path().join("run.log"),
+    );
+    run.unwatch();
+    wait_for("weir run to stop", Duration::from_secs(90), || run.exited().is_some());
+    let exit = run.exited().unwrap();
+    let log = run.log_text();
+    assert!(!exit.success(), "{exit}: {log}");
+    assert!(
+        log.contains(&format!("{lots} [")) && log.contains("MessageSizeTooLarge"),
+        "the refusal, with its topic: {log}"
+    );
+    assert!(
+        !log.contains("transaction aborted: rebuilding"),
+        "no rebuild for a refusal every attempt meets: {log}"
+    );
+    delete_topics(&[&status, &dlq, &hourly, &lots]);
+}

@@ -44,7 +44,63 @@ const FLUSH_POLL: Duration = Duration::from_millis(1);
 #[derive(Default)]
 struct Deliveries {
     offsets: TpMap<i64>,
-    error: Option<String>,
+    error: Option<DeliveryError>,
+}
+
+/// Records that did not reach Kafka: a refusal in a delivery report, a
+/// flush that did not end, an offsets call that did not return.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{topic} [{partition}]: {error}")]
+    Refused {
+        topic: String,
+        partition: i32,
+        error: KafkaError,
+    },
+    #[error("{left} records or reports still pending after {waited:?}")]
+    Pending { left: u64, waited: Duration },
+    #[error("send_offsets_to_transaction did not return within {0:?}")]
+    OffsetsHung(Duration),
+}
+
+/// What a [`DeliveryError`] asks of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFailure {
+    /// The broker was slow or away: abort, rebuild from the last commit,
+    /// go on.
+    Transient,
+    /// This producer was fenced (a newer one with its transactional.id, or
+    /// the coordinator bumped its epoch): abort with a new producer.
+    Fenced,
+    /// Every attempt meets it again (a record too large for the topic, a
+    /// topic this client may not write): rebuilding would replay the same
+    /// records into the same refusal, so `weir run` stops with it.
+    Permanent,
+}
+
+impl DeliveryError {
+    pub fn failure(&self) -> DeliveryFailure {
+        match self {
+            DeliveryError::Refused { error, .. } => failure_of(error),
+            DeliveryError::Pending { .. } | DeliveryError::OffsetsHung(_) => DeliveryFailure::Transient,
+        }
+    }
+}
+
+/// How a produce error of librdkafka's is met (see [`DeliveryFailure`]),
+/// also when a transaction call reports it (a commit whose records were
+/// refused). librdkafka's `_FATAL` is a fenced producer too: a new one
+/// recovers.
+pub(super) fn failure_of(e: &KafkaError) -> DeliveryFailure {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::ProducerFenced | C::Fenced | C::InvalidProducerEpoch | C::InvalidProducerIdMapping | C::Fatal) => {
+            DeliveryFailure::Fenced
+        }
+        Some(C::TransactionalIdAuthorizationFailed) => DeliveryFailure::Permanent,
+        _ if crate::support::dead_letter::is_permanent(e) => DeliveryFailure::Permanent,
+        _ => DeliveryFailure::Transient,
+    }
 }
 
 struct DeliveryContext {
@@ -70,7 +126,11 @@ impl ProducerContext for DeliveryContext {
             }
             Err((e, m)) => {
                 if s.error.is_none() {
-                    s.error = Some(format!("{} [{}]: {e}", m.topic(), m.partition()));
+                    s.error = Some(DeliveryError::Refused {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        error: e.clone(),
+                    });
                 }
             }
         }
@@ -264,9 +324,10 @@ impl Collector {
         }
         let left = self.producer.in_flight_count();
         if left > 0 {
-            return Err(RuntimeError::Delivery(format!(
-                "{left} records or reports still pending after {FLUSH_TIMEOUT:?}"
-            )));
+            return Err(RuntimeError::Delivery(DeliveryError::Pending {
+                left: left as u64,
+                waited: FLUSH_TIMEOUT,
+            }));
         }
         if started.elapsed() > Duration::from_secs(5) {
             tracing::warn!(elapsed = ?started.elapsed(), "flushing the producer was slow (a broker down or moving?)");
@@ -274,6 +335,9 @@ impl Collector {
         let mut d = lock(&self.producer.context().state);
         if let Some(e) = d.error.take() {
             d.offsets.clear();
+            if e.failure() == DeliveryFailure::Fenced {
+                self.replace = true;
+            }
             return Err(RuntimeError::Delivery(e));
         }
         Ok(std::mem::take(&mut d.offsets))
@@ -396,9 +460,7 @@ impl Collector {
             Err(_) => {
                 self.replace = true;
                 tracing::error!(waited = ?SEND_OFFSETS_WAIT, "adding the offsets to the transaction did not return (librdkafka lost the group coordinator): replacing the producer");
-                Err(RuntimeError::Delivery(format!(
-                    "send_offsets_to_transaction did not return within {SEND_OFFSETS_WAIT:?}"
-                )))
+                Err(RuntimeError::Delivery(DeliveryError::OffsetsHung(SEND_OFFSETS_WAIT)))
             }
         }
     }
@@ -469,5 +531,63 @@ fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPar
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeliveryFailure::*;
+    use RDKafkaErrorCode as C;
+
+    fn refused(code: RDKafkaErrorCode) -> DeliveryError {
+        DeliveryError::Refused {
+            topic: "out".into(),
+            partition: 0,
+            error: KafkaError::MessageProduction(code),
+        }
+    }
+
+    #[test]
+    fn a_refusal_every_attempt_meets_again_is_permanent_a_slow_broker_transient_a_fence_fenced() {
+        for code in [
+            C::MessageSizeTooLarge,
+            C::TopicAuthorizationFailed,
+            C::InvalidRecord,
+            C::PolicyViolation,
+            C::TransactionalIdAuthorizationFailed,
+        ] {
+            assert_eq!(refused(code).failure(), Permanent, "{code:?}");
+        }
+        for code in [
+            C::MessageTimedOut,
+            C::NotLeaderForPartition,
+            C::RequestTimedOut,
+            C::NotEnoughReplicas,
+            C::BrokerTransportFailure,
+        ] {
+            assert_eq!(refused(code).failure(), Transient, "{code:?}");
+        }
+        for code in [C::ProducerFenced, C::Fenced, C::InvalidProducerEpoch, C::Fatal] {
+            assert_eq!(refused(code).failure(), Fenced, "{code:?}");
+        }
+        let pending = DeliveryError::Pending {
+            left: 3,
+            waited: FLUSH_TIMEOUT,
+        };
+        assert_eq!(pending.failure(), Transient);
+        assert_eq!(DeliveryError::OffsetsHung(SEND_OFFSETS_WAIT).failure(), Transient);
+    }
+
+    #[test]
+    fn the_engine_recovers_from_transient_and_fenced_delivery_errors_and_stops_on_permanent_ones() {
+        assert!(RuntimeError::Delivery(refused(C::MessageTimedOut)).recoverable());
+        assert!(RuntimeError::Delivery(refused(C::ProducerFenced)).recoverable());
+        let too_large = RuntimeError::Delivery(refused(C::MessageSizeTooLarge));
+        assert!(!too_large.recoverable());
+        assert!(too_large.to_string().contains("out [0]"), "{too_large}");
+        // Refused when queued (the producer's own size check) likewise.
+        assert!(!RuntimeError::Kafka(KafkaError::MessageProduction(C::MessageSizeTooLarge)).recoverable());
+        assert!(RuntimeError::Kafka(KafkaError::MessageProduction(C::QueueFull)).recoverable());
     }
 }

@@ -88,7 +88,7 @@ pub enum RuntimeError {
     #[error("source topic {0} does not exist (create it, or start its producer first)")]
     MissingSource(String),
     #[error("could not deliver records to Kafka: {0}")]
-    Delivery(String),
+    Delivery(collector::DeliveryError),
     #[error("{topic} [{partition}]: record at offset {offset} came after the position {expected} (out of order)")]
     OffsetRegression {
         topic: String,
@@ -127,15 +127,17 @@ pub struct ChangelogBehind {
 
 impl RuntimeError {
     /// Errors a transaction abort and a rebuild from the last commit get
-    /// past (broker, producer, group membership); not local state errors.
+    /// past (broker, producer, group membership); not local state errors,
+    /// nor a record Kafka refuses for good (the rebuild would send it
+    /// again).
     fn recoverable(&self) -> bool {
-        matches!(
-            self,
-            RuntimeError::Kafka(_)
-                | RuntimeError::Delivery(_)
-                | RuntimeError::NoGroupMetadata
-                | RuntimeError::OffsetRegression { .. }
-        )
+        use collector::DeliveryFailure::Permanent;
+        match self {
+            RuntimeError::Kafka(e) => collector::failure_of(e) != Permanent,
+            RuntimeError::Delivery(e) => e.failure() != Permanent,
+            RuntimeError::NoGroupMetadata | RuntimeError::OffsetRegression { .. } => true,
+            _ => false,
+        }
     }
 }
 

@@ -40,6 +40,12 @@ pub struct Findings {
     /// Lots whose last status on the lot topic differs from the expectation
     /// (or is missing, or should not be there).
     pub lots_wrong: usize,
+    /// Records of the feed with a wrong-clock event time (runs with
+    /// `field_time`): not an anomaly.
+    pub wrong_clocks: usize,
+    /// How far the dead-letter topic's count of event-time rejections is
+    /// from `wrong_clocks` (missing or repeated).
+    pub wrong_clocks_unaccounted: usize,
     /// Rows of the Postgres table missing, extra or different.
     pub pg_wrong: usize,
     /// First Postgres difference, for the report.
@@ -75,6 +81,10 @@ impl Findings {
         add(self.bad_committed as u64, "committed output records not expected");
         add(self.lots_wrong as u64, "lots with a wrong latest status");
         add(self.pg_wrong as u64, "Postgres rows wrong");
+        add(
+            self.wrong_clocks_unaccounted as u64,
+            "wrong-clock records not dead-lettered exactly once",
+        );
         add(self.regressions.unwrap_or(0.0) as u64, "offset regressions");
         add(self.unhealthy.len() as u64, "processes not exiting cleanly");
         add(self.panics.len() as u64, "panics in logs");
@@ -214,4 +224,12 @@ pub fn panic_lines(text: &str) -> Vec<String> {
         .filter(|l| l.contains("panicked at") || l.contains("RUST_BACKTRACE"))
         .map(|l| l.chars().take(300).collect())
         .collect()
+}
+
+/// A dead letter rejected for its event time (beyond `max_future`, or
+/// before 1970).
+pub fn is_wrong_clock(d: &Rec) -> bool {
+    d.headers
+        .get("weir.error")
+        .is_some_and(|e| e.contains("max_future") || e.contains("before 1970"))
 }

@@ -1,6 +1,7 @@
 //! The faults of one chaos run, drawn from its seed: a sequence of
 //! process, broker and database faults (one at a time, each ended before the
-//! next starts) and bursts of malformed records mixed into the feed.
+//! next starts) and bursts of malformed records and of records dated far
+//! ahead mixed into the feed.
 
 use std::fmt;
 use std::time::Duration;
@@ -48,10 +49,11 @@ pub enum Fault {
     /// empty value) produced into the feed at this moment, on random
     /// partitions.
     BadPayloads { count: usize },
-    /// TODO(chaos): records with far-future timestamps mixed into the feed
-    /// (being built elsewhere); never drawn yet.
-    #[allow(dead_code)]
-    FarFutureTimestamps,
+    /// `count` copies of valid feed records whose event-time field
+    /// (`OBSERVED_AT`, runs with `field_time` only) says 2099, hours to
+    /// weeks past the wall clock, or before 1970 (a device with a wrong
+    /// clock): each must be dead-lettered and move nothing.
+    FarFutureTimestamps { count: usize },
     /// TODO(chaos): network faults between weir and the broker through a
     /// proxy (latency, resets, a partition; being built elsewhere); never
     /// drawn yet.
@@ -75,7 +77,7 @@ impl Fault {
             Fault::StallBroker { .. } => "stall broker",
             Fault::RestartPostgres { .. } => "restart postgres",
             Fault::BadPayloads { .. } => "bad payloads",
-            Fault::FarFutureTimestamps => "far-future timestamps (TODO)",
+            Fault::FarFutureTimestamps { .. } => "far-future timestamps",
             Fault::NetworkProxy => "network proxy (TODO)",
             Fault::StateDiskFull => "state disk full (TODO)",
         }
@@ -120,6 +122,12 @@ pub struct Plan {
     pub rate: u32,
     /// Seed of `weir simulate` for the feed's records.
     pub sim_seed: u64,
+    /// Event time from a field of the value (`event_time: { field:
+    /// OBSERVED_AT }`, which the feeder writes: the record's timestamp)
+    /// instead of the Kafka timestamp; only such runs get
+    /// `FarFutureTimestamps` (a Kafka timestamp over an hour ahead is
+    /// refused by the broker itself).
+    pub field_time: bool,
     /// Faults, in start order; `BadPayloads` are mixed into the feed by
     /// the feeder, the others applied by the scheduler one after another.
     pub steps: Vec<Step>,
@@ -152,6 +160,16 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     // open transaction to be aborted). A single instance catches up a
     // backlog of any length in event-time order.
     let max_down = if instances == 1 { 40.0 } else { 20.0 };
+    // The same holds for a broker stall, which holds back every instance:
+    // afterwards each instance catches up its own input partitions' backlog
+    // (the stall plus ~5-15 s of recovery: the flush times out, the
+    // transaction is aborted, the group rejoins) as fast as it can, so the
+    // first one done moves the repartition tasks' stream time to the end of
+    // the backlog while the others' records of its start are still on their
+    // way: late once the backlog is longer than the grace (seed 1004: a 56 s
+    // stall, 18 samples dropped as late). One instance merges its
+    // partitions in event-time order and catches up any backlog.
+    let max_stall: f64 = if instances == 1 { 60.0 } else { 35.0 };
     let mut steps = Vec::new();
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
@@ -198,7 +216,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                     down: secs(&mut rng, 0.5, cap(20.0)),
                 },
                 11..=12 => Fault::StallBroker {
-                    stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
+                    stalled: secs(&mut rng, 5.0, max_stall.min(room.max(5.5))),
                 },
                 _ => Fault::RestartPostgres {
                     down: secs(&mut rng, 1.0, cap(10.0)),
@@ -227,8 +245,26 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
             steps.push(step);
         }
     }
+    // Drawn from a generator of their own, so that the draws above stay
+    // those of the seed from before these existed.
+    let mut trng = <StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x7_1AE);
+    let field_time = trng.gen_bool(0.5) || only.iter().any(|k| k == "far-future-timestamps");
+    if field_time {
+        for _ in 0..trng.gen_range(1..=2) {
+            let step = Step {
+                at: secs(&mut trng, 1.0, f - 1.0),
+                fault: Fault::FarFutureTimestamps {
+                    count: trng.gen_range(1..10),
+                },
+            };
+            if allowed(&step.fault) {
+                steps.push(step);
+            }
+        }
+    }
     steps.sort_by_key(|s| s.at);
     Plan {
+        field_time,
         seed,
         instances,
         feed,

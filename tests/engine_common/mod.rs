@@ -76,7 +76,7 @@ pub fn simulate(count: usize, seed: u64, dir: &std::path::Path) -> Vec<Input> {
 /// the engine: the record's fields and its available spots, or `None` if the
 /// record is dropped (not real-time) or dead-lettered (not a JSON object,
 /// counts that are not numbers).
-fn filtered_and_mapped(payload: &[u8]) -> Option<(serde_json::Map<String, Value>, f64)> {
+pub fn filtered_and_mapped(payload: &[u8]) -> Option<(serde_json::Map<String, Value>, f64)> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(payload) else {
         return None;
     };
@@ -214,7 +214,7 @@ pub fn topology(dir: &std::path::Path, id: &str) -> (std::path::PathBuf, [String
 
 /// When the sentinels are dated: a grace (1 d) plus a window (1 h) and an
 /// hour after the data.
-fn sentinel_time(inputs: &[Input]) -> i64 {
+pub fn sentinel_time(inputs: &[Input]) -> i64 {
     inputs.iter().map(|i| i.timestamp).max().unwrap() + 26 * H
 }
 
