@@ -307,7 +307,10 @@ const TIME_FIELD: &str = "OBSERVED_AT";
 
 /// The value's `OBSERVED_AT`, if it is a JSON object with one.
 fn observed_at(payload: &[u8]) -> Option<i64> {
-    serde_json::from_slice::<serde_json::Value>(payload).ok()?.get(TIME_FIELD)?.as_i64()
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get(TIME_FIELD)?
+        .as_i64()
 }
 
 /// `payload` with `OBSERVED_AT` set to `at`, if it is a JSON object.
@@ -779,7 +782,11 @@ fn chaos_campaign() {
             "{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  {}",
             plan.seed,
             plan.instances,
-            if plan.field_time { f.wrong_clocks.to_string() } else { "-".into() },
+            if plan.field_time {
+                f.wrong_clocks.to_string()
+            } else {
+                "-".into()
+            },
             f.faults.values().sum::<usize>(),
             f.inputs,
             f.windows,

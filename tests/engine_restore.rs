@@ -156,3 +156,74 @@ fn a_store_ahead_of_its_changelog_refuses_to_restore_and_keeps_its_state() {
     assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(500));
     delete_topics(&[&changelog]);
 }
+
+/// Deletes the records of `topic` [0] before `before` (what retention of a
+/// `compact,delete` window changelog does), as the broker's DeleteRecords.
+fn delete_records_before(topic: &str, before: i64) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(before)).unwrap();
+    let done = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(admin.delete_records(&tpl, &AdminOptions::new()))
+        .unwrap();
+    for e in done.elements() {
+        e.error().unwrap();
+    }
+}
+
+/// A store whose changelog offset lies before the changelog's start (its
+/// records there were deleted) is cleared and restored from the start:
+/// what it held before is not kept beside a tail it never saw, and the
+/// restore does not jump to the end (the restore consumer's
+/// `auto.offset.reset=error` and the clear that removes data and offset
+/// together).
+#[test]
+fn a_store_behind_its_changelogs_start_is_cleared_and_restored_from_the_start() {
+    let changelog = unique("it-restore-gone");
+    create_topic(&changelog, 1);
+    let p = producer();
+    for i in 0..10 {
+        let key = format!("k{i}");
+        produce(&p, &changelog, 0, 1 + i, Some(key.as_bytes()), Some(b"v"));
+    }
+    flush(&p);
+    delete_records_before(&changelog, 6);
+    assert_eq!(watermarks(&changelog, 0), (6, 10));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = "s".to_string();
+    let db = TaskDb::open(dir.path(), std::slice::from_ref(&store)).unwrap();
+    // What the store held at offset 3, when it last stopped.
+    let stale = vec![
+        (b"k1".to_vec(), Some(b"v".to_vec())),
+        (b"stale".to_vec(), Some(b"old".to_vec())),
+    ];
+    db.apply(&[(store.as_str(), &stale)], &[(&changelog, 0, 3)]).unwrap();
+
+    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let s = StoreRef {
+        task: "0_0",
+        store: &store,
+        changelog: &changelog,
+        partition: 0,
+    };
+    restore(&r, "it", &db, &s, &AtomicBool::new(false)).unwrap();
+    let st = db.store(&store);
+    assert_eq!(st.get(b"stale").unwrap(), None, "the old state was kept");
+    assert_eq!(st.get(b"k1").unwrap(), None, "the old state was kept");
+    for i in 6..10 {
+        let key = format!("k{i}");
+        assert_eq!(st.get(key.as_bytes()).unwrap().as_deref(), Some(&b"v"[..]), "{key}");
+    }
+    assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(10));
+    delete_topics(&[&changelog]);
+}
