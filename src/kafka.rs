@@ -22,6 +22,26 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 /// broker that does not answer yet (it may be starting alongside them).
 pub const BROKER_WAIT: Duration = Duration::from_secs(120);
 
+/// Errors of a group-coordinator call (offset commit, offset fetch, group
+/// admin) that a retry a moment later gets past: the coordinator is moving,
+/// loading or away, or the call timed out.
+pub(crate) fn coordinator_busy(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::NetworkException
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+        )
+    )
+}
+
 /// The brokers did not answer within the wait.
 #[derive(Debug, thiserror::Error)]
 #[error("Kafka at {bootstrap} did not answer a metadata request within {}s (last error: {last})", waited.as_secs())]

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::client_config;
@@ -210,27 +209,14 @@ pub fn run(topo: &Topology, args: &ResetArgs, rt: &tokio::runtime::Handle) -> Re
     Ok(plan)
 }
 
-/// Errors a coordinator that is loading or moving answers with: "not yet".
-fn transient(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::CoordinatorLoadInProgress
-                | RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::NotCoordinator
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::RequestTimedOut
-        )
-    )
-}
-
-/// `f`, retried on transient coordinator errors for up to 30 s.
+/// `f`, retried on transient coordinator errors
+/// ([`crate::kafka::coordinator_busy`]) for up to 30 s.
 fn retried<T>(what: &str, mut f: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     backoff.deadline_within(Duration::from_secs(30));
     loop {
         match f() {
-            Err(e) if transient(&e) => {
+            Err(e) if crate::kafka::coordinator_busy(&e) => {
                 let Some(delay) = backoff.next_delay() else {
                     return Err(e);
                 };

@@ -508,25 +508,15 @@ impl Collector {
 /// first commits answer NotCoordinator or CoordinatorLoadInProgress); any
 /// other error, or one that lasts [`COMMIT_RETRY`], is returned.
 fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
-    use RDKafkaErrorCode as Code;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     backoff.deadline_within(COMMIT_RETRY);
     loop {
         match consumer.commit(tpl, CommitMode::Sync) {
-            Err(KafkaError::ConsumerCommit(
-                code @ (Code::NotCoordinator
-                | Code::CoordinatorLoadInProgress
-                | Code::CoordinatorNotAvailable
-                | Code::RequestTimedOut
-                | Code::OperationTimedOut
-                | Code::NetworkException
-                | Code::BrokerTransportFailure
-                | Code::AllBrokersDown),
-            )) => {
+            Err(e @ KafkaError::ConsumerCommit(_)) if crate::kafka::coordinator_busy(&e) => {
                 let Some(delay) = backoff.next_delay() else {
-                    return Err(KafkaError::ConsumerCommit(code));
+                    return Err(e);
                 };
-                tracing::warn!(error = %code, retry_in = ?delay, "offset commit failed; retrying");
+                tracing::warn!(error = %e, retry_in = ?delay, "offset commit failed; retrying");
                 std::thread::sleep(delay);
             }
             other => return other,
