@@ -125,7 +125,10 @@ impl ProducerContext for DeliveryContext {
                 }
             }
             Err((e, m)) => {
-                if s.error.is_none() {
+                // The cause, not its consequences: once a transaction
+                // fails, librdkafka purges the records still queued for
+                // other partitions, whose reports may come first.
+                if s.error.as_ref().is_none_or(|old| weight(e) > weight_of(old)) {
                     s.error = Some(DeliveryError::Refused {
                         topic: m.topic().to_string(),
                         partition: m.partition(),
@@ -134,6 +137,26 @@ impl ProducerContext for DeliveryContext {
                 }
             }
         }
+    }
+}
+
+/// How much a delivery error says about why the records did not arrive:
+/// a refusal for good most, a fenced producer, a transient error, a purge
+/// (the consequence of another error) least.
+fn weight(e: &KafkaError) -> u8 {
+    use RDKafkaErrorCode as C;
+    match failure_of(e) {
+        DeliveryFailure::Permanent => 3,
+        DeliveryFailure::Fenced => 2,
+        DeliveryFailure::Transient if matches!(e.rdkafka_error_code(), Some(C::PurgeQueue | C::PurgeInflight)) => 0,
+        DeliveryFailure::Transient => 1,
+    }
+}
+
+fn weight_of(d: &DeliveryError) -> u8 {
+    match d {
+        DeliveryError::Refused { error, .. } => weight(error),
+        _ => 1,
     }
 }
 
@@ -579,5 +602,14 @@ mod tests {
         // Refused when queued (the producer's own size check) likewise.
         assert!(!RuntimeError::Kafka(KafkaError::MessageProduction(C::MessageSizeTooLarge)).recoverable());
         assert!(RuntimeError::Kafka(KafkaError::MessageProduction(C::QueueFull)).recoverable());
+    }
+
+    #[test]
+    fn a_purge_never_hides_the_error_that_caused_it() {
+        let w = |c| weight(&KafkaError::MessageProduction(c));
+        assert!(w(C::MessageSizeTooLarge) > w(C::ProducerFenced));
+        assert!(w(C::ProducerFenced) > w(C::MessageTimedOut));
+        assert!(w(C::MessageTimedOut) > w(C::PurgeQueue));
+        assert!(w(C::MessageTimedOut) > w(C::PurgeInflight));
     }
 }
