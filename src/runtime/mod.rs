@@ -45,6 +45,7 @@ pub use aligned::detach_queue;
 use aligned::{Aligner, Held};
 use collector::{lock, Collector};
 pub use tasks::{decode_stream_time, encode_stream_time};
+pub use collector::{DeliveryError, DeliveryFailure};
 use tasks::{Now, TaskManager};
 use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
 pub(crate) use topics::topic_partitions;
