@@ -20,6 +20,8 @@ mod sink_common;
 
 #[path = "chaos/checker.rs"]
 mod checker;
+#[path = "chaos/proxy.rs"]
+mod proxy;
 #[path = "chaos/schedule.rs"]
 mod schedule;
 
@@ -100,9 +102,47 @@ impl Drop for StopFlag {
     }
 }
 
+/// Where the run's proxy listens (the port the broker's `PROXIED` listener
+/// advertises) and what it forwards to (that listener): WEIR_BOOTSTRAP_PROXIED
+/// and WEIR_PROXIED_LISTENER (`./dev env`), else the ports `./dev` derives
+/// from the broker's (+11 and +10).
+fn proxied_addrs() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let plain = bootstrap();
+    let port: u16 = plain
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("WEIR_BOOTSTRAP {plain}: host:port"));
+    let addr = |var: &str, default: u16| {
+        let a = env_var(var).unwrap_or_else(|| format!("127.0.0.1:{default}"));
+        a.parse()
+            .unwrap_or_else(|e| panic!("{var} {a}: {e} (an ip:port)"))
+    };
+    (
+        addr("WEIR_BOOTSTRAP_PROXIED", port + 11),
+        addr("WEIR_PROXIED_LISTENER", port + 10),
+    )
+}
+
+/// The run's proxy between every `weir run` and the broker, started once the
+/// broker's `PROXIED` listener is known to answer.
+fn start_proxy() -> proxy::Proxy {
+    let (listen, upstream) = proxied_addrs();
+    assert!(
+        std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(2)).is_ok(),
+        "the broker's PROXIED listener does not answer at {upstream}: a broker started by an older \
+         ./dev (without that listener) is running; run `./dev down && ./dev up`"
+    );
+    proxy::Proxy::start(listen, upstream)
+        .unwrap_or_else(|e| panic!("proxy on {listen} (WEIR_BOOTSTRAP_PROXIED) -> {upstream}: {e}"))
+}
+
 /// The processes of one run and what was read from their metrics.
 struct Pipeline {
     t0: Instant,
+    /// Between every `weir run` and the broker (their WEIR_BOOTSTRAP); the
+    /// feeder, the checker and the sink talk to the broker directly.
+    proxy: proxy::Proxy,
     dir: PathBuf,
     topo: PathBuf,
     sink_cfg: PathBuf,
@@ -136,7 +176,8 @@ impl Pipeline {
             OsStr::new("--metrics-addr"),
             OsStr::new(&addr),
         ];
-        let run = WeirProc::spawn(&args, &log);
+        let bootstrap = self.proxy.addr().to_string();
+        let run = WeirProc::spawn_env(&args, &log, &[("WEIR_BOOTSTRAP", &bootstrap)]);
         say(
             self.t0,
             &format!("started {} (pid {}, metrics {addr})", run.name, run.pid()),
@@ -282,8 +323,47 @@ impl Pipeline {
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
             }
+            Fault::NetworkLatency { latency, lasting } => {
+                self.proxy.set_latency(*latency);
+                say(t0, &format!("network: {latency:.1?} latency each way for {lasting:.1?}"));
+                pause(*lasting);
+                self.proxy.set_latency(Duration::ZERO);
+                say(t0, "network: latency off");
+            }
+            Fault::NetworkReset { times, every } => {
+                for k in 0..*times {
+                    let n = self.proxy.reset_all();
+                    say(t0, &format!("network: reset {n} connections ({}/{times})", k + 1));
+                    pause(*every);
+                }
+            }
+            Fault::NetworkPartition { lasting } => {
+                self.proxy.set_blackhole(true);
+                say(
+                    t0,
+                    &format!(
+                        "network: partition ({} connections black-holed) for {lasting:.1?}",
+                        self.proxy.open()
+                    ),
+                );
+                pause(*lasting);
+                let n = self.proxy.reset_all();
+                self.proxy.set_blackhole(false);
+                say(t0, &format!("network: partition healed, {n} connections reset"));
+            }
+            Fault::NetworkRefuse { lasting } => {
+                self.proxy.set_refuse(true);
+                let n = self.proxy.reset_all();
+                say(
+                    t0,
+                    &format!("network: {n} connections reset, new ones refused for {lasting:.1?}"),
+                );
+                pause(*lasting);
+                self.proxy.set_refuse(false);
+                say(t0, "network: connections accepted again");
+            }
             Fault::BadPayloads { .. } => {}
-            Fault::FarFutureTimestamps | Fault::NetworkProxy | Fault::StateDiskFull => {
+            Fault::FarFutureTimestamps | Fault::StateDiskFull => {
                 unreachable!("{}: not drawn yet", fault.kind())
             }
         }
@@ -404,6 +484,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     let n = plan.instances;
     let mut p = Pipeline {
         t0,
+        proxy: start_proxy(),
         dir: dir.to_path_buf(),
         topo,
         sink_cfg,

@@ -52,11 +52,22 @@ pub enum Fault {
     /// (being built elsewhere); never drawn yet.
     #[allow(dead_code)]
     FarFutureTimestamps,
-    /// TODO(chaos): network faults between weir and the broker through a
-    /// proxy (latency, resets, a partition; being built elsewhere); never
-    /// drawn yet.
-    #[allow(dead_code)]
-    NetworkProxy,
+    /// Every chunk between the `weir run` instances and the broker (they
+    /// talk to it through the run's proxy, `tests/chaos/proxy.rs`) delayed
+    /// by `latency` each way, for `lasting`.
+    NetworkLatency { latency: Duration, lasting: Duration },
+    /// Every open connection between the instances and the broker reset
+    /// (RST) `times` times, `every` apart (the clients reconnect in
+    /// between).
+    NetworkReset { times: usize, every: Duration },
+    /// A partition between the instances and the broker for `lasting`:
+    /// connections stay open, new ones are accepted, nothing is forwarded
+    /// (requests time out); then every connection is reset and traffic
+    /// flows again.
+    NetworkPartition { lasting: Duration },
+    /// The broker unreachable for `lasting`: every open connection reset,
+    /// every new one accepted and reset at once.
+    NetworkRefuse { lasting: Duration },
     /// TODO(chaos): the state directory's filesystem full (being built
     /// elsewhere); never drawn yet.
     #[allow(dead_code)]
@@ -76,7 +87,10 @@ impl Fault {
             Fault::RestartPostgres { .. } => "restart postgres",
             Fault::BadPayloads { .. } => "bad payloads",
             Fault::FarFutureTimestamps => "far-future timestamps (TODO)",
-            Fault::NetworkProxy => "network proxy (TODO)",
+            Fault::NetworkLatency { .. } => "network latency",
+            Fault::NetworkReset { .. } => "network reset",
+            Fault::NetworkPartition { .. } => "network partition",
+            Fault::NetworkRefuse { .. } => "network refuse",
             Fault::StateDiskFull => "state disk full (TODO)",
         }
     }
@@ -90,6 +104,10 @@ impl Fault {
             Fault::StopRun { stopped, .. } => *stopped,
             Fault::KillSink { down } | Fault::RestartPostgres { down } => *down,
             Fault::StallBroker { stalled } => *stalled,
+            Fault::NetworkLatency { lasting, .. }
+            | Fault::NetworkPartition { lasting }
+            | Fault::NetworkRefuse { lasting } => *lasting,
+            Fault::NetworkReset { times, every } => *every * *times as u32,
             _ => Duration::ZERO,
         }
     }
@@ -156,7 +174,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 7] = [
+    const STEP_KINDS: [&str; 11] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -164,6 +182,10 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         "kill-sink",
         "stall-broker",
         "restart-postgres",
+        "network-latency",
+        "network-reset",
+        "network-partition",
+        "network-refuse",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -171,7 +193,10 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         let room = (end - t).max(1.0);
         let cap = |hi: f64| hi.min(room).max(0.6);
         let fault = loop {
-            let fault = match rng.gen_range(0..15u32) {
+            // 0..15: the kinds of the first campaigns; 15..19 (added with
+            // the proxy): the network faults, which hit every instance at
+            // once.
+            let fault = match rng.gen_range(0..19u32) {
                 0..=2 => Fault::KillRun {
                     instance,
                     down: secs(&mut rng, 0.5, cap(max_down)),
@@ -200,8 +225,24 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                 11..=12 => Fault::StallBroker {
                     stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
                 },
-                _ => Fault::RestartPostgres {
+                13..=14 => Fault::RestartPostgres {
                     down: secs(&mut rng, 1.0, cap(10.0)),
+                },
+                15 => Fault::NetworkLatency {
+                    latency: Duration::from_millis(rng.gen_range(50..1500)),
+                    lasting: secs(&mut rng, 5.0, (30.0f64).min(room.max(5.5))),
+                },
+                16 => Fault::NetworkReset {
+                    times: rng.gen_range(2..=5),
+                    every: Duration::from_millis(rng.gen_range(200..2500)),
+                },
+                // Longer than the 6 s session timeout and the 10 s
+                // transaction timeout, sometimes.
+                17 => Fault::NetworkPartition {
+                    lasting: secs(&mut rng, 5.0, (40.0f64).min(room.max(5.5))),
+                },
+                _ => Fault::NetworkRefuse {
+                    lasting: secs(&mut rng, 5.0, (20.0f64).min(room.max(5.5))),
                 },
             };
             if allowed(&fault) {
