@@ -11,8 +11,9 @@
 //! Driven by WEIR_CHAOS_SEED (first seed; run k uses seed + k; default: the
 //! clock), WEIR_CHAOS_RUNS (1), WEIR_CHAOS_MINUTES (length of each run's
 //! feed, 1.5) and WEIR_CHAOS_ONLY (fault kinds allowed, comma-separated,
-//! e.g. `kill-sink,stall-broker`; default all). Ignored by `cargo test`: it stops the shared broker and
-//! Postgres.
+//! e.g. `kill-sink,stall-broker`; default all); WEIR_CHAOS_PLAN_ONLY=1
+//! prints the schedules and runs nothing. Ignored by `cargo test`: it stops
+//! the shared broker and Postgres.
 
 mod common;
 mod engine_common;
@@ -688,6 +689,7 @@ fn chaos_campaign() {
     let minutes: f64 =
         env_var("WEIR_CHAOS_MINUTES").map_or(1.5, |s| s.trim().parse().expect("WEIR_CHAOS_MINUTES: minutes"));
     let feed = Duration::from_secs_f64((minutes * 60.0).max(20.0));
+    let plan_only = env_var("WEIR_CHAOS_PLAN_ONLY").is_some_and(|v| v != "0");
     let only: Vec<String> = env_var("WEIR_CHAOS_ONLY")
         .map(|s| {
             s.split(',')
@@ -719,6 +721,9 @@ fn chaos_campaign() {
         );
         for s in &plan.steps {
             eprintln!("  {s}");
+        }
+        if plan_only {
+            continue;
         }
         let f = run_one(&plan, minutes);
         eprintln!(
