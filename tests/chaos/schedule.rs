@@ -278,3 +278,69 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         steps,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The draw alone (no services): runs in plain `cargo test`.
+
+    use super::*;
+
+    const FEED: Duration = Duration::from_secs(90);
+
+    #[test]
+    fn draw_yields_every_step_kind_within_bounds() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..300 {
+            for s in draw(seed, FEED, &[]).steps {
+                seen.insert(s.fault.kind());
+                let secs = |d: &Duration| d.as_secs_f64();
+                match &s.fault {
+                    Fault::NetworkLatency { latency, lasting } => {
+                        assert!((50..1500).contains(&(latency.as_millis() as u64)), "{s}");
+                        assert!((5.0..=30.0).contains(&secs(lasting)), "{s}");
+                    }
+                    Fault::NetworkReset { times, every } => {
+                        assert!((2..=5).contains(times), "{s}");
+                        assert!(secs(every) < 2.5, "{s}");
+                    }
+                    Fault::NetworkPartition { lasting } => assert!((5.0..=40.0).contains(&secs(lasting)), "{s}"),
+                    Fault::NetworkRefuse { lasting } => assert!((5.0..=20.0).contains(&secs(lasting)), "{s}"),
+                    _ => {}
+                }
+            }
+        }
+        let want = [
+            "kill run",
+            "kill run after commit",
+            "kill run during restore",
+            "stop run",
+            "kill sink",
+            "stall broker",
+            "restart postgres",
+            "network latency",
+            "network reset",
+            "network partition",
+            "network refuse",
+            "bad payloads",
+        ];
+        for k in want {
+            assert!(seen.contains(k), "{k} never drawn in 300 seeds");
+        }
+    }
+
+    #[test]
+    fn only_draws_the_named_kinds() {
+        let only: Vec<String> = ["network-partition", "network-refuse"].map(String::from).to_vec();
+        let mut n = 0;
+        for seed in 0..50 {
+            let plan = draw(seed, FEED, &only);
+            for s in &plan.steps {
+                assert!(matches!(s.fault, Fault::NetworkPartition { .. } | Fault::NetworkRefuse { .. }), "{s}");
+                n += 1;
+            }
+        }
+        assert!(n >= 50, "{n} steps in 50 seeds");
+        // The same seed draws the same plan.
+        assert_eq!(format!("{:?}", draw(7, FEED, &[])), format!("{:?}", draw(7, FEED, &[])));
+    }
+}
