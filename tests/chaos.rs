@@ -141,9 +141,6 @@ fn start_proxy() -> proxy::Proxy {
 /// The processes of one run and what was read from their metrics.
 struct Pipeline {
     t0: Instant,
-    /// Between every `weir run` and the broker (their WEIR_BOOTSTRAP); the
-    /// feeder, the checker and the sink talk to the broker directly.
-    proxy: proxy::Proxy,
     dir: PathBuf,
     topo: PathBuf,
     sink_cfg: PathBuf,
@@ -154,6 +151,11 @@ struct Pipeline {
     sink_incarnations: usize,
     regressions: Option<f64>,
     late: f64,
+    /// Between every `weir run` and the broker (their WEIR_BOOTSTRAP); the
+    /// feeder, the checker and the sink talk to the broker directly. Last:
+    /// dropped after the processes (the tails of their logs show their
+    /// state, not the proxy gone).
+    proxy: proxy::Proxy,
 }
 
 impl Pipeline {
@@ -485,7 +487,6 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     let n = plan.instances;
     let mut p = Pipeline {
         t0,
-        proxy: start_proxy(),
         dir: dir.to_path_buf(),
         topo,
         sink_cfg,
@@ -496,6 +497,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         sink_incarnations: 0,
         regressions: None,
         late: 0.0,
+        proxy: start_proxy(),
     };
     p.start_sink();
     for i in 0..n {
