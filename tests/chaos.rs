@@ -116,8 +116,7 @@ fn proxied_addrs() -> (std::net::SocketAddr, std::net::SocketAddr) {
         .unwrap_or_else(|| panic!("WEIR_BOOTSTRAP {plain}: host:port"));
     let addr = |var: &str, default: u16| {
         let a = env_var(var).unwrap_or_else(|| format!("127.0.0.1:{default}"));
-        a.parse()
-            .unwrap_or_else(|e| panic!("{var} {a}: {e} (an ip:port)"))
+        a.parse().unwrap_or_else(|e| panic!("{var} {a}: {e} (an ip:port)"))
     };
     (
         addr("WEIR_BOOTSTRAP_PROXIED", port + 11),
@@ -328,7 +327,10 @@ impl Pipeline {
             }
             Fault::NetworkLatency { latency, lasting } => {
                 self.proxy.set_latency(*latency);
-                say(t0, &format!("network: {latency:.1?} latency each way for {lasting:.1?}"));
+                say(
+                    t0,
+                    &format!("network: {latency:.1?} latency each way for {lasting:.1?}"),
+                );
                 pause(*lasting);
                 self.proxy.set_latency(Duration::ZERO);
                 say(t0, "network: latency off");

@@ -136,10 +136,7 @@ impl Proxy {
     /// Connections open now.
     pub fn open(&self) -> usize {
         let map = self.shared.conns.lock().unwrap();
-        map.values()
-            .filter_map(Weak::upgrade)
-            .filter(|c| !c.dead())
-            .count()
+        map.values().filter_map(Weak::upgrade).filter(|c| !c.dead()).count()
     }
 }
 
@@ -282,7 +279,12 @@ fn write_side(conn: &Conn, to_upstream: bool, rx: mpsc::Receiver<(Instant, Vec<u
                     return;
                 }
                 Ok(n) => off += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
                     if conn.dead() {
                         return;
                     }
@@ -375,8 +377,14 @@ mod tests {
         proxy.set_latency(Duration::from_millis(300));
         let slow = round_trip(&mut s, b"again");
         // 300 ms each way.
-        assert!(slow >= Duration::from_millis(580), "latency 300 ms: round trip {slow:?}");
-        assert!(slow < Duration::from_millis(2000), "latency 300 ms: round trip {slow:?}");
+        assert!(
+            slow >= Duration::from_millis(580),
+            "latency 300 ms: round trip {slow:?}"
+        );
+        assert!(
+            slow < Duration::from_millis(2000),
+            "latency 300 ms: round trip {slow:?}"
+        );
         // Latency delays, it does not serialise: ten chunks in flight at once.
         let t = Instant::now();
         for k in 0..10u8 {
@@ -386,7 +394,11 @@ mod tests {
         let mut got = [0u8; 10];
         s.read_exact(&mut got).unwrap();
         assert_eq!(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        assert!(t.elapsed() < Duration::from_millis(1500), "pipelined: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "pipelined: {:?}",
+            t.elapsed()
+        );
 
         proxy.set_latency(Duration::ZERO);
         let fast = round_trip(&mut s, b"fast");
@@ -423,7 +435,10 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
         let mut buf = [0u8; 64];
         let err = s.read(&mut buf).expect_err("nothing comes back");
-        assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
+        assert!(
+            matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{err}"
+        );
         assert_eq!(received.load(Ordering::SeqCst), before, "the server received nothing");
         // New connections are accepted and held too.
         let mut t = client(&proxy);

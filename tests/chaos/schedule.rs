@@ -335,7 +335,10 @@ mod tests {
         for seed in 0..50 {
             let plan = draw(seed, FEED, &only);
             for s in &plan.steps {
-                assert!(matches!(s.fault, Fault::NetworkPartition { .. } | Fault::NetworkRefuse { .. }), "{s}");
+                assert!(
+                    matches!(s.fault, Fault::NetworkPartition { .. } | Fault::NetworkRefuse { .. }),
+                    "{s}"
+                );
                 n += 1;
             }
         }
