@@ -46,6 +46,12 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// ` --only KINDS` when the campaign was filtered (a replay needs it: the
+/// filter changes the plan), else nothing.
+fn only_flag() -> String {
+    env_var("WEIR_CHAOS_ONLY").map_or_else(String::new, |k| format!(" --only {}", k.trim()))
+}
+
 /// Prints one line of the run's story, with the time since `t0`.
 fn say(t0: Instant, msg: &str) {
     eprintln!("chaos [{:7.1}s] {msg}", t0.elapsed().as_secs_f64());
@@ -667,10 +673,11 @@ fn run_one(plan: &Plan, minutes: f64) -> Findings {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         eprintln!(
-            "chaos: seed {} FAILED; logs kept in {}; replay: ./dev chaos --seed {} --runs 1 --minutes {minutes}",
+            "chaos: seed {} FAILED; logs kept in {}; replay: ./dev chaos --seed {} --runs 1 --minutes {minutes}{}",
             plan.seed,
             dir.display(),
-            plan.seed
+            plan.seed,
+            only_flag()
         );
     }
     f
@@ -821,7 +828,10 @@ fn chaos_campaign() {
     if !failed.is_empty() {
         eprintln!("\nreplay:");
         for seed in &failed {
-            eprintln!("  ./dev chaos --seed {seed} --runs 1 --minutes {minutes}");
+            eprintln!(
+                "  ./dev chaos --seed {seed} --runs 1 --minutes {minutes}{}",
+                only_flag()
+            );
         }
     }
     assert!(
