@@ -11,8 +11,9 @@
 //! Driven by WEIR_CHAOS_SEED (first seed; run k uses seed + k; default: the
 //! clock), WEIR_CHAOS_RUNS (1), WEIR_CHAOS_MINUTES (length of each run's
 //! feed, 1.5) and WEIR_CHAOS_ONLY (fault kinds allowed, comma-separated,
-//! e.g. `kill-sink,stall-broker`; default all). Ignored by `cargo test`: it stops the shared broker and
-//! Postgres.
+//! e.g. `kill-sink,stall-broker`; default all); WEIR_CHAOS_PLAN_ONLY=1
+//! prints the schedules and runs nothing. Ignored by `cargo test`: it stops
+//! the shared broker and Postgres.
 
 mod common;
 mod engine_common;
@@ -20,6 +21,8 @@ mod sink_common;
 
 #[path = "chaos/checker.rs"]
 mod checker;
+#[path = "chaos/proxy.rs"]
+mod proxy;
 #[path = "chaos/schedule.rs"]
 mod schedule;
 
@@ -41,6 +44,12 @@ use schedule::{Fault, Plan, SESSION_SECS};
 
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// ` --only KINDS` when the campaign was filtered (a replay needs it: the
+/// filter changes the plan), else nothing.
+fn only_flag() -> String {
+    env_var("WEIR_CHAOS_ONLY").map_or_else(String::new, |k| format!(" --only {}", k.trim()))
 }
 
 /// Prints one line of the run's story, with the time since `t0`.
@@ -100,6 +109,40 @@ impl Drop for StopFlag {
     }
 }
 
+/// Where the run's proxy listens (the port the broker's `PROXIED` listener
+/// advertises) and what it forwards to (that listener): WEIR_BOOTSTRAP_PROXIED
+/// and WEIR_PROXIED_LISTENER (`./dev env`), else the ports `./dev` derives
+/// from the broker's (+11 and +10).
+fn proxied_addrs() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let plain = bootstrap();
+    let port: u16 = plain
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("WEIR_BOOTSTRAP {plain}: host:port"));
+    let addr = |var: &str, default: u16| {
+        let a = env_var(var).unwrap_or_else(|| format!("127.0.0.1:{default}"));
+        a.parse().unwrap_or_else(|e| panic!("{var} {a}: {e} (an ip:port)"))
+    };
+    (
+        addr("WEIR_BOOTSTRAP_PROXIED", port + 11),
+        addr("WEIR_PROXIED_LISTENER", port + 10),
+    )
+}
+
+/// The run's proxy between every `weir run` and the broker, started once the
+/// broker's `PROXIED` listener is known to answer.
+fn start_proxy() -> proxy::Proxy {
+    let (listen, upstream) = proxied_addrs();
+    assert!(
+        std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(2)).is_ok(),
+        "the broker's PROXIED listener does not answer at {upstream}: a broker started by an older \
+         ./dev (without that listener) is running; run `./dev down && ./dev up`"
+    );
+    proxy::Proxy::start(listen, upstream)
+        .unwrap_or_else(|e| panic!("proxy on {listen} (WEIR_BOOTSTRAP_PROXIED) -> {upstream}: {e}"))
+}
+
 /// The processes of one run and what was read from their metrics.
 struct Pipeline {
     t0: Instant,
@@ -113,6 +156,11 @@ struct Pipeline {
     sink_incarnations: usize,
     regressions: Option<f64>,
     late: f64,
+    /// Between every `weir run` and the broker (their WEIR_BOOTSTRAP); the
+    /// feeder, the checker and the sink talk to the broker directly. Last:
+    /// dropped after the processes (the tails of their logs show their
+    /// state, not the proxy gone).
+    proxy: proxy::Proxy,
 }
 
 impl Pipeline {
@@ -136,7 +184,8 @@ impl Pipeline {
             OsStr::new("--metrics-addr"),
             OsStr::new(&addr),
         ];
-        let run = WeirProc::spawn(&args, &log);
+        let bootstrap = self.proxy.addr().to_string();
+        let run = WeirProc::spawn_env(&args, &log, &[("WEIR_BOOTSTRAP", &bootstrap)]);
         say(
             self.t0,
             &format!("started {} (pid {}, metrics {addr})", run.name, run.pid()),
@@ -282,8 +331,50 @@ impl Pipeline {
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
             }
+            Fault::NetworkLatency { latency, lasting } => {
+                self.proxy.set_latency(*latency);
+                say(
+                    t0,
+                    &format!("network: {latency:.1?} latency each way for {lasting:.1?}"),
+                );
+                pause(*lasting);
+                self.proxy.set_latency(Duration::ZERO);
+                say(t0, "network: latency off");
+            }
+            Fault::NetworkReset { times, every } => {
+                for k in 0..*times {
+                    let n = self.proxy.reset_all();
+                    say(t0, &format!("network: reset {n} connections ({}/{times})", k + 1));
+                    pause(*every);
+                }
+            }
+            Fault::NetworkPartition { lasting } => {
+                self.proxy.set_blackhole(true);
+                say(
+                    t0,
+                    &format!(
+                        "network: partition ({} connections black-holed) for {lasting:.1?}",
+                        self.proxy.open()
+                    ),
+                );
+                pause(*lasting);
+                let n = self.proxy.reset_all();
+                self.proxy.set_blackhole(false);
+                say(t0, &format!("network: partition healed, {n} connections reset"));
+            }
+            Fault::NetworkRefuse { lasting } => {
+                self.proxy.set_refuse(true);
+                let n = self.proxy.reset_all();
+                say(
+                    t0,
+                    &format!("network: {n} connections reset, new ones refused for {lasting:.1?}"),
+                );
+                pause(*lasting);
+                self.proxy.set_refuse(false);
+                say(t0, "network: connections accepted again");
+            }
             Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. } => {}
-            Fault::NetworkProxy | Fault::StateDiskFull => {
+            Fault::StateDiskFull => {
                 unreachable!("{}: not drawn yet", fault.kind())
             }
         }
@@ -478,6 +569,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         sink_incarnations: 0,
         regressions: None,
         late: 0.0,
+        proxy: start_proxy(),
     };
     p.start_sink();
     for i in 0..n {
@@ -492,7 +584,10 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     let fed_at = Instant::now();
     for step in &plan.steps {
         *f.faults.entry(step.fault.kind()).or_default() += 1;
-        if matches!(step.fault, Fault::BadPayloads { .. }) {
+        if matches!(
+            step.fault,
+            Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. }
+        ) {
             continue;
         }
         pause((fed_at + step.at).saturating_duration_since(Instant::now()));
@@ -672,10 +767,11 @@ fn run_one(plan: &Plan, minutes: f64) -> Findings {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         eprintln!(
-            "chaos: seed {} FAILED; logs kept in {}; replay: ./dev chaos --seed {} --runs 1 --minutes {minutes}",
+            "chaos: seed {} FAILED; logs kept in {}; replay: ./dev chaos --seed {} --runs 1 --minutes {minutes}{}",
             plan.seed,
             dir.display(),
-            plan.seed
+            plan.seed,
+            only_flag()
         );
     }
     f
@@ -698,6 +794,7 @@ fn chaos_campaign() {
     let minutes: f64 =
         env_var("WEIR_CHAOS_MINUTES").map_or(1.5, |s| s.trim().parse().expect("WEIR_CHAOS_MINUTES: minutes"));
     let feed = Duration::from_secs_f64((minutes * 60.0).max(20.0));
+    let plan_only = env_var("WEIR_CHAOS_PLAN_ONLY").is_some_and(|v| v != "0");
     let only: Vec<String> = env_var("WEIR_CHAOS_ONLY")
         .map(|s| {
             s.split(',')
@@ -730,6 +827,9 @@ fn chaos_campaign() {
         );
         for s in &plan.steps {
             eprintln!("  {s}");
+        }
+        if plan_only {
+            continue;
         }
         let f = run_one(&plan, minutes);
         eprintln!(
@@ -829,7 +929,10 @@ fn chaos_campaign() {
     if !failed.is_empty() {
         eprintln!("\nreplay:");
         for seed in &failed {
-            eprintln!("  ./dev chaos --seed {seed} --runs 1 --minutes {minutes}");
+            eprintln!(
+                "  ./dev chaos --seed {seed} --runs 1 --minutes {minutes}{}",
+                only_flag()
+            );
         }
     }
     assert!(

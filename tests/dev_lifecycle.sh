@@ -3,7 +3,11 @@
 #   1. a second `./dev up` is fast (< 15 s) and starts nothing new (same pids);
 #   2. `./dev down` leaves no Kafka / PostgreSQL process of ours behind;
 #   3. `./dev up` brings both back and they answer (metadata request, SQL over
-#      TCP with password auth). Services are left running at the end.
+#      TCP with password auth, the broker's PROXIED listener accepts
+#      connections). Services are left running at the end.
+# Also: a running broker whose server.properties is not the one this ./dev
+# writes (an older ./dev's) makes `./dev up` fail, telling to run
+# `./dev down && ./dev up`, without restarting it.
 # If the 3-node cluster (`./dev up --brokers 3`) runs, a second
 # `./dev up --brokers 3` starts nothing and `./dev down` stops it too (it is
 # not started again).
@@ -20,7 +24,7 @@ PG_DATA="$ROOT/.cache/pg/data"
 PG_PID_FILE="$PG_DATA/postmaster.pid"
 WARM_UP_LIMIT_MS=15000
 
-eval "$("$DEV" env)" # WEIR_BOOTSTRAP, WEIR_PG_URL
+eval "$("$DEV" env)" # WEIR_BOOTSTRAP, WEIR_PROXIED_LISTENER, WEIR_PG_URL
 
 STAGE="start"
 STOPPED_BY_US=0
@@ -103,6 +107,8 @@ assert_answering() {
   grep -q '^postgres .* running ' <<<"$status" || fail "postgres not running ($what)"
   python3 "$ROOT/ops/kafka/kafka_ping.py" "$WEIR_BOOTSTRAP" 10 >/dev/null \
     || fail "Kafka at $WEIR_BOOTSTRAP did not answer a metadata request ($what)"
+  (exec 3<>"/dev/tcp/${WEIR_PROXIED_LISTENER%:*}/${WEIR_PROXIED_LISTENER##*:}") 2>/dev/null \
+    || fail "the broker's PROXIED listener $WEIR_PROXIED_LISTENER does not accept connections ($what)"
   local one
   one="$("$PSQL" -X -tA "$WEIR_PG_URL" -c 'select 1' 2>&1)" \
     || fail "psql to $WEIR_PG_URL failed ($what): $one"
@@ -157,6 +163,21 @@ if [[ "$(wc -w <<<"$kafka3_pids")" == 3 ]]; then
   for n in 1 2 3; do now_pids+="$(read_pid "$KAFKA3_DIR/node$n/kafka.pid") "; done
   [[ "$now_pids" == "$kafka3_pids" ]] || fail "3-node cluster pids changed: $kafka3_pids -> $now_pids"
 fi
+
+# ---------------------------------------------------------------------------
+STAGE="stale server.properties"
+# As if the broker had been started by an older ./dev: its file differs.
+cp "$KAFKA_PROPS" "$KAFKA_PROPS.lifecycle"
+echo "# changed by tests/dev_lifecycle.sh" >>"$KAFKA_PROPS"
+if "$DEV" up >"$LOG" 2>&1; then
+  mv "$KAFKA_PROPS.lifecycle" "$KAFKA_PROPS"
+  fail "./dev up succeeded with a broker started on another server.properties"
+fi
+mv "$KAFKA_PROPS.lifecycle" "$KAFKA_PROPS"
+grep -qF './dev down && ./dev up' "$LOG" || fail "./dev up did not say to run ./dev down && ./dev up"
+[[ "$(read_pid "$KAFKA_PID_FILE")" == "$kafka_pid" ]] || fail "kafka pid changed: $kafka_pid -> $(read_pid "$KAFKA_PID_FILE")"
+alive "$kafka_pid" || fail "./dev up stopped the broker (pid $kafka_pid)"
+"$DEV" up >"$LOG" 2>&1 || fail "./dev up failed with the file restored"
 
 # ---------------------------------------------------------------------------
 STAGE="down"

@@ -468,3 +468,61 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
     delete_topics(&[&status, &dlq, &hourly, &lots]);
     eprintln!("test: done in {:?}", began.elapsed());
 }
+
+/// A partition assigned at an offset where only a transaction's commit
+/// marker is left (its previous owner committed its last record + 1 when the
+/// partition was revoked; the marker takes the next offset) is committed to
+/// its end without any new record. Chaos seed 511 (docs/chaos.md): no record
+/// of it was ever handled, so the partition had no position to commit and
+/// the group's offset on the repartition topic stayed one below its end.
+#[test]
+fn a_partition_assigned_at_a_commit_marker_commits_its_end() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let dir = test_dir();
+    let id = unique("it-eos-marker");
+    let (topo, [status, ..]) = topology_eos(dir.path(), &id);
+    create_topic(&status, 3);
+    // One record per partition, in one transaction: each partition is then
+    // a record at 0 and the commit marker at 1 (end 2).
+    let sim = simulate(30, 43, dir.path());
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("transactional.id", unique("it-eos-marker-tx"))
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    for (partition, r) in sim.iter().take(3).enumerate() {
+        produce(
+            &p,
+            &status,
+            partition as i32,
+            r.timestamp,
+            r.key.as_deref().map(str::as_bytes),
+            Some(&r.payload),
+        );
+    }
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+    // The group's offsets at the markers, as a revoked owner leaves them.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", &id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..3 {
+        assert_eq!(watermarks(&status, partition).1, 2, "record + marker");
+        tpl.add_partition_offset(&status, partition, Offset::Offset(1)).unwrap();
+    }
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+    drop(c);
+
+    let run = start_run(&topo, &dir.path().join("state"), dir.path(), "run");
+    wait_group_stable(&id, 1, &[], Duration::from_secs(60));
+    wait_committed(&id, &status, 3, Duration::from_secs(30));
+    run.terminate();
+}

@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::collector::lock;
-use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, WATERMARK_RETRY};
+use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, HANGING_TRANSACTION_AFTER, WATERMARK_RETRY};
 use super::{ChangelogBehind, RuntimeError};
 use crate::kafka::client_config;
 use crate::state::rocks::TaskDb;
@@ -401,6 +401,9 @@ fn restore_once(
     let mut next = start;
     let mut restored = 0i64;
     let mut last_log = Instant::now();
+    // The position on the last empty poll, since when, and when a hanging
+    // transaction was last reported there.
+    let mut held: Option<(i64, Instant, Option<Instant>)> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
@@ -444,12 +447,38 @@ fn restore_once(
                 // open transaction of a crashed instance holds the position
                 // back until the broker aborts it: transaction.timeout.ms.)
                 let pos = consumer.position()?;
-                let done = pos
-                    .elements()
-                    .iter()
-                    .any(|e| matches!(e.offset(), Offset::Offset(o) if o >= high));
-                if done {
+                let at = pos.elements().iter().find_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+                if at.is_some_and(|o| o >= high) {
                     break;
+                }
+                // Held back longer than any open transaction lives: one the
+                // broker forgot to abort (its markers skipped, e.g. while it
+                // had fenced itself after a stall). Only an operator can
+                // end it; say so instead of restoring silently forever.
+                if let Some(o) = at {
+                    match &mut held {
+                        Some((p, since, told)) if *p == o => {
+                            if since.elapsed() >= HANGING_TRANSACTION_AFTER
+                                && told.is_none_or(|t| t.elapsed() >= HANGING_TRANSACTION_AFTER)
+                            {
+                                tracing::error!(
+                                    task,
+                                    store,
+                                    changelog,
+                                    partition,
+                                    position = o,
+                                    end = high,
+                                    held_for = ?since.elapsed(),
+                                    "the changelog's last stable offset has not moved past an open transaction for longer than the broker takes to abort one: a hanging transaction? `kafka-transactions.sh find-hanging` lists it, `kafka-transactions.sh abort` ends it"
+                                );
+                                *told = Some(Instant::now());
+                            }
+                        }
+                        _ => held = Some((o, Instant::now(), None)),
+                    }
                 }
             }
         }

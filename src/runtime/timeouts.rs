@@ -67,6 +67,14 @@ pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// drops the member (`max.poll.interval.ms`).
 pub(super) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How long a restore's position may stay below the changelog's end
+/// without a record before it says that a transaction looks hung there: the
+/// broker aborts an expired transaction within the transaction timeout plus
+/// its clean-up interval (`transaction.abort.timed.out.transaction.cleanup.interval.ms`,
+/// 10 s by default), so a position held longer than that is held by an
+/// open transaction the broker has forgotten (docs/chaos.md, findings).
+pub(super) const HANGING_TRANSACTION_AFTER: Duration = Duration::from_secs(60);
+
 /// How long cancelled restores are waited for, all together.
 pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
@@ -116,6 +124,13 @@ mod tests {
             STALLED_AFTER > LONGEST_CALL * 2,
             "{STALLED_AFTER:?} vs {LONGEST_CALL:?}"
         );
+    }
+
+    #[test]
+    fn a_hanging_transaction_is_told_from_an_expiring_one() {
+        // The broker's default clean-up interval of timed-out transactions.
+        let cleanup = Duration::from_secs(10);
+        assert!(HANGING_TRANSACTION_AFTER >= (TRANSACTION_TIMEOUT + cleanup) * 2);
     }
 
     #[test]

@@ -54,11 +54,22 @@ pub enum Fault {
     /// weeks past the wall clock, or before 1970 (a device with a wrong
     /// clock): each must be dead-lettered and move nothing.
     FarFutureTimestamps { count: usize },
-    /// TODO(chaos): network faults between weir and the broker through a
-    /// proxy (latency, resets, a partition; being built elsewhere); never
-    /// drawn yet.
-    #[allow(dead_code)]
-    NetworkProxy,
+    /// Every chunk between the `weir run` instances and the broker (they
+    /// talk to it through the run's proxy, `tests/chaos/proxy.rs`) delayed
+    /// by `latency` each way, for `lasting`.
+    NetworkLatency { latency: Duration, lasting: Duration },
+    /// Every open connection between the instances and the broker reset
+    /// (RST) `times` times, `every` apart (the clients reconnect in
+    /// between).
+    NetworkReset { times: usize, every: Duration },
+    /// A partition between the instances and the broker for `lasting`:
+    /// connections stay open, new ones are accepted, nothing is forwarded
+    /// (requests time out); then every connection is reset and traffic
+    /// flows again.
+    NetworkPartition { lasting: Duration },
+    /// The broker unreachable for `lasting`: every open connection reset,
+    /// every new one accepted and reset at once.
+    NetworkRefuse { lasting: Duration },
     /// TODO(chaos): the state directory's filesystem full (being built
     /// elsewhere); never drawn yet.
     #[allow(dead_code)]
@@ -78,7 +89,10 @@ impl Fault {
             Fault::RestartPostgres { .. } => "restart postgres",
             Fault::BadPayloads { .. } => "bad payloads",
             Fault::FarFutureTimestamps { .. } => "far-future timestamps",
-            Fault::NetworkProxy => "network proxy (TODO)",
+            Fault::NetworkLatency { .. } => "network latency",
+            Fault::NetworkReset { .. } => "network reset",
+            Fault::NetworkPartition { .. } => "network partition",
+            Fault::NetworkRefuse { .. } => "network refuse",
             Fault::StateDiskFull => "state disk full (TODO)",
         }
     }
@@ -92,6 +106,10 @@ impl Fault {
             Fault::StopRun { stopped, .. } => *stopped,
             Fault::KillSink { down } | Fault::RestartPostgres { down } => *down,
             Fault::StallBroker { stalled } => *stalled,
+            Fault::NetworkLatency { lasting, .. }
+            | Fault::NetworkPartition { lasting }
+            | Fault::NetworkRefuse { lasting } => *lasting,
+            Fault::NetworkReset { times, every } => *every * *times as u32,
             _ => Duration::ZERO,
         }
     }
@@ -174,7 +192,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 7] = [
+    const STEP_KINDS: [&str; 11] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -182,6 +200,10 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         "kill-sink",
         "stall-broker",
         "restart-postgres",
+        "network-latency",
+        "network-reset",
+        "network-partition",
+        "network-refuse",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -189,7 +211,10 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         let room = (end - t).max(1.0);
         let cap = |hi: f64| hi.min(room).max(0.6);
         let fault = loop {
-            let fault = match rng.gen_range(0..15u32) {
+            // 0..15: the kinds of the first campaigns; 15..19 (added with
+            // the proxy): the network faults, which hit every instance at
+            // once.
+            let fault = match rng.gen_range(0..19u32) {
                 0..=2 => Fault::KillRun {
                     instance,
                     down: secs(&mut rng, 0.5, cap(max_down)),
@@ -218,8 +243,24 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                 11..=12 => Fault::StallBroker {
                     stalled: secs(&mut rng, 5.0, max_stall.min(room.max(5.5))),
                 },
-                _ => Fault::RestartPostgres {
+                13..=14 => Fault::RestartPostgres {
                     down: secs(&mut rng, 1.0, cap(10.0)),
+                },
+                15 => Fault::NetworkLatency {
+                    latency: Duration::from_millis(rng.gen_range(50..1500)),
+                    lasting: secs(&mut rng, 5.0, (30.0f64).min(room.max(5.5))),
+                },
+                16 => Fault::NetworkReset {
+                    times: rng.gen_range(2..=5),
+                    every: Duration::from_millis(rng.gen_range(200..2500)),
+                },
+                // Longer than the 6 s session timeout and the 10 s
+                // transaction timeout, sometimes.
+                17 => Fault::NetworkPartition {
+                    lasting: secs(&mut rng, 5.0, (40.0f64).min(room.max(5.5))),
+                },
+                _ => Fault::NetworkRefuse {
+                    lasting: secs(&mut rng, 5.0, (20.0f64).min(room.max(5.5))),
                 },
             };
             if allowed(&fault) {
@@ -271,5 +312,75 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         rate: 50,
         sim_seed,
         steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The draw alone (no services): runs in plain `cargo test`.
+
+    use super::*;
+
+    const FEED: Duration = Duration::from_secs(90);
+
+    #[test]
+    fn draw_yields_every_step_kind_within_bounds() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..300 {
+            for s in draw(seed, FEED, &[]).steps {
+                seen.insert(s.fault.kind());
+                let secs = |d: &Duration| d.as_secs_f64();
+                match &s.fault {
+                    Fault::NetworkLatency { latency, lasting } => {
+                        assert!((50..1500).contains(&(latency.as_millis() as u64)), "{s}");
+                        assert!((5.0..=30.0).contains(&secs(lasting)), "{s}");
+                    }
+                    Fault::NetworkReset { times, every } => {
+                        assert!((2..=5).contains(times), "{s}");
+                        assert!(secs(every) < 2.5, "{s}");
+                    }
+                    Fault::NetworkPartition { lasting } => assert!((5.0..=40.0).contains(&secs(lasting)), "{s}"),
+                    Fault::NetworkRefuse { lasting } => assert!((5.0..=20.0).contains(&secs(lasting)), "{s}"),
+                    _ => {}
+                }
+            }
+        }
+        let want = [
+            "kill run",
+            "kill run after commit",
+            "kill run during restore",
+            "stop run",
+            "kill sink",
+            "stall broker",
+            "restart postgres",
+            "network latency",
+            "network reset",
+            "network partition",
+            "network refuse",
+            "bad payloads",
+            "far-future timestamps",
+        ];
+        for k in want {
+            assert!(seen.contains(k), "{k} never drawn in 300 seeds");
+        }
+    }
+
+    #[test]
+    fn only_draws_the_named_kinds() {
+        let only: Vec<String> = ["network-partition", "network-refuse"].map(String::from).to_vec();
+        let mut n = 0;
+        for seed in 0..50 {
+            let plan = draw(seed, FEED, &only);
+            for s in &plan.steps {
+                assert!(
+                    matches!(s.fault, Fault::NetworkPartition { .. } | Fault::NetworkRefuse { .. }),
+                    "{s}"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 50, "{n} steps in 50 seeds");
+        // The same seed draws the same plan.
+        assert_eq!(format!("{:?}", draw(7, FEED, &[])), format!("{:?}", draw(7, FEED, &[])));
     }
 }

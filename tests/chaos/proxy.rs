@@ -1,0 +1,481 @@
+//! A small TCP proxy the chaos campaign controls (std threads, no runtime):
+//! it listens on a port, forwards every connection to an upstream address
+//! (the broker's `PROXIED` listener, see `./dev help`), and can at any
+//! moment
+//!
+//! - delay every forwarded chunk, in both directions ([`Proxy::set_latency`]);
+//! - reset every open connection with an RST, `SO_LINGER` 0
+//!   ([`Proxy::reset_all`]);
+//! - black-hole: keep the connections open (and accept new ones) but forward
+//!   nothing ([`Proxy::set_blackhole`]; the campaign resets them when it
+//!   ends it, as a partition that heals with the connections timed out);
+//! - refuse new connections: accept and reset them at once
+//!   ([`Proxy::set_refuse`]).
+//!
+//! Each connection has, per direction, a reader thread (reads chunks as they
+//! come, timestamps them) and a writer thread (writes each chunk once it is
+//! `latency` old and no black hole is on), so latency does not cap
+//! throughput. The sockets are shared by the four threads of a connection
+//! (`&TcpStream` reads and writes) and closed when the last one exits.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What every connection of a proxy consults before forwarding a chunk.
+#[derive(Default)]
+struct Shared {
+    latency_ms: AtomicU64,
+    blackhole: AtomicBool,
+    refuse: AtomicBool,
+    stop: AtomicBool,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Weak<Conn>>>,
+}
+
+/// One proxied connection: both sockets, owned by its four threads.
+struct Conn {
+    client: TcpStream,
+    upstream: TcpStream,
+    dead: AtomicBool,
+}
+
+impl Conn {
+    /// Ends the connection. `rst`: with `SO_LINGER` 0 the sockets send an
+    /// RST when the last thread closes them (`shutdown(Read)` wakes the
+    /// blocked readers without sending anything); else FIN both ways.
+    fn kill(&self, rst: bool) {
+        if self.dead.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for s in [&self.client, &self.upstream] {
+            if rst {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                let _ = s.shutdown(Shutdown::Read);
+            } else {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+}
+
+/// A running proxy; stops (and resets its connections) when dropped.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on `listen` (port 0: any free port) and forwards to
+    /// `upstream`.
+    pub fn start(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name(format!("proxy-accept-{}", addr.port()))
+            .spawn(move || accept_loop(listener, upstream, sh))?;
+        Ok(Proxy {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Delay of every chunk from now on (chunks already waiting too), in
+    /// both directions; zero: none.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// On: nothing is forwarded any more (chunks are held), connections
+    /// stay open and new ones are accepted. Off: what was held goes on.
+    pub fn set_blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// On: every new connection is accepted and reset at once.
+    pub fn set_refuse(&self, on: bool) {
+        self.shared.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Resets every open connection (an RST to both ends); how many.
+    pub fn reset_all(&self) -> usize {
+        let conns: Vec<Arc<Conn>> = {
+            let mut map = self.shared.conns.lock().unwrap();
+            let live = map.values().filter_map(Weak::upgrade).collect();
+            map.clear();
+            live
+        };
+        let n = conns.iter().filter(|c| !c.dead()).count();
+        for c in &conns {
+            c.kill(true);
+        }
+        n
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        let map = self.shared.conns.lock().unwrap();
+        map.values().filter_map(Weak::upgrade).filter(|c| !c.dead()).count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        self.reset_all();
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let client = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        if shared.refuse.load(Ordering::SeqCst) {
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            drop(client);
+            continue;
+        }
+        let sh = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("proxy-connect".into())
+            .stack_size(64 * 1024)
+            .spawn(move || connect(client, upstream, sh));
+    }
+}
+
+/// Connects to `upstream` for `client` and starts the connection's threads.
+fn connect(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nonblocking(false);
+    let up = match TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            return;
+        }
+    };
+    for s in [&client, &up] {
+        let _ = s.set_nodelay(true);
+        // Writers check for a reset at least this often while the peer
+        // does not read.
+        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+    }
+    let conn = Arc::new(Conn {
+        client,
+        upstream: up,
+        dead: AtomicBool::new(false),
+    });
+    {
+        let mut map = shared.conns.lock().unwrap();
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(shared.next_id.fetch_add(1, Ordering::SeqCst), Arc::downgrade(&conn));
+    }
+    for to_upstream in [true, false] {
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        let (c, sh) = (conn.clone(), shared.clone());
+        let _ = std::thread::Builder::new()
+            .name("proxy-read".into())
+            .stack_size(128 * 1024)
+            .spawn(move || read_side(&c, to_upstream, tx));
+        let c = conn.clone();
+        let _ = std::thread::Builder::new()
+            .name("proxy-write".into())
+            .stack_size(64 * 1024)
+            .spawn(move || write_side(&c, to_upstream, rx, &sh));
+    }
+}
+
+/// Reads chunks from one end, timestamped, for the writer of the other.
+fn read_side(conn: &Conn, to_upstream: bool, tx: mpsc::Sender<(Instant, Vec<u8>)>) {
+    let mut src = if to_upstream { &conn.client } else { &conn.upstream };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match src.read(&mut buf) {
+            // EOF: the writer sends what is queued, then a FIN.
+            Ok(0) => return,
+            Ok(n) => {
+                if conn.dead() || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => {
+                // Reset by that end: reset the other one too.
+                conn.kill(true);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes each chunk to the other end once due (and no black hole is on).
+fn write_side(conn: &Conn, to_upstream: bool, rx: mpsc::Receiver<(Instant, Vec<u8>)>, shared: &Shared) {
+    let mut dst = if to_upstream { &conn.upstream } else { &conn.client };
+    loop {
+        let (at, data) = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(x) => x,
+            Err(mpsc::RecvTimeoutError::Timeout) if conn.dead() => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // The source end closed (or the connection is being reset).
+                if !conn.dead() {
+                    let _ = dst.shutdown(Shutdown::Write);
+                }
+                return;
+            }
+        };
+        loop {
+            if conn.dead() {
+                return;
+            }
+            if shared.blackhole.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let due = at + Duration::from_millis(shared.latency_ms.load(Ordering::SeqCst));
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(10)));
+        }
+        let mut off = 0;
+        while off < data.len() {
+            match dst.write(&data[off..]) {
+                Ok(0) => {
+                    conn.kill(true);
+                    return;
+                }
+                Ok(n) => off += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    if conn.dead() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    conn.kill(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The proxy alone, against an echo server: runs in plain `cargo test`
+    //! (no broker, no database).
+
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An echo server on a free port; counts the bytes it received.
+    fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let r = received.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        r.fetch_add(n, Ordering::SeqCst);
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, received)
+    }
+
+    fn proxied() -> (Proxy, Arc<AtomicUsize>) {
+        let (echo, received) = echo_server();
+        let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), echo).unwrap();
+        (proxy, received)
+    }
+
+    fn client(proxy: &Proxy) -> TcpStream {
+        let s = TcpStream::connect(proxy.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends `msg`, reads the echo; the round trip.
+    fn round_trip(s: &mut TcpStream, msg: &[u8]) -> Duration {
+        let t = Instant::now();
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+        t.elapsed()
+    }
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn proxy_forwards_and_adds_latency() {
+        let (proxy, _) = proxied();
+        let mut s = client(&proxy);
+        let fast = round_trip(&mut s, b"hello");
+        assert!(fast < Duration::from_millis(200), "no latency set: {fast:?}");
+        // A big message arrives whole.
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        round_trip(&mut s, &big);
+
+        proxy.set_latency(Duration::from_millis(300));
+        let slow = round_trip(&mut s, b"again");
+        // 300 ms each way.
+        assert!(
+            slow >= Duration::from_millis(580),
+            "latency 300 ms: round trip {slow:?}"
+        );
+        assert!(
+            slow < Duration::from_millis(2000),
+            "latency 300 ms: round trip {slow:?}"
+        );
+        // Latency delays, it does not serialise: ten chunks in flight at once.
+        let t = Instant::now();
+        for k in 0..10u8 {
+            s.write_all(&[k]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "pipelined: {:?}",
+            t.elapsed()
+        );
+
+        proxy.set_latency(Duration::ZERO);
+        let fast = round_trip(&mut s, b"fast");
+        assert!(fast < Duration::from_millis(200), "latency off: {fast:?}");
+    }
+
+    #[test]
+    fn proxy_resets_connections() {
+        let (proxy, _) = proxied();
+        let mut a = client(&proxy);
+        let mut b = client(&proxy);
+        round_trip(&mut a, b"a");
+        round_trip(&mut b, b"b");
+        wait_until("2 connections", || proxy.open() == 2);
+        assert_eq!(proxy.reset_all(), 2);
+        for s in [&mut a, &mut b] {
+            let mut buf = [0u8; 8];
+            let err = s.read(&mut buf).expect_err("a reset connection reads an error");
+            assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+        }
+        // New connections work.
+        let mut c = client(&proxy);
+        round_trip(&mut c, b"c");
+    }
+
+    #[test]
+    fn proxy_blackhole_forwards_nothing() {
+        let (proxy, received) = proxied();
+        let mut s = client(&proxy);
+        round_trip(&mut s, b"before");
+        let before = received.load(Ordering::SeqCst);
+        proxy.set_blackhole(true);
+        s.write_all(b"into the void").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        let mut buf = [0u8; 64];
+        let err = s.read(&mut buf).expect_err("nothing comes back");
+        assert!(
+            matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{err}"
+        );
+        assert_eq!(received.load(Ordering::SeqCst), before, "the server received nothing");
+        // New connections are accepted and held too.
+        let mut t = client(&proxy);
+        t.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        t.write_all(b"x").unwrap();
+        assert!(t.read(&mut buf).is_err());
+        assert_eq!(received.load(Ordering::SeqCst), before);
+        // The partition ends with the connections reset.
+        assert_eq!(proxy.reset_all(), 2);
+        proxy.set_blackhole(false);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let err = s.read(&mut buf).expect_err("reset");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+        assert_eq!(received.load(Ordering::SeqCst), before, "held data was dropped");
+        let mut u = client(&proxy);
+        round_trip(&mut u, b"after");
+    }
+
+    #[test]
+    fn proxy_refuses_new_connections() {
+        let (proxy, received) = proxied();
+        let mut kept = client(&proxy);
+        round_trip(&mut kept, b"kept");
+        proxy.set_refuse(true);
+        let mut s = client(&proxy);
+        let _ = s.write_all(b"refused");
+        let mut buf = [0u8; 8];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("a refused connection read {n} bytes"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert_eq!(received.load(Ordering::SeqCst), 4, "only `kept` reached the server");
+        // Open connections are not affected.
+        round_trip(&mut kept, b"still");
+        proxy.set_refuse(false);
+        let mut t = client(&proxy);
+        round_trip(&mut t, b"back");
+    }
+}
