@@ -19,6 +19,7 @@
 
 mod aligned;
 mod collector;
+mod disk;
 mod lag;
 pub mod restore;
 mod tasks;
@@ -44,6 +45,7 @@ use crate::topology::{Guarantee, Topology};
 pub use aligned::detach_queue;
 use aligned::{Aligner, Held};
 use collector::{lock, Collector};
+use disk::{DiskBackoff, DiskFull, Phase};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
 use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
@@ -187,6 +189,9 @@ enum Event {
     Rewind,
     /// The callback met an error it cannot recover from.
     Fatal(RuntimeError),
+    /// A state write failed on a full disk (every task was dropped, see
+    /// `disk`): wait for space.
+    DiskFull(DiskFull),
 }
 
 /// Everything the loop and the rebalance callback share.
@@ -223,6 +228,16 @@ impl Engine {
     /// task (back to the last commit). Errors that cannot be recovered from,
     /// any error at-least-once, and too many aborts in a row are returned.
     fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
+        if let Some(full) = err.disk_full() {
+            // Under both guarantees, and not counted as an abort in a row:
+            // it lasts as long as the disk stays full, and the loop waits
+            // for space (see `disk`).
+            self.collector.abort()?;
+            self.tasks.drop_all();
+            self.events.push(Event::DiskFull(full));
+            self.events.push(Event::Rewind);
+            return Ok(());
+        }
         if !err.recoverable() {
             return Err(err);
         }
@@ -396,6 +411,37 @@ fn process_id(app_dir: &Path) -> Result<String, RuntimeError> {
     Ok(id)
 }
 
+/// [`process_id`], waiting (with [`DiskBackoff`]) while the state disk is
+/// too full to write it; `None` if shut down meanwhile.
+fn process_id_when_space(app_dir: &Path, shutdown: &AtomicBool) -> Result<Option<String>, RuntimeError> {
+    let mut backoff = DiskBackoff::default();
+    loop {
+        match process_id(app_dir) {
+            Ok(id) => {
+                crate::health::global().set_state_error(None);
+                return Ok(Some(id));
+            }
+            Err(e) => {
+                let Some(full) = e.disk_full() else { return Err(e) };
+                let wait = backoff.failed(Instant::now());
+                counter!("weir_state_errors_total", "store" => "", "kind" => "disk_full").increment(1);
+                tracing::error!(path = %full.path, errno = full.errno, error = %full.error, retry_in = ?wait, "state directory full: cannot write the process id; waiting for space");
+                crate::health::global().set_state_error(Some(format!(
+                    "state directory full: {} ({}): {}; waiting for space",
+                    full.path, full.errno, full.error
+                )));
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if shutdown.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
 /// Hold `<app_dir>/.lock` while running: two instances on one state
 /// directory would share task stores and the transactional id.
 pub(crate) fn lock_state_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
@@ -433,7 +479,10 @@ pub fn run(
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     let transactional_id = match exactly_once {
-        true => Some(format!("{}-{}", topo.application_id, process_id(&app_dir)?)),
+        true => match process_id_when_space(&app_dir, &shutdown)? {
+            Some(id) => Some(format!("{}-{id}", topo.application_id)),
+            None => return Ok(()),
+        },
         false => None,
     };
     let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
@@ -502,6 +551,8 @@ pub fn run(
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }
     let mut thread = StreamThread {
+        app_dir,
+        disk: DiskBackoff::default(),
         aligner: Aligner::new(topo.clone(), opts.max_task_idle),
         topo,
         consumer: Arc::new(consumer),
@@ -527,6 +578,10 @@ pub fn run(
 /// through [`Engine::events`], read at the start of the next round.
 struct StreamThread {
     topo: Arc<Topology>,
+    /// `<state_dir>/<application_id>`.
+    app_dir: PathBuf,
+    /// Waiting for space on a full state disk (see `disk`).
+    disk: DiskBackoff,
     consumer: Arc<BaseConsumer<RebalanceContext>>,
     engine: Arc<Mutex<Engine>>,
     aligner: Aligner<RebalanceContext>,
@@ -567,6 +622,31 @@ impl StreamThread {
             // the dropped tasks had not committed: it comes again.
             polled = None;
         }
+        match self.disk.phase(Instant::now()) {
+            Phase::Run => {}
+            // Nothing processed, so nothing written or committed; what is
+            // polled meanwhile is fetched again after the rewind below.
+            Phase::Wait => {
+                self.busy = false;
+                return Ok(());
+            }
+            Phase::Retry => {
+                if let Err(e) = disk::probe(&self.app_dir) {
+                    let wait = self.disk.still_full(Instant::now());
+                    tracing::warn!(error = %e, retry_in = ?wait, failures = self.disk.failures(), "state directory still full");
+                    self.busy = false;
+                    return Ok(());
+                }
+                tracing::info!(
+                    path = %self.app_dir.display(),
+                    "space in the state directory again: resuming from the last commit"
+                );
+                self.disk.resume(Instant::now());
+                self.rewind()?;
+                polled = None;
+                self.last_commit = Instant::now();
+            }
+        }
         engine.collector.poll();
         let result = self
             .process(engine, &consumer, polled, &round.assigned)
@@ -576,10 +656,47 @@ impl StreamThread {
                 Ok(did)
             });
         match result {
-            Ok(did) => self.busy = did,
+            Ok(did) => {
+                self.busy = did;
+                if self.disk.round_ok(Instant::now(), self.topo.commit_interval) {
+                    tracing::info!("state directory writable again: recovered");
+                    health.set_state_error(None);
+                }
+            }
             Err(e) => self.recover(engine, e)?,
         }
         Ok(())
+    }
+
+    /// A state write failed on a full disk (the tasks are dropped already,
+    /// see [`Engine::abort`]): say so, and wait before trying again.
+    fn disk_full(&mut self, engine: &Engine, full: DiskFull) {
+        let wait = self.disk.failed(Instant::now());
+        let path = match full.path.is_empty() {
+            true => self.app_dir.display().to_string(),
+            false => full.path,
+        };
+        counter!(
+            "weir_state_errors_total",
+            "topology" => engine.app.clone(),
+            "store" => full.store.clone(),
+            "kind" => "disk_full"
+        )
+        .increment(1);
+        tracing::error!(
+            path = %path,
+            errno = full.errno,
+            store = %full.store,
+            error = %full.error,
+            retry_in = ?wait,
+            failures = self.disk.failures(),
+            "state directory full: transaction aborted, every task back to its last commit; \
+             processing nothing until there is space"
+        );
+        crate::health::global().set_state_error(Some(format!(
+            "state directory full: {path} ({}): {}; processing nothing until there is space",
+            full.errno, full.error
+        )));
     }
 
     /// Act on what the rebalance callback left, oldest first: a fatal
@@ -591,6 +708,7 @@ impl StreamThread {
         for event in std::mem::take(&mut engine.events) {
             match event {
                 Event::Fatal(e) => return Err(e),
+                Event::DiskFull(full) => self.disk_full(engine, full),
                 Event::Rewind => round.rewound = true,
                 Event::Rebalanced { revoked } => {
                     self.aligner.forget(&revoked);
@@ -692,6 +810,12 @@ impl StreamThread {
     fn recover(&mut self, engine: &mut Engine, err: RuntimeError) -> Result<(), RuntimeError> {
         engine.abort(err)?;
         engine.events.retain(|e| !matches!(e, Event::Rewind));
+        for event in std::mem::take(&mut engine.events) {
+            match event {
+                Event::DiskFull(full) => self.disk_full(engine, full),
+                other => engine.events.push(other),
+            }
+        }
         self.rewind()?;
         self.last_commit = Instant::now();
         self.busy = false;
