@@ -74,21 +74,10 @@ impl Tmpfs {
     /// the filler; [`Filler::free`] (or dropping it) deletes it.
     pub fn fill(&self) -> Filler {
         let path = self.path.join("filler.bin");
-        let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut written = 0u64;
-        for chunk in [1 << 20, 4096, 1] {
-            let buf = vec![0xA5u8; chunk];
-            loop {
-                match f.write(&buf) {
-                    Ok(0) => break,
-                    Ok(n) => written += n as u64,
-                    Err(e) if e.raw_os_error() == Some(28) => break,
-                    Err(e) => panic!("filling {}: {e}", path.display()),
-                }
-            }
-        }
-        let _ = f.flush();
-        Filler { path, bytes: written }
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut filler = Filler { path, file, bytes: 0 };
+        filler.top_up();
+        filler
     }
 }
 
@@ -109,10 +98,32 @@ impl Drop for Tmpfs {
 /// The file that fills a [`Tmpfs`]; deleted when dropped.
 pub struct Filler {
     path: PathBuf,
+    file: std::fs::File,
+    /// Bytes written so far.
     pub bytes: u64,
 }
 
 impl Filler {
+    /// Takes whatever space came free since (another tenant that keeps
+    /// writing: RocksDB gives back the unused preallocated tail of a file
+    /// it closes, and that must not be room for the next one). Returns the
+    /// bytes added.
+    pub fn top_up(&mut self) -> u64 {
+        let before = self.bytes;
+        for chunk in [1 << 20, 4096, 1] {
+            let buf = vec![0xA5u8; chunk];
+            loop {
+                match self.file.write(&buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.bytes += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filling {}: {e}", self.path.display()),
+                }
+            }
+        }
+        self.bytes - before
+    }
+
     pub fn free(self) {}
 }
 
