@@ -4,7 +4,8 @@
 //! `weir sink` → Postgres), injects a schedule of faults drawn from its seed
 //! (SIGKILL of any weir process at random moments, right after a commit,
 //! during a restore; SIGSTOP of a `weir run` past the session timeout; the
-//! broker SIGSTOPped; Postgres restarted; malformed records in the feed),
+//! broker SIGSTOPped; Postgres restarted; an instance's state filesystem
+//! full; malformed records in the feed),
 //! closes every window and checks the outputs against an expectation
 //! computed independently of the engine from the input topic read back.
 //!
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use checker::Findings;
+use common::tmpfs::{Filler, Tmpfs};
 use common::*;
 use engine_common::*;
 use schedule::{Fault, Plan, SESSION_SECS};
@@ -100,7 +102,15 @@ impl Drop for StopFlag {
     }
 }
 
-/// The processes of one run and what was read from their metrics.
+/// Size of each instance's state tmpfs. One instance's state in a run
+/// (up to 6 task databases, each with RocksDB's preallocated MANIFEST and
+/// WAL) takes ~55 MiB at most (docs/chaos.md); the filler takes the rest
+/// when the `StateDiskFull` fault strikes. Memory only while filled.
+const STATE_MIB: u64 = 160;
+
+/// The processes of one run and what was read from their metrics. The
+/// processes are declared before the state mounts: dropped first (SIGKILL),
+/// so the mounts are free to unmount, also when the run panics.
 struct Pipeline {
     t0: Instant,
     dir: PathBuf,
@@ -113,11 +123,23 @@ struct Pipeline {
     sink_incarnations: usize,
     regressions: Option<f64>,
     late: f64,
+    state_errors: f64,
+    /// A filler on an instance's state tmpfs (deleted when dropped).
+    filler: Option<Filler>,
+    /// Each instance's state directory: a tmpfs of its own.
+    mounts: Vec<Tmpfs>,
 }
 
 impl Pipeline {
     fn state(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("state-{i}"))
+        self.mounts[i].path().to_path_buf()
+    }
+
+    /// A lost state directory: everything on the instance's tmpfs deleted
+    /// (not the mount point).
+    fn wipe(&self, i: usize) {
+        self.mounts[i].wipe();
+        say(self.t0, &format!("deleted the state directory of run{i}"));
     }
 
     fn start_run(&mut self, i: usize) {
@@ -153,6 +175,7 @@ impl Pipeline {
             *self.regressions.get_or_insert(0.0) += r;
         }
         self.late += metric(text, "weir_dropped_records_total", "reason=\"late\"").unwrap_or(0.0);
+        self.state_errors += metric(text, "weir_state_errors_total", "kind=\"disk_full\"").unwrap_or(0.0);
     }
 
     fn commits(&self, i: usize) -> (f64, Option<String>) {
@@ -195,8 +218,7 @@ impl Pipeline {
             Fault::KillRun { instance, down, wipe } => {
                 self.kill_run(*instance, None);
                 if *wipe {
-                    let _ = std::fs::remove_dir_all(self.state(*instance));
-                    say(t0, &format!("deleted the state directory of run{instance}"));
+                    self.wipe(*instance);
                 }
                 pause(*down);
                 self.start_run(*instance);
@@ -231,8 +253,7 @@ impl Pipeline {
             } => {
                 self.kill_run(*instance, None);
                 if *wipe {
-                    let _ = std::fs::remove_dir_all(self.state(*instance));
-                    say(t0, &format!("deleted the state directory of run{instance}"));
+                    self.wipe(*instance);
                 }
                 pause(*down);
                 self.start_run(*instance);
@@ -282,8 +303,25 @@ impl Pipeline {
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
             }
+            Fault::StateDiskFull { instance, full } => {
+                let filler = self.mounts[*instance].fill();
+                let (used, size) = self.mounts[*instance].usage();
+                say(
+                    t0,
+                    &format!(
+                        "filled the state filesystem of run{instance} for {full:.1?} ({} filler bytes; {used} of {size} used)",
+                        filler.bytes
+                    ),
+                );
+                // Held by the pipeline meanwhile: deleted even if the pause
+                // panics (a process died).
+                self.filler = Some(filler);
+                pause(*full);
+                self.filler = None;
+                say(t0, &format!("freed the state filesystem of run{instance}"));
+            }
             Fault::BadPayloads { .. } => {}
-            Fault::FarFutureTimestamps | Fault::NetworkProxy | Fault::StateDiskFull => {
+            Fault::FarFutureTimestamps | Fault::NetworkProxy => {
                 unreachable!("{}: not drawn yet", fault.kind())
             }
         }
@@ -414,6 +452,11 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         sink_incarnations: 0,
         regressions: None,
         late: 0.0,
+        state_errors: 0.0,
+        filler: None,
+        mounts: (0..n)
+            .map(|i| Tmpfs::mount(&dir.join(format!("state-{i}")), STATE_MIB))
+            .collect(),
     };
     p.start_sink();
     for i in 0..n {
@@ -529,6 +572,14 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     }
     f.regressions = p.regressions;
     f.late = p.late;
+    f.state_errors = p.state_errors;
+    for (i, m) in p.mounts.iter().enumerate() {
+        let (used, size) = m.usage();
+        say(
+            t0,
+            &format!("state tmpfs of run{i} at the end: {used} of {size} bytes used"),
+        );
+    }
 }
 
 /// Deletes the run's topics, its Postgres schema and sink offsets.
@@ -665,7 +716,7 @@ fn chaos_campaign() {
         eprintln!("  {k:<26} {n}");
     }
     eprintln!(
-        "\n{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  result",
+        "\n{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5} {:>6}  result",
         "seed",
         "inst",
         "faults",
@@ -680,13 +731,14 @@ fn chaos_campaign() {
         "lots",
         "pg",
         "regress",
-        "late"
+        "late",
+        "stfull"
     );
     let mut failed = Vec::new();
     for (plan, f) in &done {
         let anomalies = f.anomalies();
         eprintln!(
-            "{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  {}",
+            "{:>8} {:>4} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5} {:>6}  {}",
             plan.seed,
             plan.instances,
             f.faults.values().sum::<usize>(),
@@ -702,6 +754,7 @@ fn chaos_campaign() {
             f.pg_wrong,
             f.regressions.map_or("absent".to_string(), |r| r.to_string()),
             f.late,
+            f.state_errors,
             if anomalies.is_empty() {
                 "ok".to_string()
             } else {

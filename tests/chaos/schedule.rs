@@ -57,10 +57,10 @@ pub enum Fault {
     /// drawn yet.
     #[allow(dead_code)]
     NetworkProxy,
-    /// TODO(chaos): the state directory's filesystem full (being built
-    /// elsewhere); never drawn yet.
-    #[allow(dead_code)]
-    StateDiskFull,
+    /// Fill the state filesystem of instance `instance` (each has a tmpfs
+    /// of its own, see `chaos.rs`) with a filler file up to ENOSPC for
+    /// `full`, then delete the filler.
+    StateDiskFull { instance: usize, full: Duration },
 }
 
 impl Fault {
@@ -77,7 +77,7 @@ impl Fault {
             Fault::BadPayloads { .. } => "bad payloads",
             Fault::FarFutureTimestamps => "far-future timestamps (TODO)",
             Fault::NetworkProxy => "network proxy (TODO)",
-            Fault::StateDiskFull => "state disk full (TODO)",
+            Fault::StateDiskFull { .. } => "state disk full",
         }
     }
 
@@ -90,6 +90,7 @@ impl Fault {
             Fault::StopRun { stopped, .. } => *stopped,
             Fault::KillSink { down } | Fault::RestartPostgres { down } => *down,
             Fault::StallBroker { stalled } => *stalled,
+            Fault::StateDiskFull { full, .. } => *full,
             _ => Duration::ZERO,
         }
     }
@@ -156,7 +157,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 7] = [
+    const STEP_KINDS: [&str; 8] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -164,6 +165,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         "kill-sink",
         "stall-broker",
         "restart-postgres",
+        "state-disk-full",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -171,7 +173,9 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         let room = (end - t).max(1.0);
         let cap = |hi: f64| hi.min(room).max(0.6);
         let fault = loop {
-            let fault = match rng.gen_range(0..15u32) {
+            // 0..15 before the state-disk-full kind: the other kinds keep
+            // their values, the new one has 15 and 16.
+            let fault = match rng.gen_range(0..17u32) {
                 0..=2 => Fault::KillRun {
                     instance,
                     down: secs(&mut rng, 0.5, cap(max_down)),
@@ -200,8 +204,15 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                 11..=12 => Fault::StallBroker {
                     stalled: secs(&mut rng, 5.0, (60.0f64).min(room.max(5.5))),
                 },
-                _ => Fault::RestartPostgres {
+                13..=14 => Fault::RestartPostgres {
                     down: secs(&mut rng, 1.0, cap(10.0)),
+                },
+                // Up to 30 s: with the engine's wait for space (8 s at
+                // most) and the reopen, an instance of several holds its
+                // partitions back well within the 1 m grace.
+                _ => Fault::StateDiskFull {
+                    instance,
+                    full: secs(&mut rng, 5.0, (30.0f64).min(room.max(5.5))),
                 },
             };
             if allowed(&fault) {
