@@ -196,6 +196,21 @@ impl Pipeline {
         say(self.t0, &format!("SIGKILLed {name} (pid {pid})"));
     }
 
+    /// Until `until`, the filler takes whatever space came free, every
+    /// 250 ms.
+    fn keep_full(&mut self, until: Instant) {
+        while Instant::now() < until {
+            if let Some(f) = self.filler.as_mut() {
+                f.top_up();
+            }
+            pause(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(250)),
+            );
+        }
+    }
+
     fn run(&self, i: usize) -> &WeirProc {
         self.runs[i].as_ref().expect("instance running")
     }
@@ -303,7 +318,7 @@ impl Pipeline {
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
             }
-            Fault::StateDiskFull { instance, full } => {
+            Fault::StateDiskFull { instance, full, stop } => {
                 let filler = self.mounts[*instance].fill();
                 let (used, size) = self.mounts[*instance].usage();
                 say(
@@ -314,9 +329,23 @@ impl Pipeline {
                     ),
                 );
                 // Held by the pipeline meanwhile: deleted even if the pause
-                // panics (a process died).
+                // panics (a process died). Kept full: what RocksDB gives
+                // back (the preallocated tail of a file it closes) is taken
+                // at once, as by another tenant that keeps writing.
                 self.filler = Some(filler);
-                pause(*full);
+                let began = Instant::now();
+                if let Some(stop) = stop {
+                    self.keep_full(began + Duration::from_secs(1));
+                    self.run(*instance).stop();
+                    say(
+                        t0,
+                        &format!("SIGSTOPped run{instance} for {stop:.1?} (its tasks reopen on the full disk)"),
+                    );
+                    self.keep_full(Instant::now() + *stop);
+                    self.run(*instance).cont();
+                    say(t0, &format!("SIGCONTed run{instance}"));
+                }
+                self.keep_full(began + *full);
                 self.filler = None;
                 say(t0, &format!("freed the state filesystem of run{instance}"));
             }

@@ -59,8 +59,17 @@ pub enum Fault {
     NetworkProxy,
     /// Fill the state filesystem of instance `instance` (each has a tmpfs
     /// of its own, see `chaos.rs`) with a filler file up to ENOSPC for
-    /// `full`, then delete the filler.
-    StateDiskFull { instance: usize, full: Duration },
+    /// `full` (kept full), then delete the filler. A running instance
+    /// writes into the space RocksDB preallocated and meets the full disk
+    /// when it needs new space, e.g. reopening its tasks: `stop`, 1 s into
+    /// the fault, SIGSTOPs it that long (past the session timeout: thrown
+    /// out of the group, it drops its tasks and opens them again on the
+    /// full disk after SIGCONT).
+    StateDiskFull {
+        instance: usize,
+        full: Duration,
+        stop: Option<Duration>,
+    },
 }
 
 impl Fault {
@@ -210,10 +219,16 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                 // Up to 30 s: with the engine's wait for space (8 s at
                 // most) and the reopen, an instance of several holds its
                 // partitions back well within the 1 m grace.
-                _ => Fault::StateDiskFull {
-                    instance,
-                    full: secs(&mut rng, 5.0, (30.0f64).min(room.max(5.5))),
-                },
+                _ => {
+                    let session = SESSION_SECS as f64;
+                    let stop = rng.gen_bool(0.5).then(|| secs(&mut rng, session + 2.0, session + 4.0));
+                    let lo = stop.map_or(5.0, |d| d.as_secs_f64() + 6.0);
+                    Fault::StateDiskFull {
+                        instance,
+                        full: secs(&mut rng, lo, (30.0f64).min(room.max(lo + 0.5))),
+                        stop,
+                    }
+                }
             };
             if allowed(&fault) {
                 break fault;
