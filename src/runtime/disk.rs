@@ -161,10 +161,13 @@ pub(super) fn probe(app_dir: &Path) -> Result<(), RuntimeError> {
         path: path.display().to_string(),
         source,
     };
-    let result = std::fs::File::create(&path).and_then(|mut f| {
-        f.write_all(&[0u8; DISK_FULL_PROBE_BYTES])?;
-        f.sync_all()
-    });
+    // The directory itself may be gone (deleted to rebuild the state).
+    let result = std::fs::create_dir_all(app_dir)
+        .and_then(|()| std::fs::File::create(&path))
+        .and_then(|mut f| {
+            f.write_all(&[0u8; DISK_FULL_PROBE_BYTES])?;
+            f.sync_all()
+        });
     let _ = std::fs::remove_file(&path);
     result.map_err(io)
 }
@@ -243,6 +246,9 @@ mod tests {
         probe(dir.path()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let gone = dir.path().join("missing");
-        assert!(probe(&gone).is_err());
+        probe(&gone).unwrap();
+        assert!(gone.is_dir(), "a deleted state directory is made again");
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(probe(&dir.path().join("file")).is_err(), "not a directory");
     }
 }
