@@ -12,7 +12,8 @@
 //! Driven by WEIR_CHAOS_SEED (first seed; run k uses seed + k; default: the
 //! clock), WEIR_CHAOS_RUNS (1), WEIR_CHAOS_MINUTES (length of each run's
 //! feed, 1.5) and WEIR_CHAOS_ONLY (fault kinds allowed, comma-separated,
-//! e.g. `kill-sink,stall-broker`; default all). Ignored by `cargo test`: it stops the shared broker and
+//! e.g. `kill-sink,stall-broker`; default all); WEIR_CHAOS_DRY set: print
+//! the schedules the seeds draw and run nothing. Ignored by `cargo test`: it stops the shared broker and
 //! Postgres.
 
 mod common;
@@ -703,6 +704,17 @@ fn chaos_campaign() {
             format!(", only {}", only.join(","))
         }
     );
+    if env_var("WEIR_CHAOS_DRY").is_some() {
+        // The schedules only (what a seed draws), nothing run.
+        for k in 0..runs {
+            let plan = schedule::draw(first.wrapping_add(k), feed, &only);
+            eprintln!("seed {}: {} instance(s)", plan.seed, plan.instances);
+            for s in &plan.steps {
+                eprintln!("  {s}");
+            }
+        }
+        return;
+    }
     let began = Instant::now();
     let mut done: Vec<(Plan, Findings)> = Vec::new();
     for k in 0..runs {
