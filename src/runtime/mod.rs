@@ -15,7 +15,8 @@
 //! rebuilt from its last commit (RocksDB holds exactly that state, the
 //! consumer is rewound to the committed offsets); a member thrown out of
 //! the group (a stall past the session timeout) loses its partitions the
-//! same way and rejoins.
+//! same way and rejoins. A state write that fails on a full disk is undone
+//! the same way, and then the loop waits for space ([`disk`]).
 
 mod aligned;
 mod collector;
@@ -226,7 +227,9 @@ impl Engine {
 
     /// After `err` under exactly-once: abort the transaction and drop every
     /// task (back to the last commit). Errors that cannot be recovered from,
-    /// any error at-least-once, and too many aborts in a row are returned.
+    /// any error at-least-once, and too many aborts in a row are returned;
+    /// a full state disk, under either guarantee, is recovered from this
+    /// way and then waited out (see `disk`).
     fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
         if let Some(full) = err.disk_full() {
             // Under both guarantees, and not counted as an abort in a row:
@@ -413,7 +416,7 @@ fn process_id(app_dir: &Path) -> Result<String, RuntimeError> {
 
 /// [`process_id`], waiting (with [`DiskBackoff`]) while the state disk is
 /// too full to write it; `None` if shut down meanwhile.
-fn process_id_when_space(app_dir: &Path, shutdown: &AtomicBool) -> Result<Option<String>, RuntimeError> {
+fn process_id_when_space(app: &str, app_dir: &Path, shutdown: &AtomicBool) -> Result<Option<String>, RuntimeError> {
     let mut backoff = DiskBackoff::default();
     loop {
         match process_id(app_dir) {
@@ -424,7 +427,8 @@ fn process_id_when_space(app_dir: &Path, shutdown: &AtomicBool) -> Result<Option
             Err(e) => {
                 let Some(full) = e.disk_full() else { return Err(e) };
                 let wait = backoff.failed(Instant::now());
-                counter!("weir_state_errors_total", "store" => "", "kind" => "disk_full").increment(1);
+                counter!("weir_state_errors_total", "topology" => app.to_string(), "store" => "", "kind" => "disk_full")
+                    .increment(1);
                 tracing::error!(path = %full.path, errno = full.errno, error = %full.error, retry_in = ?wait, "state directory full: cannot write the process id; waiting for space");
                 crate::health::global().set_state_error(Some(format!(
                     "state directory full: {} ({}): {}; waiting for space",
@@ -479,7 +483,7 @@ pub fn run(
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     let transactional_id = match exactly_once {
-        true => match process_id_when_space(&app_dir, &shutdown)? {
+        true => match process_id_when_space(&topo.application_id, &app_dir, &shutdown)? {
             Some(id) => Some(format!("{}-{id}", topo.application_id)),
             None => return Ok(()),
         },
