@@ -554,6 +554,14 @@ pub fn run(
     ] {
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }
+    // Failed state writes are labelled with their stores once they happen.
+    counter!(
+        "weir_state_errors_total",
+        "topology" => topo.application_id.clone(),
+        "store" => "",
+        "kind" => "disk_full"
+    )
+    .increment(0);
     let mut thread = StreamThread {
         app_dir,
         disk: DiskBackoff::default(),
