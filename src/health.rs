@@ -49,6 +49,9 @@ pub(crate) struct Health {
     restoring: AtomicUsize,
     /// `weir sink`: the last Postgres operation succeeded.
     postgres: AtomicBool,
+    /// `weir run`: why its state cannot be written (a full disk), while
+    /// it waits for space.
+    state_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -68,6 +71,7 @@ impl Health {
             assigning: AtomicBool::new(false),
             restoring: AtomicUsize::new(0),
             postgres: AtomicBool::new(false),
+            state_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -123,6 +127,11 @@ impl Health {
         self.postgres.store(v, Ordering::Relaxed);
     }
 
+    /// The state cannot be written (`Some(why)`), or can again (`None`).
+    pub(crate) fn set_state_error(&self, why: Option<String>) {
+        *crate::support::lock::lock(&self.state_error) = why;
+    }
+
     fn since_beat(&self) -> Duration {
         let now = self.epoch.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.beat_ms.load(Ordering::Relaxed)))
@@ -135,6 +144,11 @@ impl Health {
                 "main loop stalled: last round {} s ago",
                 self.since_beat().as_secs()
             ));
+        }
+        // Not alive either: nothing is processed or committed meanwhile
+        // (a restart does no harm, and cures nothing either).
+        if let Some(why) = crate::support::lock::lock(&self.state_error).as_deref() {
+            return Err(why.to_string());
         }
         Ok(())
     }
@@ -198,6 +212,21 @@ mod tests {
         h.set_in_group(true);
         h.stopped();
         assert!(h.readiness().is_err(), "stopping");
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_written_is_neither_alive_nor_ready() {
+        let h = Health::new();
+        h.set_role(Role::Run);
+        h.beat();
+        h.assigned();
+        h.tasks_opened();
+        assert_eq!(h.readiness(), Ok(()));
+        h.set_state_error(Some("state directory /s full (ENOSPC)".into()));
+        assert_eq!(h.liveness().unwrap_err(), "state directory /s full (ENOSPC)");
+        assert!(h.readiness().unwrap_err().contains("ENOSPC"));
+        h.set_state_error(None);
+        assert_eq!(h.readiness(), Ok(()));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `weir sink` → Postgres), injects a schedule of faults drawn from its seed
 //! (SIGKILL of any weir process at random moments, right after a commit,
 //! during a restore; SIGSTOP of a `weir run` past the session timeout; the
-//! broker SIGSTOPped; Postgres restarted; malformed records in the feed),
+//! broker SIGSTOPped; Postgres restarted; an instance's state filesystem
+//! full; malformed records in the feed),
 //! closes every window and checks the outputs against an expectation
 //! computed independently of the engine from the input topic read back.
 //!
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use checker::Findings;
+use common::tmpfs::{Filler, Tmpfs};
 use common::*;
 use engine_common::*;
 use schedule::{Fault, Plan, SESSION_SECS};
@@ -143,7 +145,15 @@ fn start_proxy() -> proxy::Proxy {
         .unwrap_or_else(|e| panic!("proxy on {listen} (WEIR_BOOTSTRAP_PROXIED) -> {upstream}: {e}"))
 }
 
-/// The processes of one run and what was read from their metrics.
+/// Size of each instance's state tmpfs. One instance's state in a run
+/// (up to 6 task databases, each with RocksDB's preallocated MANIFEST and
+/// WAL) takes ~55 MiB at most (docs/chaos.md); the filler takes the rest
+/// when the `StateDiskFull` fault strikes. Memory only while filled.
+const STATE_MIB: u64 = 160;
+
+/// The processes of one run and what was read from their metrics. The
+/// processes are declared before the state mounts: dropped first (SIGKILL),
+/// so the mounts are free to unmount, also when the run panics.
 struct Pipeline {
     t0: Instant,
     dir: PathBuf,
@@ -161,11 +171,23 @@ struct Pipeline {
     /// dropped after the processes (the tails of their logs show their
     /// state, not the proxy gone).
     proxy: proxy::Proxy,
+    state_errors: f64,
+    /// A filler on an instance's state tmpfs (deleted when dropped).
+    filler: Option<Filler>,
+    /// Each instance's state directory: a tmpfs of its own.
+    mounts: Vec<Tmpfs>,
 }
 
 impl Pipeline {
     fn state(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("state-{i}"))
+        self.mounts[i].path().to_path_buf()
+    }
+
+    /// A lost state directory: everything on the instance's tmpfs deleted
+    /// (not the mount point).
+    fn wipe(&self, i: usize) {
+        self.mounts[i].wipe();
+        say(self.t0, &format!("deleted the state directory of run{i}"));
     }
 
     fn start_run(&mut self, i: usize) {
@@ -202,6 +224,7 @@ impl Pipeline {
             *self.regressions.get_or_insert(0.0) += r;
         }
         self.late += metric(text, "weir_dropped_records_total", "reason=\"late\"").unwrap_or(0.0);
+        self.state_errors += metric(text, "weir_state_errors_total", "kind=\"disk_full\"").unwrap_or(0.0);
     }
 
     fn commits(&self, i: usize) -> (f64, Option<String>) {
@@ -220,6 +243,21 @@ impl Pipeline {
         let (name, pid) = (run.name.clone(), run.pid());
         run.kill();
         say(self.t0, &format!("SIGKILLed {name} (pid {pid})"));
+    }
+
+    /// Until `until`, the filler takes whatever space came free, every
+    /// 250 ms.
+    fn keep_full(&mut self, until: Instant) {
+        while Instant::now() < until {
+            if let Some(f) = self.filler.as_mut() {
+                f.top_up();
+            }
+            pause(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(250)),
+            );
+        }
     }
 
     fn run(&self, i: usize) -> &WeirProc {
@@ -244,8 +282,7 @@ impl Pipeline {
             Fault::KillRun { instance, down, wipe } => {
                 self.kill_run(*instance, None);
                 if *wipe {
-                    let _ = std::fs::remove_dir_all(self.state(*instance));
-                    say(t0, &format!("deleted the state directory of run{instance}"));
+                    self.wipe(*instance);
                 }
                 pause(*down);
                 self.start_run(*instance);
@@ -280,8 +317,7 @@ impl Pipeline {
             } => {
                 self.kill_run(*instance, None);
                 if *wipe {
-                    let _ = std::fs::remove_dir_all(self.state(*instance));
-                    say(t0, &format!("deleted the state directory of run{instance}"));
+                    self.wipe(*instance);
                 }
                 pause(*down);
                 self.start_run(*instance);
@@ -373,11 +409,39 @@ impl Pipeline {
                 self.proxy.set_refuse(false);
                 say(t0, "network: connections accepted again");
             }
-            Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. } => {}
-            Fault::StateDiskFull => {
-                unreachable!("{}: not drawn yet", fault.kind())
+            Fault::StateDiskFull { instance, full, stop } => {
+                let filler = self.mounts[*instance].fill();
+                let (used, size) = self.mounts[*instance].usage();
+                say(
+                    t0,
+                    &format!(
+                        "filled the state filesystem of run{instance} for {full:.1?} ({} filler bytes; {used} of {size} used)",
+                        filler.bytes
+                    ),
+                );
+                // Held by the pipeline meanwhile: deleted even if the pause
+                // panics (a process died). Kept full: what RocksDB gives
+                // back (the preallocated tail of a file it closes) is taken
+                // at once, as by another tenant that keeps writing.
+                self.filler = Some(filler);
+                let began = Instant::now();
+                if let Some(stop) = stop {
+                    self.keep_full(began + Duration::from_secs(1));
+                    self.run(*instance).stop();
+                    say(
+                        t0,
+                        &format!("SIGSTOPped run{instance} for {stop:.1?} (its tasks reopen on the full disk)"),
+                    );
+                    self.keep_full(Instant::now() + *stop);
+                    self.run(*instance).cont();
+                    say(t0, &format!("SIGCONTed run{instance}"));
+                }
+                self.keep_full(began + *full);
+                self.filler = None;
+                say(t0, &format!("freed the state filesystem of run{instance}"));
             }
-        }
+            Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. } => {}
+                    }
     }
 }
 
@@ -570,6 +634,11 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         regressions: None,
         late: 0.0,
         proxy: start_proxy(),
+        state_errors: 0.0,
+        filler: None,
+        mounts: (0..n)
+            .map(|i| Tmpfs::mount(&dir.join(format!("state-{i}")), STATE_MIB))
+            .collect(),
     };
     p.start_sink();
     for i in 0..n {
@@ -715,6 +784,14 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
     }
     f.regressions = p.regressions;
     f.late = p.late;
+    f.state_errors = p.state_errors;
+    for (i, m) in p.mounts.iter().enumerate() {
+        let (used, size) = m.usage();
+        say(
+            t0,
+            &format!("state tmpfs of run{i} at the end: {used} of {size} bytes used"),
+        );
+    }
 }
 
 /// Deletes the run's topics, its Postgres schema and sink offsets.
@@ -857,7 +934,7 @@ fn chaos_campaign() {
         eprintln!("  {k:<26} {n}");
     }
     eprintln!(
-        "\n{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  result",
+        "\n{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5} {:>6}  result",
         "seed",
         "inst",
         "clocks",
@@ -873,13 +950,14 @@ fn chaos_campaign() {
         "lots",
         "pg",
         "regress",
-        "late"
+        "late",
+        "stfull"
     );
     let mut failed = Vec::new();
     for (plan, f) in &done {
         let anomalies = f.anomalies();
         eprintln!(
-            "{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5}  {}",
+            "{:>8} {:>4} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5} {:>6} {:>7} {:>5} {:>4} {:>7} {:>5} {:>6}  {}",
             plan.seed,
             plan.instances,
             if plan.field_time {
@@ -900,6 +978,7 @@ fn chaos_campaign() {
             f.pg_wrong,
             f.regressions.map_or("absent".to_string(), |r| r.to_string()),
             f.late,
+            f.state_errors,
             if anomalies.is_empty() {
                 "ok".to_string()
             } else {

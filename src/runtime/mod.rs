@@ -15,10 +15,12 @@
 //! rebuilt from its last commit (RocksDB holds exactly that state, the
 //! consumer is rewound to the committed offsets); a member thrown out of
 //! the group (a stall past the session timeout) loses its partitions the
-//! same way and rejoins.
+//! same way and rejoins. A state write that fails on a full disk is undone
+//! the same way, and then the loop waits for space ([`disk`]).
 
 mod aligned;
 mod collector;
+mod disk;
 mod lag;
 pub mod restore;
 mod tasks;
@@ -45,6 +47,7 @@ pub use aligned::detach_queue;
 use aligned::{Aligner, Held};
 use collector::{lock, Collector};
 pub use collector::{DeliveryError, DeliveryFailure};
+use disk::{DiskBackoff, DiskFull, Phase};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
 use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
@@ -190,6 +193,9 @@ enum Event {
     Rewind,
     /// The callback met an error it cannot recover from.
     Fatal(RuntimeError),
+    /// A state write failed on a full disk (every task was dropped, see
+    /// `disk`): wait for space.
+    DiskFull(DiskFull),
 }
 
 /// Everything the loop and the rebalance callback share.
@@ -224,8 +230,20 @@ impl Engine {
 
     /// After `err` under exactly-once: abort the transaction and drop every
     /// task (back to the last commit). Errors that cannot be recovered from,
-    /// any error at-least-once, and too many aborts in a row are returned.
+    /// any error at-least-once, and too many aborts in a row are returned;
+    /// a full state disk, under either guarantee, is recovered from this
+    /// way and then waited out (see `disk`).
     fn abort(&mut self, err: RuntimeError) -> Result<(), RuntimeError> {
+        if let Some(full) = err.disk_full() {
+            // Under both guarantees, and not counted as an abort in a row:
+            // it lasts as long as the disk stays full, and the loop waits
+            // for space (see `disk`).
+            self.collector.abort()?;
+            self.tasks.drop_all();
+            self.events.push(Event::DiskFull(full));
+            self.events.push(Event::Rewind);
+            return Ok(());
+        }
         if !err.recoverable() {
             return Err(err);
         }
@@ -399,6 +417,38 @@ fn process_id(app_dir: &Path) -> Result<String, RuntimeError> {
     Ok(id)
 }
 
+/// [`process_id`], waiting (with [`DiskBackoff`]) while the state disk is
+/// too full to write it; `None` if shut down meanwhile.
+fn process_id_when_space(app: &str, app_dir: &Path, shutdown: &AtomicBool) -> Result<Option<String>, RuntimeError> {
+    let mut backoff = DiskBackoff::default();
+    loop {
+        match process_id(app_dir) {
+            Ok(id) => {
+                crate::health::global().set_state_error(None);
+                return Ok(Some(id));
+            }
+            Err(e) => {
+                let Some(full) = e.disk_full() else { return Err(e) };
+                let wait = backoff.failed(Instant::now());
+                counter!("weir_state_errors_total", "topology" => app.to_string(), "store" => "", "kind" => "disk_full")
+                    .increment(1);
+                tracing::error!(path = %full.path, errno = full.errno, error = %full.error, retry_in = ?wait, "state directory full: cannot write the process id; waiting for space");
+                crate::health::global().set_state_error(Some(format!(
+                    "state directory full: {} ({}): {}; waiting for space",
+                    full.path, full.errno, full.error
+                )));
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if shutdown.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
 /// Hold `<app_dir>/.lock` while running: two instances on one state
 /// directory would share task stores and the transactional id.
 pub(crate) fn lock_state_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
@@ -436,7 +486,10 @@ pub fn run(
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     let transactional_id = match exactly_once {
-        true => Some(format!("{}-{}", topo.application_id, process_id(&app_dir)?)),
+        true => match process_id_when_space(&topo.application_id, &app_dir, &shutdown)? {
+            Some(id) => Some(format!("{}-{id}", topo.application_id)),
+            None => return Ok(()),
+        },
         false => None,
     };
     let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
@@ -504,7 +557,17 @@ pub fn run(
     ] {
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }
+    // Failed state writes are labelled with their stores once they happen.
+    counter!(
+        "weir_state_errors_total",
+        "topology" => topo.application_id.clone(),
+        "store" => "",
+        "kind" => "disk_full"
+    )
+    .increment(0);
     let mut thread = StreamThread {
+        app_dir,
+        disk: DiskBackoff::default(),
         aligner: Aligner::new(topo.clone(), opts.max_task_idle),
         topo,
         consumer: Arc::new(consumer),
@@ -530,6 +593,10 @@ pub fn run(
 /// through [`Engine::events`], read at the start of the next round.
 struct StreamThread {
     topo: Arc<Topology>,
+    /// `<state_dir>/<application_id>`.
+    app_dir: PathBuf,
+    /// Waiting for space on a full state disk (see `disk`).
+    disk: DiskBackoff,
     consumer: Arc<BaseConsumer<RebalanceContext>>,
     engine: Arc<Mutex<Engine>>,
     aligner: Aligner<RebalanceContext>,
@@ -570,6 +637,31 @@ impl StreamThread {
             // the dropped tasks had not committed: it comes again.
             polled = None;
         }
+        match self.disk.phase(Instant::now()) {
+            Phase::Run => {}
+            // Nothing processed, so nothing written or committed; what is
+            // polled meanwhile is fetched again after the rewind below.
+            Phase::Wait => {
+                self.busy = false;
+                return Ok(());
+            }
+            Phase::Retry => {
+                if let Err(e) = disk::probe(&self.app_dir) {
+                    let wait = self.disk.still_full(Instant::now());
+                    tracing::warn!(error = %e, retry_in = ?wait, failures = self.disk.failures(), "state directory still full");
+                    self.busy = false;
+                    return Ok(());
+                }
+                tracing::info!(
+                    path = %self.app_dir.display(),
+                    "space in the state directory again: resuming from the last commit"
+                );
+                self.disk.resume(Instant::now());
+                self.rewind()?;
+                polled = None;
+                self.last_commit = Instant::now();
+            }
+        }
         engine.collector.poll();
         let result = self
             .process(engine, &consumer, polled, &round.assigned)
@@ -579,10 +671,47 @@ impl StreamThread {
                 Ok(did)
             });
         match result {
-            Ok(did) => self.busy = did,
+            Ok(did) => {
+                self.busy = did;
+                if self.disk.round_ok(Instant::now(), self.topo.commit_interval) {
+                    tracing::info!("state directory writable again: recovered");
+                    health.set_state_error(None);
+                }
+            }
             Err(e) => self.recover(engine, e)?,
         }
         Ok(())
+    }
+
+    /// A state write failed on a full disk (the tasks are dropped already,
+    /// see [`Engine::abort`]): say so, and wait before trying again.
+    fn disk_full(&mut self, engine: &Engine, full: DiskFull) {
+        let wait = self.disk.failed(Instant::now());
+        let path = match full.path.is_empty() {
+            true => self.app_dir.display().to_string(),
+            false => full.path,
+        };
+        counter!(
+            "weir_state_errors_total",
+            "topology" => engine.app.clone(),
+            "store" => full.store.clone(),
+            "kind" => "disk_full"
+        )
+        .increment(1);
+        tracing::error!(
+            path = %path,
+            errno = full.errno,
+            store = %full.store,
+            error = %full.error,
+            retry_in = ?wait,
+            failures = self.disk.failures(),
+            "state directory full: transaction aborted, every task back to its last commit; \
+             processing nothing until there is space"
+        );
+        crate::health::global().set_state_error(Some(format!(
+            "state directory full: {path} ({}): {}; processing nothing until there is space",
+            full.errno, full.error
+        )));
     }
 
     /// Act on what the rebalance callback left, oldest first: a fatal
@@ -594,6 +723,7 @@ impl StreamThread {
         for event in std::mem::take(&mut engine.events) {
             match event {
                 Event::Fatal(e) => return Err(e),
+                Event::DiskFull(full) => self.disk_full(engine, full),
                 Event::Rewind => round.rewound = true,
                 Event::Rebalanced { revoked } => {
                     self.aligner.forget(&revoked);
@@ -695,6 +825,12 @@ impl StreamThread {
     fn recover(&mut self, engine: &mut Engine, err: RuntimeError) -> Result<(), RuntimeError> {
         engine.abort(err)?;
         engine.events.retain(|e| !matches!(e, Event::Rewind));
+        for event in std::mem::take(&mut engine.events) {
+            match event {
+                Event::DiskFull(full) => self.disk_full(engine, full),
+                other => engine.events.push(other),
+            }
+        }
         self.rewind()?;
         self.last_commit = Instant::now();
         self.busy = false;

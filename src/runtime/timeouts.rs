@@ -81,6 +81,17 @@ pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
 /// How long reading a changelog's offsets is retried (a leader moving).
 pub(super) const WATERMARK_RETRY: Duration = Duration::from_secs(120);
 
+/// The first wait after a state write failed on a full disk (see `disk`),
+/// doubled after each failure in a row up to [`DISK_FULL_BACKOFF_MAX`]:
+/// space freed is used within that much. The loop polls meanwhile (one
+/// poll at most 100 ms), so none of these holds it up.
+pub(super) const DISK_FULL_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub(super) const DISK_FULL_BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// Bytes the probe of a full disk writes before the tasks reopen their
+/// databases (a page: a filesystem with less is still full for RocksDB).
+pub(super) const DISK_FULL_PROBE_BYTES: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,68 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("corrupt state in store {store}: {reason}")]
     Corrupt { store: String, reason: String },
+    /// A write to a task database (or its opening) failed: where, and
+    /// which stores it holds.
+    #[error("rocksdb at {path} (stores {stores}): {source}")]
+    Write {
+        path: String,
+        stores: String,
+        source: rocksdb::Error,
+    },
+}
+
+impl StoreError {
+    /// `Some(errno name)` when this failed because the state's filesystem
+    /// is full (see [`disk_full_io`], [`disk_full_message`]).
+    pub fn disk_full(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Rocks(e) | StoreError::Write { source: e, .. } => disk_full_message(e.as_ref()),
+            StoreError::Io { source, .. } => disk_full_io(source),
+            StoreError::Corrupt { .. } => None,
+        }
+    }
+
+    /// The path and the stores it concerns, when known.
+    pub fn location(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            StoreError::Write { path, stores, .. } => (Some(path), Some(stores)),
+            StoreError::Io { path, .. } => (Some(path), None),
+            StoreError::Corrupt { store, .. } => (None, Some(store)),
+            StoreError::Rocks(_) => (None, None),
+        }
+    }
+}
+
+/// ENOSPC (no space left on device) and EDQUOT (disk quota exceeded) on
+/// Linux.
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+/// `Some(errno name)` when an I/O error says the filesystem is full: no
+/// space left, or the quota used up (both clear once space is freed).
+pub fn disk_full_io(e: &std::io::Error) -> Option<&'static str> {
+    match e.raw_os_error() {
+        Some(ENOSPC) => Some("ENOSPC"),
+        Some(EDQUOT) => Some("EDQUOT"),
+        Some(_) => None,
+        None if e.kind() == std::io::ErrorKind::StorageFull => Some("ENOSPC"),
+        None => disk_full_message(&e.to_string()),
+    }
+}
+
+/// `Some(errno name)` when an error message (RocksDB's `Status`, whose
+/// `NoSpace` subcode reads "No space left on device" and whose POSIX
+/// errors carry `strerror`) says the filesystem is full. RocksDB keeps
+/// answering writes with that error while it is in its background-error
+/// (read-only) state after a failed flush or compaction.
+pub fn disk_full_message(msg: &str) -> Option<&'static str> {
+    if msg.contains("No space left on device") || msg.contains("ENOSPC") {
+        Some("ENOSPC")
+    } else if msg.contains("Disk quota exceeded") || msg.contains("EDQUOT") {
+        Some("EDQUOT")
+    } else {
+        None
+    }
 }
 
 /// One change to replicate to a changelog topic: `None` is a delete
@@ -267,6 +329,39 @@ mod tests {
             s.put(b"k".to_vec(), vec![i]);
         }
         assert_eq!(s.flush().unwrap(), vec![(b"k".to_vec(), Some(vec![9]))]);
+    }
+
+    #[test]
+    fn disk_full_errors_are_told_from_others() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(disk_full_io(&Error::from_raw_os_error(28)), Some("ENOSPC"));
+        assert_eq!(disk_full_io(&Error::from_raw_os_error(122)), Some("EDQUOT"));
+        assert_eq!(disk_full_io(&Error::from(ErrorKind::StorageFull)), Some("ENOSPC"));
+        assert_eq!(disk_full_io(&Error::from_raw_os_error(5)), None, "EIO");
+        assert_eq!(disk_full_io(&Error::from_raw_os_error(30)), None, "EROFS");
+        assert_eq!(disk_full_io(&Error::from(ErrorKind::PermissionDenied)), None);
+        // RocksDB's statuses as they read (a failed WAL append; a write
+        // while in the background-error state after a failed flush).
+        for msg in [
+            "IO error: No space left on device: While appending to file: /s/app/0_1/rocksdb/000012.log: No space left on device",
+            "IO error: No space left on device: While open a file for appending: /s/app/1_0/rocksdb/000009.sst: No space left on device",
+        ] {
+            assert_eq!(disk_full_message(msg), Some("ENOSPC"), "{msg}");
+        }
+        assert_eq!(disk_full_message("IO error: Disk quota exceeded"), Some("EDQUOT"));
+        assert_eq!(disk_full_message("IO error: Input/output error"), None);
+        assert_eq!(disk_full_message("Corruption: block checksum mismatch"), None);
+        let e = StoreError::Io {
+            path: "/s/app/0_0".into(),
+            source: Error::from_raw_os_error(28),
+        };
+        assert_eq!(e.disk_full(), Some("ENOSPC"));
+        assert_eq!(e.location().0, Some("/s/app/0_0"));
+        let corrupt = StoreError::Corrupt {
+            store: "w".into(),
+            reason: "No space left on device".into(),
+        };
+        assert_eq!(corrupt.disk_full(), None, "corrupt data is not a full disk");
     }
 
     #[test]

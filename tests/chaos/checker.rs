@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::Rec;
 
-/// What one run found. Every count but `aborted`, `late` and `dead_letters`
+/// What one run found. Every count but `aborted`, `late`, `state_errors` and `dead_letters`
 /// is an anomaly when non-zero.
 #[derive(Debug, Default, Clone)]
 pub struct Findings {
@@ -55,6 +55,9 @@ pub struct Findings {
     pub regressions: Option<f64>,
     /// `weir_dropped_records_total{reason="late"}`, summed the same way.
     pub late: f64,
+    /// `weir_state_errors_total{kind="disk_full"}` (informational: state
+    /// writes that failed on a full disk), summed the same way.
+    pub state_errors: f64,
     /// Processes that did not exit 0 on SIGTERM.
     pub unhealthy: Vec<String>,
     /// Log lines with a panic (any incarnation of any process).

@@ -70,10 +70,19 @@ pub enum Fault {
     /// The broker unreachable for `lasting`: every open connection reset,
     /// every new one accepted and reset at once.
     NetworkRefuse { lasting: Duration },
-    /// TODO(chaos): the state directory's filesystem full (being built
-    /// elsewhere); never drawn yet.
-    #[allow(dead_code)]
-    StateDiskFull,
+    /// Fill the state filesystem of instance `instance` (each has a tmpfs
+    /// of its own, see `chaos.rs`) with a filler file up to ENOSPC for
+    /// `full` (kept full), then delete the filler. A running instance
+    /// writes into the space RocksDB preallocated and meets the full disk
+    /// when it needs new space, e.g. reopening its tasks: `stop`, 1 s into
+    /// the fault, SIGSTOPs it that long (past the session timeout: thrown
+    /// out of the group, it drops its tasks and opens them again on the
+    /// full disk after SIGCONT).
+    StateDiskFull {
+        instance: usize,
+        full: Duration,
+        stop: Option<Duration>,
+    },
 }
 
 impl Fault {
@@ -93,7 +102,7 @@ impl Fault {
             Fault::NetworkReset { .. } => "network reset",
             Fault::NetworkPartition { .. } => "network partition",
             Fault::NetworkRefuse { .. } => "network refuse",
-            Fault::StateDiskFull => "state disk full (TODO)",
+            Fault::StateDiskFull { .. } => "state disk full",
         }
     }
 
@@ -110,6 +119,7 @@ impl Fault {
             | Fault::NetworkPartition { lasting }
             | Fault::NetworkRefuse { lasting } => *lasting,
             Fault::NetworkReset { times, every } => *every * *times as u32,
+            Fault::StateDiskFull { full, .. } => *full,
             _ => Duration::ZERO,
         }
     }
@@ -192,7 +202,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 11] = [
+    const STEP_KINDS: [&str; 12] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -204,6 +214,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         "network-reset",
         "network-partition",
         "network-refuse",
+        "state-disk-full",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -213,8 +224,8 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         let fault = loop {
             // 0..15: the kinds of the first campaigns; 15..19 (added with
             // the proxy): the network faults, which hit every instance at
-            // once.
-            let fault = match rng.gen_range(0..19u32) {
+            // once; 19..21: the state disk full.
+            let fault = match rng.gen_range(0..21u32) {
                 0..=2 => Fault::KillRun {
                     instance,
                     down: secs(&mut rng, 0.5, cap(max_down)),
@@ -259,9 +270,22 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                 17 => Fault::NetworkPartition {
                     lasting: secs(&mut rng, 5.0, (40.0f64).min(room.max(5.5))),
                 },
-                _ => Fault::NetworkRefuse {
+                18 => Fault::NetworkRefuse {
                     lasting: secs(&mut rng, 5.0, (20.0f64).min(room.max(5.5))),
                 },
+                // Up to 30 s: with the engine's wait for space (8 s at
+                // most) and the reopen, an instance of several holds its
+                // partitions back well within the 1 m grace.
+                _ => {
+                    let session = SESSION_SECS as f64;
+                    let stop = rng.gen_bool(0.5).then(|| secs(&mut rng, session + 2.0, session + 4.0));
+                    let lo = stop.map_or(5.0, |d| d.as_secs_f64() + 6.0);
+                    Fault::StateDiskFull {
+                        instance,
+                        full: secs(&mut rng, lo, (30.0f64).min(room.max(lo + 0.5))),
+                        stop,
+                    }
+                }
             };
             if allowed(&fault) {
                 break fault;
