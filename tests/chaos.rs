@@ -441,7 +441,7 @@ impl Pipeline {
                 say(t0, &format!("freed the state filesystem of run{instance}"));
             }
             Fault::BadPayloads { .. } | Fault::FarFutureTimestamps { .. } => {}
-                    }
+        }
     }
 }
 

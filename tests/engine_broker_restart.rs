@@ -50,6 +50,17 @@ impl Drop for StartAgain {
     }
 }
 
+/// Prints the tail of a process's log when the test fails.
+struct TailOnPanic<'a>(&'a WeirProc);
+
+impl Drop for TailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.0.name, self.0.tail(80));
+        }
+    }
+}
+
 /// The tests of this binary stop the one broker: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -134,9 +145,11 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     delete_topics(&[&status, &dlq, &hourly, &lots, &late_out]);
 }
 
-/// The broker SIGSTOPped for 45 s while records flow (a transaction open):
-/// the flush times out, the abort cannot be known to have happened (its
-/// retries end after 30 s), so the producer is replaced
+/// The broker SIGSTOPped for 45 s while a transaction is open (a 5 s
+/// commit interval, the longest exactly_once allows; the stall 2 s after a
+/// batch was processed): the flush
+/// times out, the abort cannot be known to have happened (its retries end
+/// after 30 s), so the producer is replaced
 /// (`weir_producer_replacements_total`) rather than used for another
 /// transaction that a late EndTxn could end. The instance lives on and the
 /// hourly results are exact.
@@ -146,13 +159,16 @@ fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
     let dir = tempfile::tempdir().unwrap();
     let id = unique("it-stall");
     let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
+    let text = std::fs::read_to_string(&topo).unwrap();
+    assert!(text.contains("commit_interval: 200ms"), "{text}");
+    std::fs::write(&topo, text.replace("commit_interval: 200ms", "commit_interval: 5s")).unwrap();
     create_topic(&status, 3);
     let inputs = simulate(3000, 17, dir.path());
     let want = expected(&inputs);
-    let (first, second) = inputs.split_at(inputs.len() / 3);
-    produce_inputs(&status, first);
+    let third = inputs.len() / 3;
     let addr = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("state");
+    produce_inputs(&status, &inputs[..third]);
     let run = WeirProc::spawn(
         &[
             "run",
@@ -164,45 +180,18 @@ fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
         ],
         &dir.path().join("run.log"),
     );
+    let _tail = TailOnPanic(&run);
+    // Right after a commit, a batch: processed within a second or two, in
+    // a transaction that stays open until the next commit, 5 s later.
     wait_committed(&id, &status, 3, Duration::from_secs(90));
-
-    // The rest fed slowly (about 40 s), so that a transaction is open when
-    // the broker stops; the feeder's producer waits out the stall.
-    let feed: Vec<Input> = second
-        .iter()
-        .map(|i| Input {
-            partition: i.partition,
-            timestamp: i.timestamp,
-            key: i.key.clone(),
-            payload: i.payload.clone(),
-        })
-        .collect();
-    let topic = status.clone();
-    let feeder = std::thread::spawn(move || {
-        let p = producer();
-        for chunk in feed.chunks(25) {
-            for i in chunk {
-                produce(
-                    &p,
-                    &topic,
-                    i.partition,
-                    i.timestamp,
-                    i.key.as_deref().map(str::as_bytes),
-                    Some(&i.payload),
-                );
-            }
-            p.poll(Duration::ZERO);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        while rdkafka::producer::Producer::flush(&p, Duration::from_secs(5)).is_err() {}
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    produce_inputs(&status, &inputs[third..2 * third]);
+    std::thread::sleep(Duration::from_secs(2));
     let pid = kafka_pid();
     let resume = Resume(pid.clone());
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_secs(45));
     drop(resume);
-    feeder.join().unwrap();
+    produce_inputs(&status, &inputs[2 * third..]);
 
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
@@ -218,6 +207,7 @@ fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
         "the producer was not replaced after the stall: {}",
         run.tail(40)
     );
+    drop(_tail);
     run.terminate();
     delete_topics(&[&status, &dlq, &hourly, &lots]);
 }

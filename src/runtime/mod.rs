@@ -24,7 +24,7 @@ mod disk;
 mod lag;
 pub mod restore;
 mod tasks;
-mod timeouts;
+pub(crate) mod timeouts;
 mod topics;
 
 use std::collections::HashSet;

@@ -61,7 +61,7 @@ pub(super) const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const SEEK_RETRY: Duration = Duration::from_secs(20);
 
 /// The broker aborts a transaction open this long.
-pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest time between two `poll`s before the group coordinator
 /// drops the member (`max.poll.interval.ms`).

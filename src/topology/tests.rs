@@ -228,3 +228,22 @@ fn max_future_is_a_duration_with_a_default_of_an_hour() {
     assert!(Topology::parse(&src("kafka")).is_ok());
     assert!(errors(&src("kafk"))[0].message.contains("kafka"));
 }
+
+#[test]
+fn an_exactly_once_commit_interval_must_fit_in_the_transaction_timeout() {
+    let src = |guarantee: &str, interval: &str| {
+        format!(
+            "application_id: app\nprocessing_guarantee: {guarantee}\ncommit_interval: {interval}\nsources:\n  s:\n    topic: in\nsteps:\n  - name: f\n    filter: 'true'\n"
+        )
+    };
+    let e = errors(&src("exactly_once", "20s"));
+    assert_eq!((e.len(), e[0].line), (1, 3), "{e:?}");
+    assert!(
+        e[0].message
+            .contains("commit_interval 20s is too long for exactly_once"),
+        "{e:?}"
+    );
+    assert!(e[0].hint.as_deref().unwrap_or("").contains("at most 5s"), "{e:?}");
+    assert!(Topology::parse(&src("exactly_once", "5s")).is_ok());
+    assert!(Topology::parse(&src("at_least_once", "20s")).is_ok());
+}

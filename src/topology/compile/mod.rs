@@ -106,6 +106,30 @@ impl Compiler {
             Some(s) => self.duration(s).unwrap_or(Duration::from_secs(1)),
             None => Duration::from_secs(1),
         };
+        // Under exactly_once each commit interval is one transaction, and
+        // the broker aborts (and fences) a transaction open longer than the
+        // transaction timeout: every commit would fail.
+        let txn_timeout = crate::runtime::timeouts::TRANSACTION_TIMEOUT;
+        if let (Some(s), Guarantee::ExactlyOnce) = (&spec.commit_interval, spec.processing_guarantee) {
+            if commit_interval > txn_timeout / 2 {
+                self.errors.push(
+                    Diagnostic::at(
+                        s,
+                        format!(
+                            "commit_interval {} is too long for exactly_once: each interval is one Kafka \
+                             transaction, and the broker aborts a transaction open longer than {} \
+                             (weir's transaction.timeout.ms), fencing every commit",
+                            s.value.trim(),
+                            humantime::format_duration(txn_timeout)
+                        ),
+                    )
+                    .with_hint(format!(
+                        "use at most {} (half the transaction timeout, room for the commit itself)",
+                        humantime::format_duration(txn_timeout / 2)
+                    )),
+                );
+            }
+        }
         let time_zone = match &spec.time_zone {
             Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
             None => Tz::UTC,
