@@ -12,7 +12,10 @@
 //! Driven by WEIR_CHAOS_SEED (first seed; run k uses seed + k; default: the
 //! clock), WEIR_CHAOS_RUNS (1), WEIR_CHAOS_MINUTES (length of each run's
 //! feed, 1.5) and WEIR_CHAOS_ONLY (fault kinds allowed, comma-separated,
-//! e.g. `kill-sink,stall-broker`; default all); WEIR_CHAOS_PLAN_ONLY=1
+//! e.g. `kill-sink,stall-broker`; default all) and WEIR_CHAOS_BROKERS (1:
+//! the single broker of `./dev up`; 3: the cluster of `./dev up --brokers
+//! 3`, which WEIR_BOOTSTRAP then names, with broker kills instead of
+//! network faults); WEIR_CHAOS_PLAN_ONLY=1
 //! prints the schedules and runs nothing. Ignored by `cargo test`: it stops
 //! the shared broker and Postgres.
 
@@ -48,10 +51,22 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// ` --only KINDS` when the campaign was filtered (a replay needs it: the
-/// filter changes the plan), else nothing.
-fn only_flag() -> String {
-    env_var("WEIR_CHAOS_ONLY").map_or_else(String::new, |k| format!(" --only {}", k.trim()))
+/// WEIR_CHAOS_BROKERS: 1 (default) or 3.
+fn brokers() -> usize {
+    match env_var("WEIR_CHAOS_BROKERS").as_deref().map(str::trim) {
+        None | Some("1") => 1,
+        Some("3") => 3,
+        Some(other) => panic!("WEIR_CHAOS_BROKERS {other}: 1 or 3"),
+    }
+}
+
+/// ` --only KINDS` when the campaign was filtered and ` --brokers 3` on
+/// the 3-node cluster (a replay needs both: they change the plan), else
+/// nothing.
+fn replay_flags() -> String {
+    let only = env_var("WEIR_CHAOS_ONLY").map_or_else(String::new, |k| format!(" --only {}", k.trim()));
+    let brokers = if brokers() == 3 { " --brokers 3" } else { "" };
+    format!("{only}{brokers}")
 }
 
 /// Prints one line of the run's story, with the time since `t0`.
@@ -92,8 +107,7 @@ fn metric(text: &str, name: &str, filter: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// The broker of `./dev up` SIGSTOPped; SIGCONT when dropped, whatever
-/// happens.
+/// A broker SIGSTOPped; SIGCONT when dropped, whatever happens.
 struct StalledBroker(String);
 
 impl Drop for StalledBroker {
@@ -166,11 +180,12 @@ struct Pipeline {
     sink_incarnations: usize,
     regressions: Option<f64>,
     late: f64,
-    /// Between every `weir run` and the broker (their WEIR_BOOTSTRAP); the
-    /// feeder, the checker and the sink talk to the broker directly. Last:
-    /// dropped after the processes (the tails of their logs show their
-    /// state, not the proxy gone).
-    proxy: proxy::Proxy,
+    /// Between every `weir run` and the single broker (their
+    /// WEIR_BOOTSTRAP); the feeder, the checker and the sink talk to the
+    /// broker directly. None on the 3-node cluster. Last: dropped after
+    /// the processes (the tails of their logs show their state, not the
+    /// proxy gone).
+    proxy: Option<proxy::Proxy>,
     state_errors: f64,
     /// A filler on an instance's state tmpfs (deleted when dropped).
     filler: Option<Filler>,
@@ -196,7 +211,7 @@ impl Pipeline {
         self.incarnations[i] += 1;
         let state = self.state(i);
         let session = format!("{SESSION_SECS}s");
-        let args: [&OsStr; 8] = [
+        let mut args: Vec<&OsStr> = vec![
             OsStr::new("run"),
             self.topo.as_os_str(),
             OsStr::new("--state-dir"),
@@ -206,7 +221,15 @@ impl Pipeline {
             OsStr::new("--metrics-addr"),
             OsStr::new(&addr),
         ];
-        let bootstrap = self.proxy.addr().to_string();
+        // On the 3-node cluster, three replicas of every topic weir
+        // creates (min.insync.replicas 2 for its internal ones).
+        let bootstrap = match &self.proxy {
+            Some(proxy) => proxy.addr().to_string(),
+            None => {
+                args.extend([OsStr::new("--replication-factor"), OsStr::new("3")]);
+                bootstrap()
+            }
+        };
         let run = WeirProc::spawn_env(&args, &log, &[("WEIR_BOOTSTRAP", &bootstrap)]);
         say(
             self.t0,
@@ -276,6 +299,12 @@ impl Pipeline {
         self.sink = Some(sink);
     }
 
+    fn proxy(&self) -> &proxy::Proxy {
+        self.proxy
+            .as_ref()
+            .expect("network faults are drawn with the single broker only")
+    }
+
     fn apply(&mut self, fault: &Fault) {
         let t0 = self.t0;
         match fault {
@@ -341,21 +370,53 @@ impl Pipeline {
                 pause(*down);
                 self.start_sink();
             }
-            Fault::StallBroker { stalled } => {
-                let pid_file = checkout().join(".cache/kafka/kafka.pid");
-                let pid = std::fs::read_to_string(&pid_file)
-                    .unwrap_or_else(|e| panic!("{}: {e} (written by ./dev up)", pid_file.display()))
-                    .trim()
-                    .to_string();
+            Fault::StallBroker { node, stalled } => {
+                let (pid, which) = match node {
+                    Some(n) => (cluster3::node_pid(*n as i32).to_string(), format!("broker {n}")),
+                    None => {
+                        let pid_file = checkout().join(".cache/kafka/kafka.pid");
+                        let pid = std::fs::read_to_string(&pid_file)
+                            .unwrap_or_else(|e| panic!("{}: {e} (written by ./dev up)", pid_file.display()))
+                            .trim()
+                            .to_string();
+                        (pid, "the broker".to_string())
+                    }
+                };
                 let guard = StalledBroker(pid.clone());
                 assert!(
                     Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(),
                     "kill -STOP {pid}"
                 );
-                say(t0, &format!("SIGSTOPped the broker (pid {pid}) for {stalled:.1?}"));
+                say(t0, &format!("SIGSTOPped {which} (pid {pid}) for {stalled:.1?}"));
                 pause(*stalled);
                 drop(guard);
-                say(t0, "SIGCONTed the broker");
+                say(t0, &format!("SIGCONTed {which}"));
+            }
+            Fault::KillBroker { node, down } => {
+                let pid = cluster3::node_pid(*node as i32);
+                // Started again (./dev up --brokers 3) whatever happens.
+                let guard = cluster3::StartAgain;
+                assert!(
+                    Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status()
+                        .unwrap()
+                        .success(),
+                    "kill -KILL {pid}"
+                );
+                say(t0, &format!("SIGKILLed broker {node} (pid {pid}) for {down:.1?}"));
+                pause(*down);
+                let started = Instant::now();
+                drop(guard);
+                assert!(cluster3::cluster_running(), "broker {node} did not start again");
+                say(
+                    t0,
+                    &format!(
+                        "started broker {node} again (pid {}; the cluster whole after {:.1?})",
+                        cluster3::node_pid(*node as i32),
+                        started.elapsed()
+                    ),
+                );
             }
             Fault::RestartPostgres { down } => {
                 let pg = sink_common::DevPostgres::find();
@@ -368,45 +429,45 @@ impl Pipeline {
                 say(t0, "started Postgres");
             }
             Fault::NetworkLatency { latency, lasting } => {
-                self.proxy.set_latency(*latency);
+                self.proxy().set_latency(*latency);
                 say(
                     t0,
                     &format!("network: {latency:.1?} latency each way for {lasting:.1?}"),
                 );
                 pause(*lasting);
-                self.proxy.set_latency(Duration::ZERO);
+                self.proxy().set_latency(Duration::ZERO);
                 say(t0, "network: latency off");
             }
             Fault::NetworkReset { times, every } => {
                 for k in 0..*times {
-                    let n = self.proxy.reset_all();
+                    let n = self.proxy().reset_all();
                     say(t0, &format!("network: reset {n} connections ({}/{times})", k + 1));
                     pause(*every);
                 }
             }
             Fault::NetworkPartition { lasting } => {
-                self.proxy.set_blackhole(true);
+                self.proxy().set_blackhole(true);
                 say(
                     t0,
                     &format!(
                         "network: partition ({} connections black-holed) for {lasting:.1?}",
-                        self.proxy.open()
+                        self.proxy().open()
                     ),
                 );
                 pause(*lasting);
-                let n = self.proxy.reset_all();
-                self.proxy.set_blackhole(false);
+                let n = self.proxy().reset_all();
+                self.proxy().set_blackhole(false);
                 say(t0, &format!("network: partition healed, {n} connections reset"));
             }
             Fault::NetworkRefuse { lasting } => {
-                self.proxy.set_refuse(true);
-                let n = self.proxy.reset_all();
+                self.proxy().set_refuse(true);
+                let n = self.proxy().reset_all();
                 say(
                     t0,
                     &format!("network: {n} connections reset, new ones refused for {lasting:.1?}"),
                 );
                 pause(*lasting);
-                self.proxy.set_refuse(false);
+                self.proxy().set_refuse(false);
                 say(t0, "network: connections accepted again");
             }
             Fault::StateDiskFull { instance, full, stop } => {
@@ -633,7 +694,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         sink_incarnations: 0,
         regressions: None,
         late: 0.0,
-        proxy: start_proxy(),
+        proxy: (plan.brokers == 1).then(start_proxy),
         state_errors: 0.0,
         filler: None,
         mounts: (0..n)
@@ -848,7 +909,7 @@ fn run_one(plan: &Plan, minutes: f64) -> Findings {
             plan.seed,
             dir.display(),
             plan.seed,
-            only_flag()
+            replay_flags()
         );
     }
     f
@@ -881,7 +942,8 @@ fn chaos_campaign() {
         })
         .unwrap_or_default();
     eprintln!(
-        "chaos: {runs} run(s) from seed {first}, {minutes} min of feed each{}",
+        "chaos: {runs} run(s) from seed {first}, {minutes} min of feed each, {} broker(s){}",
+        brokers(),
         if only.is_empty() {
             String::new()
         } else {
@@ -891,12 +953,13 @@ fn chaos_campaign() {
     let began = Instant::now();
     let mut done: Vec<(Plan, Findings)> = Vec::new();
     for k in 0..runs {
-        let plan = schedule::draw(first.wrapping_add(k), feed, &only);
+        let plan = schedule::draw(first.wrapping_add(k), feed, &only, brokers());
         eprintln!(
-            "\n==== chaos run {}/{runs}: seed {}, {} instance(s), event time from {}, {:?} of feed at {}/s, simulator seed {} ====",
+            "\n==== chaos run {}/{runs}: seed {}, {} instance(s), {} broker(s), event time from {}, {:?} of feed at {}/s, simulator seed {} ====",
             k + 1,
             plan.seed,
             plan.instances,
+            plan.brokers,
             if plan.field_time { TIME_FIELD } else { "the Kafka timestamp" },
             plan.feed,
             plan.rate,
@@ -1010,7 +1073,7 @@ fn chaos_campaign() {
         for seed in &failed {
             eprintln!(
                 "  ./dev chaos --seed {seed} --runs 1 --minutes {minutes}{}",
-                only_flag()
+                replay_flags()
             );
         }
     }

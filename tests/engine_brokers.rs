@@ -23,54 +23,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
 use rdkafka::ClientConfig;
 
+use common::cluster3::*;
 use common::*;
 use engine_common::*;
-
-/// Where `./dev up --brokers 3` listens (WEIR_BOOTSTRAP3 overrides).
-const BOOTSTRAP3: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
-const NODES: i32 = 3;
-
-/// Starts the nodes of the 3-node cluster that are not running and waits
-/// until every node lists all three brokers. Run even when WEIR_BOOTSTRAP3
-/// is set: `./dev` exports it, so it does not tell whether the cluster is up,
-/// and a running cluster makes this a few metadata requests.
-fn dev_up_3() -> Result<(), String> {
-    let t = Instant::now();
-    let status = Command::new(checkout().join("dev"))
-        .args(["up", "--brokers", "3"])
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("run ./dev up --brokers 3: {e}"))?;
-    eprintln!("./dev up --brokers 3: {status} in {:.1?}", t.elapsed());
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("./dev up --brokers 3 failed ({status})"))
-}
-
-fn node_dir(node: i32) -> PathBuf {
-    checkout().join(format!(".cache/kafka3/node{node}"))
-}
-
-fn node_pid(node: i32) -> u32 {
-    let path = node_dir(node).join("kafka.pid");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (written by ./dev up --brokers 3)", path.display()))
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Alive and not a zombie waiting to be reaped.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-        })
-        .is_some_and(|state| state != "Z" && state != "X")
-}
 
 /// The active KRaft controller as the nodes last wrote it down (the
 /// `quorum-state` file of the metadata log; the newest epoch wins).
@@ -240,17 +195,6 @@ impl Drop for ShowLog {
     }
 }
 
-/// Starts the killed broker again when dropped, also when the test fails.
-struct StartAgain;
-
-impl Drop for StartAgain {
-    fn drop(&mut self) {
-        if let Err(e) = dev_up_3() {
-            eprintln!("restarting the killed broker: {e}");
-        }
-    }
-}
-
 fn describe_topic_configs(topics: &[&str]) -> BTreeMap<String, (Option<String>, ConfigSource)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -282,16 +226,6 @@ fn describe_topic_configs(topics: &[&str]) -> BTreeMap<String, (Option<String>, 
         .collect()
 }
 
-/// Whether every node of the 3-node cluster is running.
-fn cluster_running() -> bool {
-    (1..=NODES).all(|n| {
-        std::fs::read_to_string(node_dir(n).join("kafka.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .is_some_and(alive)
-    })
-}
-
 /// Stops the 3-node cluster when dropped if this test started it: its three
 /// JVMs left running would slow every test binary after this one on a
 /// 2-core machine (a cluster someone started by hand stays up).
@@ -317,7 +251,7 @@ fn a_broker_killed_mid_run_loses_nothing_with_replicated_topics() {
     let t0 = Instant::now();
     let _stop = StopIfStarted(!cluster_running());
     dev_up_3().unwrap();
-    let bootstrap3 = std::env::var("WEIR_BOOTSTRAP3").unwrap_or_else(|_| BOOTSTRAP3.to_string());
+    let bootstrap3 = bootstrap3();
     // Before any helper runs (they read it), in the only test of this binary.
     std::env::set_var("WEIR_BOOTSTRAP", &bootstrap3);
     assert_eq!(bootstrap(), bootstrap3);

@@ -113,8 +113,8 @@ impl Backend for Box<dyn Backend + Send> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(key)
     }
-    fn range(&self, from: &[u8], to: &[u8]) -> Result<crate::state::Entries, StoreError> {
-        (**self).range(from, to)
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<crate::state::Entries, StoreError> {
+        (**self).range(from, to, limit)
     }
     fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).first_key(from, skip)

@@ -678,3 +678,72 @@ fn projected_decoding_writes_exactly_what_decoding_everything_writes() {
     let lot: serde_json::Value = serde_json::from_slice(lot.unwrap().value.as_deref().unwrap()).unwrap();
     assert_eq!(lot["NEST"]["a"][1], 2.5, "skipped fields are written whole: {lot}");
 }
+
+/// A backend that remembers the most entries one `range` call returned.
+struct Recording {
+    inner: crate::state::MemBackend,
+    largest: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend for Recording {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<crate::state::Entries, StoreError> {
+        let out = self.inner.range(from, to, limit)?;
+        self.largest.fetch_max(out.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(out)
+    }
+    fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.first_key(from, skip)
+    }
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        self.inner.write(batch)
+    }
+}
+
+/// Stream time jumping past thousands of open windows (an outage, a
+/// backlog) emits and deletes each once, reading them from the store a
+/// chunk at a time, and leaves the store empty.
+#[test]
+fn closing_many_windows_reads_them_a_chunk_at_a_time() {
+    let t = topo(&window_yaml(""));
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut task = Task::new(&t, 0, 0, |_| {
+        Ok(Box::new(Recording {
+            inner: crate::state::MemBackend::default(),
+            largest: largest.clone(),
+        }))
+    })
+    .unwrap();
+    let groups = 2 * super::window::CLOSE_CHUNK + 500;
+    for g in 0..groups {
+        feed(&mut task, &t, &format!("g{g:05}"), T14 + g as i64, 1.0);
+        if g == groups / 2 {
+            // Half of them stored, half still in the write cache.
+            task.flush().unwrap();
+        }
+    }
+    // A few of the stored ones updated in the cache.
+    for g in 0..10 {
+        feed(&mut task, &t, &format!("g{g:05}"), T14 + 1, 2.0);
+    }
+    let out = values(&feed(&mut task, &t, "late-comer", T14 + 5 * H, 1.0));
+    let mut seen: Vec<String> = out.iter().map(|v| v["g"].as_str().unwrap().to_string()).collect();
+    assert_eq!(seen.len(), groups, "every window once");
+    seen.dedup();
+    assert_eq!(seen.len(), groups, "in key order, none twice");
+    assert_eq!(out[0]["n"], 2, "the cached update is what is emitted");
+    assert_eq!(out[0]["avg"], 1.5);
+    let read = largest.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=super::window::CLOSE_CHUNK).contains(&read),
+        "{read} windows read at once (chunk {})",
+        super::window::CLOSE_CHUNK
+    );
+    task.flush().unwrap();
+    // Only the late-comer's window is left.
+    let more = values(&feed(&mut task, &t, "z", T14 + 10 * H, 1.0));
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0]["g"], "late-comer");
+}

@@ -161,6 +161,9 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
     Ok(())
 }
 
+/// Closed windows read from the store at a time.
+pub(crate) const CLOSE_CHUNK: usize = 1024;
+
 /// Emit (for `on_window_close`) and delete every window that stream time
 /// has closed, then note when the oldest window still open will close, so
 /// no scan runs before then.
@@ -169,15 +172,28 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result
     // start + size + grace <= stream_time  <=>  start <= stream_time - size - grace
     let last_closed_start = ctx.stream_time.saturating_sub(w.size_ms).saturating_sub(w.grace_ms);
     let to = time_bytes(last_closed_start.saturating_add(1));
-    let closed = ctx.store(w.store)?.range(&time_bytes(i64::MIN), &to)?;
-    for (key, bytes) in closed {
-        let state = decode::<WindowState>(&store_name, &bytes)?;
-        let start = time_from(&key);
-        if w.emit == EmitSpec::OnWindowClose {
-            let out = result_record(ctx, w, start, &key[8..], &state);
-            ctx.forward(id, out)?;
+    // Chunk by chunk: after an outage stream time may jump a day, closing
+    // every window of it at once; one chunk of them is in memory at a time
+    // (their deletes, keys only, wait in the store's write cache).
+    let mut from = time_bytes(i64::MIN).to_vec();
+    loop {
+        let closed = ctx.store(w.store)?.range(&from, &to, CLOSE_CHUNK)?;
+        let exhausted = closed.len() < CLOSE_CHUNK;
+        if let Some((last, _)) = closed.last() {
+            from = crate::state::key_after(last);
         }
-        ctx.store(w.store)?.delete(key);
+        for (key, bytes) in closed {
+            let state = decode::<WindowState>(&store_name, &bytes)?;
+            let start = time_from(&key);
+            if w.emit == EmitSpec::OnWindowClose {
+                let out = result_record(ctx, w, start, &key[8..], &state);
+                ctx.forward(id, out)?;
+            }
+            ctx.store(w.store)?.delete(key);
+        }
+        if exhausted {
+            break;
+        }
     }
     // The oldest open window says when the next scan can find work.
     ctx.next_close[id] = match ctx.store(w.store)?.first_key(&to)? {

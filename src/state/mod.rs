@@ -108,8 +108,8 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Where flushed entries are kept.
 pub trait Backend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Entries with `from <= key < to`, in key order.
-    fn range(&self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// The first `limit` entries with `from <= key < to`, in key order.
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StoreError>;
     /// The first key `>= from` for which `skip` is false, stopping early.
     fn first_key(&self, from: &[u8], skip: &dyn Fn(&[u8]) -> bool) -> Result<Option<Vec<u8>>, StoreError>;
     fn write(&mut self, batch: &[Change]) -> Result<(), StoreError>;
@@ -120,9 +120,12 @@ pub trait Store {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
-    /// Entries with `from <= key < to`, in key order, including unflushed
-    /// writes.
-    fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// The first `limit` entries with `from <= key < to`, in key order,
+    /// including unflushed writes. Bounded so that a scan over a large
+    /// store (closing a day of windows after an outage) holds one chunk in
+    /// memory at a time: fewer than `limit` entries means the range is
+    /// exhausted.
+    fn range(&mut self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StoreError>;
     /// The smallest key `>= from`, including unflushed writes.
     fn first_key(&mut self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 }
@@ -138,13 +141,14 @@ impl Backend for MemBackend {
         Ok(self.map.get(key).cloned())
     }
 
-    fn range(&self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError> {
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StoreError> {
         if from >= to {
             return Ok(Vec::new());
         }
         Ok(self
             .map
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
@@ -217,23 +221,32 @@ impl<B: Backend> Store for CachedStore<B> {
         self.dirty.insert(key, None);
     }
 
-    fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Entries, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
+    fn range(&mut self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        let mut start = from.to_vec();
+        // Chunk by chunk of the backend: a chunk of `limit` stored entries
+        // covers the keys up to its last one, merged there with the cached
+        // writes (a cached delete removes a stored entry, so a merged chunk
+        // may come out shorter and the next one is read).
+        while out.len() < limit && start.as_slice() < to {
+            let stored = self.backend.range(&start, to, limit)?;
+            let upper = match stored.last() {
+                Some((last, _)) if stored.len() == limit => key_after(last),
+                _ => to.to_vec(),
+            };
+            let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+                stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            for (k, v) in self
+                .dirty
+                .range::<[u8], _>((Bound::Included(start.as_slice()), Bound::Excluded(upper.as_slice())))
+            {
+                merged.insert(k.clone(), v.clone());
+            }
+            let room = limit - out.len();
+            out.extend(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(room));
+            start = upper;
         }
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
-            .backend
-            .range(from, to)?
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        for (k, v) in self
-            .dirty
-            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
-        {
-            merged.insert(k.clone(), v.clone());
-        }
-        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+        Ok(out)
     }
 
     fn first_key(&mut self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -248,6 +261,13 @@ impl<B: Backend> Store for CachedStore<B> {
             (a, b) => a.or(b),
         })
     }
+}
+
+/// The smallest key greater than `key` (in byte order).
+pub fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
 }
 
 /// Store values start with this version byte so the encoding can change.
@@ -292,7 +312,7 @@ mod tests {
         assert_eq!(changes.len(), 2);
         s.delete(b"a".to_vec());
         assert_eq!(s.get(b"a").unwrap(), None);
-        assert_eq!(s.range(b"a", b"z").unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(s.range(b"a", b"z", 10).unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
         let changes = s.flush().unwrap();
         assert_eq!(changes, vec![(b"a".to_vec(), None)]);
         assert!(!s.backend.map.contains_key(b"a".as_slice()));
@@ -362,6 +382,53 @@ mod tests {
             reason: "No space left on device".into(),
         };
         assert_eq!(corrupt.disk_full(), None, "corrupt data is not a full disk");
+    }
+
+    /// A bounded range over stored entries and cached writes (puts and
+    /// deletes on both sides of every chunk border) returns exactly the
+    /// first `limit` entries of the unbounded merged view, and walking it
+    /// chunk by chunk visits every live entry once.
+    #[test]
+    fn a_bounded_range_is_the_start_of_the_merged_view() {
+        let mut s = CachedStore::new(MemBackend::default());
+        let key = |i: u32| i.to_be_bytes().to_vec();
+        for i in 0..100 {
+            s.put(key(i), vec![1]);
+        }
+        s.flush().unwrap();
+        for i in (0..100).step_by(3) {
+            s.delete(key(i));
+        }
+        for i in (1..120).step_by(7) {
+            s.put(key(i), vec![2]);
+        }
+        let all = s.range(&key(0), &key(200), usize::MAX).unwrap();
+        // 34 deleted (0, 3, .., 99), 5 of them put again (15, 36, 57, 78,
+        // 99), 2 new (106, 113).
+        assert_eq!(all.len(), 100 - 34 + 5 + 2);
+        for limit in [1, 2, 5, 10, 33, 66, 69, 500] {
+            assert_eq!(
+                s.range(&key(0), &key(200), limit).unwrap(),
+                all[..limit.min(all.len())],
+                "{limit}"
+            );
+            let mut walked = Vec::new();
+            let mut from = key(0);
+            loop {
+                let chunk = s.range(&from, &key(200), limit).unwrap();
+                let done = chunk.len() < limit;
+                if let Some((last, _)) = chunk.last() {
+                    from = key_after(last);
+                }
+                walked.extend(chunk);
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(walked, all, "walked in chunks of {limit}");
+        }
+        assert!(s.range(&key(5), &key(5), 10).unwrap().is_empty());
+        assert!(s.range(&key(0), &key(200), 0).unwrap().is_empty());
     }
 
     #[test]

@@ -240,9 +240,7 @@ impl TaskDb {
         let last = self.db.iterator_cf(cf, rocksdb::IteratorMode::End).next().transpose()?;
         if let (Some((first, _)), Some((last, _))) = (first, last) {
             // The range's end is exclusive: just past the last key.
-            let mut end = last.to_vec();
-            end.push(0);
-            wb.delete_range_cf(cf, &first[..], &end[..]);
+            wb.delete_range_cf(cf, &first[..], &crate::state::key_after(&last)[..]);
         }
         wb.delete_cf(self.cf(META_CF)?, offset_key(changelog, partition));
         self.db.write(wb).map_err(|e| self.failed(e))?;
@@ -299,7 +297,7 @@ impl Backend for RocksBackend {
         Ok(self.db.get_cf(self.handle()?, key)?)
     }
 
-    fn range(&self, from: &[u8], to: &[u8]) -> Result<crate::state::Entries, StoreError> {
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<crate::state::Entries, StoreError> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -310,7 +308,7 @@ impl Backend for RocksBackend {
             .iterator_cf(cf, rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item?;
-            if k.as_ref() >= to {
+            if k.as_ref() >= to || out.len() == limit {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));
@@ -384,7 +382,10 @@ mod tests {
         let db = TaskDb::open(dir.path(), &names).unwrap();
         assert_eq!(db.changelog_offset("c", 0).unwrap(), Some(43));
         assert_eq!(db.changelog_offset("c", 1).unwrap(), None);
-        assert_eq!(db.store("w").range(&[0], &[9]).unwrap(), vec![(vec![1], b"x".to_vec())]);
+        assert_eq!(
+            db.store("w").range(&[0], &[9], 10).unwrap(),
+            vec![(vec![1], b"x".to_vec())]
+        );
     }
 
     #[test]
@@ -405,7 +406,7 @@ mod tests {
         let db = TaskDb::open(dir.path(), &names).unwrap();
         let mut s = CachedStore::new(db.store("w"));
         assert_eq!(
-            s.range(&[0], &[1]).unwrap(),
+            s.range(&[0], &[1], 10).unwrap(),
             vec![(vec![0, 1], b"a".to_vec()), (vec![0, 3], b"c".to_vec())]
         );
         assert_eq!(CachedStore::new(db.store("t")).get(&[0, 1]).unwrap(), None);
@@ -423,9 +424,9 @@ mod tests {
         db.apply(&[("w", &batch), ("t", &batch)], &[("cw", 0, 10), ("ct", 0, 20)])
             .unwrap();
         db.clear("w", "cw", 0).unwrap();
-        assert!(db.store("w").range(&[], &[255, 255, 255]).unwrap().is_empty());
+        assert!(db.store("w").range(&[], &[255, 255, 255], 10).unwrap().is_empty());
         assert_eq!(db.changelog_offset("cw", 0).unwrap(), None);
-        assert_eq!(db.store("t").range(&[], &[255, 255, 255]).unwrap().len(), 2);
+        assert_eq!(db.store("t").range(&[], &[255, 255, 255], 10).unwrap().len(), 2);
         assert_eq!(db.changelog_offset("ct", 0).unwrap(), Some(20));
         // An empty store clears too.
         db.clear("w", "cw", 0).unwrap();

@@ -41,8 +41,13 @@ pub enum Fault {
     StopRun { instance: usize, stopped: Duration },
     /// SIGKILL `weir sink`, restart `down` later.
     KillSink { down: Duration },
-    /// SIGSTOP the single broker for `stalled` (a GC stall), then SIGCONT.
-    StallBroker { stalled: Duration },
+    /// SIGSTOP a broker for `stalled` (a GC or VM stall), then SIGCONT:
+    /// the single broker, or node `node` of the 3-node cluster (its
+    /// controller fences it after 9 s; its partitions' leadership moves).
+    StallBroker { node: Option<usize>, stalled: Duration },
+    /// 3-node cluster only: SIGKILL node `node` (1..=3), start it again
+    /// `down` later and wait until every node lists all three brokers.
+    KillBroker { node: usize, down: Duration },
     /// Stop PostgreSQL (`pg_ctl stop -m fast`), start it `down` later.
     RestartPostgres { down: Duration },
     /// `count` malformed records (broken JSON, not JSON, a JSON array, an
@@ -95,6 +100,7 @@ impl Fault {
             Fault::StopRun { .. } => "stop run",
             Fault::KillSink { .. } => "kill sink",
             Fault::StallBroker { .. } => "stall broker",
+            Fault::KillBroker { .. } => "kill broker",
             Fault::RestartPostgres { .. } => "restart postgres",
             Fault::BadPayloads { .. } => "bad payloads",
             Fault::FarFutureTimestamps { .. } => "far-future timestamps",
@@ -114,7 +120,8 @@ impl Fault {
             Fault::KillRunDuringRestore { down, after, .. } => *down + *after,
             Fault::StopRun { stopped, .. } => *stopped,
             Fault::KillSink { down } | Fault::RestartPostgres { down } => *down,
-            Fault::StallBroker { stalled } => *stalled,
+            Fault::StallBroker { stalled, .. } => *stalled,
+            Fault::KillBroker { down, .. } => *down,
             Fault::NetworkLatency { lasting, .. }
             | Fault::NetworkPartition { lasting }
             | Fault::NetworkRefuse { lasting } => *lasting,
@@ -144,6 +151,10 @@ pub struct Plan {
     pub seed: u64,
     /// `weir run` instances in the group.
     pub instances: usize,
+    /// Brokers: 1 (the single broker of `./dev up`, behind the run's
+    /// proxy) or 3 (the cluster of `./dev up --brokers 3`, every topic
+    /// with three replicas, no proxy).
+    pub brokers: usize,
     /// How long the feed runs (event time advances with the wall clock).
     pub feed: Duration,
     /// Records per second of the feed.
@@ -170,10 +181,15 @@ fn secs(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
 /// faults from a few seconds after the feed starts until a few seconds
 /// before it ends.
 ///
+/// `brokers` 3: the network faults (the proxy stands before the single
+/// broker only) are replaced by `KillBroker`, and `StallBroker` stops one
+/// node. With 1 the draws are those of the seed from before the 3-node
+/// mode existed.
+///
 /// `only`: the fault kinds allowed (`Fault::kind` with dashes for spaces,
 /// e.g. `kill-sink`); empty: all. A drawn fault of another kind is drawn
 /// again, so a filtered plan keeps the same pace of faults.
-pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
+pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan {
     let allowed = |f: &Fault| only.is_empty() || only.iter().any(|k| k == &f.kind().replace(' ', "-"));
     let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let instances = rng.gen_range(1..=3usize);
@@ -202,7 +218,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 12] = [
+    const STEP_KINDS: [&str; 13] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -215,6 +231,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         "network-partition",
         "network-refuse",
         "state-disk-full",
+        "kill-broker",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -252,7 +269,17 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
                     down: secs(&mut rng, 0.5, cap(20.0)),
                 },
                 11..=12 => Fault::StallBroker {
+                    node: (brokers == 3).then(|| rng.gen_range(1..=3)),
                     stalled: secs(&mut rng, 5.0, max_stall.min(room.max(5.5))),
+                },
+                // A broker killed for up to 30 s: its partitions' leaders
+                // move to the other two (every topic has three replicas,
+                // min.insync.replicas 2), the transaction coordinator too
+                // when it was the one; restarted, it catches up and takes
+                // its leaderships back.
+                15..=18 if brokers == 3 => Fault::KillBroker {
+                    node: rng.gen_range(1..=3),
+                    down: secs(&mut rng, 2.0, cap(30.0)),
                 },
                 13..=14 => Fault::RestartPostgres {
                     down: secs(&mut rng, 1.0, cap(10.0)),
@@ -332,6 +359,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String]) -> Plan {
         field_time,
         seed,
         instances,
+        brokers,
         feed,
         rate: 50,
         sim_seed,
@@ -351,7 +379,7 @@ mod tests {
     fn draw_yields_every_step_kind_within_bounds() {
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..300 {
-            for s in draw(seed, FEED, &[]).steps {
+            for s in draw(seed, FEED, &[], 1).steps {
                 seen.insert(s.fault.kind());
                 let secs = |d: &Duration| d.as_secs_f64();
                 match &s.fault {
@@ -394,7 +422,7 @@ mod tests {
         let only: Vec<String> = ["network-partition", "network-refuse"].map(String::from).to_vec();
         let mut n = 0;
         for seed in 0..50 {
-            let plan = draw(seed, FEED, &only);
+            let plan = draw(seed, FEED, &only, 1);
             for s in &plan.steps {
                 assert!(
                     matches!(s.fault, Fault::NetworkPartition { .. } | Fault::NetworkRefuse { .. }),
@@ -405,6 +433,50 @@ mod tests {
         }
         assert!(n >= 50, "{n} steps in 50 seeds");
         // The same seed draws the same plan.
-        assert_eq!(format!("{:?}", draw(7, FEED, &[])), format!("{:?}", draw(7, FEED, &[])));
+        assert_eq!(
+            format!("{:?}", draw(7, FEED, &[], 1)),
+            format!("{:?}", draw(7, FEED, &[], 1))
+        );
+    }
+
+    #[test]
+    fn three_brokers_draw_broker_kills_instead_of_network_faults() {
+        let mut kills = 0;
+        let mut stalled_nodes = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let one = draw(seed, FEED, &[], 1);
+            let three = draw(seed, FEED, &[], 3);
+            assert_eq!(three.brokers, 3);
+            assert_eq!(one.instances, three.instances, "seed {seed}");
+            for s in &three.steps {
+                match &s.fault {
+                    Fault::NetworkLatency { .. }
+                    | Fault::NetworkReset { .. }
+                    | Fault::NetworkPartition { .. }
+                    | Fault::NetworkRefuse { .. } => panic!("seed {seed}: a network fault with 3 brokers: {s}"),
+                    Fault::KillBroker { node, down } => {
+                        assert!((1..=3).contains(node), "{s}");
+                        assert!((0.6..=30.0).contains(&down.as_secs_f64()), "{s}");
+                        kills += 1;
+                    }
+                    Fault::StallBroker { node, .. } => {
+                        stalled_nodes.insert(node.expect("a node of the three"));
+                    }
+                    _ => {}
+                }
+            }
+            for s in &one.steps {
+                assert!(!matches!(s.fault, Fault::KillBroker { .. }), "seed {seed}: {s}");
+                if let Fault::StallBroker { node, .. } = s.fault {
+                    assert_eq!(node, None, "{s}");
+                }
+            }
+        }
+        assert!(kills >= 50, "{kills} broker kills in 200 seeds");
+        assert_eq!(
+            stalled_nodes.len(),
+            3,
+            "every node stalled some time: {stalled_nodes:?}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub mod cluster3;
 pub mod tmpfs;
 mod weir_proc;
 #[allow(unused_imports)] // not every test binary spawns weir
