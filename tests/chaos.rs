@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use checker::Findings;
+use common::metrics::{metric, scrape};
 use common::tmpfs::{Filler, Tmpfs};
 use common::*;
 use engine_common::*;
@@ -81,30 +82,6 @@ fn pause(d: Duration) {
         check_alive();
         std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
     }
-}
-
-/// GET /metrics, `None` if nothing answers (not started yet, stopped).
-fn scrape(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let sock = addr.parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-/// Sum of a metric's series whose line contains `filter`; `None` if the
-/// metric is absent.
-fn metric(text: &str, name: &str, filter: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A broker SIGSTOPped; SIGCONT when dropped, whatever happens.

@@ -197,11 +197,7 @@ fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
     check_results(&results, &want);
     run.assert_running();
     let metrics = http_get(&addr, "/metrics");
-    let replaced: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_producer_replacements_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let replaced = common::metrics::metric(&metrics, "weir_producer_replacements_total", "").unwrap_or(0.0);
     assert!(
         replaced >= 1.0,
         "the producer was not replaced after the stall: {}",

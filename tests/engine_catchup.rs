@@ -12,16 +12,9 @@ mod engine_common;
 
 use std::time::Duration;
 
+use common::metrics::metric;
 use common::*;
 use engine_common::*;
-
-/// Sum of a counter over all its series whose labels contain `filter`.
-fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// No record was taken out of a partition's offset order (the counter
 /// exists from the start, so its absence is a failure too).
@@ -30,7 +23,7 @@ fn assert_no_offset_regression(text: &str) {
         text.contains("weir_offset_regressions_total"),
         "the counter is not exported"
     );
-    let n = metric_sum(text, "weir_offset_regressions_total", "");
+    let n = metric(text, "weir_offset_regressions_total", "").unwrap_or(0.0);
     assert_eq!(n, 0.0, "records processed out of offset order");
 }
 
@@ -66,7 +59,7 @@ fn a_backlog_of_hours_is_caught_up_without_late_drops() {
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     let text = http_get(&metrics, "/metrics");
     run.terminate();
-    let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
+    let late = metric(&text, "weir_dropped_records_total", "reason=\"late\"").unwrap_or(0.0);
     assert_eq!(late, 0.0, "records dropped as late while catching up");
     assert_no_offset_regression(&text);
     check_results(&results, &want);
@@ -96,7 +89,7 @@ fn a_run_stopped_longer_than_the_grace_catches_up_without_late_drops() {
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     let text = http_get(&metrics, "/metrics");
     run.terminate();
-    let late = metric_sum(&text, "weir_dropped_records_total", "reason=\"late\"");
+    let late = metric(&text, "weir_dropped_records_total", "reason=\"late\"").unwrap_or(0.0);
     assert_eq!(late, 0.0, "records dropped as late after the downtime");
     assert_no_offset_regression(&text);
     check_results(&results, &want);

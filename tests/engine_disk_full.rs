@@ -12,6 +12,7 @@ mod engine_common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::metrics::{get, metric};
 use common::tmpfs::Tmpfs;
 use common::*;
 use engine_common::*;
@@ -21,29 +22,6 @@ use serde_json::Value;
 /// (3 + 3 task databases, each with RocksDB's preallocated MANIFEST, 4 MiB,
 /// and WAL, 4.4 MiB) takes ~53 MiB of it.
 const STATE_MIB: u64 = 128;
-
-/// GET `path`: (status code, body), `None` if nothing answers.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let sock = addr.parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Some((code, body))
-}
-
-/// Sum of a metric's series whose line contains `filter`.
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn assert_each_window_once(results: &[Rec]) {
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -149,7 +127,7 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
     assert_each_window_once(&results);
     check_results(&results, &want);
 
-    let errors = metric(&during, "weir_state_errors_total", "kind=\"disk_full\"");
+    let errors = metric(&during, "weir_state_errors_total", "kind=\"disk_full\"").unwrap_or(0.0);
     let log = run.log_text();
     eprintln!(
         "test: weir_state_errors_total{{kind=\"disk_full\"}} {errors}; log lines naming ENOSPC: {}",
@@ -168,7 +146,7 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
     );
     let now = get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
     assert!(
-        metric(&now, "weir_commit_latency_seconds_count", "") > 0.0,
+        metric(&now, "weir_commit_latency_seconds_count", "").unwrap_or(0.0) > 0.0,
         "no commit since"
     );
     run.terminate();

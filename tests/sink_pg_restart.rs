@@ -10,7 +10,6 @@
 mod common;
 mod sink_common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use sink_common::*;
@@ -18,19 +17,11 @@ use sink_common::*;
 const T: Duration = Duration::from_secs(120);
 
 fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    common::metrics::scrape(&format!("127.0.0.1:{port}")).expect("the sink's /metrics answers")
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metrics::metric(text, name, "").unwrap_or(0.0)
 }
 
 #[test]

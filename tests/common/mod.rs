@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub mod cluster3;
+pub mod metrics;
 pub mod tmpfs;
 mod weir_proc;
 #[allow(unused_imports)] // not every test binary spawns weir
