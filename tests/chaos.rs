@@ -422,7 +422,24 @@ impl Pipeline {
                     pause(*every);
                 }
             }
-            Fault::NetworkPartition { lasting } => {
+            Fault::NetworkPartition {
+                instance: Some(i),
+                lasting,
+            } => {
+                let (name, pid) = (self.run(*i).name.clone(), self.run(*i).pid());
+                let n = self.proxy().isolate(pid);
+                say(
+                    t0,
+                    &format!("network: {name} (pid {pid}) cut off ({n} connections black-holed) for {lasting:.1?}"),
+                );
+                pause(*lasting);
+                let n = self.proxy().heal();
+                say(t0, &format!("network: {name} reconnected, {n} connections reset"));
+            }
+            Fault::NetworkPartition {
+                instance: None,
+                lasting,
+            } => {
                 self.proxy().set_blackhole(true);
                 say(
                     t0,

@@ -10,7 +10,14 @@
 //!   nothing ([`Proxy::set_blackhole`]; the campaign resets them when it
 //!   ends it, as a partition that heals with the connections timed out);
 //! - refuse new connections: accept and reset them at once
-//!   ([`Proxy::set_refuse`]).
+//!   ([`Proxy::set_refuse`]);
+//! - black-hole the connections of one process only ([`Proxy::isolate`]):
+//!   every connection is told apart by the process that holds its client
+//!   end, found through `/proc` (the socket's inode in `/proc/net/tcp`,
+//!   then `/proc/<pid>/fd`), so one instance of a group can be cut off
+//!   while the others go on. All the instances reach the broker through the
+//!   one address its `PROXIED` listener advertises, so the proxy cannot
+//!   tell them apart by port.
 //!
 //! Each connection has, per direction, a reader thread (reads chunks as they
 //! come, timestamps them) and a writer thread (writes each chunk once it is
@@ -34,6 +41,8 @@ struct Shared {
     blackhole: AtomicBool,
     refuse: AtomicBool,
     stop: AtomicBool,
+    /// The process whose connections are black-holed (0: none).
+    isolated: AtomicU64,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Weak<Conn>>>,
 }
@@ -43,6 +52,8 @@ struct Conn {
     client: TcpStream,
     upstream: TcpStream,
     dead: AtomicBool,
+    /// Held by the isolated process: nothing forwarded.
+    isolated: AtomicBool,
 }
 
 impl Conn {
@@ -133,6 +144,42 @@ impl Proxy {
         n
     }
 
+    /// Black-holes every connection of process `pid`, open now or opened
+    /// until [`Proxy::heal`] (the others go on); how many are open now.
+    pub fn isolate(&self, pid: u32) -> usize {
+        self.shared.isolated.store(pid as u64, Ordering::SeqCst);
+        let conns: Vec<Arc<Conn>> = {
+            let map = self.shared.conns.lock().unwrap();
+            map.values().filter_map(Weak::upgrade).filter(|c| !c.dead()).collect()
+        };
+        let mut n = 0;
+        for c in conns {
+            if c.client.peer_addr().ok().and_then(owner) == Some(pid) {
+                c.isolated.store(true, Ordering::SeqCst);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends an isolation: the isolated connections are reset (they timed
+    /// out meanwhile), new ones flow; how many were reset.
+    pub fn heal(&self) -> usize {
+        self.shared.isolated.store(0, Ordering::SeqCst);
+        let conns: Vec<Arc<Conn>> = {
+            let map = self.shared.conns.lock().unwrap();
+            map.values().filter_map(Weak::upgrade).collect()
+        };
+        let cut: Vec<&Arc<Conn>> = conns
+            .iter()
+            .filter(|c| c.isolated.load(Ordering::SeqCst) && !c.dead())
+            .collect();
+        for c in &cut {
+            c.kill(true);
+        }
+        cut.len()
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         let map = self.shared.conns.lock().unwrap();
@@ -192,10 +239,15 @@ fn connect(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
         // does not read.
         let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
     }
+    let isolated = match shared.isolated.load(Ordering::SeqCst) {
+        0 => false,
+        pid => client.peer_addr().ok().and_then(owner) == Some(pid as u32),
+    };
     let conn = Arc::new(Conn {
         client,
         upstream: up,
         dead: AtomicBool::new(false),
+        isolated: AtomicBool::new(isolated),
     });
     {
         let mut map = shared.conns.lock().unwrap();
@@ -260,7 +312,7 @@ fn write_side(conn: &Conn, to_upstream: bool, rx: mpsc::Receiver<(Instant, Vec<u
             if conn.dead() {
                 return;
             }
-            if shared.blackhole.load(Ordering::SeqCst) {
+            if shared.blackhole.load(Ordering::SeqCst) || conn.isolated.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
@@ -296,6 +348,30 @@ fn write_side(conn: &Conn, to_upstream: bool, rx: mpsc::Receiver<(Instant, Vec<u
             }
         }
     }
+}
+
+/// The process holding the local end `addr` of a TCP connection (IPv4,
+/// this host): the socket's inode from `/proc/net/tcp`, then the process
+/// whose `/proc/<pid>/fd` links to it. `None` if gone or not ours to see.
+fn owner(addr: SocketAddr) -> Option<u32> {
+    let SocketAddr::V4(v4) = addr else { return None };
+    // `0100007F:1F90`: the address as the kernel's u32 in host (little-
+    // endian) order, the port big-endian, both in hex.
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(1) == Some(&want.as_str())).then(|| cols.get(9).map(|s| s.to_string()))?
+    })?;
+    let link = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        std::fs::read_dir(e.path().join("fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str()))
+            .then_some(pid)
+    })
 }
 
 #[cfg(test)]
@@ -477,5 +553,40 @@ mod tests {
         proxy.set_refuse(false);
         let mut t = client(&proxy);
         round_trip(&mut t, b"back");
+    }
+
+    #[test]
+    fn proxy_isolates_the_connections_of_one_process() {
+        let (proxy, _) = proxied();
+        let mut s = client(&proxy);
+        round_trip(&mut s, b"before");
+        // The client end of the connection is this process's.
+        assert_eq!(owner(s.local_addr().unwrap()), Some(std::process::id()));
+        // Another process isolated: ours flow.
+        assert_eq!(proxy.isolate(1), 0);
+        round_trip(&mut s, b"others cut off");
+        // Ours isolated: the open connection and a new one hold everything.
+        assert_eq!(proxy.heal(), 0);
+        assert_eq!(proxy.isolate(std::process::id()), 1);
+        let mut fresh = client(&proxy);
+        fresh.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        for c in [&mut s, &mut fresh] {
+            c.write_all(b"held").unwrap();
+            let mut buf = [0u8; 4];
+            let e = c.read(&mut buf).expect_err("nothing forwarded while isolated");
+            assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e:?}");
+        }
+        // Healed: the isolated connections are reset, a new one flows.
+        wait_until("the fresh connection counted", || proxy.open() == 2);
+        assert_eq!(proxy.heal(), 2);
+        let mut buf = [0u8; 4];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "an isolated connection is reset when the isolation ends"
+        );
+        let mut after = client(&proxy);
+        round_trip(&mut after, b"healed");
     }
 }

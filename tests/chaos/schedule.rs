@@ -70,8 +70,11 @@ pub enum Fault {
     /// A partition between the instances and the broker for `lasting`:
     /// connections stay open, new ones are accepted, nothing is forwarded
     /// (requests time out); then every connection is reset and traffic
-    /// flows again.
-    NetworkPartition { lasting: Duration },
+    /// flows again. `instance`: that instance only (a zombie: the group
+    /// moves its tasks to the others after the session timeout while it
+    /// goes on running, cut off, and comes back with a stale generation
+    /// and an open transaction); `None`: all of them.
+    NetworkPartition { instance: Option<usize>, lasting: Duration },
     /// The broker unreachable for `lasting`: every open connection reset,
     /// every new one accepted and reset at once.
     NetworkRefuse { lasting: Duration },
@@ -123,7 +126,7 @@ impl Fault {
             Fault::StallBroker { stalled, .. } => *stalled,
             Fault::KillBroker { down, .. } => *down,
             Fault::NetworkLatency { lasting, .. }
-            | Fault::NetworkPartition { lasting }
+            | Fault::NetworkPartition { lasting, .. }
             | Fault::NetworkRefuse { lasting } => *lasting,
             Fault::NetworkReset { times, every } => *every * *times as u32,
             Fault::StateDiskFull { full, .. } => *full,
@@ -295,6 +298,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
                 // Longer than the 6 s session timeout and the 10 s
                 // transaction timeout, sometimes.
                 17 => Fault::NetworkPartition {
+                    instance: None,
                     lasting: secs(&mut rng, 5.0, (40.0f64).min(room.max(5.5))),
                 },
                 18 => Fault::NetworkRefuse {
@@ -324,6 +328,17 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
             fault,
         });
         t += len + rng.gen_range(3.0..12.0);
+    }
+    // With several instances, half the partitions cut off one of them
+    // only: drawn from a generator of their own, so that the draws above
+    // stay those of the seed from before one-instance partitions existed.
+    let mut prng = <StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x1507);
+    for step in &mut steps {
+        if let Fault::NetworkPartition { instance, .. } = &mut step.fault {
+            if instances > 1 && prng.gen_bool(0.5) {
+                *instance = Some(prng.gen_range(0..instances));
+            }
+        }
     }
     let bursts = rng.gen_range(1..=3);
     for _ in 0..bursts {
@@ -379,7 +394,9 @@ mod tests {
     fn draw_yields_every_step_kind_within_bounds() {
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..300 {
-            for s in draw(seed, FEED, &[], 1).steps {
+            let plan = draw(seed, FEED, &[], 1);
+            let plan_instances = plan.instances;
+            for s in plan.steps {
                 seen.insert(s.fault.kind());
                 let secs = |d: &Duration| d.as_secs_f64();
                 match &s.fault {
@@ -391,7 +408,13 @@ mod tests {
                         assert!((2..=5).contains(times), "{s}");
                         assert!(secs(every) < 2.5, "{s}");
                     }
-                    Fault::NetworkPartition { lasting } => assert!((5.0..=40.0).contains(&secs(lasting)), "{s}"),
+                    Fault::NetworkPartition { lasting, instance } => {
+                        assert!((5.0..=40.0).contains(&secs(lasting)), "{s}");
+                        if let Some(i) = instance {
+                            seen.insert("network partition of one instance");
+                            assert!(*i < plan_instances, "{s}");
+                        }
+                    }
                     Fault::NetworkRefuse { lasting } => assert!((5.0..=20.0).contains(&secs(lasting)), "{s}"),
                     _ => {}
                 }
@@ -408,6 +431,7 @@ mod tests {
             "network latency",
             "network reset",
             "network partition",
+            "network partition of one instance",
             "network refuse",
             "bad payloads",
             "far-future timestamps",
