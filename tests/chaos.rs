@@ -136,6 +136,24 @@ fn start_proxy() -> proxy::Proxy {
         .unwrap_or_else(|e| panic!("proxy on {listen} (WEIR_BOOTSTRAP_PROXIED) -> {upstream}: {e}"))
 }
 
+/// The run's proxy between `weir sink` and Postgres; the sink's URL
+/// through it.
+fn start_pg_proxy() -> (proxy::Proxy, String) {
+    let url = sink_common::pg_url();
+    let (head, tail) = url
+        .split_once('@')
+        .unwrap_or_else(|| panic!("WEIR_PG_URL {url}: postgres://user:password@host:port/db"));
+    let (addr, db) = tail.split_once('/').unwrap_or((tail, ""));
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("WEIR_PG_URL {url}: no address {addr}"));
+    let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream)
+        .unwrap_or_else(|e| panic!("proxy to Postgres at {upstream}: {e}"));
+    let through = format!("{head}@{}/{db}", proxy.addr());
+    (proxy, through)
+}
+
 /// Size of each instance's state tmpfs. One instance's state in a run
 /// (up to 6 task databases, each with RocksDB's preallocated MANIFEST and
 /// WAL) takes ~55 MiB at most (docs/chaos.md); the filler takes the rest
@@ -163,6 +181,10 @@ struct Pipeline {
     /// the processes (the tails of their logs show their state, not the
     /// proxy gone).
     proxy: Option<proxy::Proxy>,
+    /// Between `weir sink` and Postgres (`sink_pg_url`); the checker
+    /// talks to Postgres directly.
+    pg_proxy: proxy::Proxy,
+    sink_pg_url: String,
     state_errors: f64,
     /// A filler on an instance's state tmpfs (deleted when dropped).
     filler: Option<Filler>,
@@ -270,7 +292,7 @@ impl Pipeline {
         let sink = WeirProc::spawn_env(
             &[OsStr::new("sink"), self.sink_cfg.as_os_str()],
             &log,
-            &[("WEIR_PG_URL", &sink_common::pg_url())],
+            &[("WEIR_PG_URL", &self.sink_pg_url)],
         );
         say(self.t0, &format!("started {} (pid {})", sink.name, sink.pid()));
         self.sink = Some(sink);
@@ -404,6 +426,14 @@ impl Pipeline {
                 drop(guard);
                 assert!(pg.running(), "Postgres did not start again");
                 say(t0, "started Postgres");
+            }
+            Fault::PostgresStranded { after } => {
+                let n = self.pg_proxy.strand_all();
+                say(
+                    t0,
+                    &format!("stranded the sink's {n} Postgres connection(s) for good (silently)"),
+                );
+                pause(*after);
             }
             Fault::NetworkLatency { latency, lasting } => {
                 self.proxy().set_latency(*latency);
@@ -676,6 +706,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         &[sink_common::hourly_table_yaml(&hourly, id, "")],
     );
     let n = plan.instances;
+    let (pg_proxy, sink_pg_url) = start_pg_proxy();
     let mut p = Pipeline {
         t0,
         dir: dir.to_path_buf(),
@@ -689,6 +720,8 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         regressions: None,
         late: 0.0,
         proxy: (plan.brokers == 1).then(start_proxy),
+        pg_proxy,
+        sink_pg_url,
         state_errors: 0.0,
         filler: None,
         mounts: (0..n)

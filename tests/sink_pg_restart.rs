@@ -6,8 +6,13 @@
 //! Stops and starts the `./dev up` cluster the way `./dev` does
 //! (`pg_ctl` as the `postgres` user); a guard restarts it even if the test
 //! fails. In its own test binary so no other sink test runs meanwhile.
+//!
+//! And the sink's connection dropped silently by the network (through the
+//! chaos campaign's proxy): noticed and replaced within seconds.
 
 mod common;
+#[path = "chaos/proxy.rs"]
+mod proxy;
 mod sink_common;
 
 use std::time::{Duration, Instant};
@@ -86,6 +91,88 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     assert!(metric(&m, "weir_sink_rows_upserted_total") >= all.len() as f64, "{m}");
     assert!(m.contains("weir_sink_batch_duration_seconds_bucket"), "{m}");
     assert!(sink.log_text().contains("retrying"));
+    sink.terminate();
+    pg.exec(&format!(
+        "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"
+    ));
+    common::delete_topics(&[&topic, &dlq]);
+}
+
+/// The sink's Postgres connection cut silently for good (as by a NAT or a
+/// load balancer that forgot it: no RST, no FIN) between two waves of
+/// records: the sink notices within its TCP limits (unacknowledged data
+/// 20 s, keepalive), connects again and loads the second wave, every record
+/// once. Without those limits it waited for the kernel's ~15 minutes of
+/// retransmissions (the chaos campaign's `PostgresStranded`).
+#[test]
+fn a_silently_dropped_postgres_connection_is_noticed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique_ident("sink_strand");
+    let topic = format!("{id}_hourly");
+    let dlq = format!("{id}_dlq");
+    common::create_topic(&topic, 3);
+    let cfg = write_config(
+        dir.path(),
+        &id,
+        &dlq,
+        "batch_size: 500\nlinger: 50ms\n",
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
+    // The sink reaches Postgres through the proxy; the test directly.
+    let url = pg_url();
+    let (head, tail) = url.split_once('@').expect("postgres://user:pw@host:port/db");
+    let (addr, db) = tail.split_once('/').unwrap_or((tail, ""));
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(addr).unwrap().next().unwrap();
+    let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
+    let through = format!("{head}@{}/{db}", proxy.addr());
+    let port = common::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let log = dir.path().join("sink.log");
+    let sink = common::WeirProc::spawn_env(
+        &[
+            std::ffi::OsStr::new("sink"),
+            cfg.as_os_str(),
+            "--metrics-addr".as_ref(),
+            metrics.as_ref(),
+        ],
+        &log,
+        &[("WEIR_PG_URL", &through)],
+    );
+    let mut pg = Pg::connect();
+    let wave1 = windows(20, 10, 0);
+    produce_windows(&topic, 3, &wave1);
+    wait_caught_up(&mut pg, &id, &topic, 3, T);
+
+    let stranded = proxy.strand_all();
+    assert!(stranded >= 1, "the sink holds a connection");
+    let cut = Instant::now();
+    let wave2: Vec<Window> = windows(20, 10, wave1.len() as i64)
+        .into_iter()
+        .map(|mut w| {
+            w.samples += 10;
+            w
+        })
+        .collect();
+    produce_windows(&topic, 3, &wave2);
+    // Well under the kernel's retransmission limit (~15 min), over the
+    // sink's own (20 s unacknowledged) plus a reconnect.
+    wait_caught_up(&mut pg, &id, &topic, 3, Duration::from_secs(90));
+    eprintln!("caught up {:.1?} after the connection was cut", cut.elapsed());
+    sink.assert_running();
+    assert!(proxy.open() >= 1, "a new connection through the proxy");
+
+    let all: Vec<Window> = wave1.iter().chain(&wave2).cloned().collect();
+    assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
+    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
+        (all.len() as i64, all.len() as i64),
+        "every record exactly once"
+    );
+    assert!(
+        metric(&scrape(port), "weir_sink_retries_total") > 0.0,
+        "the failed write is counted as a retry"
+    );
     sink.terminate();
     pg.exec(&format!(
         "DROP SCHEMA {id} CASCADE; DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"

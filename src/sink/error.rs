@@ -16,7 +16,8 @@ pub enum WriteError {
     #[error("{context}: {cause}")]
     Retryable {
         context: String,
-        cause: tokio_postgres::Error,
+        /// Postgres's error, or no answer within [`super::writer`]'s deadline.
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Another instance advanced one of the batch's partitions: abort the
     /// batch and seek to the offsets stored in Postgres.
@@ -94,7 +95,7 @@ pub(crate) fn classify(context: &str, e: tokio_postgres::Error) -> WriteError {
     if is_transient(&e) {
         WriteError::Retryable {
             context: context.to_string(),
-            cause: e,
+            cause: Box::new(e),
         }
     } else {
         WriteError::fatal(context, e)
@@ -144,7 +145,7 @@ pub(crate) fn connect_error(server: &str, e: tokio_postgres::Error) -> WriteErro
     } else {
         WriteError::Retryable {
             context: "connecting to Postgres".into(),
-            cause: e,
+            cause: Box::new(e),
         }
     }
 }

@@ -134,6 +134,39 @@ struct Session {
     read_offsets: Statement,
 }
 
+/// How long sent data may stay unacknowledged before the connection counts
+/// as dead (`TCP_USER_TIMEOUT`).
+const PG_UNACKED_TIMEOUT: Duration = Duration::from_secs(20);
+/// An idle connection is probed after this long, every
+/// [`PG_KEEPALIVE_INTERVAL`], and dropped after [`PG_KEEPALIVE_RETRIES`]
+/// probes without an answer: a dead one is noticed within ~40 s.
+const PG_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const PG_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const PG_KEEPALIVE_RETRIES: u32 = 5;
+/// Longest wait for Postgres to answer one batch (or one offsets read, or
+/// one bisection): a connection black-holed beyond what TCP can see (a
+/// proxy or pooler in between that stopped forwarding, a hung server) is
+/// dropped then and the batch retried on a new one. A commit whose answer
+/// was lost is found out by the offsets compare of the retry. Longer than
+/// any write of a batch (10,000 rows at most) should take, or a lock wait
+/// on another instance's batch.
+pub(crate) const PG_ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `fut`, or a retryable error if Postgres does not answer within
+/// [`PG_ANSWER_DEADLINE`] (the caller drops the connection).
+async fn answered<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, WriteError>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(PG_ANSWER_DEADLINE, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(WriteError::Retryable {
+            context: what.to_string(),
+            cause: format!("no answer from Postgres within {PG_ANSWER_DEADLINE:?}; dropping the connection").into(),
+        }),
+    }
+}
+
 /// Writes batches into Postgres; reconnects as needed.
 pub struct Writer {
     config: tokio_postgres::Config,
@@ -152,6 +185,26 @@ impl Writer {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| WriteError::fatal("invalid Postgres URL", e))?;
         config.connect_timeout(Duration::from_secs(5));
+        // A connection the network drops silently (a NAT or a load balancer
+        // that forgot it, a server failed over behind the same address)
+        // gets no RST: without these the sink would wait for the kernel to
+        // give up on unacknowledged data (~15 min, `tcp_retries2`) or, idle,
+        // for two hours before the first keepalive. Found by the chaos
+        // campaign's stranded connections (docs/chaos.md). A server that is
+        // merely slow or waiting on a lock still acknowledges, so neither
+        // limits how long a statement may run. Settings in the URL win.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(PG_UNACKED_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(PG_KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(PG_KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(PG_KEEPALIVE_RETRIES);
+        }
         if config.get_application_name().is_none() {
             config.application_name(format!("weir-sink-{}", sink.name));
         }
@@ -233,6 +286,12 @@ impl Writer {
 
     /// Stored `next_offset` per (topic, partition) of this sink.
     pub async fn read_offsets(&mut self, topics: &[String]) -> Result<HashMap<(String, i32), i64>, WriteError> {
+        let result = answered("reading stored offsets", self.read_offsets_inner(topics)).await;
+        self.forget_if_broken(&result);
+        result
+    }
+
+    async fn read_offsets_inner(&mut self, topics: &[String]) -> Result<HashMap<(String, i32), i64>, WriteError> {
         let sink = self.sink.clone();
         let s = self.session().await?;
         let rows = s
@@ -248,14 +307,17 @@ impl Writer {
 
     /// Write one batch and its offsets in one transaction.
     pub async fn write_batch(&mut self, batch: &[TableRows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
-        let result = self.write_batch_inner(batch, offsets).await;
-        if let Err(WriteError::Retryable { .. }) = &result {
-            // The connection may be gone; a fresh one costs little.
-            if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
-                self.session = None;
-            }
-        }
+        let result = answered("writing a batch", self.write_batch_inner(batch, offsets)).await;
+        self.forget_if_broken(&result);
         result
+    }
+
+    /// After a retryable error the connection may be gone or hung: a fresh
+    /// one costs little.
+    fn forget_if_broken<T>(&mut self, result: &Result<T, WriteError>) {
+        if let Err(WriteError::Retryable { .. }) = result {
+            self.session = None;
+        }
     }
 
     async fn write_batch_inner(&mut self, batch: &[TableRows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
@@ -357,6 +419,16 @@ impl Writer {
     /// `insert` mode rejects the later row). A few bad rows among many cost
     /// a few statements per bad row, not one per row.
     pub(crate) async fn find_bad_rows(
+        &mut self,
+        table: usize,
+        rows: &[&[Value]],
+    ) -> Result<Vec<(usize, String)>, WriteError> {
+        let result = answered("finding the rejected rows", self.find_bad_rows_inner(table, rows)).await;
+        self.forget_if_broken(&result);
+        result
+    }
+
+    async fn find_bad_rows_inner(
         &mut self,
         table: usize,
         rows: &[&[Value]],

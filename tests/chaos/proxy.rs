@@ -180,6 +180,24 @@ impl Proxy {
         cut.len()
     }
 
+    /// Every open connection silently cut for good (a NAT or a load
+    /// balancer that dropped their state, a server failed over behind the
+    /// same address): nothing more is forwarded on them, nothing tells
+    /// either end; new connections flow. How many.
+    pub fn strand_all(&self) -> usize {
+        let conns: Vec<Arc<Conn>> = {
+            let mut map = self.shared.conns.lock().unwrap();
+            let live = map.values().filter_map(Weak::upgrade).filter(|c| !c.dead()).collect();
+            // Forgotten: a later reset or heal leaves them as they are.
+            map.clear();
+            live
+        };
+        for c in &conns {
+            c.isolated.store(true, Ordering::SeqCst);
+        }
+        conns.len()
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         let map = self.shared.conns.lock().unwrap();
@@ -553,6 +571,27 @@ mod tests {
         proxy.set_refuse(false);
         let mut t = client(&proxy);
         round_trip(&mut t, b"back");
+    }
+
+    #[test]
+    fn proxy_strands_open_connections_and_lets_new_ones_flow() {
+        let (proxy, _) = proxied();
+        let mut old = client(&proxy);
+        round_trip(&mut old, b"before");
+        assert_eq!(proxy.strand_all(), 1);
+        old.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        old.write_all(b"lost").unwrap();
+        let mut buf = [0u8; 4];
+        let e = old
+            .read(&mut buf)
+            .expect_err("nothing forwarded on a stranded connection");
+        assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e:?}");
+        let mut fresh = client(&proxy);
+        round_trip(&mut fresh, b"new ones flow");
+        // Not reset later either: the client has to notice by itself.
+        proxy.reset_all();
+        let e = old.read(&mut buf).expect_err("still silent");
+        assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e:?}");
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub enum Fault {
     KillBroker { node: usize, down: Duration },
     /// Stop PostgreSQL (`pg_ctl stop -m fast`), start it `down` later.
     RestartPostgres { down: Duration },
+    /// Every connection between `weir sink` and Postgres (through the
+    /// run's second proxy) cut silently for good, as by a NAT or a load
+    /// balancer that dropped their state: no RST, no FIN, nothing more
+    /// forwarded; new connections flow. The sink has to notice by itself.
+    /// The next fault comes `after` later.
+    PostgresStranded { after: Duration },
     /// `count` malformed records (broken JSON, not JSON, a JSON array, an
     /// empty value) produced into the feed at this moment, on random
     /// partitions.
@@ -105,6 +111,7 @@ impl Fault {
             Fault::StallBroker { .. } => "stall broker",
             Fault::KillBroker { .. } => "kill broker",
             Fault::RestartPostgres { .. } => "restart postgres",
+            Fault::PostgresStranded { .. } => "postgres stranded",
             Fault::BadPayloads { .. } => "bad payloads",
             Fault::FarFutureTimestamps { .. } => "far-future timestamps",
             Fault::NetworkLatency { .. } => "network latency",
@@ -130,6 +137,7 @@ impl Fault {
             | Fault::NetworkRefuse { lasting } => *lasting,
             Fault::NetworkReset { times, every } => *every * *times as u32,
             Fault::StateDiskFull { full, .. } => *full,
+            Fault::PostgresStranded { after } => *after,
             _ => Duration::ZERO,
         }
     }
@@ -221,7 +229,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
     let mut t = rng.gen_range(5.0..10.0);
     let end = f - 4.0;
     // Kinds the loop below draws (a filter naming none of them: no steps).
-    const STEP_KINDS: [&str; 13] = [
+    const STEP_KINDS: [&str; 14] = [
         "kill-run",
         "kill-run-after-commit",
         "kill-run-during-restore",
@@ -235,6 +243,7 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
         "network-refuse",
         "state-disk-full",
         "kill-broker",
+        "postgres-stranded",
     ];
     let any_step = only.is_empty() || only.iter().any(|k| STEP_KINDS.contains(&k.as_str()));
     while any_step && t < end - 1.0 {
@@ -318,7 +327,9 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
                     }
                 }
             };
-            if allowed(&fault) {
+            // A restart may become a stranded connection below.
+            let stranded = Fault::PostgresStranded { after: Duration::ZERO };
+            if allowed(&fault) || matches!(fault, Fault::RestartPostgres { .. }) && allowed(&stranded) {
                 break fault;
             }
         };
@@ -337,6 +348,19 @@ pub fn draw(seed: u64, feed: Duration, only: &[String], brokers: usize) -> Plan 
         if let Fault::NetworkPartition { instance, .. } = &mut step.fault {
             if instances > 1 && prng.gen_bool(0.5) {
                 *instance = Some(prng.gen_range(0..instances));
+            }
+        }
+    }
+    // Half the Postgres restarts become stranded sink connections, drawn
+    // apart too.
+    let mut grng = <StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5C1);
+    let restarts = allowed(&Fault::RestartPostgres { down: Duration::ZERO });
+    let strands = allowed(&Fault::PostgresStranded { after: Duration::ZERO });
+    for step in &mut steps {
+        if let Fault::RestartPostgres { down } = step.fault {
+            let strand = grng.gen_bool(0.5);
+            if strands && (strand || !restarts) {
+                step.fault = Fault::PostgresStranded { after: down };
             }
         }
     }
@@ -428,6 +452,7 @@ mod tests {
             "kill sink",
             "stall broker",
             "restart postgres",
+            "postgres stranded",
             "network latency",
             "network reset",
             "network partition",
