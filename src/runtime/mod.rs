@@ -856,6 +856,7 @@ impl StreamThread {
         }
         let all = engine.tasks.consumed();
         engine.tasks.close(&all);
+        engine.tasks.finish_stopping();
         drop(guard);
         self.consumer.unsubscribe();
         Ok(())

@@ -182,11 +182,20 @@ impl Restoring {
         }
     }
 
-    /// Stop these restores (their partitions were revoked, or every task
-    /// is dropped: the consumer is then rewound, which also covers what
-    /// they skipped). All are told first, then waited for together, at
-    /// most [`CANCEL_WAIT`] in all (one after the other, 96 slow ones
-    /// would have held the rebalance callback for an hour).
+    /// Tell the restore thread to stop (it notices within a poll, 50 ms,
+    /// or a metadata request, 10 s) without waiting for it: see
+    /// [`Restoring::cancel_all`] for who waits.
+    pub(super) fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Stop these restores and wait until they have. All are told first,
+    /// then waited for together, at most [`CANCEL_WAIT`] in all (one after
+    /// the other, 96 slow ones would have taken an hour). The task manager
+    /// does not wait when it revokes or drops tasks (in the rebalance
+    /// callback, or recovering): it tells them and keeps them aside, and
+    /// waits only when one of those tasks is opened again (its stores stay
+    /// open until its restore stops) or weir shuts down.
     pub(super) fn cancel_all(restores: impl IntoIterator<Item = Restoring>) {
         let restores: Vec<Restoring> = restores.into_iter().collect();
         for r in &restores {

@@ -107,6 +107,11 @@ pub(super) struct TaskManager {
     app: String,
     tasks: hashbrown::HashMap<(usize, i32), TaskEntry>,
     restoring: hashbrown::HashMap<(usize, i32), Restoring>,
+    /// Restores told to stop (partitions revoked, tasks dropped) whose
+    /// threads have not said so yet: kept aside rather than waited for in
+    /// the rebalance callback. Their stores stay open until they stop, so
+    /// reopening one of those tasks waits for it (`open_task`).
+    stopping: hashbrown::HashMap<(usize, i32), Restoring>,
     /// Next offset to commit per consumed partition.
     positions: TpMap<i64>,
     /// Partition count of every topic the topology reads or writes.
@@ -135,6 +140,7 @@ impl TaskManager {
             state_dir,
             tasks: Default::default(),
             restoring: Default::default(),
+            stopping: Default::default(),
             positions: TpMap::default(),
             partitions: partitions.into_iter().collect(),
             uncommitted: false,
@@ -302,6 +308,10 @@ impl TaskManager {
             .map(|(_, s)| (s.name.clone(), s.changelog.clone()))
             .collect();
         let stream_time = self.committed_stream_time(consumer, sub, partition)?;
+        if let Some(r) = self.stopping.remove(&(sub, partition)) {
+            // Its stores are still open in the stopping restore.
+            Restoring::cancel_all([r]);
+        }
         if !stores.is_empty() {
             let dir = super::task_dir(&self.state_dir, &self.app, sub, partition);
             let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
@@ -358,6 +368,13 @@ impl TaskManager {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Vec<(String, i32)>, RuntimeError> {
+        self.stopping.retain(|_, r| match r.finished() {
+            None => true,
+            Some(_) => {
+                tracing::info!(task = %r.id, "restore stopped");
+                false
+            }
+        });
         let done: Vec<_> = self
             .restoring
             .iter()
@@ -725,18 +742,34 @@ impl TaskManager {
                     tracing::info!(task = %entry.id, "task closed");
                 }
                 if let Some(r) = self.restoring.remove(&(sub, *partition)) {
-                    cancelled.push(r);
+                    cancelled.push(((sub, *partition), r));
                 }
             }
         }
-        Restoring::cancel_all(cancelled);
+        self.stop_restores(cancelled);
+    }
+
+    /// Tell these restores to stop and keep them aside (see `stopping`).
+    fn stop_restores(&mut self, restores: impl IntoIterator<Item = ((usize, i32), Restoring)>) {
+        for (key, r) in restores {
+            r.cancel();
+            tracing::info!(task = %r.id, "stopping its restore");
+            self.stopping.insert(key, r);
+        }
+    }
+
+    /// Wait for every stopping restore (at shutdown: their threads write
+    /// to the stores until they notice).
+    pub(super) fn finish_stopping(&mut self) {
+        Restoring::cancel_all(self.stopping.drain().map(|(_, r)| r));
     }
 
     /// Drop every task without committing: what they did since the last
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
     pub(super) fn drop_all(&mut self) {
-        Restoring::cancel_all(self.restoring.drain().map(|(_, r)| r));
+        let restoring: Vec<_> = self.restoring.drain().collect();
+        self.stop_restores(restoring);
         if !self.tasks.is_empty() {
             tracing::info!(
                 tasks = self.tasks.len(),

@@ -25,8 +25,10 @@
 //!   for at most that long. A live instance's transaction lasts one commit
 //!   interval plus the commit; one that takes longer is aborted by the
 //!   broker, and the commit fails and is retried from the last commit.
-//! - Cancelled restores are waited for together, not one after another:
-//!   at most [`CANCEL_WAIT`] for all of them.
+//! - Cancelled restores are not waited for in the rebalance callback: they
+//!   are told to stop and kept aside; a task opened again while its old
+//!   restore still runs waits for it, and shutdown waits for them together,
+//!   not one after another: at most [`CANCEL_WAIT`] for all of them.
 
 use std::time::Duration;
 
@@ -75,7 +77,8 @@ pub(super) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
 /// open transaction the broker has forgotten (docs/chaos.md, findings).
 pub(super) const HANGING_TRANSACTION_AFTER: Duration = Duration::from_secs(60);
 
-/// How long cancelled restores are waited for, all together.
+/// How long cancelled restores are waited for, all together (when one of
+/// their tasks is opened again, at shutdown).
 pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// How long reading a changelog's offsets is retried (a leader moving).
