@@ -85,7 +85,13 @@ pub fn wait_for_brokers(
         // Serves the client's error events: a failed authentication or TLS
         // handshake is reported there, not by the metadata request (which
         // just times out).
-        let _ = consumer.poll(Duration::ZERO);
+        // The failure is logged as the request fails: give its event a
+        // moment to arrive.
+        let _ = consumer.poll(if result.is_ok() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        });
         if let Some(failure) = consumer.context().failure(bootstrap) {
             return Err(failure.into());
         }
@@ -204,6 +210,14 @@ impl SecurityWatch {
                 "authentication failed"
             }
             Some(RDKafkaErrorCode::SSL) => "TLS handshake failed",
+            // The broker ends the TLS session with an alert, e.g. under
+            // TLS 1.3 when it refuses the client's certificate after the
+            // handshake: librdkafka reports a transport failure whose text
+            // is OpenSSL's ("sslv3 alert bad certificate: SSL alert number 42").
+            Some(RDKafkaErrorCode::BrokerTransportFailure) if reason.contains("SSL alert number") => {
+                "the broker refused the TLS session (its alert usually means the client certificate is missing or \
+                 not trusted)"
+            }
             _ => return false,
         };
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
