@@ -176,11 +176,12 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
     let probe = if refs.is_empty() { value } else { "" };
     match librdkafka_accepts(key, probe) {
         Ok(()) => Ok(()),
-        Err((RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, _)) => Err(format!(
-            "librdkafka (the Kafka client weir uses) has no such property; see \
-             https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md (Java-only properties such \
-             as sasl.jaas.config have librdkafka counterparts: sasl.username, sasl.password)"
-        )),
+        Err((RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, _)) => {
+            Err("librdkafka (the Kafka client weir uses) has no such property; see \
+             https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md (a property only Kafka's Java \
+             clients have can be dropped)"
+                .to_string())
+        }
         Err(_) if !refs.is_empty() => Ok(()),
         Err((_, desc)) if is_secret(key) => Err(format!("librdkafka refuses the value{}", scrub(&desc, value))),
         Err((_, desc)) => Err(format!("librdkafka refuses {value:?}: {desc}")),
@@ -346,7 +347,7 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Raw> {
             })
         })
         .collect();
-    out.sort_by(|a, b| a.origin.to_string().cmp(&b.origin.to_string()));
+    out.sort_by_key(|a| a.origin.to_string());
     out
 }
 
