@@ -36,6 +36,7 @@ mod schema;
 mod spec;
 mod sql;
 mod task;
+mod tls;
 mod writer;
 
 use std::net::SocketAddr;
