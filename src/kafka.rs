@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use crate::support::backoff::{sleep_unless, Backoff};
 
 mod murmur2;
+pub mod settings;
 pub use murmur2::{murmur2, partition_for};
 
 /// Where `./dev up` starts the broker.
@@ -42,34 +43,59 @@ pub(crate) fn coordinator_busy(e: &KafkaError) -> bool {
     )
 }
 
-/// The brokers did not answer within the wait.
+/// Why the brokers could not be used at start-up.
 #[derive(Debug, thiserror::Error)]
-#[error("Kafka at {bootstrap} did not answer a metadata request within {}s (last error: {last})", waited.as_secs())]
-pub struct BrokerUnreachable {
-    pub bootstrap: String,
-    pub waited: Duration,
-    pub last: KafkaError,
+pub enum BrokerUnreachable {
+    /// They did not answer within the wait.
+    #[error("Kafka at {bootstrap} did not answer a metadata request within {}s (last error: {last})", waited.as_secs())]
+    Timeout {
+        bootstrap: String,
+        waited: Duration,
+        last: KafkaError,
+    },
+    /// They answered but refused the client's credentials or certificate.
+    #[error(transparent)]
+    Security(#[from] SecurityFailure),
 }
 
 /// Block until the brokers at `bootstrap` answer a metadata request, retrying
 /// with backoff for at most `wait`; says on the log that it is waiting.
-/// Returns false if `stop` was set meanwhile (SIGINT/SIGTERM).
+/// Returns false if `stop` was set meanwhile (SIGINT/SIGTERM). An
+/// authentication or TLS failure ends the wait at once: it is a setting
+/// to fix, not a broker still starting.
 pub fn wait_for_brokers(
     bootstrap: &str,
     wait: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<bool, BrokerUnreachable> {
-    let unreachable = |last| BrokerUnreachable {
+    let unreachable = |last| BrokerUnreachable::Timeout {
         bootstrap: bootstrap.to_string(),
         waited: wait,
         last,
     };
-    let consumer: rdkafka::consumer::BaseConsumer = client_config(bootstrap).create().map_err(unreachable)?;
+    let consumer: rdkafka::consumer::BaseConsumer<SecurityWatch> = client_config(bootstrap)
+        .create_with_context(SecurityWatch::default())
+        .map_err(unreachable)?;
     let started = std::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     backoff.deadline_within(wait);
     loop {
-        match rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2)) {
+        use rdkafka::consumer::Consumer;
+        let result = consumer.fetch_metadata(None, Duration::from_secs(2));
+        // Serves the client's error events: a failed authentication or TLS
+        // handshake is reported there, not by the metadata request (which
+        // just times out).
+        // The failure is logged as the request fails: give its event a
+        // moment to arrive.
+        let _ = consumer.poll(if result.is_ok() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        });
+        if let Some(failure) = consumer.context().failure(bootstrap) {
+            return Err(failure.into());
+        }
+        match result {
             Ok(_) => {
                 if backoff.attempt() > 0 {
                     tracing::info!(bootstrap, waited = ?started.elapsed(), "Kafka answers");
@@ -124,7 +150,11 @@ impl TopicSpec {
     }
 }
 
-/// Base client configuration shared by consumers, producers and admin clients.
+/// Base client configuration shared by consumers, producers and admin
+/// clients: weir's defaults, then the user's settings (see [`settings`]),
+/// which replace them. A client then sets what it depends on with `set`
+/// (the user cannot: those keys are [`settings::protected`]) and its
+/// tunable defaults with [`ClientConfigExt::set_default`].
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
@@ -132,8 +162,89 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
         // algorithm on by default: a small request (a produce of a few
         // records, a commit) can then wait for the broker's delayed ACK.
         .set("socket.nagle.disable", "true");
+    if let Some(user) = settings::installed() {
+        user.apply(&mut cfg);
+    }
     cfg
 }
+
+/// Defaults a client sets only where the user's settings did not.
+pub trait ClientConfigExt {
+    /// Set `key` unless it is set already (by the user's settings).
+    fn set_default(&mut self, key: &str, value: impl Into<String>) -> &mut Self;
+}
+
+impl ClientConfigExt for ClientConfig {
+    fn set_default(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        if self.get(key).is_none() {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+/// A client could not connect because of its security settings: the
+/// broker refused its credentials, or the TLS handshake failed (an
+/// untrusted certificate, a missing client certificate). librdkafka
+/// retries these like any connection failure, forever; weir stops at once
+/// and says why, since no retry will fix a wrong password.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka at {bootstrap}: {what}: {reason} (check the Kafka client settings: security.protocol, sasl.*, ssl.*)")]
+pub struct SecurityFailure {
+    pub bootstrap: String,
+    pub what: &'static str,
+    pub reason: String,
+}
+
+/// What a client context saw of security failures.
+#[derive(Default)]
+pub struct SecurityWatch {
+    failure: std::sync::Mutex<Option<(&'static str, String)>>,
+}
+
+impl SecurityWatch {
+    /// Note `error` if it is an authentication or TLS failure.
+    pub fn observe(&self, error: &KafkaError, reason: &str) -> bool {
+        let what = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                "authentication failed"
+            }
+            Some(RDKafkaErrorCode::SSL) => "TLS handshake failed",
+            // The broker ends the TLS session with an alert, e.g. under
+            // TLS 1.3 when it refuses the client's certificate after the
+            // handshake: librdkafka reports a transport failure whose text
+            // is OpenSSL's ("sslv3 alert bad certificate: SSL alert number 42").
+            Some(RDKafkaErrorCode::BrokerTransportFailure) if reason.contains("SSL alert number") => {
+                "the broker refused the TLS session (its alert usually means the client certificate is missing or \
+                 not trusted)"
+            }
+            _ => return false,
+        };
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert_with(|| (what, reason.to_string()));
+        true
+    }
+
+    /// The first failure seen, if any.
+    pub fn failure(&self, bootstrap: &str) -> Option<SecurityFailure> {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.as_ref().map(|(what, reason)| SecurityFailure {
+            bootstrap: bootstrap.to_string(),
+            what,
+            reason: reason.clone(),
+        })
+    }
+}
+
+impl rdkafka::ClientContext for SecurityWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.observe(&error, reason) {
+            tracing::warn!(target: "librdkafka", error = %error, "librdkafka: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SecurityWatch {}
 
 /// Create every topic in `topics` that does not exist yet. Existing topics
 /// are left as they are (their partition count is not changed).

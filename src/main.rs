@@ -78,6 +78,8 @@ enum Command {
         /// are flushed at half of it. A size with a unit: 128MiB, 1GiB.
         #[arg(long, env = "WEIR_STATE_MEMORY", default_value = "128MiB", value_parser = state_memory_arg)]
         state_memory: usize,
+        #[command(flatten)]
+        kafka: weir::kafka::settings::KafkaArgs,
     },
     /// Make an application reprocess from scratch: its source offsets to the
     /// start (or a time), its internal topics and local state deleted.
@@ -192,12 +194,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             max_task_idle,
             replication_factor,
             state_memory,
+            kafka,
         } => {
             let shutdown = weir::shutdown::on_signal();
             let topo = match load(&file) {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
             };
+            let settings = kafka.settings(weir::kafka::settings::from_file(&file, &topo.kafka))?;
+            if let Some(entry) = settings.get("session.timeout.ms") {
+                anyhow::bail!(
+                    "Kafka setting `session.timeout.ms` ({}): weir run takes it from --session-timeout (its \
+                     heartbeat and the exactly_once fencing follow from it)",
+                    entry.origin
+                );
+            }
+            weir::kafka::settings::install(settings);
             if let Some(addr) = metrics_addr {
                 weir::metrics::install(addr)?;
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
@@ -220,6 +232,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
             };
+            args.kafka
+                .install(weir::kafka::settings::from_file(&args.file, &topo.kafka))?;
             let handle = tokio::runtime::Handle::current();
             // Boxed: the error holds a whole RuntimeError (clippy::result_large_err).
             tokio::task::spawn_blocking(move || weir::reset::run(&topo, &args, &handle).map_err(Box::new)).await??;

@@ -41,6 +41,8 @@ pub struct ResetArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub kafka: crate::kafka::settings::KafkaArgs,
     /// Directory of the local state stores (the one `weir run` used): its
     /// `<application_id>` sub-directory is deleted.
     #[arg(long, env = "WEIR_STATE_DIR", default_value = crate::state::DEFAULT_STATE_DIR)]

@@ -246,3 +246,90 @@ fn logs_written_to_a_pipe_have_no_colour_codes() {
     assert!(log.contains("lots="), "no log line: {log}");
     assert!(!log.contains('\x1b'), "escape codes in a piped log: {log:?}");
 }
+
+/// The `kafka:` maps of topology and sink files are checked by `weir
+/// validate` like the rest: a protected setting (with why), a property
+/// librdkafka does not have, a bad value and a malformed secret reference,
+/// each at its line; the secret's value is never repeated.
+#[test]
+fn validate_checks_the_kafka_settings_of_topology_and_sink_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = "kafka:\n  security.protocol: SASL_SSL\n  sasl.password: ${env:KAFKA_PASSWORD}\n  linger.ms: 20\n  \
+                 enable.ssl.certificate.verification: true\n";
+    let good = parking_with(&dir, "good.yaml", "application_id:", &format!("{kafka}application_id:"));
+    let out = weir(&["validate", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad_map = "kafka:\n  isolation.level: read_uncommitted\n  no.such.property: 1\n  linger.ms: soon\n  \
+                   sasl.password: ${vault:pw}\n";
+    let bad = parking_with(
+        &dir,
+        "bad.yaml",
+        "application_id:",
+        &format!("{bad_map}application_id:"),
+    );
+    let out = weir(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (needle, what) in [
+        (
+            "isolation.level",
+            "`isolation.level` is set by weir and cannot be changed: weir reads read_committed",
+        ),
+        (
+            "no.such.property",
+            "`no.such.property` librdkafka (the Kafka client weir uses) has no such property",
+        ),
+        ("linger.ms", "\"soon\""),
+        ("sasl.password", "unknown reference `${vault:pw}`"),
+    ] {
+        assert!(err.contains(&position(&bad, needle)), "{needle}: {err}");
+        assert!(err.contains(what), "{what}: {err}");
+    }
+
+    let sink = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking-sink.yaml")).unwrap();
+    let bad_sink = dir.path().join("sink.yaml");
+    std::fs::write(
+        &bad_sink,
+        sink.replace(
+            "tables:",
+            "kafka:\n  enable.auto.commit: true\nconsumer:\n  group.id: other\ntables:",
+        ),
+    )
+    .unwrap();
+    let out = weir(&["validate", bad_sink.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&position(&bad_sink, "enable.auto.commit")), "{err}");
+    assert!(err.contains("weir commits offsets itself"), "{err}");
+    assert!(err.contains(&position(&bad_sink, "group.id")), "{err}");
+}
+
+/// Settings from the command line and the environment are checked before
+/// anything connects, and a secret given inline is not echoed.
+#[test]
+fn kafka_settings_from_flags_and_environment_are_checked_at_start() {
+    let out = Command::new(std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into()))
+        .args(["simulate", "--count", "1", "--bootstrap", "127.0.0.1:9"])
+        .args([
+            "--kafka-config",
+            "transactional.id=mine",
+            "--kafka-config",
+            "sasl.password=${env:NOT_SET_HERE}",
+        ])
+        .env("WEIR_KAFKA_CONFIG_ENABLE_IDEMPOTENCE", "false")
+        .env_remove("NOT_SET_HERE")
+        .output()
+        .expect("run weir");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`transactional.id` (--kafka-config): is set by weir and cannot be changed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`enable.idempotence` (environment variable WEIR_KAFKA_CONFIG_ENABLE_IDEMPOTENCE)"),
+        "{err}"
+    );
+    assert!(err.contains("refers to ${env:NOT_SET_HERE}, which is not set"), "{err}");
+}

@@ -4,7 +4,8 @@
 #   2. `./dev down` leaves no Kafka / PostgreSQL process of ours behind;
 #   3. `./dev up` brings both back and they answer (metadata request, SQL over
 #      TCP with password auth, the broker's PROXIED listener accepts
-#      connections). Services are left running at the end.
+#      connections, its SASL_SSL and mTLS listeners complete a TLS
+#      handshake with the test CA). Services are left running at the end.
 # Also: a running broker whose server.properties is not the one this ./dev
 # writes (an older ./dev's) makes `./dev up` fail, telling to run
 # `./dev down && ./dev up`, without restarting it.
@@ -109,6 +110,14 @@ assert_answering() {
     || fail "Kafka at $WEIR_BOOTSTRAP did not answer a metadata request ($what)"
   (exec 3<>"/dev/tcp/${WEIR_PROXIED_LISTENER%:*}/${WEIR_PROXIED_LISTENER##*:}") 2>/dev/null \
     || fail "the broker's PROXIED listener $WEIR_PROXIED_LISTENER does not accept connections ($what)"
+  # The secured listeners speak TLS with the throwaway CA's certificate
+  # (weir's use of them is tests/secure_kafka.rs).
+  local l
+  for l in "$WEIR_BOOTSTRAP_SASL_SSL" "$WEIR_BOOTSTRAP_MTLS"; do
+    openssl s_client -connect "$l" -CAfile "$WEIR_TLS_DIR/ca.pem" -verify_return_error \
+      -cert "$WEIR_TLS_DIR/client.pem" -key "$WEIR_TLS_DIR/client.key" </dev/null >/dev/null 2>&1 \
+      || fail "the broker's TLS listener $l does not complete a handshake with the test CA ($what)"
+  done
   local one
   one="$("$PSQL" -X -tA "$WEIR_PG_URL" -c 'select 1' 2>&1)" \
     || fail "psql to $WEIR_PG_URL failed ($what): $one"

@@ -545,7 +545,11 @@ fn postgres_refusing_the_connection_stops_the_sink_at_once() {
             "wrong password, or no such role",
         ),
         (format!("{base}/no_such_db"), "no such database"),
-        (format!("{}?sslmode=require", pg_url()), "TLS"),
+        // A server without TLS (the `./dev up` one has it).
+        (
+            format!("postgres://weir:Wr0ngPw@{hba}/weir?sslmode=require"),
+            "server does not support TLS",
+        ),
         (format!("postgres://weir:Wr0ngPw@{hba}/weir"), "pg_hba.conf"),
     ];
     for (url, want) in &cases {

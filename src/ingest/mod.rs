@@ -98,6 +98,8 @@ pub struct CitydataArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub kafka: crate::kafka::settings::KafkaArgs,
     /// Write the records to this file (`-` for stdout) in `weir test`'s
     /// input format instead of producing them: no Kafka needed (to try a
     /// key, or record real polls as test input). Partitions as Kafka's
@@ -142,6 +144,8 @@ pub enum IngestError {
     Metrics(#[from] crate::metrics::InstallError),
     #[error(transparent)]
     Unreachable(#[from] crate::kafka::BrokerUnreachable),
+    #[error("{0}")]
+    Settings(#[from] crate::kafka::settings::SettingsError),
     /// The Kafka error is part of the message: rdkafka's errors repeat their
     /// own source.
     #[error("kafka: {action}: {error}")]
@@ -170,6 +174,9 @@ pub enum IngestError {
 /// Run `weir ingest`.
 pub async fn run(command: IngestCommand) -> Result<(), IngestError> {
     match command {
-        IngestCommand::Citydata(args) => poller::run(args).await,
+        IngestCommand::Citydata(args) => {
+            args.kafka.install(Vec::new())?;
+            poller::run(args).await
+        }
     }
 }

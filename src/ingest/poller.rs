@@ -27,7 +27,7 @@ use super::citydata::{
 };
 use super::http::{check_base_url, snippet, FetchError, HttpClient};
 use super::{CitydataArgs, Emit, IngestError};
-use crate::kafka::{client_config, ensure_topics, wait_for_brokers, TopicSpec, BROKER_WAIT};
+use crate::kafka::{client_config, ensure_topics, wait_for_brokers, ClientConfigExt, TopicSpec, BROKER_WAIT};
 use crate::support::backoff::Backoff;
 
 /// First pause before a retry; doubles per attempt up to [`MAX_BACKOFF`].
@@ -244,15 +244,15 @@ async fn connect(args: &CitydataArgs, stop: &Arc<AtomicBool>) -> Result<Option<F
             error,
         })?;
     let producer: FutureProducer = client_config(&args.bootstrap)
-        .set("client.id", "weir-ingest-citydata")
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
+        .set_default("client.id", "weir-ingest-citydata")
+        .set_default("linger.ms", "20")
+        .set_default("compression.type", "lz4")
         // Java's default partitioner for keyed records, as `weir simulate`
         // places them: a lot lands on the same partition either way.
         .set("partitioner", "murmur2_random")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+        .set_default("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
         .create()
         .map_err(|error| IngestError::Kafka {
             action: "creating the producer".into(),

@@ -224,19 +224,20 @@ fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<Del
 impl Collector {
     /// `transactional_id` makes it transactional (exactly-once).
     pub(super) fn new(bootstrap: &str, app: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
+        use crate::kafka::ClientConfigExt;
         let mut config = crate::kafka::client_config(bootstrap);
         config
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
+            .set_default("linger.ms", "5")
+            .set_default("compression.type", "lz4")
             // What may wait in the producer (defaults: 100,000 records or
             // 1 GiB). While a backlog is worked off the engine makes
             // records faster than they are acknowledged; unbounded, that
             // queue grew weir's peak RSS. 20,000 records is >100 ms of the
             // bench's output rate, far more than one linger of batching;
             // when it is full, `send` serves delivery reports and retries.
-            .set("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
-            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
+            .set_default("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
+            .set_default("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
         if let Some(id) = transactional_id {
             // Kafka Streams' default under EOS: a crashed instance's open
             // transaction blocks read_committed readers for at most this long.

@@ -39,7 +39,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset};
 
-use crate::kafka::client_config;
+use crate::kafka::{client_config, ClientConfigExt};
 use crate::state::StoreError;
 use crate::topology::{Guarantee, Topology};
 #[doc(hidden)]
@@ -523,14 +523,14 @@ pub fn run(
         // weir's memory grew with the backlog (440 MiB at 1M records).
         // With small queues the fetcher must not sleep its default 1 s
         // when one is full: it then left the loop idle, 3× slower.
-        .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
-        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
+        .set_default("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+        .set_default("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
+        .set_default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
         .set("session.timeout.ms", session_ms.to_string())
         // Set, not left to librdkafka's default, because it must exceed
         // the loop's worst round (see `timeouts`).
         .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
-        .set("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
+        .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
         .create_with_context(RebalanceContext {
             engine: engine.clone(),
             aligned_topics: Aligner::<RebalanceContext>::aligned_topics(&topo),

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::collector::lock;
 use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, HANGING_TRANSACTION_AFTER, WATERMARK_RETRY};
 use super::{ChangelogBehind, RuntimeError};
-use crate::kafka::client_config;
+use crate::kafka::{client_config, ClientConfigExt};
 use crate::state::rocks::TaskDb;
 use crate::state::Change;
 
@@ -268,7 +268,7 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
             // not a silent jump to the end (librdkafka's default `latest`),
             // which marked the store restored with its tail missing.
             .set("auto.offset.reset", "error")
-            .set("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES.to_string())
+            .set_default("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES.to_string())
             .create()?,
         log_end: client_config(bootstrap)
             .set("isolation.level", "read_uncommitted")

@@ -20,7 +20,7 @@ use rdkafka::util::Timeout;
 use super::generator::SimRecord;
 use super::output::jsonl_line;
 use super::SimulateError;
-use crate::kafka::client_config;
+use crate::kafka::{client_config, ClientConfigExt};
 
 /// How long to wait for outstanding deliveries at the end.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -173,13 +173,21 @@ pub(super) struct KafkaDestination {
 impl KafkaDestination {
     /// Create the producer and check that the broker answers.
     pub(super) fn connect(bootstrap: &str) -> Result<Self, SimulateError> {
+        // A refused password or certificate is named at once; a broker
+        // that does not answer is reported by the metadata request below.
+        let never = std::sync::atomic::AtomicBool::new(false);
+        if let Err(crate::kafka::BrokerUnreachable::Security(failure)) =
+            crate::kafka::wait_for_brokers(bootstrap, CONNECT_TIMEOUT, &never)
+        {
+            return Err(failure.into());
+        }
         let producer: BaseProducer<Deliveries> = client_config(bootstrap)
-            .set("client.id", "weir-simulate")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "60000")
+            .set_default("client.id", "weir-simulate")
+            .set_default("linger.ms", "5")
+            .set_default("compression.type", "lz4")
+            .set_default("message.timeout.ms", "60000")
             .create_with_context(Deliveries::default())
             .map_err(|source| SimulateError::Kafka {
                 action: "creating the producer".into(),

@@ -55,6 +55,8 @@ pub struct SimulateArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub kafka: crate::kafka::settings::KafkaArgs,
     /// Records per second of wall time ("100" or "100/s"); 0 = as fast as
     /// possible on the deterministic simulated clock. Default: 0, or with
     /// --speedup the rate that polls every lot once per --poll-interval of
@@ -129,10 +131,15 @@ pub enum SimulateError {
     },
     #[error("simulate task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Security(#[from] crate::kafka::SecurityFailure),
+    #[error("{0}")]
+    Settings(#[from] crate::kafka::settings::SettingsError),
 }
 
 /// Run `weir simulate`: generate records and produce them to Kafka, or write
 /// them to `--output`. Prints a summary line on stderr.
 pub async fn run(args: SimulateArgs) -> Result<(), SimulateError> {
+    args.kafka.install(Vec::new())?;
     drive::run(args).await
 }

@@ -192,19 +192,17 @@ fn check(spec: SinkSpec) -> Result<SinkConfig, Vec<Diagnostic>> {
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     for (k, v) in &spec.consumer {
-        if matches!(
-            k.as_str(),
-            "group.id" | "enable.auto.commit" | "isolation.level" | "bootstrap.servers"
-        ) {
-            errs.push(
-                Diagnostic::at(
-                    v,
-                    format!("consumer property `{k}` is set by the sink and cannot be overridden"),
-                )
-                .with_hint(if k == "group.id" { "use `group:`" } else { "remove it" }),
-            );
+        if let Err(reason) = crate::kafka::settings::check(k, &v.value) {
+            let d = Diagnostic::at(v, format!("consumer property `{k}` {reason}"));
+            errs.push(if k == "group.id" {
+                d.with_hint("use `group:`")
+            } else {
+                d
+            });
         }
     }
+    let (kafka, kafka_errors) = crate::kafka::settings::check_file_map(&spec.kafka);
+    errs.extend(kafka_errors);
 
     if spec.tables.value.is_empty() {
         errs.push(Diagnostic::at(
@@ -240,6 +238,7 @@ fn check(spec: SinkSpec) -> Result<SinkConfig, Vec<Diagnostic>> {
         dead_letter: spec.dead_letter.value.trim().to_string(),
         offsets_table,
         consumer,
+        kafka,
         tables,
     })
 }

@@ -26,6 +26,8 @@ pub struct SinkConfig {
     pub(crate) dead_letter: String,
     pub(crate) offsets_table: QualifiedName,
     pub(crate) consumer: Vec<(String, String)>,
+    /// The `kafka:` map, checked, references not yet resolved.
+    pub(crate) kafka: Vec<crate::kafka::settings::FileSetting>,
     pub(crate) tables: Vec<TableConfig>,
 }
 

@@ -37,11 +37,12 @@ impl DeadLetters {
         handle: Handle,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, rdkafka::error::KafkaError> {
+        use crate::kafka::ClientConfigExt;
         let producer: FutureProducer = crate::kafka::client_config(bootstrap)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .set("client.id", format!("weir-sink-{sink}-dlq"))
+            .set_default("linger.ms", "5")
+            .set_default("message.timeout.ms", "30000")
+            .set_default("client.id", format!("weir-sink-{sink}-dlq"))
             .create()?;
         Ok(Self {
             producer,

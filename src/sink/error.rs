@@ -134,10 +134,9 @@ pub(crate) fn connect_error(server: &str, e: tokio_postgres::Error) -> WriteErro
         .map(|c| format!(": {c}"))
         .unwrap_or_default();
     if kind.starts_with("error performing TLS handshake") {
-        // The sink has no TLS: `sslmode=require` fails on any server.
-        refused(format!(
-            "TLS{cause}; weir sink connects without TLS, use sslmode=disable or sslmode=prefer"
-        ))
+        // A server without TLS under sslmode=require and above, or a
+        // certificate that does not verify: no retry changes either.
+        refused(format!("TLS{cause} (see sslmode and sslrootcert in the URL)"))
     } else if kind.starts_with("authentication error") || kind.starts_with("invalid configuration") {
         // An authentication method the client cannot do, a password the
         // server asks for and the URL lacks.

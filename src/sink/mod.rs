@@ -36,6 +36,7 @@ mod schema;
 mod spec;
 mod sql;
 mod task;
+mod tls;
 mod writer;
 
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct SinkArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "WEIR_BOOTSTRAP", default_value = crate::kafka::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub kafka: crate::kafka::settings::KafkaArgs,
     /// PostgreSQL connection URL (default: the `./dev up` database).
     #[arg(long, env = "WEIR_PG_URL")]
     pub postgres: Option<String>,
@@ -100,6 +103,8 @@ pub enum SinkError {
     Kafka(rdkafka::error::KafkaError),
     #[error(transparent)]
     Unreachable(#[from] crate::kafka::BrokerUnreachable),
+    #[error("{0}")]
+    Settings(#[from] crate::kafka::settings::SettingsError),
     #[error("metrics exporter: {0}")]
     Metrics(crate::metrics::InstallError),
     #[error("{0}")]
@@ -147,6 +152,17 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     let mut cfg = SinkConfig::load(&args.file).map_err(SinkError::Config)?;
     if let Some(g) = &args.group {
         cfg.group = g.clone();
+    }
+    args.kafka
+        .install(crate::kafka::settings::from_file(&args.file, &cfg.kafka))?;
+    // `consumer:` values may refer to secrets too.
+    for (key, value) in &mut cfg.consumer {
+        *value = crate::kafka::settings::resolve(value, &|name| std::env::var(name).ok()).map_err(|reason| {
+            crate::kafka::settings::SettingsError(vec![format!(
+                "{}: consumer property `{key}` {reason}",
+                args.file.display()
+            )])
+        })?;
     }
     if let Some(addr) = args.metrics_addr {
         crate::metrics::install(addr)?;

@@ -39,6 +39,11 @@ pub(crate) struct SinkSpec {
     /// `session.timeout.ms: "6000"`.
     #[serde(default)]
     pub(crate) consumer: IndexMap<String, Str>,
+    /// librdkafka properties for every Kafka client of the sink (its
+    /// consumer, the dead-letter producer, the metadata clients): security,
+    /// timeouts, tuning. Values may be `${env:NAME}` or `${file:PATH}`.
+    #[serde(default)]
+    pub(crate) kafka: crate::kafka::settings::FileMap,
     /// Topic → table loads.
     pub(crate) tables: Spanned<Vec<TableSpec>>,
 }

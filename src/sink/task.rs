@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+use crate::kafka::ClientConfigExt;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -102,9 +104,10 @@ impl Task {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("statistics.interval.ms", "5000")
-            .set("client.id", format!("weir-sink-{}", cfg.name));
+            .set_default("session.timeout.ms", "10000")
+            // weir_sink_lag is read from the statistics.
+            .set_default("statistics.interval.ms", "5000")
+            .set_default("client.id", format!("weir-sink-{}", cfg.name));
         for (k, v) in &cfg.consumer {
             cc.set(k, v);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement, Transaction};
+use tokio_postgres::{Client, Statement, Transaction};
 
 use super::config::{QualifiedName, SinkConfig};
 use super::error::{classify, connect_error, db_message, is_data_error, masked_url, WriteError};
@@ -170,6 +170,8 @@ async fn answered<T>(
 /// Writes batches into Postgres; reconnects as needed.
 pub struct Writer {
     config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` asks (see `tls`).
+    tls: postgres_openssl::MakeTlsConnector,
     sink: String,
     owner: String,
     offsets: QualifiedName,
@@ -182,8 +184,11 @@ impl Writer {
     /// and check every table. A mismatch is `WriteError::Fatal` naming the
     /// column; an unreachable server is `Retryable`.
     pub async fn start(url: &str, sink: &SinkConfig, owner: &str) -> Result<Writer, WriteError> {
+        let (url, tls) = super::tls::split(url).map_err(|e| WriteError::Fatal(format!("invalid Postgres URL: {e}")))?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| WriteError::fatal("invalid Postgres URL", e))?;
+        config.ssl_mode(tls.ssl_mode());
+        let tls = tls.connector().map_err(WriteError::Fatal)?;
         config.connect_timeout(Duration::from_secs(5));
         // A connection the network drops silently (a NAT or a load balancer
         // that forgot it, a server failed over behind the same address)
@@ -208,7 +213,7 @@ impl Writer {
         if config.get_application_name().is_none() {
             config.application_name(format!("weir-sink-{}", sink.name));
         }
-        let mut client = connect(&config).await?;
+        let mut client = connect(&config, &tls).await?;
         let tx = client
             .transaction()
             .await
@@ -217,6 +222,7 @@ impl Writer {
         tx.commit().await.map_err(|e| classify("committing DDL", e))?;
         let mut writer = Writer {
             config,
+            tls,
             sink: sink.name.clone(),
             owner: owner.to_string(),
             offsets: sink.offsets_table.clone(),
@@ -268,7 +274,7 @@ impl Writer {
             self.session = None;
         }
         if self.session.is_none() {
-            let client = connect(&self.config).await?;
+            let client = connect(&self.config, &self.tls).await?;
             let s = self.new_session(client).await?;
             tracing::info!(sink = %self.sink, "connected to Postgres");
             self.session = Some(s);
@@ -538,9 +544,12 @@ async fn commit_checks(tx: &mut Transaction<'_>) -> Result<Option<String>, Write
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, WriteError> {
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &postgres_openssl::MakeTlsConnector,
+) -> Result<Client, WriteError> {
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .map_err(|e| connect_error(&masked_url(config), e))?;
     tokio::spawn(async move {

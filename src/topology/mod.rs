@@ -46,6 +46,8 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     pub subtopologies: Vec<SubTopology>,
     pub stores: Vec<StoreDef>,
+    /// The file's `kafka:` client settings, checked but not yet resolved.
+    pub kafka: Vec<crate::kafka::settings::FileSetting>,
 }
 
 pub type NodeId = usize;

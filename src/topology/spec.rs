@@ -39,6 +39,14 @@ pub struct TopologySpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub time_zone: Option<Str>,
+    /// librdkafka properties for every Kafka client of `weir run` and
+    /// `weir reset` (security, timeouts, tuning), e.g.
+    /// `security.protocol: SASL_SSL`; a value may be `${env:NAME}` or
+    /// `${file:PATH}`. The properties weir's guarantees depend on are
+    /// refused.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, crate::kafka::settings::FileValue>")]
+    pub kafka: crate::kafka::settings::FileMap,
     /// Input streams by name.
     pub sources: IndexMap<String, SourceSpec>,
     /// Processing steps, in order. A step reads the previous step's output

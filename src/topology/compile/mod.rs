@@ -130,6 +130,8 @@ impl Compiler {
                 );
             }
         }
+        let (kafka, kafka_errors) = crate::kafka::settings::check_file_map(&spec.kafka);
+        self.errors.extend(kafka_errors);
         let time_zone = match &spec.time_zone {
             Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
             None => Tz::UTC,
@@ -315,6 +317,7 @@ impl Compiler {
             nodes: self.nodes,
             subtopologies,
             stores: self.stores,
+            kafka,
         })
     }
 
