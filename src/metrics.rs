@@ -232,4 +232,60 @@ mod tests {
         assert_eq!(status(&other2), "404", "{other2}");
         assert_eq!(status(&post), "405", "{post}");
     }
+
+    /// Reads until the peer closes (Ok(bytes)) or `within` passes (Err).
+    fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> Result<usize, String> {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(n),
+                Err(e) => return Err(format!("still open: {e}")),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_excess_connections_are_closed() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health: &'static Health = Box::leak(Box::new(Health::new()));
+        tokio::spawn(serve(listener, None, health));
+        tokio::task::spawn_blocking(move || {
+            // Every slot taken by a half-sent request…
+            let mut idle: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+                    s
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            // …so one more is closed at once, not queued.
+            let mut extra = std::net::TcpStream::connect(addr).unwrap();
+            assert_eq!(closed_within(&mut extra, Duration::from_secs(2)), Ok(0), "excess connection");
+            let started = std::time::Instant::now();
+            // The half-sent ones are closed after the header read timeout.
+            for s in &mut idle {
+                closed_within(s, HEADER_READ_TIMEOUT + Duration::from_secs(3)).expect("half-sent request closed");
+            }
+            assert!(started.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+            // Then the server answers again; a keep-alive connection left
+            // idle after its response is closed after the same timeout.
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+            let served = std::time::Instant::now();
+            closed_within(&mut s, HEADER_READ_TIMEOUT + Duration::from_secs(3)).expect("idle keep-alive closed");
+            assert!(served.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+        })
+        .await
+        .unwrap();
+    }
 }
