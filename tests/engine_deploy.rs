@@ -54,7 +54,6 @@ fn open_fds(pid: u32) -> usize {
 
 /// `weir run` with its own state directory and metrics address.
 struct Instance {
-    name: String,
     state: PathBuf,
     addr: SocketAddr,
     extra: Vec<String>,
@@ -66,7 +65,6 @@ struct Instance {
 impl Instance {
     fn new(dir: &Path, name: &str, extra: &[&str], nofile: Option<u64>) -> Instance {
         Instance {
-            name: name.to_string(),
             state: dir.join(name),
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -77,11 +75,10 @@ impl Instance {
     }
 
     fn start(&mut self, topo: &Path) {
-        let addr = self.addr.to_string();
-        let mut args: Vec<&std::ffi::OsStr> = vec!["run".as_ref(), topo.as_os_str()];
-        args.extend(["--state-dir".as_ref(), self.state.as_os_str()]);
-        args.extend(["--metrics-addr".as_ref(), addr.as_ref()]);
-        args.extend(self.extra.iter().map(|s| s.as_ref()));
+        let mut args: Vec<std::ffi::OsString> = vec!["run".into(), topo.into()];
+        args.extend(["--state-dir".into(), self.state.clone().into_os_string()]);
+        args.extend(["--metrics-addr".into(), self.addr.to_string().into()]);
+        args.extend(self.extra.iter().map(Into::into));
         self.starts += 1;
         let log = self.state.with_extension(format!("{}.log", self.starts));
         self.proc = Some(WeirProc::spawn_limited(&args, &log, &[], self.nofile));
