@@ -456,3 +456,50 @@ fn a_flood_of_idle_metrics_connections_leaves_weir_descriptors() {
     });
     a.proc.take().unwrap().terminate();
 }
+
+/// A static member stopped with SIGTERM stays in the group (its partitions
+/// wait for it up to the session timeout); one stopped with SIGUSR1
+/// (scaling in) leaves at once and the other takes its partitions.
+#[test]
+fn sigterm_keeps_a_static_member_in_the_group_and_sigusr1_leaves() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-leave");
+    let (topo, [status, ..]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let extra = ["--session-timeout", "60s"];
+    let mut a = Instance::new(dir.path(), "a", &extra, None);
+    let mut b = Instance::new(dir.path(), "b", &extra, None);
+    a.start(&topo);
+    b.start(&topo);
+    wait_for("both instances ready in one group", Duration::from_secs(120), || {
+        stable_members(&id) == 2 && a.ready() && b.ready()
+    });
+    let before = a.rebalances();
+    // SIGTERM: still a member 15 s later, and A saw no rebalance.
+    b.proc.take().unwrap().terminate();
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(stable_members(&id), 2, "a static member stopped with SIGTERM left the group");
+    assert_eq!(a.rebalances(), before, "A rebalanced while B was away");
+    // Back within the session timeout: no rebalance either.
+    b.start(&topo);
+    wait_for("B ready again", Duration::from_secs(60), || b.ready());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.rebalances(), before, "A rebalanced when B came back");
+    // SIGUSR1: B leaves now, well before the 60 s session timeout.
+    let proc = b.proc.take().unwrap();
+    proc.unwatch();
+    proc.signal("USR1");
+    let left = Instant::now();
+    wait_for("B to exit after SIGUSR1", Duration::from_secs(60), || proc.exited().is_some());
+    assert!(proc.exited().unwrap().success(), "{}", proc.tail(30));
+    wait_for("A alone in the group, with every partition", Duration::from_secs(30), || {
+        stable_members(&id) == 1 && a.ready() && a.rebalances() > before
+    });
+    assert!(
+        left.elapsed() < Duration::from_secs(30),
+        "B's partitions moved only after {:?}",
+        left.elapsed()
+    );
+    a.proc.take().unwrap().terminate();
+}

@@ -215,6 +215,10 @@ const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 /// queue.
 const ALIGNED_BATCH: usize = 256;
 
+/// How long a member leaving the group waits for librdkafka to revoke its
+/// partitions and send the LeaveGroup.
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
+
 /// Aborted transactions in a row after which `weir run` gives up.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
@@ -967,6 +971,23 @@ impl StreamThread {
                 tracing::info!("leaving the consumer group (SIGUSR1): its partitions move to the others now");
             }
             self.consumer.unsubscribe();
+            // librdkafka sends the LeaveGroup only once the revocation is
+            // done, which needs the rebalance callback served by a poll; a
+            // static member closed before that is "terminating" and sends
+            // none. Records polled meanwhile are not processed (the next
+            // owner reads them from the committed offsets).
+            let deadline = Instant::now() + LEAVE_WAIT;
+            while Instant::now() < deadline {
+                let _ = self.consumer.poll(Duration::from_millis(100));
+                if self.consumer.assignment().is_ok_and(|a| a.count() == 0) {
+                    // The LeaveGroup goes out after the unassign: a few
+                    // more rounds for it.
+                    for _ in 0..5 {
+                        let _ = self.consumer.poll(Duration::from_millis(100));
+                    }
+                    break;
+                }
+            }
         } else {
             tracing::info!("static member: not leaving the consumer group; its partitions wait for this instance up to the session timeout");
         }
