@@ -120,7 +120,10 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Option<PrometheusHand
         // Full: close it now (its descriptor freed at once) rather than
         // keep it waiting for a slot.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(max = MAX_CONNECTIONS, "metrics listener: too many connections, closing one");
+            tracing::debug!(
+                max = MAX_CONNECTIONS,
+                "metrics listener: too many connections, closing one"
+            );
             drop(stream);
             continue;
         };
@@ -266,7 +269,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(300));
             // …so one more is closed at once, not queued.
             let mut extra = std::net::TcpStream::connect(addr).unwrap();
-            assert_eq!(closed_within(&mut extra, Duration::from_secs(2)), Ok(0), "excess connection");
+            assert_eq!(
+                closed_within(&mut extra, Duration::from_secs(2)),
+                Ok(0),
+                "excess connection"
+            );
             let started = std::time::Instant::now();
             // The half-sent ones are closed after the header read timeout.
             for s in &mut idle {
@@ -280,7 +287,11 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let mut buf = [0u8; 512];
             let n = s.read(&mut buf).unwrap();
-            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
             let served = std::time::Instant::now();
             closed_within(&mut s, HEADER_READ_TIMEOUT + Duration::from_secs(3)).expect("idle keep-alive closed");
             assert!(served.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1));

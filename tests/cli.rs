@@ -273,7 +273,10 @@ fn help_shows_no_secret_from_the_environment() {
 #[test]
 fn instance_id_is_auto_none_or_a_plain_id() {
     let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
-    assert!(run.contains("--instance-id") && run.contains("[default: auto]"), "{run}");
+    assert!(
+        run.contains("--instance-id") && run.contains("[default: auto]"),
+        "{run}"
+    );
     for bad in ["", "a b", "x/y"] {
         let out = weir(&["run", PARKING, "--instance-id", bad]);
         assert!(!out.status.success(), "{bad:?} accepted");

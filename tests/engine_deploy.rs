@@ -440,7 +440,11 @@ fn a_flood_of_idle_metrics_connections_leaves_weir_descriptors() {
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
     let log = a.proc.as_ref().unwrap().log_text();
-    assert!(!log.contains("Too many open files"), "{}", a.proc.as_ref().unwrap().tail(40));
+    assert!(
+        !log.contains("Too many open files"),
+        "{}",
+        a.proc.as_ref().unwrap().tail(40)
+    );
     assert!(
         open_fds(a.pid()) < 1024 - 100,
         "descriptors at the end of the flood: {}",
@@ -479,7 +483,11 @@ fn sigterm_keeps_a_static_member_in_the_group_and_sigusr1_leaves() {
     // SIGTERM: still a member 15 s later, and A saw no rebalance.
     b.proc.take().unwrap().terminate();
     std::thread::sleep(Duration::from_secs(15));
-    assert_eq!(stable_members(&id), 2, "a static member stopped with SIGTERM left the group");
+    assert_eq!(
+        stable_members(&id),
+        2,
+        "a static member stopped with SIGTERM left the group"
+    );
     assert_eq!(a.rebalances(), before, "A rebalanced while B was away");
     // Back within the session timeout: no rebalance either.
     b.start(&topo);
@@ -491,11 +499,15 @@ fn sigterm_keeps_a_static_member_in_the_group_and_sigusr1_leaves() {
     proc.unwatch();
     proc.signal("USR1");
     let left = Instant::now();
-    wait_for("B to exit after SIGUSR1", Duration::from_secs(60), || proc.exited().is_some());
-    assert!(proc.exited().unwrap().success(), "{}", proc.tail(30));
-    wait_for("A alone in the group, with every partition", Duration::from_secs(30), || {
-        stable_members(&id) == 1 && a.ready() && a.rebalances() > before
+    wait_for("B to exit after SIGUSR1", Duration::from_secs(60), || {
+        proc.exited().is_some()
     });
+    assert!(proc.exited().unwrap().success(), "{}", proc.tail(30));
+    wait_for(
+        "A alone in the group, with every partition",
+        Duration::from_secs(30),
+        || stable_members(&id) == 1 && a.ready() && a.rebalances() > before,
+    );
     assert!(
         left.elapsed() < Duration::from_secs(30),
         "B's partitions moved only after {:?}",

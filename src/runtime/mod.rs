@@ -1040,7 +1040,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         std::fs::remove_file(app.join(".lock")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), app.join("process.id")).unwrap();
-        assert!(process_id(&app).is_err(), "a dangling link is not followed (nor created)");
+        assert!(
+            process_id(&app).is_err(),
+            "a dangling link is not followed (nor created)"
+        );
         assert!(!dir.path().join("elsewhere").exists());
     }
 }

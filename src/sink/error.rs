@@ -226,7 +226,10 @@ mod tests {
         assert!(logged.contains("--log-row-values"), "{logged}");
         assert_eq!(redact(&reason, true), reason);
         // A reason without a detail is logged as it is.
-        assert_eq!(redact("samples 666 refused by trigger (P0001)", false), "samples 666 refused by trigger (P0001)");
+        assert_eq!(
+            redact("samples 666 refused by trigger (P0001)", false),
+            "samples 666 refused by trigger (P0001)"
+        );
     }
 
     #[test]
