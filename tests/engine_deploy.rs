@@ -515,3 +515,37 @@ fn sigterm_keeps_a_static_member_in_the_group_and_sigusr1_leaves() {
     );
     a.proc.take().unwrap().terminate();
 }
+
+/// Two instances given one `--instance-id` (or sharing a copied state
+/// directory): the newer fences the older, which stops with an error that
+/// says so instead of running on without a group.
+#[test]
+fn a_second_instance_with_the_same_instance_id_fences_the_first() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique("it-fenced");
+    let (topo, [status, ..]) = topology(dir.path(), &id);
+    create_topic(&status, 3);
+    let extra = ["--session-timeout", "30s", "--instance-id", "same-name"];
+    let mut a = Instance::new(dir.path(), "a", &extra, None);
+    let mut b = Instance::new(dir.path(), "b", &extra, None);
+    a.start(&topo);
+    wait_for("A ready", Duration::from_secs(120), || a.ready());
+    a.proc.as_ref().unwrap().unwatch();
+    b.start(&topo);
+    wait_for("B ready", Duration::from_secs(120), || b.ready());
+    let first = a.proc.take().unwrap();
+    wait_for("A to stop, fenced", Duration::from_secs(60), || {
+        first.exited().is_some()
+    });
+    let status = first.exited().unwrap();
+    assert!(!status.success(), "A exited 0 after being fenced");
+    let log = first.log_text();
+    assert!(
+        log.contains("another `weir run` has this instance id"),
+        "{}",
+        first.tail(30)
+    );
+    assert!(b.proc.as_mut().unwrap().exited().is_none(), "B stopped too");
+    b.proc.take().unwrap().terminate();
+}

@@ -376,7 +376,11 @@ impl ClientContext for RebalanceContext {
                 rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
                 | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
             ) => tracing::warn!(error = %error, reason, "librdkafka"),
-            KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal) => {
+            // librdkafka reports a fatal consumer error with its cause's
+            // code (a fenced static member), or as `Fatal`.
+            KafkaError::Global(
+                rdkafka::types::RDKafkaErrorCode::Fatal | rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
+            ) => {
                 tracing::error!(error = %error, reason, "librdkafka: fatal consumer error");
                 let why = match reason.contains("group.instance.id") {
                     true => format!(
