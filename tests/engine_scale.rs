@@ -226,10 +226,24 @@ fn tasks_that_stay_keep_running_when_an_instance_joins() {
         closed.is_subset(&moved),
         "A closed only tasks that moved to B: closed {closed:?}, moved {moved:?}"
     );
-    // Each task that stayed was opened once on A: never closed and reopened.
+    // Each task that stayed was opened once on A: never closed and reopened
+    // by the rebalance. One exception, seen with static membership (2 runs
+    // of 12, none of 4 with `--instance-id none`): A's commit racing the
+    // join's second rebalance fails with ILLEGAL_GENERATION, and the abort
+    // rebuilds every task from its last commit (reopening it; results stay
+    // exact). Any other abort fails the test.
+    let text = a.text();
+    let aborts: Vec<&str> = text.lines().filter(|l| l.contains("transaction aborted")).collect();
+    for l in &aborts {
+        assert!(l.contains("generation id is not valid"), "A aborted: {l}");
+    }
     let ready = a.tasks("task ready");
     for t in &stayed {
-        assert_eq!(ready.iter().filter(|r| *r == t).count(), 1, "task {t} reopened on A");
+        assert_eq!(
+            ready.iter().filter(|r| *r == t).count(),
+            1 + aborts.len(),
+            "task {t} reopened on A (aborts: {aborts:?})"
+        );
     }
     check_results(&results, &want);
     a.sigterm();
