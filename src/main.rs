@@ -80,6 +80,14 @@ enum Command {
         state_memory: usize,
         #[command(flatten)]
         kafka: weir::kafka::settings::KafkaArgs,
+        /// Static group membership: the consumer's group.instance.id. A
+        /// restart within --session-timeout keeps this instance's tasks
+        /// without a rebalance; a stop (SIGTERM) does not leave the group
+        /// (SIGUSR1 stops and leaves: scaling in). Default: derived from
+        /// the state directory (`auto`, stable across its restarts);
+        /// `none`: dynamic membership.
+        #[arg(long, env = "WEIR_INSTANCE_ID", default_value = "auto")]
+        instance_id: weir::runtime::InstanceId,
     },
     /// Make an application reprocess from scratch: its source offsets to the
     /// start (or a time), its internal topics and local state deleted.
@@ -195,8 +203,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             replication_factor,
             state_memory,
             kafka,
+            instance_id,
         } => {
             let shutdown = weir::shutdown::on_signal();
+            let leave_group = weir::shutdown::on_leave_signal(&shutdown);
             let topo = match load(&file) {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
@@ -222,6 +232,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_task_idle,
                 replication_factor,
                 state_memory,
+                instance_id,
+                leave_group,
             };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;

@@ -10,6 +10,17 @@
 //! [`crate::health`]); any other path is 404. The exporter's own listener
 //! answers every path with the metrics text, so this is a small hyper
 //! server of its own (hyper is the exporter's dependency anyway).
+//!
+//! The server must never cost the process what it needs to work: every
+//! connection is a file descriptor, and under the common 1,024 descriptor
+//! limit idle clients could otherwise take the ones a broker reconnect, a
+//! new RocksDB file or a restore needs. So it holds at most
+//! [`MAX_CONNECTIONS`] at once (one more is closed as soon as it is
+//! accepted, not queued), gives a client [`HEADER_READ_TIMEOUT`] to send
+//! its request head (which also closes an idle keep-alive connection:
+//! hyper runs that timer while it waits for the next request), and ends
+//! any connection after [`CONNECTION_LIFETIME`] (a client that never
+//! reads its response).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +41,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// How often histograms are drained when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Connections served at once; one more is closed when accepted. A
+/// Prometheus or two and the probes of an orchestrator need a handful.
+pub(crate) const MAX_CONNECTIONS: usize = 32;
+
+/// How long a client has to send a request's head, counted from when the
+/// server starts waiting for it: on a new connection, and on a keep-alive
+/// connection after each response (so an idle keep-alive connection is
+/// closed after this long). Prometheus sends its request at once, and its
+/// scrape interval (15 s by default) is longer anyway: it reconnects, one
+/// TCP handshake per scrape.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Any connection ends after this long, whatever it is doing.
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Largest request head read (hyper's minimum; the default is ~400 KiB per
+/// connection).
+const MAX_REQUEST_BUFFER: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -66,27 +96,50 @@ fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, InstallError> {
     tokio::net::TcpListener::from_std(std_listener).map_err(err)
 }
 
-/// Accept connections until the process ends.
+/// Accept connections until the process ends, at most [`MAX_CONNECTIONS`]
+/// at once.
 async fn serve(listener: tokio::net::TcpListener, metrics: Option<PrometheusHandle>, health: &'static Health) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Without a timer hyper ignores the header read timeout (silently).
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BUFFER)
+        .keep_alive(true);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
+                // EMFILE/ENFILE included: the connection waits in the
+                // backlog, nothing is taken from the process meanwhile.
                 tracing::warn!(error = %e, "metrics listener: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        // Full: close it now (its descriptor freed at once) rather than
+        // keep it waiting for a slot.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(
+                max = MAX_CONNECTIONS,
+                "metrics listener: too many connections, closing one"
+            );
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
+        let http = http.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let response = respond(&req, metrics.as_ref(), health);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics listener: connection ended");
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics listener: connection ended"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::debug!("metrics listener: connection open too long, closed"),
             }
         });
     }
@@ -181,5 +234,69 @@ mod tests {
         assert_eq!(status(&other), "404", "{other}");
         assert_eq!(status(&other2), "404", "{other2}");
         assert_eq!(status(&post), "405", "{post}");
+    }
+
+    /// Reads until the peer closes (Ok(bytes)) or `within` passes (Err).
+    fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> Result<usize, String> {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(n),
+                Err(e) => return Err(format!("still open: {e}")),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_excess_connections_are_closed() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health: &'static Health = Box::leak(Box::new(Health::new()));
+        tokio::spawn(serve(listener, None, health));
+        tokio::task::spawn_blocking(move || {
+            // Every slot taken by a half-sent request…
+            let mut idle: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+                    s
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            // …so one more is closed at once, not queued.
+            let mut extra = std::net::TcpStream::connect(addr).unwrap();
+            assert_eq!(
+                closed_within(&mut extra, Duration::from_secs(2)),
+                Ok(0),
+                "excess connection"
+            );
+            let started = std::time::Instant::now();
+            // The half-sent ones are closed after the header read timeout.
+            for s in &mut idle {
+                closed_within(s, HEADER_READ_TIMEOUT + Duration::from_secs(3)).expect("half-sent request closed");
+            }
+            assert!(started.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+            // Then the server answers again; a keep-alive connection left
+            // idle after its response is closed after the same timeout.
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+            let served = std::time::Instant::now();
+            closed_within(&mut s, HEADER_READ_TIMEOUT + Duration::from_secs(3)).expect("idle keep-alive closed");
+            assert!(served.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+        })
+        .await
+        .unwrap();
     }
 }

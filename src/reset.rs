@@ -77,7 +77,8 @@ pub enum ResetError {
     Unreachable(#[from] crate::kafka::BrokerUnreachable),
     #[error(
         "consumer group {group} has {} active member(s) ({state}): stop every `weir run` of this application \
-         first (the member of a killed instance stays until its session times out, 45 s by default)",
+         first, with SIGUSR1 to leave the group at once (an instance stopped with SIGTERM, a static member, \
+         or killed stays a member until its session times out, --session-timeout, 45 s by default)",
         .members.len()
     )]
     ActiveMembers {

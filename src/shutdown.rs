@@ -36,3 +36,31 @@ pub fn on_signal() -> Arc<AtomicBool> {
     });
     flag
 }
+
+/// `weir run`: SIGUSR1 stops like SIGTERM (sets `stop`) and also sets the
+/// returned flag: leave the consumer group on the way out even as a static
+/// member (scaling in rather than restarting; see README, Deploying). Call
+/// it right after [`on_signal`].
+pub fn on_leave_signal(stop: &Arc<AtomicBool>) -> Arc<AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let leave = Arc::new(AtomicBool::new(false));
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1");
+            return leave;
+        }
+    };
+    let (set_leave, set_stop) = (leave.clone(), stop.clone());
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            set_leave.store(true, Ordering::SeqCst);
+            if set_stop.swap(true, Ordering::SeqCst) {
+                tracing::info!("SIGUSR1: leaving the consumer group when stopping");
+            } else {
+                tracing::info!("SIGUSR1: stopping and leaving the consumer group");
+            }
+        }
+    });
+    leave
+}

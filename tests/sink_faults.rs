@@ -429,6 +429,20 @@ fn rows_rejected_at_commit_or_by_a_trigger_are_dead_lettered() {
         );
         assert_eq!(d.headers["weir.table"], format!("{id}.record_log"));
         assert_eq!(d.key.as_deref(), Some(b.key().as_bytes()));
+        if b.region_code == "POI404" {
+            // The dead letter keeps Postgres' detail (the record is there anyway)…
+            assert!(err.contains("(POI404)"), "{err:?}");
+        }
+    }
+    // …the log does not: the details quote row values (`Key
+    // (region_code)=(POI404) is not present…`, `Key (seq)=(5) already
+    // exists`), shown only with --log-row-values.
+    let log = sink.log_text();
+    assert!(log.contains("Postgres rejected the batch"), "{log}");
+    assert!(log.contains("record sent to the dead-letter topic"), "{log}");
+    assert!(log.contains("detail withheld"), "{log}");
+    for value in ["POI404", "=(5)", "=(502)"] {
+        assert!(!log.contains(value), "the log shows the row value {value}:\n{log}");
     }
     sink.terminate();
     pg.exec(&format!(

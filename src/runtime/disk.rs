@@ -162,7 +162,7 @@ pub(super) fn probe(app_dir: &Path) -> Result<(), RuntimeError> {
         source,
     };
     // The directory itself may be gone (deleted to rebuild the state).
-    let result = std::fs::create_dir_all(app_dir)
+    let result = crate::state::create_private_dir(app_dir)
         .and_then(|()| std::fs::File::create(&path))
         .and_then(|mut f| {
             f.write_all(&[0u8; DISK_FULL_PROBE_BYTES])?;

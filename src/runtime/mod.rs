@@ -108,6 +108,10 @@ pub enum RuntimeError {
     StateDirLocked(String),
     #[error("state directory {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// librdkafka's consumer stopped for good (e.g. another member with
+    /// this `group.instance.id` fenced it).
+    #[error("kafka consumer: {0}")]
+    FatalConsumer(String),
 }
 
 /// A store ahead of its changelog (see `restore::restore`).
@@ -164,6 +168,38 @@ pub struct RunOptions {
     /// Bytes of RocksDB block cache and memtables, shared by every task
     /// (see `state::rocks::StateMemory`).
     pub state_memory: usize,
+    /// Static group membership (`group.instance.id`, KIP-345).
+    pub instance_id: InstanceId,
+    /// Set (by SIGUSR1) to leave the consumer group when stopping even as
+    /// a static member: scaling in, not restarting.
+    pub leave_group: Arc<AtomicBool>,
+}
+
+/// `weir run --instance-id`: the consumer's `group.instance.id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceId {
+    /// `<application_id>-<process id>` (the id the state directory keeps,
+    /// as the transactional id): the same across restarts on one state
+    /// directory.
+    FromStateDir,
+    Given(String),
+    /// Dynamic membership (`--instance-id none`).
+    Dynamic,
+}
+
+impl std::str::FromStr for InstanceId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" => Err("an empty instance id (say `none` for dynamic membership)".into()),
+            "none" => Ok(InstanceId::Dynamic),
+            "auto" => Ok(InstanceId::FromStateDir),
+            id if id.len() > 249 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) => Err(
+                format!("{id:?}: at most 249 of the characters a-z A-Z 0-9 . _ - (as a Kafka topic name)"),
+            ),
+            id => Ok(InstanceId::Given(id.to_string())),
+        }
+    }
 }
 
 /// librdkafka's prefetch per partition: records, and KiB; and how long a
@@ -178,6 +214,10 @@ const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 /// Records taken from the aligned partitions between two looks at the main
 /// queue.
 const ALIGNED_BATCH: usize = 256;
+
+/// How long a member leaving the group waits for librdkafka to revoke its
+/// partitions and send the LeaveGroup.
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// Aborted transactions in a row after which `weir run` gives up.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
@@ -314,6 +354,11 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), RuntimeE
 
 struct RebalanceContext {
     engine: Arc<Mutex<Engine>>,
+    /// librdkafka's fatal consumer error (e.g. this static member fenced
+    /// by another with its `group.instance.id`), for the loop to stop on.
+    /// Not an [`Event`]: the error callback may run where the engine's
+    /// lock is held.
+    fatal: Mutex<Option<String>>,
     /// Source topics of aligned sub-topologies (see [`aligned::detach_queue`]).
     aligned_topics: HashSet<String>,
 }
@@ -331,6 +376,21 @@ impl ClientContext for RebalanceContext {
                 rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
                 | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
             ) => tracing::warn!(error = %error, reason, "librdkafka"),
+            // librdkafka reports a fatal consumer error with its cause's
+            // code (a fenced static member), or as `Fatal`.
+            KafkaError::Global(
+                rdkafka::types::RDKafkaErrorCode::Fatal | rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
+            ) => {
+                tracing::error!(error = %error, reason, "librdkafka: fatal consumer error");
+                let why = match reason.contains("group.instance.id") {
+                    true => format!(
+                        "{reason}: another `weir run` has this instance id (the same --instance-id twice, \
+                         or a copied state directory; see README, Deploying)"
+                    ),
+                    false => reason.to_string(),
+                };
+                lock(&self.fatal).get_or_insert(why);
+            }
             _ => tracing::error!(error = %error, reason, "librdkafka"),
         }
     }
@@ -401,19 +461,25 @@ impl ConsumerContext for RebalanceContext {
 /// instance fences its crashed predecessor and aborts the transaction it
 /// left open at once instead of after `transaction.timeout.ms`.
 fn process_id(app_dir: &Path) -> Result<String, RuntimeError> {
+    use std::io::{Read, Write};
     let path = app_dir.join("process.id");
     let io = |source| RuntimeError::Io {
         path: path.display().to_string(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    // Read and written through one descriptor opened without following a
+    // link (see `state::open_no_follow`).
+    let mut file = crate::state::open_no_follow(&path).map_err(io)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io)?;
+    if !text.trim().is_empty() {
+        return Ok(text.trim().to_string());
     }
     let id = format!("{:016x}", rand::random::<u64>());
-    std::fs::write(&path, &id).map_err(io)?;
+    file.set_len(0)
+        .and_then(|()| file.write_all(id.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
     Ok(id)
 }
 
@@ -450,16 +516,33 @@ fn process_id_when_space(app: &str, app_dir: &Path, shutdown: &AtomicBool) -> Re
 }
 
 /// Hold `<app_dir>/.lock` while running: two instances on one state
-/// directory would share task stores and the transactional id.
+/// directory would share task stores and the transactional id. Opened
+/// without following a symbolic link (see `state::open_no_follow`).
 pub(crate) fn lock_state_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
     let path = app_dir.join(".lock");
-    let file = std::fs::File::create(&path).map_err(|source| RuntimeError::Io {
+    let file = crate::state::open_no_follow(&path).map_err(|source| RuntimeError::Io {
         path: path.display().to_string(),
-        source,
+        source: match source.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                source.kind(),
+                "is a symbolic link (refused: weir opens its lock file only as a plain file)",
+            ),
+            _ => source,
+        },
     })?;
     file.try_lock()
         .map_err(|_| RuntimeError::StateDirLocked(app_dir.display().to_string()))?;
     Ok(file)
+}
+
+/// Create `<state_dir>/<application_id>` readable by its owner only and
+/// lock it (see [`lock_state_dir`]).
+pub(crate) fn open_app_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError> {
+    crate::state::create_private_dir(app_dir).map_err(|source| RuntimeError::Io {
+        path: app_dir.display().to_string(),
+        source,
+    })?;
+    lock_state_dir(app_dir)
 }
 
 /// Run `topo` until `shutdown` is set. Blocking: call it from a dedicated
@@ -473,11 +556,7 @@ pub fn run(
     let health = crate::health::global();
     health.set_role(crate::health::Role::Run);
     let app_dir = crate::state::app_dir(&opts.state_dir, &topo.application_id);
-    std::fs::create_dir_all(&app_dir).map_err(|source| RuntimeError::Io {
-        path: app_dir.display().to_string(),
-        source,
-    })?;
-    let _lock = lock_state_dir(&app_dir)?;
+    let _lock = open_app_dir(&app_dir)?;
     crate::state::rocks::set_state_memory(opts.state_memory);
     if !crate::kafka::wait_for_brokers(&opts.bootstrap, crate::kafka::BROKER_WAIT, &shutdown)? {
         return Ok(());
@@ -485,12 +564,22 @@ pub fn run(
     let topo = Arc::new(topo);
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
-    let transactional_id = match exactly_once {
+    // One id per state directory names this instance to the broker twice:
+    // as the producer's transactional id (exactly-once) and as the static
+    // group member (see README, Deploying).
+    let needs_process_id = exactly_once || opts.instance_id == InstanceId::FromStateDir;
+    let process = match needs_process_id {
         true => match process_id_when_space(&topo.application_id, &app_dir, &shutdown)? {
             Some(id) => Some(format!("{}-{id}", topo.application_id)),
             None => return Ok(()),
         },
         false => None,
+    };
+    let transactional_id = process.clone().filter(|_| exactly_once);
+    let instance_id = match &opts.instance_id {
+        InstanceId::FromStateDir => process.clone(),
+        InstanceId::Given(id) => Some(id.clone()),
+        InstanceId::Dynamic => None,
     };
     let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
     let engine = Arc::new(Mutex::new(Engine {
@@ -508,7 +597,15 @@ pub fn run(
         process_latency: histogram!("weir_process_latency_seconds", "topology" => topo.application_id.clone()),
     }));
     let session_ms = opts.session_timeout.as_millis().max(1000);
-    let consumer: BaseConsumer<RebalanceContext> = client_config(&opts.bootstrap)
+    let mut config = client_config(&opts.bootstrap);
+    if let Some(id) = &instance_id {
+        // Static membership: a member that comes back with this id within
+        // the session timeout gets its partitions back without a
+        // rebalance, and one that stops does not leave the group (see
+        // `StreamThread::shut_down`).
+        config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<RebalanceContext> = config
         .set("group.id", &topo.application_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -533,6 +630,7 @@ pub fn run(
         .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
         .create_with_context(RebalanceContext {
             engine: engine.clone(),
+            fatal: Mutex::new(None),
             aligned_topics: Aligner::<RebalanceContext>::aligned_topics(&topo),
         })?;
     let topics = topo.source_topics();
@@ -543,6 +641,7 @@ pub fn run(
         topics = ?topics,
         guarantee = if exactly_once { "exactly_once" } else { "at_least_once" },
         transactional_id = ?transactional_id,
+        group_instance_id = ?instance_id,
         "running"
     );
 
@@ -574,6 +673,8 @@ pub fn run(
         engine,
         last_commit: Instant::now(),
         busy: false,
+        static_member: instance_id.is_some(),
+        leave_group: opts.leave_group.clone(),
     };
     while !shutdown.load(Ordering::Relaxed) {
         thread.run_once()?;
@@ -604,6 +705,10 @@ struct StreamThread {
     last_commit: Instant,
     /// The last round processed records: look at the main queue in passing.
     busy: bool,
+    /// A static group member (`group.instance.id` set).
+    static_member: bool,
+    /// Leave the group when stopping, static or not (SIGUSR1).
+    leave_group: Arc<AtomicBool>,
 }
 
 /// What the callback's events mean for this round.
@@ -627,6 +732,9 @@ impl StreamThread {
         };
         let consumer = self.consumer.clone();
         let mut polled = consumer.poll(wait);
+        if let Some(why) = lock(&consumer.context().fatal).take() {
+            return Err(RuntimeError::FatalConsumer(why));
+        }
         let engine = self.engine.clone();
         let mut guard = lock(&engine);
         let engine = &mut *guard;
@@ -858,7 +966,36 @@ impl StreamThread {
         engine.tasks.close(&all);
         engine.tasks.finish_stopping();
         drop(guard);
-        self.consumer.unsubscribe();
+        // Unsubscribing sends a LeaveGroup, static member or not: the
+        // group rebalances at once. A static member that only restarts
+        // does not: it closes the consumer (when dropped), which
+        // librdkafka does without a LeaveGroup for it (KIP-345), and its
+        // partitions wait for it up to the session timeout.
+        if !self.static_member || self.leave_group.load(Ordering::Relaxed) {
+            if self.static_member {
+                tracing::info!("leaving the consumer group (SIGUSR1): its partitions move to the others now");
+            }
+            self.consumer.unsubscribe();
+            // librdkafka sends the LeaveGroup only once the revocation is
+            // done, which needs the rebalance callback served by a poll; a
+            // static member closed before that is "terminating" and sends
+            // none. Records polled meanwhile are not processed (the next
+            // owner reads them from the committed offsets).
+            let deadline = Instant::now() + LEAVE_WAIT;
+            while Instant::now() < deadline {
+                let _ = self.consumer.poll(Duration::from_millis(100));
+                if self.consumer.assignment().is_ok_and(|a| a.count() == 0) {
+                    // The LeaveGroup goes out after the unassign: a few
+                    // more rounds for it.
+                    for _ in 0..5 {
+                        let _ = self.consumer.poll(Duration::from_millis(100));
+                    }
+                    break;
+                }
+            }
+        } else {
+            tracing::info!("static member: not leaving the consumer group; its partitions wait for this instance up to the session timeout");
+        }
         Ok(())
     }
 }
@@ -866,4 +1003,52 @@ impl StreamThread {
 /// Where a task keeps its state.
 pub(crate) fn task_dir(state_dir: &Path, app: &str, sub: usize, partition: i32) -> PathBuf {
     crate::state::app_dir(state_dir, app).join(format!("{sub}_{partition}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_directory_is_private_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("state").join("app");
+        let lock = open_app_dir(&app).unwrap();
+        assert_eq!(mode(&app), 0o700, "created 0700");
+        assert_eq!(mode(&dir.path().join("state")), 0o700, "a missing --state-dir too");
+        assert!(matches!(open_app_dir(&app), Err(RuntimeError::StateDirLocked(_))));
+        drop(lock);
+        // An existing, world-readable application directory is made private.
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _lock = open_app_dir(&app).unwrap();
+        assert_eq!(mode(&app), 0o700);
+        // The process id, written without following links, reads back.
+        let id = process_id(&app).unwrap();
+        assert_eq!(process_id(&app).unwrap(), id);
+    }
+
+    #[test]
+    fn a_symlinked_lock_or_process_id_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, app.join(".lock")).unwrap();
+        let err = open_app_dir(&app).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        std::fs::remove_file(app.join(".lock")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), app.join("process.id")).unwrap();
+        assert!(
+            process_id(&app).is_err(),
+            "a dangling link is not followed (nor created)"
+        );
+        assert!(!dir.path().join("elsewhere").exists());
+    }
 }

@@ -115,7 +115,7 @@ impl DeadLetters {
                 match res {
                     Ok(_) => {
                         tracing::warn!(sink = %sink, topic = %r.topic, partition = r.partition,
-                            offset = r.offset, reason = %item.reason, value_dropped = dropped.is_some(),
+                            offset = r.offset, reason = %super::error::loggable(&item.reason), value_dropped = dropped.is_some(),
                             "record sent to the dead-letter topic");
                         let table = self.table_names[item.table].clone();
                         metrics::counter!("weir_sink_dlq_records_total", "sink" => sink.clone(), "table" => table)

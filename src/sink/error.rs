@@ -7,6 +7,9 @@
 //! (password, role, database, `pg_hba.conf`, TLS) refuses it again on every
 //! attempt, and retrying would only look like an outage.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,13 +84,46 @@ pub(crate) fn is_data_error(e: &tokio_postgres::Error) -> bool {
         .unwrap_or(false)
 }
 
+/// Postgres' message and code, then its `detail` after [`DETAIL`]. The
+/// detail often quotes the row (`Key (seq)=(5) already exists`, `Failing
+/// row contains (…)`): it goes into the dead letter's reason (the topic
+/// holds the record itself anyway), but logs show it only with
+/// `--log-row-values` (see [`loggable`]).
 pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
-            Some(d) => format!("{} ({}): {d}", db.message(), db.code().code()),
+            Some(d) => format!("{} ({}){DETAIL}{d}", db.message(), db.code().code()),
             None => format!("{} ({})", db.message(), db.code().code()),
         },
         None => e.to_string(),
+    }
+}
+
+/// Where [`db_message`] puts Postgres' detail.
+const DETAIL: &str = "; detail: ";
+
+/// `weir sink --log-row-values`: logs show Postgres' details with the
+/// values they quote.
+static LOG_ROW_VALUES: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_log_row_values(on: bool) {
+    LOG_ROW_VALUES.store(on, Ordering::Relaxed);
+}
+
+/// A reason from [`db_message`] as a log may show it: without Postgres'
+/// detail (row values: personal data, secrets in a column) unless
+/// `--log-row-values`.
+pub(crate) fn loggable(reason: &str) -> Cow<'_, str> {
+    redact(reason, LOG_ROW_VALUES.load(Ordering::Relaxed))
+}
+
+fn redact(reason: &str, show: bool) -> Cow<'_, str> {
+    match reason.find(DETAIL) {
+        Some(at) if !show => Cow::Owned(format!(
+            "{} (Postgres' detail withheld: it may quote row values; --log-row-values logs it)",
+            &reason[..at]
+        )),
+        _ => Cow::Borrowed(reason),
     }
 }
 
@@ -179,7 +215,22 @@ pub(crate) fn masked_url(config: &tokio_postgres::Config) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::masked_url;
+    use super::{masked_url, redact, DETAIL};
+
+    #[test]
+    fn logs_withhold_postgres_detail_unless_asked() {
+        let reason = format!("duplicate key value violates unique constraint \"seq_once\" (23505){DETAIL}Key (seq)=(4242) already exists.");
+        let logged = redact(&reason, false);
+        assert!(!logged.contains("4242"), "{logged}");
+        assert!(logged.contains("seq_once") && logged.contains("23505"), "{logged}");
+        assert!(logged.contains("--log-row-values"), "{logged}");
+        assert_eq!(redact(&reason, true), reason);
+        // A reason without a detail is logged as it is.
+        assert_eq!(
+            redact("samples 666 refused by trigger (P0001)", false),
+            "samples 666 refused by trigger (P0001)"
+        );
+    }
 
     #[test]
     fn masked_url_never_shows_the_password() {

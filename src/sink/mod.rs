@@ -79,9 +79,16 @@ pub struct SinkArgs {
     pub bootstrap: String,
     #[command(flatten)]
     pub kafka: crate::kafka::settings::KafkaArgs,
-    /// PostgreSQL connection URL (default: the `./dev up` database).
-    #[arg(long, env = "WEIR_PG_URL")]
+    /// PostgreSQL connection URL (default: the `./dev up` database). It
+    /// may hold a password: prefer WEIR_PG_URL (a command line is visible
+    /// in `ps`); `--help` never shows its value.
+    #[arg(long, env = "WEIR_PG_URL", hide_env_values = true)]
     pub postgres: Option<String>,
+    /// Log Postgres' detail of a rejected row (it quotes the row's values,
+    /// e.g. `Key (seq)=(5) already exists`); without it logs show only
+    /// the message and code. Dead letters carry the detail either way.
+    #[arg(long)]
+    pub log_row_values: bool,
     /// Address serving Prometheus /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -150,6 +157,7 @@ pub fn validate_file(path: &Path) -> Result<(), Diagnostics> {
 pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
     let shutdown = crate::shutdown::on_signal();
     let mut cfg = SinkConfig::load(&args.file).map_err(SinkError::Config)?;
+    error::set_log_row_values(args.log_row_values);
     if let Some(g) = &args.group {
         cfg.group = g.clone();
     }

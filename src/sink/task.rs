@@ -432,7 +432,7 @@ impl Task {
                     message,
                 }) => {
                     let at = table_name.map_or_else(|| "at COMMIT".into(), |t| format!("table {t}"));
-                    tracing::warn!(sink = %sink, at = %at, error = %message, "Postgres rejected the batch; finding the rejected rows");
+                    tracing::warn!(sink = %sink, at = %at, error = %super::error::loggable(&message), "Postgres rejected the batch; finding the rejected rows");
                     // At COMMIT (a deferred constraint) the rows of any
                     // table may be the cause.
                     let suspects: Vec<usize> = match table {

@@ -26,6 +26,37 @@ pub fn app_dir(state_dir: &Path, application_id: &str) -> PathBuf {
     state_dir.join(application_id)
 }
 
+/// Create `dir` (and missing parents) readable by its owner only (0700):
+/// it holds every record of the state stores. An existing `dir` is set to
+/// 0700 too (weir owns it); existing parents, such as a `--state-dir`
+/// mount point, are left as they are.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Open (create) a file of the state directory for writing without
+/// following a symbolic link in its last component (`O_NOFOLLOW`): a link
+/// planted there (`.lock` → another user's file) fails with ELOOP instead
+/// of making weir create or truncate the file it points to. Not
+/// truncated: the caller decides.
+pub(crate) fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("rocksdb: {0}")]

@@ -128,7 +128,7 @@ impl TaskDb {
 
     /// [`TaskDb::open`] in the budget `memory`.
     pub fn open_in(dir: &Path, stores: &[String], memory: &StateMemory) -> Result<TaskDb, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+        super::create_private_dir(dir).map_err(|e| StoreError::Io {
             path: dir.display().to_string(),
             source: e,
         })?;

@@ -91,6 +91,18 @@ impl WeirProc {
 
     /// [`WeirProc::spawn`] with extra environment variables.
     pub fn spawn_env<S: AsRef<OsStr>>(args: &[S], log: &Path, env: &[(&str, &str)]) -> WeirProc {
+        WeirProc::spawn_limited(args, log, env, None)
+    }
+
+    /// [`WeirProc::spawn_env`] with at most `nofile` open descriptors
+    /// (`setrlimit(RLIMIT_NOFILE)` in the child, soft and hard), as under
+    /// the common default of 1,024.
+    pub fn spawn_limited<S: AsRef<OsStr>>(
+        args: &[S],
+        log: &Path,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> WeirProc {
         let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(weir_bin());
@@ -100,6 +112,21 @@ impl WeirProc {
         );
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec only setrlimit, which is
+            // async-signal-safe, on a value copied in.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
         }
         let child = cmd
             .stdin(Stdio::null())
