@@ -50,7 +50,7 @@ pub use collector::{DeliveryError, DeliveryFailure};
 use disk::{DiskBackoff, DiskFull, Phase};
 pub use tasks::{decode_stream_time, encode_stream_time};
 use tasks::{Now, TaskManager};
-use timeouts::{CALL_TIMEOUT, MAX_POLL_INTERVAL, SEEK_RETRY, SEEK_TIMEOUT};
+use timeouts::{MAX_POLL_INTERVAL, OFFSETS_RETRY, OFFSETS_TRY, SEEK_RETRY, SEEK_TIMEOUT};
 pub(crate) use topics::topic_partitions;
 use topics::{prepare_topics, Purge};
 
@@ -335,7 +335,18 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), RuntimeE
         return Ok(());
     }
     crate::health::global().beat();
-    let committed = consumer.committed_offsets(assigned, CALL_TIMEOUT)?;
+    let deadline = Instant::now() + OFFSETS_RETRY;
+    let committed = loop {
+        match consumer.committed_offsets(assigned.clone(), OFFSETS_TRY) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "reading the committed offsets to rewind to failed; retrying");
+                crate::health::global().beat();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let deadline = Instant::now() + SEEK_RETRY;
     for e in committed.elements() {
         let to = match e.offset() {

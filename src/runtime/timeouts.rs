@@ -58,6 +58,14 @@ pub(super) const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// coordinator is unavailable.
 pub(super) const COMMIT_RETRY: Duration = Duration::from_secs(30);
 
+/// How long a rewind retries reading the committed offsets (each try at
+/// most [`OFFSETS_TRY`]) while the group coordinator does not answer: a
+/// network partition or a stalled broker outlasting one call must not end
+/// `weir run` (chaos seed 5035: a 23 s partition right after a full disk
+/// was waited out, and the one 30 s call that spanned it timed out).
+pub(super) const OFFSETS_RETRY: Duration = Duration::from_secs(60);
+pub(super) const OFFSETS_TRY: Duration = Duration::from_secs(10);
+
 /// One seek of a partition, and how long a rewind retries its seeks.
 pub(super) const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const SEEK_RETRY: Duration = Duration::from_secs(20);
@@ -103,7 +111,7 @@ mod tests {
     /// The longest single blocking call of the loop.
     const LONGEST_CALL: Duration = max(
         max(CALL_TIMEOUT, END_TXN_RETRY),
-        max(max(SEND_OFFSETS_WAIT, FLUSH_TIMEOUT), max(COMMIT_RETRY, SEEK_RETRY)),
+        max(max(SEND_OFFSETS_WAIT, FLUSH_TIMEOUT), max(COMMIT_RETRY, max(SEEK_RETRY, OFFSETS_TRY))),
     );
 
     /// The longest round of the loop between two polls: a commit that fails at
@@ -119,7 +127,7 @@ mod tests {
             + (END_TXN_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
             + (END_TXN_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
             + (RENEW_RETRY.as_secs() + CALL_TIMEOUT.as_secs())
-            + CALL_TIMEOUT.as_secs()
+            + (OFFSETS_RETRY.as_secs() + OFFSETS_TRY.as_secs())
             + SEEK_RETRY.as_secs()
             + SEEK_TIMEOUT.as_secs(),
     );
