@@ -903,3 +903,107 @@ fn output_writes_weir_test_input_that_the_parking_topology_reads() {
         "{results:?}"
     );
 }
+
+/// A TLS front for the fake API (the `./dev up` test certificate for
+/// 127.0.0.1, from WEIR_TLS_DIR): each connection's request is read,
+/// passed to the API over plain TCP and its answer written back.
+fn tls_front(api: &FakeApi) -> String {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let tls = std::env::var("WEIR_TLS_DIR").unwrap_or_else(|_| {
+        common::checkout()
+            .join(".cache/kafka/tls")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acceptor
+        .set_private_key_file(format!("{tls}/server.key"), SslFiletype::PEM)
+        .unwrap_or_else(|e| panic!("{tls}/server.key (made by ./dev up): {e}"));
+    acceptor
+        .set_certificate_chain_file(format!("{tls}/server.pem"))
+        .unwrap();
+    let acceptor = Arc::new(acceptor.build());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let upstream = api.addr.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let Ok(mut tls) = acceptor.accept(stream) else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match std::io::Read::read(&mut tls, &mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let mut plain = TcpStream::connect(&upstream).unwrap();
+                plain.write_all(&head).unwrap();
+                let mut answer = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+                let _ = tls.write_all(&answer);
+                let _ = tls.shutdown();
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+/// `--base-url https://…`: the key travels encrypted. A server whose
+/// certificate the trust store vouches for (SSL_CERT_FILE: the test CA)
+/// is polled; without that trust the poll fails naming the certificate,
+/// and nothing reaches the API.
+#[test]
+fn an_https_base_url_polls_over_tls_and_checks_the_certificate() {
+    let data = captured();
+    let scripts: HashMap<String, Vec<Reply>> =
+        [("POI007".to_string(), vec![Reply::Ok(citydata_body(&data["POI007"]))])]
+            .into_iter()
+            .collect();
+    let api = FakeApi::start(scripts);
+    let https = tls_front(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let hotspots = write_hotspots(dir.path(), &["POI007"]);
+    let tls = std::env::var("WEIR_TLS_DIR").unwrap_or_else(|_| {
+        common::checkout()
+            .join(".cache/kafka/tls")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let out_file = dir.path().join("out.jsonl");
+    let run = |trust: Option<&str>| {
+        let mut cmd = Command::new(common::weir_bin());
+        cmd.args(["ingest", "citydata", "--hotspots"])
+            .arg(&hotspots)
+            .env("WEIR_CITYDATA_KEY", "secret-key")
+            .env("NO_COLOR", "1")
+            .args(["--base-url", &https, "--cycles", "1", "--retries", "0", "--output"])
+            .arg(&out_file)
+            .env("RUST_LOG", "info");
+        match trust {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            // A trust store without the test CA.
+            None => cmd.env("SSL_CERT_FILE", dir.path().join("none.pem")),
+        };
+        cmd.output().unwrap()
+    };
+    let untrusted = run(None);
+    let log = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(log.contains("certificate"), "an untrusted server is refused: {log}");
+    assert!(
+        api.seen().is_empty(),
+        "nothing reached the API over an unverified connection"
+    );
+    assert!(!log.contains("secret-key"), "{log}");
+
+    let trusted = run(Some(&format!("{tls}/ca.pem")));
+    let log = String::from_utf8_lossy(&trusted.stderr);
+    assert!(trusted.status.success(), "{log}");
+    let seen = api.requests_for("POI007");
+    assert_eq!(seen.len(), 1, "{log}");
+    assert_eq!(seen[0].key, "secret-key");
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(written.lines().count(), expected(&data["POI007"]).len(), "{written}");
+}

@@ -3,14 +3,18 @@
 //! keep-alive connections, and errors that say what went wrong without the
 //! request URL (which carries the API key).
 //!
-//! Plain HTTP only: the city serves the API on `http://…:8088`, and
-//! hyper/hyper-util are already in the build for the metrics listener, so
-//! this adds no TLS stack.
+//! `http://` (the city serves the API on `http://…:8088`) or `https://`
+//! where an endpoint (or a proxy before it) allows: the key is in the URL
+//! path, so it should travel encrypted wherever it can. TLS through the
+//! OpenSSL weir already links for Kafka and Postgres, verifying the server
+//! against the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR`
+//! point OpenSSL at others).
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
+use hyper_openssl::client::legacy::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -41,17 +45,17 @@ pub enum BaseUrlError {
     #[error("--base-url {0:?} is not a URL")]
     Invalid(String),
     #[error(
-        "--base-url {0:?}: only http:// is supported (the city API is served at {default})",
+        "--base-url {0:?}: only http:// and https:// are supported (the city API is served at {default})",
         default = super::citydata::DEFAULT_BASE_URL
     )]
     Scheme(String),
 }
 
-/// Check `--base-url`: an `http://host[:port][/path]` URL.
+/// Check `--base-url`: an `http(s)://host[:port][/path]` URL.
 pub fn check_base_url(base: &str) -> Result<(), BaseUrlError> {
     let uri: hyper::Uri = base.parse().map_err(|_| BaseUrlError::Invalid(base.to_string()))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(_) => return Err(BaseUrlError::Scheme(base.to_string())),
         None => return Err(BaseUrlError::Invalid(base.to_string())),
     }
@@ -63,20 +67,25 @@ pub fn check_base_url(base: &str) -> Result<(), BaseUrlError> {
 
 #[derive(Clone)]
 pub(super) struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl HttpClient {
     /// Must be called inside a Tokio runtime.
-    pub(super) fn new(connect_timeout: Duration) -> Self {
+    pub(super) fn new(connect_timeout: Duration) -> Result<Self, String> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
+        // https:// goes to the TLS layer above.
+        connector.enforce_http(false);
+        let tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+            .and_then(|ssl| HttpsConnector::with_connector(connector, ssl))
+            .map_err(|e| format!("setting up TLS (OpenSSL): {e}"))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
-            .build(connector);
-        Self { client }
+            .build(tls);
+        Ok(Self { client })
     }
 
     /// GET `url`; the body of a 2xx answer. Everything, body included, must
@@ -157,10 +166,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_must_be_plain_http() {
+    fn base_urls_must_be_http_or_https() {
         assert!(check_base_url("http://openapi.seoul.go.kr:8088").is_ok());
         assert!(check_base_url("http://127.0.0.1:1234/prefix/").is_ok());
-        let e = check_base_url("https://openapi.seoul.go.kr:8088").unwrap_err();
+        assert!(check_base_url("https://openapi.seoul.go.kr").is_ok());
+        let e = check_base_url("ftp://openapi.seoul.go.kr:8088").unwrap_err();
         assert!(e.to_string().contains("only http://"), "{e}");
         assert!(check_base_url("openapi.seoul.go.kr").is_err());
         assert!(check_base_url("http://").is_err());
@@ -198,7 +208,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = HttpClient::new(Duration::from_secs(2));
+        let client = HttpClient::new(Duration::from_secs(2)).unwrap();
         let err = client
             .get(&format!("http://127.0.0.1:{port}/secret/json"), Duration::from_secs(5))
             .await

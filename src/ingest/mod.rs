@@ -138,6 +138,8 @@ pub enum IngestError {
     MissingKey,
     #[error(transparent)]
     BaseUrl(#[from] BaseUrlError),
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Hotspots(#[from] citydata::HotspotsError),
     #[error("metrics exporter: {0}")]

@@ -196,7 +196,7 @@ pub(super) async fn run(args: CitydataArgs) -> Result<(), IngestError> {
         },
     };
     let poller = Poller {
-        http: HttpClient::new(args.timeout),
+        http: HttpClient::new(args.timeout).map_err(IngestError::Tls)?,
         key,
         base_url: args.base_url.trim_end_matches('/').to_string(),
         hotspots,

@@ -111,7 +111,10 @@ mod tests {
     /// The longest single blocking call of the loop.
     const LONGEST_CALL: Duration = max(
         max(CALL_TIMEOUT, END_TXN_RETRY),
-        max(max(SEND_OFFSETS_WAIT, FLUSH_TIMEOUT), max(COMMIT_RETRY, max(SEEK_RETRY, OFFSETS_TRY))),
+        max(
+            max(SEND_OFFSETS_WAIT, FLUSH_TIMEOUT),
+            max(COMMIT_RETRY, max(SEEK_RETRY, OFFSETS_TRY)),
+        ),
     );
 
     /// The longest round of the loop between two polls: a commit that fails at
