@@ -766,12 +766,12 @@ fn no_answer_no_key_and_help_are_reported_clearly() {
     assert!(!help.contains("HELPSECRETKEY"), "{help}");
 
     let out = weir(
-        &["ingest", "citydata", "--base-url", "https://openapi.seoul.go.kr:8088"],
+        &["ingest", "citydata", "--base-url", "ftp://openapi.seoul.go.kr:8088"],
         Some("k"),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("only http:// and https://"), "{err}");
     common::delete_topics(&[&topic]);
 }
 
