@@ -97,24 +97,6 @@ impl Instance {
     }
 }
 
-/// Members of the consumer group `group` once it is Stable (else 0).
-fn stable_members(group: &str) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    c.fetch_group_list(Some(group), Duration::from_secs(5))
-        .ok()
-        .and_then(|l| {
-            l.groups()
-                .iter()
-                .find(|g| g.name() == group)
-                .map(|g| if g.state() == "Stable" { g.members().len() } else { 0 })
-        })
-        .unwrap_or(0)
-}
-
 /// `(lot key, LAST_UPDATE)` of an input or a lot-status record: what
 /// matches an output record to the input it reflects.
 fn lot_id(key: Option<&[u8]>, payload: &[u8]) -> Option<(String, String)> {

@@ -81,23 +81,6 @@ impl Logged {
     }
 }
 
-fn members(group: &str) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    c.fetch_group_list(Some(group), Duration::from_secs(5))
-        .ok()
-        .and_then(|l| {
-            l.groups()
-                .iter()
-                .find(|g| g.name() == group)
-                .map(|g| if g.state() == "Stable" { g.members().len() } else { 0 })
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +122,7 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     let b = run("b");
     let c = run("c");
     wait_for("three members in the group", Duration::from_secs(60), || {
-        members(&id) == 3
+        stable_members(&id) == 3
     });
     produce_inputs(&status, chunks[2]);
     std::thread::sleep(Duration::from_secs(2));
@@ -150,7 +133,7 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     b.leave();
     drop(c);
     produce_inputs(&status, chunks[4]);
-    wait_for("one member left", Duration::from_secs(60), || members(&id) == 1);
+    wait_for("one member left", Duration::from_secs(60), || stable_members(&id) == 1);
     for chunk in &chunks[5..] {
         produce_inputs(&status, chunk);
     }

@@ -375,3 +375,21 @@ pub fn read_inputs(topic: &str, at_least: usize) -> Vec<Input> {
         })
         .collect()
 }
+
+/// Members of the consumer group `group` once it is Stable (else 0).
+pub fn stable_members(group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    c.fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()
+        .and_then(|l| {
+            l.groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .map(|g| if g.state() == "Stable" { g.members().len() } else { 0 })
+        })
+        .unwrap_or(0)
+}
