@@ -139,18 +139,10 @@ fn start_proxy() -> proxy::Proxy {
 /// The run's proxy between `weir sink` and Postgres; the sink's URL
 /// through it.
 fn start_pg_proxy() -> (proxy::Proxy, String) {
-    let url = sink_common::pg_url();
-    let (head, tail) = url
-        .split_once('@')
-        .unwrap_or_else(|| panic!("WEIR_PG_URL {url}: postgres://user:password@host:port/db"));
-    let (addr, db) = tail.split_once('/').unwrap_or((tail, ""));
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("WEIR_PG_URL {url}: no address {addr}"));
+    let upstream = sink_common::pg_server_addr();
     let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream)
         .unwrap_or_else(|e| panic!("proxy to Postgres at {upstream}: {e}"));
-    let through = format!("{head}@{}/{db}", proxy.addr());
+    let through = sink_common::pg_url_via(proxy.addr());
     (proxy, through)
 }
 

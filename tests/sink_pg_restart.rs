@@ -119,12 +119,8 @@ fn a_silently_dropped_postgres_connection_is_noticed_and_replaced() {
         &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
     );
     // The sink reaches Postgres through the proxy; the test directly.
-    let url = pg_url();
-    let (head, tail) = url.split_once('@').expect("postgres://user:pw@host:port/db");
-    let (addr, db) = tail.split_once('/').unwrap_or((tail, ""));
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(addr).unwrap().next().unwrap();
-    let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
-    let through = format!("{head}@{}/{db}", proxy.addr());
+    let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), pg_server_addr()).unwrap();
+    let through = pg_url_via(proxy.addr());
     let port = common::free_port();
     let metrics = format!("127.0.0.1:{port}");
     let log = dir.path().join("sink.log");

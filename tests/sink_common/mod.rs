@@ -22,6 +22,32 @@ pub fn pg_url() -> String {
     std::env::var("WEIR_PG_URL").unwrap_or_else(|_| "postgres://weir:weir@127.0.0.1:5433/weir".to_string())
 }
 
+/// WEIR_PG_URL (`postgres://user:pw@host:port/db`) as its part before the
+/// `@`, its `host:port` and its database.
+fn pg_url_parts() -> (String, String, String) {
+    let url = pg_url();
+    let (head, tail) = url
+        .split_once('@')
+        .unwrap_or_else(|| panic!("WEIR_PG_URL {url}: postgres://user:password@host:port/db"));
+    let (addr, db) = tail.split_once('/').unwrap_or((tail, ""));
+    (head.to_string(), addr.to_string(), db.to_string())
+}
+
+/// The address of the Postgres server WEIR_PG_URL names.
+pub fn pg_server_addr() -> std::net::SocketAddr {
+    let (_, addr, _) = pg_url_parts();
+    std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("WEIR_PG_URL: no address {addr}"))
+}
+
+/// WEIR_PG_URL with its server at `addr` instead (a proxy before it).
+pub fn pg_url_via(addr: std::net::SocketAddr) -> String {
+    let (head, _, db) = pg_url_parts();
+    format!("{head}@{addr}/{db}")
+}
+
 /// A lower-case name usable as a schema, topic and sink name.
 pub fn unique_ident(prefix: &str) -> String {
     common::unique(prefix).replace('-', "_")
