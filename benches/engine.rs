@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir::processor::{Origin, Output, Task};
-use weir::topology::Topology;
+use weir::Topology;
+use weir::{Origin, Output, Task};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
     );
     let single = Topology::parse(&text.replace("value.region_code + \"@\" + value.window_start", "value.lot"))
         .expect("single-task topology");
-    assert_eq!(single.subtopologies.len(), 1, "grouped by the key: no repartition");
+    assert_eq!(single.subtopology_count(), 1, "grouped by the key: no repartition");
     group.bench_function("parse_filter_map_window", |b| {
         b.iter(|| {
             let mut task = Task::in_memory(&single, 0, 0);

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir::sink::{OffsetUpdate, SinkConfig, TableRows, Value, Writer};
+use weir::{OffsetUpdate, SinkConfig, SqlValue as Value, TableRows, Writer};
 
 #[path = "../tests/sink_common/fixture.rs"]
 mod fixture;
@@ -93,7 +93,7 @@ async fn reset(admin: &tokio_postgres::Client, schema: &str, name: &str) {
 }
 
 async fn run() {
-    let url = std::env::var("WEIR_PG_URL").unwrap_or_else(|_| weir::sink::DEFAULT_POSTGRES_URL.to_string());
+    let url = std::env::var("WEIR_PG_URL").unwrap_or_else(|_| weir::DEFAULT_POSTGRES_URL.to_string());
     let n = env_usize("SINK_BENCH_ROWS", 1_000_000);
     let batch = env_usize("SINK_BENCH_BATCH", 5000);
     let n_base = env_usize("SINK_BENCH_BASELINE_ROWS", 20_000);

@@ -13,15 +13,15 @@ use rdkafka::ClientConfig;
 use crate::support::backoff::{sleep_unless, Backoff};
 
 mod murmur2;
-pub mod settings;
-pub use murmur2::{murmur2, partition_for};
+pub(crate) mod settings;
+pub use murmur2::partition_for;
 
 /// Where `./dev up` starts the broker.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
 /// How long `weir run`, `weir sink` and `weir simulate` wait at start for a
 /// broker that does not answer yet (it may be starting alongside them).
-pub const BROKER_WAIT: Duration = Duration::from_secs(120);
+pub(crate) const BROKER_WAIT: Duration = Duration::from_secs(120);
 
 /// Errors of a group-coordinator call (offset commit, offset fetch, group
 /// admin) that a retry a moment later gets past: the coordinator is moving,
@@ -63,7 +63,7 @@ pub enum BrokerUnreachable {
 /// Returns false if `stop` was set meanwhile (SIGINT/SIGTERM). An
 /// authentication or TLS failure ends the wait at once: it is a setting
 /// to fix, not a broker still starting.
-pub fn wait_for_brokers(
+pub(crate) fn wait_for_brokers(
     bootstrap: &str,
     wait: Duration,
     stop: &std::sync::atomic::AtomicBool,
@@ -169,7 +169,7 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// Defaults a client sets only where the user's settings did not.
-pub trait ClientConfigExt {
+pub(crate) trait ClientConfigExt {
     /// Set `key` unless it is set already (by the user's settings).
     fn set_default(&mut self, key: &str, value: impl Into<String>) -> &mut Self;
 }
@@ -198,13 +198,13 @@ pub struct SecurityFailure {
 
 /// What a client context saw of security failures.
 #[derive(Default)]
-pub struct SecurityWatch {
+pub(crate) struct SecurityWatch {
     failure: std::sync::Mutex<Option<(&'static str, String)>>,
 }
 
 impl SecurityWatch {
     /// Note `error` if it is an authentication or TLS failure.
-    pub fn observe(&self, error: &KafkaError, reason: &str) -> bool {
+    pub(crate) fn observe(&self, error: &KafkaError, reason: &str) -> bool {
         let what = match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
                 "authentication failed"
@@ -226,7 +226,7 @@ impl SecurityWatch {
     }
 
     /// The first failure seen, if any.
-    pub fn failure(&self, bootstrap: &str) -> Option<SecurityFailure> {
+    pub(crate) fn failure(&self, bootstrap: &str) -> Option<SecurityFailure> {
         let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         failure.as_ref().map(|(what, reason)| SecurityFailure {
             bootstrap: bootstrap.to_string(),

@@ -9,25 +9,92 @@
 //! commit. Processors never touch Kafka or RocksDB directly, so the same graph
 //! runs under `weir run` and offline under `weir test`.
 //!
-//! What `main`, the integration tests and the benches use is `pub`; the
-//! rest is crate-private, so the compiler reports what nothing uses.
+//! # The library's surface
+//!
+//! Every module is private; what is `pub` below is the whole API, used by
+//! the `weir` binary (`src/main.rs`), the integration tests and the benches,
+//! and meant for a program that embeds weir. Everything else is
+//! `pub(crate)`, so the compiler reports what nothing uses
+//! (`unreachable_pub` warns when an item is `pub` but not reachable here).
+//!
+//! - **Topology files**: [`Topology::load`] parses, validates (errors carry
+//!   file, line and column) and compiles a file; [`describe`] and
+//!   [`describe_mermaid`] draw it; [`TopologySpec`] is the file format (its
+//!   JSON Schema is `weir schema`).
+//! - **Offline** (`weir test`): [`run_offline`] runs a topology over
+//!   [`read_test_input`]'s records, no Kafka, no disk.
+//! - **A processor graph by hand** (the benches): a [`Task`] per partition
+//!   takes records ([`Origin`]) and returns [`Output`]s; [`TaskDb`] is the
+//!   RocksDB store a task keeps its state in, [`restore`] fills one from its
+//!   changelog.
+//! - **Commands**: [`run`] (`weir run`, with [`RunOptions`], stopped by
+//!   [`on_signal`]), [`run_sink`] (`weir sink`: [`SinkArgs`]; [`Writer`]
+//!   is its Postgres writer), [`run_simulate`], [`run_ingest`],
+//!   [`run_reset`], each with the arguments `weir` parses for it.
+//! - **Kafka**: the client settings every command takes ([`KafkaArgs`],
+//!   [`kafka_settings_from_file`], [`install_kafka_settings`]), topic helpers
+//!   and [`partition_for`] (the Java client's partitioner).
+//! - **Metrics**: [`serve_metrics`] serves `/metrics`, `/healthz` and
+//!   `/readyz`; the metric names are in `docs/metrics.md`.
+//!
+//! Each entry point's error type is here too; the causes inside them are
+//! reached through [`std::error::Error::source`].
 
 #![warn(unreachable_pub)]
 
-pub(crate) mod health;
-pub mod ingest;
-pub mod kafka;
-pub mod metrics;
-pub mod processor;
-pub mod reset;
-pub mod runtime;
-pub mod shutdown;
-pub mod simulate;
-pub mod sink;
-pub mod state;
-pub mod support;
-pub mod testkit;
-pub mod topology;
+mod health;
+mod ingest;
+mod kafka;
+mod metrics;
+mod processor;
+mod reset;
+mod runtime;
+mod shutdown;
+mod simulate;
+mod sink;
+mod state;
+mod support;
+mod testkit;
+mod topology;
+
+// Topology files.
+pub use topology::describe::{mermaid as describe_mermaid, text as describe};
+pub use topology::spec::TopologySpec;
+pub use topology::{Diagnostic, Diagnostics, Topology};
+
+// Offline: `weir test`.
+pub use testkit::{read_input as read_test_input, run as run_offline, InputRecord, OutputRecord, TestError};
+
+// A processor graph by hand, and its state.
+pub use processor::{Origin, Output, OutputKind, ProcessError, Task, TaskStats};
+pub use runtime::restore::{reader as changelog_reader, restore, StoreRef};
+pub use state::{rocks::TaskDb, Backend, StoreError, DEFAULT_STATE_DIR};
+
+// `weir run`.
+pub use runtime::{detach_queue, run, InstanceId, RunOptions, RuntimeError};
+pub use shutdown::{on_leave_signal, on_signal};
+
+// `weir sink`.
+pub use sink::{
+    is_sink_file, run as run_sink, validate_file as validate_sink_file, OffsetUpdate, SinkArgs, SinkConfig, SinkError,
+    TableRows, Value as SqlValue, WriteError, Writer, DEFAULT_POSTGRES_URL,
+};
+
+// `weir simulate`, `weir ingest`, `weir reset`.
+pub use ingest::{run as run_ingest, IngestCommand, IngestError};
+pub use reset::{run as run_reset, ResetArgs, ResetError};
+pub use simulate::{run as run_simulate, SimulateArgs, SimulateError, FIELDS as SIMULATED_FIELDS};
+
+// Kafka.
+pub use kafka::settings::{
+    from_file as kafka_settings_from_file, install as install_kafka_settings, KafkaArgs, Settings as KafkaSettings,
+    SettingsError as KafkaSettingsError,
+};
+pub use kafka::{client_config, delete_topics, ensure_topics, partition_for, TopicSpec, DEFAULT_BOOTSTRAP};
+
+// Metrics, and the argument parsers `weir` shares with its tests.
+pub use metrics::{install as serve_metrics, InstallError as MetricsError};
+pub use support::{base64, duration::parse_arg as parse_duration, size::parse as parse_size};
 
 /// mimalloc instead of glibc malloc, for every binary linking weir (the CLI,
 /// the benchmarks, the tests), so benchmarks measure what `weir run` uses.

@@ -46,27 +46,27 @@ enum Command {
     Run {
         file: PathBuf,
         /// Kafka bootstrap servers.
-        #[arg(long, env = "WEIR_BOOTSTRAP", default_value = weir::kafka::DEFAULT_BOOTSTRAP)]
+        #[arg(long, env = "WEIR_BOOTSTRAP", default_value = weir::DEFAULT_BOOTSTRAP)]
         bootstrap: String,
         /// Address serving Prometheus /metrics, /healthz and /readyz.
         #[arg(long, env = "WEIR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
         /// Directory of the local RocksDB state stores.
-        #[arg(long, env = "WEIR_STATE_DIR", default_value = weir::state::DEFAULT_STATE_DIR)]
+        #[arg(long, env = "WEIR_STATE_DIR", default_value = weir::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
         /// How often records of repartition topics that every task has
         /// committed are deleted (Kafka Streams' repartition.purge.interval.ms).
-        #[arg(long, default_value = "30s", value_parser = weir::support::duration::parse_arg)]
+        #[arg(long, default_value = "30s", value_parser = weir::parse_duration)]
         repartition_purge_interval: std::time::Duration,
         /// Consumer group session timeout: an instance silent for this long
         /// (crashed, stalled) loses its partitions to the others; under
         /// exactly-once it is fenced and cannot commit anymore.
-        #[arg(long, default_value = "45s", value_parser = weir::support::duration::parse_arg)]
+        #[arg(long, default_value = "45s", value_parser = weir::parse_duration)]
         session_timeout: std::time::Duration,
         /// How long an input partition with nothing to read (and not caught
         /// up) holds back the others while records are taken in event-time
         /// order (Kafka Streams' max.task.idle.ms).
-        #[arg(long, default_value = "2s", value_parser = weir::support::duration::parse_arg)]
+        #[arg(long, default_value = "2s", value_parser = weir::parse_duration)]
         max_task_idle: std::time::Duration,
         /// Replication factor of the topics weir creates (internal and
         /// output); -1 takes the broker's default.replication.factor. With 3
@@ -79,7 +79,7 @@ enum Command {
         #[arg(long, env = "WEIR_STATE_MEMORY", default_value = "128MiB", value_parser = state_memory_arg)]
         state_memory: usize,
         #[command(flatten)]
-        kafka: weir::kafka::settings::KafkaArgs,
+        kafka: weir::KafkaArgs,
         /// Static group membership: the consumer's group.instance.id. A
         /// restart within --session-timeout keeps this instance's tasks
         /// without a rebalance; a stop (SIGTERM) does not leave the group
@@ -87,18 +87,18 @@ enum Command {
         /// the state directory (`auto`, stable across its restarts);
         /// `none`: dynamic membership.
         #[arg(long, env = "WEIR_INSTANCE_ID", default_value = "auto")]
-        instance_id: weir::runtime::InstanceId,
+        instance_id: weir::InstanceId,
     },
     /// Make an application reprocess from scratch: its source offsets to the
     /// start (or a time), its internal topics and local state deleted.
-    Reset(weir::reset::ResetArgs),
+    Reset(weir::ResetArgs),
     /// Load Kafka topics into PostgreSQL tables, exactly once.
-    Sink(weir::sink::SinkArgs),
+    Sink(weir::SinkArgs),
     /// Produce a realistic Seoul parking feed.
-    Simulate(weir::simulate::SimulateArgs),
+    Simulate(weir::SimulateArgs),
     /// Feed a topic from a real source (Seoul's citydata API).
     #[command(subcommand)]
-    Ingest(weir::ingest::IngestCommand),
+    Ingest(weir::IngestCommand),
     /// Run a topology offline on a JSONL input file (no broker).
     Test {
         file: PathBuf,
@@ -117,7 +117,7 @@ enum Command {
 /// at half of it, and one column family's buffer is 4 MiB).
 fn state_memory_arg(s: &str) -> Result<usize, String> {
     const MIN: usize = 16 << 20;
-    match weir::support::size::parse(s)? {
+    match weir::parse_size(s)? {
         n if n < MIN => Err(format!("{s:?} is below the minimum, 16MiB")),
         n => Ok(n),
     }
@@ -140,8 +140,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Load a topology, printing its diagnostics on failure.
-fn load(path: &std::path::Path) -> Option<weir::topology::Topology> {
-    match weir::topology::Topology::load(path) {
+fn load(path: &std::path::Path) -> Option<weir::Topology> {
+    match weir::Topology::load(path) {
         Ok(t) => Some(t),
         Err(d) => {
             eprintln!("{d}");
@@ -156,12 +156,10 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        let result = if weir::sink::is_sink_file(&text) {
-            weir::sink::validate_file(file).map_err(|d| d.to_string())
+        let result = if weir::is_sink_file(&text) {
+            weir::validate_sink_file(file).map_err(|d| d.to_string())
         } else {
-            weir::topology::Topology::load(file)
-                .map(|_| ())
-                .map_err(|d| d.to_string())
+            weir::Topology::load(file).map(|_| ()).map_err(|d| d.to_string())
         };
         match result {
             Ok(()) => println!("{}: ok", file.display()),
@@ -187,8 +185,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => return Ok(ExitCode::FAILURE),
             };
             match format {
-                DescribeFormat::Text => print!("{}", weir::topology::describe::text(&topo)),
-                DescribeFormat::Mermaid => print!("{}", weir::topology::describe::mermaid(&topo)),
+                DescribeFormat::Text => print!("{}", weir::describe(&topo)),
+                DescribeFormat::Mermaid => print!("{}", weir::describe_mermaid(&topo)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -205,13 +203,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             kafka,
             instance_id,
         } => {
-            let shutdown = weir::shutdown::on_signal();
-            let leave_group = weir::shutdown::on_leave_signal(&shutdown);
+            let shutdown = weir::on_signal();
+            let leave_group = weir::on_leave_signal(&shutdown);
             let topo = match load(&file) {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
             };
-            let settings = kafka.settings(weir::kafka::settings::from_file(&file, &topo.kafka))?;
+            let settings = kafka.settings(weir::kafka_settings_from_file(&file, &topo.kafka))?;
             if let Some(entry) = settings.get("session.timeout.ms") {
                 anyhow::bail!(
                     "Kafka setting `session.timeout.ms` ({}): weir run takes it from --session-timeout (its \
@@ -219,12 +217,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     entry.origin
                 );
             }
-            weir::kafka::settings::install(settings);
+            weir::install_kafka_settings(settings);
             if let Some(addr) = metrics_addr {
-                weir::metrics::install(addr)?;
+                weir::serve_metrics(addr)?;
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
             }
-            let opts = weir::runtime::RunOptions {
+            let opts = weir::RunOptions {
                 bootstrap,
                 state_dir,
                 purge_interval: repartition_purge_interval,
@@ -236,7 +234,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 leave_group,
             };
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || weir::runtime::run(topo, opts, shutdown, handle)).await??;
+            tokio::task::spawn_blocking(move || weir::run(topo, opts, shutdown, handle)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reset(args) => {
@@ -245,22 +243,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => return Ok(ExitCode::FAILURE),
             };
             args.kafka
-                .install(weir::kafka::settings::from_file(&args.file, &topo.kafka))?;
+                .install(weir::kafka_settings_from_file(&args.file, &topo.kafka))?;
             let handle = tokio::runtime::Handle::current();
             // Boxed: the error holds a whole RuntimeError (clippy::result_large_err).
-            tokio::task::spawn_blocking(move || weir::reset::run(&topo, &args, &handle).map_err(Box::new)).await??;
+            tokio::task::spawn_blocking(move || weir::run_reset(&topo, &args, &handle).map_err(Box::new)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sink(args) => {
-            weir::sink::run(args).await?;
+            weir::run_sink(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {
-            weir::simulate::run(args).await?;
+            weir::run_simulate(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(command) => {
-            weir::ingest::run(command).await?;
+            weir::run_ingest(command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { file, input, flush } => {
@@ -268,8 +266,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(t) => t,
                 None => return Ok(ExitCode::FAILURE),
             };
-            let records = weir::testkit::read_input(&input)?;
-            let out = weir::testkit::run(&topo, &records, flush)?;
+            let records = weir::read_test_input(&input)?;
+            let out = weir::run_offline(&topo, &records, flush)?;
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             for rec in out {
@@ -280,7 +278,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
-            let schema = schemars::schema_for!(weir::topology::spec::TopologySpec);
+            let schema = schemars::schema_for!(weir::TopologySpec);
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }

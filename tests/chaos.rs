@@ -770,7 +770,7 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         let future = sentinel_time(&inputs);
         for (k, v) in sentinels(&inputs) {
             let v = with_observed_at(&v, future).expect("a sentinel is an object");
-            let partition = weir::kafka::partition_for(Some(k.as_bytes()), 3, 0);
+            let partition = weir::partition_for(Some(k.as_bytes()), 3, 0);
             produce(&p, &status, partition, future, Some(k.as_bytes()), Some(&v));
         }
         flush(&p);

@@ -1,4 +1,4 @@
-//! Exactly-once, end to end (DESIGN.md "Exactly-once, end to end"), against
+//! Exactly-once, end to end (docs/design.md, "Exactly-once, end to end"), against
 //! the real broker and Postgres: `weir run` and `weir sink` SIGKILLed
 //! between commits, a SIGSTOPped instance fenced after its session timed
 //! out, and a restart plus a rebalance with the real 1 m grace. Every
@@ -356,7 +356,7 @@ fn hour_records(h0: i64, hour: i64, minutes: &[i64], lots: i64, phase: &str) -> 
                     "PHASE": phase,
                 });
                 out.push(Input {
-                    partition: weir::kafka::partition_for(Some(key.as_bytes()), 3, 0),
+                    partition: weir::partition_for(Some(key.as_bytes()), 3, 0),
                     timestamp: ts,
                     key: Some(key),
                     payload: v.to_string().into_bytes(),

@@ -4,7 +4,7 @@
 //! assign (as weir did), the first fetch could land in the main queue and
 //! be processed after newer records of the partition's own queue. weir now
 //! detaches the queue in the rebalance callback before the assign
-//! (`weir::runtime::detach_queue`); this checks, against the real broker,
+//! (`weir::detach_queue`); this checks, against the real broker,
 //! that no record of such a partition then reaches the main queue, even
 //! when the queue is split long after the assignment.
 
@@ -28,7 +28,7 @@ impl ConsumerContext for Detaching {
         if let Rebalance::Assign(tpl) = rebalance {
             for e in tpl.elements() {
                 if e.topic() == self.topic {
-                    assert!(weir::runtime::detach_queue(consumer, e.topic(), e.partition()));
+                    assert!(weir::detach_queue(consumer, e.topic(), e.partition()));
                 }
             }
         }

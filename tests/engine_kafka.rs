@@ -88,14 +88,14 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     check_results(&results, &want);
     for r in &results {
         assert!((0..3).contains(&r.partition));
-        assert_eq!(r.partition, weir::kafka::partition_for(r.key.as_deref(), 3, 0));
+        assert_eq!(r.partition, weir::partition_for(r.key.as_deref(), 3, 0));
     }
     // Each window task's RocksDB holds the changelog offset its state is at
     // (written with the state, in one batch): a restart replays only what
     // follows it.
     let changelog = format!("{id}-hourly-by-region-changelog");
     let (_, end) = watermarks(&changelog, 0);
-    let db = weir::state::rocks::TaskDb::open(
+    let db = weir::TaskDb::open(
         &state.join(&id).join("1_0").join("rocksdb"),
         &["hourly-by-region".to_string()],
     )
@@ -317,9 +317,9 @@ fn an_output_record_the_broker_refuses_for_good_stops_weir_run_with_the_topic_na
         .enable_all()
         .build()
         .unwrap()
-        .block_on(weir::kafka::ensure_topics(
+        .block_on(weir::ensure_topics(
             &bootstrap(),
-            &[weir::kafka::TopicSpec::new(&lots, 3).with_config("max.message.bytes", "100")],
+            &[weir::TopicSpec::new(&lots, 3).with_config("max.message.bytes", "100")],
         ))
         .unwrap();
     produce_inputs(&status, &simulate(300, 3, dir.path()));

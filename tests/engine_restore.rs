@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use weir::runtime::restore::{reader, restore, StoreRef};
-use weir::runtime::RuntimeError;
-use weir::state::rocks::TaskDb;
-use weir::state::Backend;
+use weir::Backend;
+use weir::RuntimeError;
+use weir::TaskDb;
+use weir::{changelog_reader, restore, StoreRef};
 
 fn transactional(id: &str) -> BaseProducer {
     let p: BaseProducer = ClientConfig::new()
@@ -61,7 +61,7 @@ fn restore_reads_past_another_producers_open_transaction() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = "s".to_string();
-    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let r = changelog_reader(&bootstrap(), &unique("it-restore")).unwrap();
     let s = StoreRef {
         task: "0_0",
         store: &store,
@@ -134,7 +134,7 @@ fn a_store_ahead_of_its_changelog_refuses_to_restore_and_keeps_its_state() {
     let kept = vec![(b"k".to_vec(), Some(b"old".to_vec()))];
     db.apply(&[(store.as_str(), &kept)], &[(&changelog, 0, 500)]).unwrap();
 
-    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let r = changelog_reader(&bootstrap(), &unique("it-restore")).unwrap();
     let s = StoreRef {
         task: "0_0",
         store: &store,
@@ -209,7 +209,7 @@ fn a_store_behind_its_changelogs_start_is_cleared_and_restored_from_the_start() 
     ];
     db.apply(&[(store.as_str(), &stale)], &[(&changelog, 0, 3)]).unwrap();
 
-    let r = reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let r = changelog_reader(&bootstrap(), &unique("it-restore")).unwrap();
     let s = StoreRef {
         task: "0_0",
         store: &store,

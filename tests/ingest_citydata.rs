@@ -283,11 +283,11 @@ fn check_poll(hotspot: &str, got: &[&Rec], want: &BTreeMap<String, serde_json::M
         assert_eq!(value["PARKING_CODE"], key.as_str(), "{hotspot}: key is PARKING_CODE");
         assert_eq!(
             rec.partition,
-            weir::kafka::partition_for(Some(key.as_bytes()), PARTITIONS, 0),
+            weir::partition_for(Some(key.as_bytes()), PARTITIONS, 0),
             "{hotspot}: lot {key} on the partition Java's partitioner (and weir simulate) picks"
         );
         let fields: Vec<&String> = value.keys().collect();
-        assert_eq!(fields, weir::simulate::FIELDS.iter().collect::<Vec<_>>(), "field order");
+        assert_eq!(fields, weir::SIMULATED_FIELDS.iter().collect::<Vec<_>>(), "field order");
         assert!(value.values().all(Value::is_string), "every value a string: {value:?}");
         assert!(
             by_code.insert(key.clone(), value).is_none(),
@@ -300,7 +300,7 @@ fn check_poll(hotspot: &str, got: &[&Rec], want: &BTreeMap<String, serde_json::M
         "{hotspot}: the lots of one poll"
     );
     for (code, value) in &by_code {
-        for field in weir::simulate::FIELDS {
+        for field in weir::SIMULATED_FIELDS {
             assert_eq!(value[field], want[code][field], "{hotspot} lot {code}: field {field}");
         }
     }
@@ -348,6 +348,10 @@ fn log_lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
 /// A normal answer, an empty PRK_STTS, API errors, a timeout, a malformed
 /// body, a 500 and a 500 that a retry clears, in one run of several cycles.
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker of ./dev up (--features integration)"
+)]
 fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
     let data = captured();
     let body = |code: &str| citydata_body(&data[code]);
@@ -605,6 +609,10 @@ fn every_kind_of_answer_lands_right_and_failures_stay_with_their_hotspot() {
 /// `--emit changed`: the second poll publishes only the lot whose
 /// occupancy changed; everything else is unchanged and stays off the topic.
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker of ./dev up (--features integration)"
+)]
 fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
     let data = captured();
     let body = |code: &str| citydata_body(&data[code]);
@@ -693,6 +701,10 @@ fn emit_changed_publishes_nothing_for_an_unchanged_second_poll() {
 /// A bounded run where no hotspot answers fails, saying so; a missing key
 /// is refused before anything starts; `--help` does not show the key.
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker of ./dev up (--features integration)"
+)]
 fn no_answer_no_key_and_help_are_reported_clearly() {
     let invalid_key = serde_json::to_vec(&json!([{"RESULT": {
         "RESULT.CODE": "INFO-100", "RESULT.MESSAGE": "인증키가 유효하지 않습니다. 인증키가 없는 경우, 열린 데이터 광장 홈페이지에서 인증키를 신청하십시오."}}]))
@@ -778,6 +790,10 @@ fn no_answer_no_key_and_help_are_reported_clearly() {
 /// A cycle slower than `--interval` is followed at once by the next one,
 /// with a warning, instead of drifting silently.
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker of ./dev up (--features integration)"
+)]
 fn a_cycle_longer_than_the_interval_starts_the_next_at_once_with_a_warning() {
     let data = captured();
     let api = FakeApi::start(
@@ -863,14 +879,10 @@ fn output_writes_weir_test_input_that_the_parking_topology_reads() {
         let key = line["key"].as_str().unwrap();
         assert_eq!(
             line["partition"].as_i64(),
-            Some(i64::from(weir::kafka::partition_for(
-                Some(key.as_bytes()),
-                PARTITIONS,
-                0
-            )))
+            Some(i64::from(weir::partition_for(Some(key.as_bytes()), PARTITIONS, 0)))
         );
         let value: Value = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
-        for field in weir::simulate::FIELDS {
+        for field in weir::SIMULATED_FIELDS {
             assert_eq!(value[field], want[key][field], "lot {key}: {field}");
         }
     }

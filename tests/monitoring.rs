@@ -550,6 +550,10 @@ fn shipped_prometheus_configs_are_valid() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker and PostgreSQL of ./dev up (--features integration)"
+)]
 fn sink_is_not_ready_while_postgres_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let name = unique_ident("it_mon_sink_down");
@@ -648,6 +652,10 @@ fn quoted(values: &[String]) -> String {
 /// queries; then a restart with the state directory lost: not ready until
 /// every store is restored.
 #[test]
+#[cfg_attr(
+    not(feature = "integration"),
+    ignore = "needs the broker and PostgreSQL of ./dev up (--features integration)"
+)]
 fn metrics_health_and_dashboards_on_a_real_run() {
     let dir = tempfile::tempdir().unwrap();
     let id = unique("it-mon");

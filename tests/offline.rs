@@ -1,6 +1,6 @@
 //! `weir test` on the parking topology with hand-computed expectations
-//! (DESIGN.md rules: filter "N", empty CAPACITY = 0, negative available
-//! clamped to 0, bad records to the dead-letter topic, one result per
+//! (docs/design.md, "Semantics the parking job relies on": filter "N",
+//! empty CAPACITY = 0, negative available clamped to 0, bad records to the dead-letter topic, one result per
 //! region and hour across input partitions).
 
 use std::io::Write;
@@ -153,7 +153,7 @@ fn hourly_averages_follow_the_design_rules() {
         let key = r["key"].as_str().unwrap();
         assert_eq!(
             r["partition"],
-            weir::kafka::partition_for(Some(key.as_bytes()), 3, 0),
+            weir::partition_for(Some(key.as_bytes()), 3, 0),
             "output partitioned by key like Kafka"
         );
     }
@@ -188,7 +188,7 @@ fn without_flush_open_windows_are_not_emitted() {
     // Windows close per task (repartition partition, 2 here: the input has
     // two partitions). POI007's task saw 11:05 > 10:00 + 1h + 1m grace, so
     // its 10:00 window closed; POI001's closed only if it shares the task.
-    let part = |k: &str| weir::kafka::partition_for(Some(k.as_bytes()), 2, 0);
+    let part = |k: &str| weir::partition_for(Some(k.as_bytes()), 2, 0);
     let same = part(r#"["POI007","홍대 관광특구"]"#) == part(r#"["POI001","강남 MICE 관광특구"]"#);
     let mut keys: Vec<&str> = hourly.iter().map(|r| r["key"].as_str().unwrap()).collect();
     keys.sort();

@@ -14,9 +14,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use weir::kafka::partition_for;
-use weir::simulate::FIELDS;
-use weir::support::base64;
+use weir::base64;
+use weir::partition_for;
+use weir::SIMULATED_FIELDS as FIELDS;
 
 const COUNT: usize = 5000;
 const PARTITIONS: i32 = 3;
@@ -31,7 +31,7 @@ fn start() -> String {
 }
 
 fn bootstrap() -> String {
-    std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| weir::kafka::DEFAULT_BOOTSTRAP.to_string())
+    std::env::var("WEIR_BOOTSTRAP").unwrap_or_else(|_| weir::DEFAULT_BOOTSTRAP.to_string())
 }
 
 fn fresh_topic(what: &str) -> String {
@@ -68,7 +68,7 @@ fn simulate(args: &[&str]) -> String {
 /// Read the whole topic from the beginning: wait for `expected` records (at
 /// most 60 s), then make sure nothing more arrives for 2 s.
 fn consume_all(topic: &str, expected: usize) -> Vec<Rec> {
-    let consumer: BaseConsumer = weir::kafka::client_config(&bootstrap())
+    let consumer: BaseConsumer = weir::client_config(&bootstrap())
         .set("group.id", format!("{topic}_reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -168,7 +168,7 @@ fn kst_ms(s: &str) -> i64 {
 async fn with_topic(what: &str, body: impl FnOnce(String)) {
     let topic = fresh_topic(what);
     let result = AssertUnwindSafe(async { body(topic.clone()) }).catch_unwind().await;
-    let deleted = weir::kafka::delete_topics(&bootstrap(), &[topic.as_str()]).await;
+    let deleted = weir::delete_topics(&bootstrap(), &[topic.as_str()]).await;
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }

@@ -609,9 +609,9 @@ fn dead_letters_too_large_for_kafka_go_without_their_value() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(weir::kafka::ensure_topics(
+    rt.block_on(weir::ensure_topics(
         &common::bootstrap(),
-        &[weir::kafka::TopicSpec::new(dlq.as_str(), 1).with_config("max.message.bytes", "4096")],
+        &[weir::TopicSpec::new(dlq.as_str(), 1).with_config("max.message.bytes", "4096")],
     ))
     .unwrap();
     let cfg = write_config(

@@ -211,7 +211,7 @@ fn shipped_sink_loads_the_real_poll_into_lot_status() {
     let now = chrono::Utc::now().timestamp_millis();
     for v in &records {
         let key = v["PARKING_CODE"].as_str().unwrap();
-        let part = weir::kafka::partition_for(Some(key.as_bytes()), 3, 0);
+        let part = weir::partition_for(Some(key.as_bytes()), 3, 0);
         common::produce(
             &p,
             &lots,
@@ -516,7 +516,7 @@ fn sigterm_writes_the_pending_batch_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_guard_rejects_a_second_writer() {
-    use weir::sink::{OffsetUpdate, SinkConfig, TableRows, Value, WriteError, Writer};
+    use weir::{OffsetUpdate, SinkConfig, SqlValue as Value, TableRows, WriteError, Writer};
     let id = unique_ident("sink_guard");
     let text = format!(
         "name: {id}\ndead_letter: d\ntables:\n{}",
@@ -646,7 +646,7 @@ fn transactional_topic_is_loaded_to_its_end_past_commit_markers() {
         for w in chunk {
             let key = w.key();
             let json = w.json();
-            let part = weir::kafka::partition_for(Some(key.as_bytes()), 3, 0);
+            let part = weir::partition_for(Some(key.as_bytes()), 3, 0);
             p.send(
                 BaseRecord::to(&n.topic)
                     .partition(part)

@@ -27,9 +27,9 @@ pub fn records() -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Record `i` of the cycled poll as it arrives on `parking_status`
 /// partition 0, at offset `i` and `i` seconds after [`BASE_TS`].
-pub fn status_origin(recs: &[(Vec<u8>, Vec<u8>)], i: usize) -> weir::processor::Origin<'_> {
+pub fn status_origin(recs: &[(Vec<u8>, Vec<u8>)], i: usize) -> weir::Origin<'_> {
     let (k, v) = &recs[i % recs.len()];
-    weir::processor::Origin {
+    weir::Origin {
         topic: "parking_status",
         partition: 0,
         offset: i as i64,

@@ -29,9 +29,9 @@
 
 use std::time::Instant;
 
-use weir::processor::{Origin, Output, OutputKind, Task};
-use weir::state::rocks::TaskDb;
-use weir::topology::Topology;
+use weir::TaskDb;
+use weir::Topology;
+use weir::{Origin, Output, OutputKind, Task};
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -26,7 +26,7 @@ const USER_AGENT: &str = concat!("weir/", env!("CARGO_PKG_VERSION"), " (ingest c
 
 /// Why a GET failed. Messages never contain the URL.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("no complete response within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
@@ -52,7 +52,7 @@ pub enum BaseUrlError {
 }
 
 /// Check `--base-url`: an `http(s)://host[:port][/path]` URL.
-pub fn check_base_url(base: &str) -> Result<(), BaseUrlError> {
+pub(crate) fn check_base_url(base: &str) -> Result<(), BaseUrlError> {
     let uri: hyper::Uri = base.parse().map_err(|_| BaseUrlError::Invalid(base.to_string()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use http::{check_base_url, BaseUrlError, FetchError};
+pub(crate) use http::BaseUrlError;
 
 /// `weir ingest <feed>`.
 #[derive(clap::Subcommand, Debug, Clone)]

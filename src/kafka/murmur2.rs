@@ -5,7 +5,7 @@
 
 /// Java's `Utils.murmur2` (MurmurHash2, seed `0x9747b28c`), as a signed
 /// 32-bit value like Java returns it.
-pub fn murmur2(data: &[u8]) -> i32 {
+pub(crate) fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;

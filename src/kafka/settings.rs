@@ -48,10 +48,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaConfRes;
 
 /// Prefix of the environment variables that set a property.
-pub const ENV_PREFIX: &str = "WEIR_KAFKA_CONFIG_";
+pub(crate) const ENV_PREFIX: &str = "WEIR_KAFKA_CONFIG_";
 
 /// Why weir refuses to let `key` be set, or `None` if it may be.
-pub fn protected(key: &str) -> Option<&'static str> {
+pub(crate) fn protected(key: &str) -> Option<&'static str> {
     Some(match key {
         "bootstrap.servers" | "metadata.broker.list" => "weir takes the brokers from --bootstrap (or WEIR_BOOTSTRAP)",
         "group.id" => {
@@ -96,7 +96,7 @@ pub fn protected(key: &str) -> Option<&'static str> {
 /// Whether the value of `key` may be a secret (a password, a private key,
 /// a token, a JAAS line) and must never be shown. Broad on purpose: a path
 /// like `ssl.key.location` is hidden too.
-pub fn is_secret(key: &str) -> bool {
+pub(crate) fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     [
         "password",
@@ -112,7 +112,7 @@ pub fn is_secret(key: &str) -> bool {
 }
 
 /// What to print for `key`'s value.
-pub fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+pub(crate) fn shown<'a>(key: &str, value: &'a str) -> &'a str {
     if is_secret(key) {
         "[redacted]"
     } else {
@@ -165,7 +165,7 @@ pub struct SettingError {
 /// value one librdkafka accepts when it is written out (a reference is
 /// resolved only when weir runs: the secret need not exist where the file
 /// is validated). The error never contains the value.
-pub fn check(key: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check(key: &str, value: &str) -> Result<(), String> {
     if let Some(why) = protected(key) {
         return Err(format!("is set by weir and cannot be changed: {why}"));
     }
@@ -280,7 +280,7 @@ fn references(value: &str) -> Result<Vec<Reference>, String> {
 
 /// `value` with its references replaced by what they name; `env` looks a
 /// variable up. The error names the variable or file, never a value.
-pub fn resolve(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn resolve(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     for part in parse_value(value)? {
         match part {
@@ -307,7 +307,7 @@ pub fn resolve(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
 /// The property a `WEIR_KAFKA_CONFIG_*` variable sets, or `None` for
 /// another variable: lower case, `_` → `.`, `__` → `_`, `___` → `-`
 /// (the convention of Confluent's container images).
-pub fn env_key(var: &str) -> Option<String> {
+pub(crate) fn env_key(var: &str) -> Option<String> {
     let rest = var.strip_prefix(ENV_PREFIX)?;
     if rest.is_empty() {
         return None;
@@ -336,7 +336,7 @@ pub fn env_key(var: &str) -> Option<String> {
 
 /// The settings of `WEIR_KAFKA_CONFIG_*` variables in `vars`, sorted by
 /// variable name (the environment has no order).
-pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Raw> {
+pub(crate) fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Raw> {
     let mut out: Vec<Raw> = vars
         .into_iter()
         .filter_map(|(var, value)| {
@@ -355,7 +355,7 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Raw> {
 /// `#` and `!` comments, `=`, `:` or white space between key and value,
 /// a trailing `\` continuing a line, and the escapes `\t \n \r \f \\ \uXXXX`
 /// (any other escaped character stands for itself, e.g. `\=` and `\:`).
-pub fn parse_properties(text: &str) -> Result<Vec<(u64, String, String)>, String> {
+pub(crate) fn parse_properties(text: &str) -> Result<Vec<(u64, String, String)>, String> {
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate();
     while let Some((i, first)) = lines.next() {
@@ -444,7 +444,7 @@ fn unescape(s: &str) -> Result<String, String> {
 }
 
 /// Read a `--kafka-config-file`.
-pub fn read_properties(path: &Path) -> Result<Vec<Raw>, String> {
+pub(crate) fn read_properties(path: &Path) -> Result<Vec<Raw>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --kafka-config-file {}: {e}", path.display()))?;
     let shown_path = path.display().to_string();
@@ -463,7 +463,7 @@ pub fn read_properties(path: &Path) -> Result<Vec<Raw>, String> {
 }
 
 /// One `--kafka-config KEY=VALUE`.
-pub fn parse_flag(arg: &str) -> Result<Raw, String> {
+pub(crate) fn parse_flag(arg: &str) -> Result<Raw, String> {
     let (key, value) = arg
         .split_once('=')
         .ok_or_else(|| "--kafka-config takes KEY=VALUE, e.g. --kafka-config security.protocol=SASL_SSL".to_string())?;
@@ -502,7 +502,7 @@ impl fmt::Display for FileValue {
 }
 
 /// The `kafka:` map of a file as its spec types hold it.
-pub type FileMap = IndexMap<String, serde_saphyr::Spanned<FileValue>>;
+pub(crate) type FileMap = IndexMap<String, serde_saphyr::Spanned<FileValue>>;
 
 /// One entry of a file's `kafka:` map, checked, with its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,7 +514,7 @@ pub struct FileSetting {
 
 /// Check a file's `kafka:` map: each problem becomes a diagnostic at its
 /// line (what `weir validate` prints).
-pub fn check_file_map(map: &FileMap) -> (Vec<FileSetting>, Vec<crate::topology::Diagnostic>) {
+pub(crate) fn check_file_map(map: &FileMap) -> (Vec<FileSetting>, Vec<crate::topology::Diagnostic>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (key, value) in map {
@@ -667,7 +667,7 @@ pub fn install(settings: Settings) {
 }
 
 /// The installed settings (none before [`install`], e.g. in unit tests).
-pub fn installed() -> Option<&'static Settings> {
+pub(crate) fn installed() -> Option<&'static Settings> {
     INSTALLED.get()
 }
 

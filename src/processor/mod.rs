@@ -27,7 +27,7 @@ use crate::topology::{
 
 /// A record inside the graph.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub key: Value,
     /// With `raw`: only the fields the topology reads (and those maps set).
     pub value: Value,
@@ -41,7 +41,7 @@ pub struct Record {
 impl Record {
     /// The whole value: `value` itself, or the raw record decoded in full
     /// with `value`'s fields (as read or set by maps) over it.
-    pub fn full_value(&self) -> std::borrow::Cow<'_, Value> {
+    pub(crate) fn full_value(&self) -> std::borrow::Cow<'_, Value> {
         let (Some(raw), Value::Map(over)) = (&self.raw, &self.value) else {
             return std::borrow::Cow::Borrowed(&self.value);
         };
@@ -107,7 +107,7 @@ pub enum ProcessError {
 }
 
 /// A store as the task holds it.
-pub type TaskStore = CachedStore<Box<dyn Backend + Send>>;
+pub(crate) type TaskStore = CachedStore<Box<dyn Backend + Send>>;
 
 impl Backend for Box<dyn Backend + Send> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

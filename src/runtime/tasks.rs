@@ -52,11 +52,11 @@ const LAG_INTERVAL: Duration = Duration::from_secs(1);
 /// keeps its partition time there too).
 const META_PREFIX: &str = "weir:v1:stream_time=";
 
-pub fn encode_stream_time(t: i64) -> String {
+pub(crate) fn encode_stream_time(t: i64) -> String {
     format!("{META_PREFIX}{t}")
 }
 
-pub fn decode_stream_time(meta: &str) -> Option<i64> {
+pub(crate) fn decode_stream_time(meta: &str) -> Option<i64> {
     meta.strip_prefix(META_PREFIX)?.parse().ok()
 }
 

@@ -46,7 +46,6 @@ use std::time::Duration;
 pub use check::is_sink_file;
 pub use config::SinkConfig;
 pub use error::WriteError;
-pub use mapping::{MapError, RecordMapping};
 pub use row::Value;
 pub use writer::{OffsetUpdate, TableRows, Writer};
 

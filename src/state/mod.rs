@@ -11,7 +11,7 @@
 //! local store is never ahead of what was committed. `weir test` and unit
 //! tests apply them at once ([`CachedStore::flush`]).
 
-pub mod rocks;
+pub(crate) mod rocks;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,7 +22,7 @@ pub const DEFAULT_STATE_DIR: &str = "state";
 
 /// An application's local state: `<state_dir>/<application_id>`, holding a
 /// directory per task, `process.id` and `.lock`.
-pub fn app_dir(state_dir: &Path, application_id: &str) -> PathBuf {
+pub(crate) fn app_dir(state_dir: &Path, application_id: &str) -> PathBuf {
     state_dir.join(application_id)
 }
 
@@ -104,7 +104,7 @@ const EDQUOT: i32 = 122;
 
 /// `Some(errno name)` when an I/O error says the filesystem is full: no
 /// space left, or the quota used up (both clear once space is freed).
-pub fn disk_full_io(e: &std::io::Error) -> Option<&'static str> {
+pub(crate) fn disk_full_io(e: &std::io::Error) -> Option<&'static str> {
     match e.raw_os_error() {
         Some(ENOSPC) => Some("ENOSPC"),
         Some(EDQUOT) => Some("EDQUOT"),
@@ -119,7 +119,7 @@ pub fn disk_full_io(e: &std::io::Error) -> Option<&'static str> {
 /// errors carry `strerror`) says the filesystem is full. RocksDB keeps
 /// answering writes with that error while it is in its background-error
 /// (read-only) state after a failed flush or compaction.
-pub fn disk_full_message(msg: &str) -> Option<&'static str> {
+pub(crate) fn disk_full_message(msg: &str) -> Option<&'static str> {
     if msg.contains("No space left on device") || msg.contains("ENOSPC") {
         Some("ENOSPC")
     } else if msg.contains("Disk quota exceeded") || msg.contains("EDQUOT") {
@@ -131,10 +131,10 @@ pub fn disk_full_message(msg: &str) -> Option<&'static str> {
 
 /// One change to replicate to a changelog topic: `None` is a delete
 /// (tombstone).
-pub type Change = (Vec<u8>, Option<Vec<u8>>);
+pub(crate) type Change = (Vec<u8>, Option<Vec<u8>>);
 
 /// Key-value pairs in key order.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Where flushed entries are kept.
 pub trait Backend {
@@ -147,7 +147,7 @@ pub trait Backend {
 }
 
 /// What processors use.
-pub trait Store {
+pub(crate) trait Store {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
@@ -163,7 +163,7 @@ pub trait Store {
 
 /// In-memory backend (tests and `weir test`).
 #[derive(Debug, Default)]
-pub struct MemBackend {
+pub(crate) struct MemBackend {
     pub map: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -295,17 +295,17 @@ impl<B: Backend> Store for CachedStore<B> {
 }
 
 /// The smallest key greater than `key` (in byte order).
-pub fn key_after(key: &[u8]) -> Vec<u8> {
+pub(crate) fn key_after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
     next
 }
 
 /// Store values start with this version byte so the encoding can change.
-pub const VALUE_VERSION: u8 = 1;
+pub(crate) const VALUE_VERSION: u8 = 1;
 
 /// Encode a value with the version byte (bincode 2, serde).
-pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![VALUE_VERSION];
     // Encoding plain serde structs into a Vec cannot fail.
     if let Ok(bytes) = bincode::serde::encode_to_vec(value, bincode::config::standard()) {
@@ -314,7 +314,7 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-pub fn decode<T: serde::de::DeserializeOwned>(store: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(store: &str, bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         store: store.to_string(),
         reason,

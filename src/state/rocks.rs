@@ -22,15 +22,15 @@ use rocksdb::{
 use super::{Backend, Change, StoreError};
 
 /// Column family of the changelog offsets (not a valid store name).
-pub const META_CF: &str = "weir.meta";
+pub(crate) const META_CF: &str = "weir.meta";
 
 /// The default of `weir run --state-memory`.
-pub const DEFAULT_STATE_MEMORY: usize = 128 << 20;
+pub(crate) const DEFAULT_STATE_MEMORY: usize = 128 << 20;
 
 /// Open files a task database keeps (RocksDB's table cache; the default, -1,
 /// keeps every SST file open with its table reader). Files past it are
 /// reopened when read.
-pub const MAX_OPEN_FILES_PER_TASK: i32 = 256;
+pub(crate) const MAX_OPEN_FILES_PER_TASK: i32 = 256;
 
 /// The memory budget of every RocksDB database in the process: one LRU block
 /// cache shared by every column family of every task (data, index and
@@ -95,12 +95,12 @@ static STATE_MEMORY: Mutex<Option<StateMemory>> = Mutex::new(None);
 
 /// Set the budget the task databases opened from now on share (`weir run
 /// --state-memory`); databases already open keep theirs.
-pub fn set_state_memory(bytes: usize) {
+pub(crate) fn set_state_memory(bytes: usize) {
     *crate::support::lock::lock(&STATE_MEMORY) = Some(StateMemory::new(bytes));
 }
 
 /// The process's budget ([`DEFAULT_STATE_MEMORY`] unless set).
-pub fn state_memory() -> StateMemory {
+pub(crate) fn state_memory() -> StateMemory {
     crate::support::lock::lock(&STATE_MEMORY)
         .get_or_insert_with(|| StateMemory::new(DEFAULT_STATE_MEMORY))
         .clone()
@@ -348,7 +348,7 @@ impl Backend for RocksBackend {
 /// store (see docs/metrics.md). A closed task (`open` false: moved to
 /// another instance) reports its stores as 0, so sums across instances
 /// count each store once.
-pub fn export_properties(db: &TaskDb, app: &str, task: &str, open: bool) {
+pub(crate) fn export_properties(db: &TaskDb, app: &str, task: &str, open: bool) {
     for (store, props) in db.properties() {
         let labels = [
             ("topology", app.to_string()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Why a duration was rejected, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadDuration {
+pub(crate) struct BadDuration {
     pub message: String,
     pub hint: String,
 }
@@ -21,7 +21,7 @@ impl std::fmt::Display for BadDuration {
 const HINT: &str = "write a number and a unit, e.g. 100ms, 30s, 5m, 1h, 1d";
 
 /// Parse a duration (surrounding blanks ignored).
-pub fn parse(s: &str) -> Result<Duration, BadDuration> {
+pub(crate) fn parse(s: &str) -> Result<Duration, BadDuration> {
     let t = s.trim();
     if !t.is_empty() && t.parse::<f64>().is_ok() {
         return Err(BadDuration {

@@ -6,9 +6,9 @@
 pub(crate) mod backoff;
 pub mod base64;
 pub(crate) mod dead_letter;
-pub mod duration;
+pub(crate) mod duration;
 pub(crate) mod lock;
-pub mod size;
+pub(crate) mod size;
 pub(crate) mod tz;
 
 /// The candidate closest to `word`, if it is close enough to be a likely

@@ -27,7 +27,7 @@ enum Fast {
 }
 
 /// A compiled expression.
-pub struct Expr {
+pub(crate) struct Expr {
     source: String,
     program: Program,
     fast: Fast,
@@ -66,7 +66,7 @@ fn root_context() -> Context<'static, 'static> {
 impl Expr {
     /// Compile `source`. Errors are human-readable and name the problem
     /// (syntax, unknown function, unknown variable).
-    pub fn compile(source: &str) -> Result<Expr, String> {
+    pub(crate) fn compile(source: &str) -> Result<Expr, String> {
         let program = Program::compile(source).map_err(|e| {
             // CEL's message repeats the source with a caret; the first line
             // holds the reason.
@@ -118,12 +118,12 @@ impl Expr {
         })
     }
 
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// `Some("X")` if this is exactly `value.X`.
-    pub fn field_name(&self) -> Option<&str> {
+    pub(crate) fn field_name(&self) -> Option<&str> {
         match &self.fast {
             Fast::Field(f) => Some(f.as_str()),
             _ => None,
@@ -133,7 +133,7 @@ impl Expr {
     /// The top-level fields of `value` this expression reads: `None` if it
     /// needs the whole value (uses it as a whole, or is outside the direct
     /// evaluator's subset, whose interpreter is handed the whole record).
-    pub fn value_fields(&self) -> Option<Vec<String>> {
+    pub(crate) fn value_fields(&self) -> Option<Vec<String>> {
         let mut out = Vec::new();
         if !self.uses[0] {
             return Some(out);
@@ -147,11 +147,11 @@ impl Expr {
     }
 
     /// True if this is exactly `key`.
-    pub fn is_record_key(&self) -> bool {
+    pub(crate) fn is_record_key(&self) -> bool {
         matches!(self.fast, Fast::Key)
     }
 
-    pub fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
+    pub(crate) fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
         match &self.fast {
             Fast::Key => return Ok(input.key.clone()),
             Fast::Field(name) => {
@@ -199,7 +199,7 @@ impl Expr {
     }
 
     /// Evaluate as a filter condition: true keeps the record.
-    pub fn eval_bool(&self, input: &Input<'_>) -> Result<bool, EvalError> {
+    pub(crate) fn eval_bool(&self, input: &Input<'_>) -> Result<bool, EvalError> {
         match self.eval(input)? {
             Value::Bool(b) => Ok(b),
             other => Err(EvalError(format!(

@@ -16,10 +16,10 @@ pub(crate) const VARIABLES: &[&str] = &["value", "key", "timestamp", "topic", "p
 /// Why an expression failed for one record.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("{0}")]
-pub struct EvalError(pub String);
+pub(crate) struct EvalError(pub String);
 
 /// What an expression sees of one record.
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub value: &'a Value,
     pub key: &'a Value,
     pub timestamp: i64,

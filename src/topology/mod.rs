@@ -10,12 +10,12 @@
 //! names stay stable when steps are added.
 
 mod compile;
-pub mod describe;
+pub(crate) mod describe;
 pub(crate) mod diag;
 pub(crate) mod expr;
 mod fast;
 pub(crate) mod functions;
-pub mod spec;
+pub(crate) mod spec;
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,15 +25,15 @@ use compile::Compiler;
 use chrono_tz::Tz;
 
 pub use diag::{Diagnostic, Diagnostics};
-pub use expr::Expr;
-pub use spec::{EmitSpec, Guarantee, LateSpec, TableEmitSpec, ValueFormat};
+pub(crate) use expr::Expr;
+pub(crate) use spec::{EmitSpec, Guarantee, LateSpec, TableEmitSpec, ValueFormat};
 
 /// Largest record value weir processes; bigger ones go to the dead-letter
 /// topic. Below the producer's `message.max.bytes` (1,000,000) with room to
 /// spare, so what a record turns into (a table's changelog and output
 /// record, a repartition record) still fits: a record the producer refuses
 /// inside a commit would fail that commit on every replay.
-pub const MAX_RECORD_BYTES: usize = 900 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 900 * 1024;
 
 /// A checked, compiled topology.
 #[derive(Debug)]
@@ -43,17 +43,17 @@ pub struct Topology {
     pub commit_interval: Duration,
     pub dead_letter: Option<String>,
     pub time_zone: Tz,
-    pub nodes: Vec<Node>,
-    pub subtopologies: Vec<SubTopology>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) subtopologies: Vec<SubTopology>,
     pub stores: Vec<StoreDef>,
     /// The file's `kafka:` client settings, checked but not yet resolved.
     pub kafka: Vec<crate::kafka::settings::FileSetting>,
 }
 
-pub type NodeId = usize;
+pub(crate) type NodeId = usize;
 
 #[derive(Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub name: String,
     pub kind: NodeKind,
     pub children: Vec<NodeId>,
@@ -62,7 +62,7 @@ pub struct Node {
 }
 
 #[derive(Debug)]
-pub enum NodeKind {
+pub(crate) enum NodeKind {
     Source(SourceNode),
     Filter(Expr),
     Map(MapNode),
@@ -74,7 +74,7 @@ pub enum NodeKind {
 }
 
 #[derive(Debug)]
-pub struct SourceNode {
+pub(crate) struct SourceNode {
     pub topic: String,
     pub value: ValueFormat,
     pub key: ValueFormat,
@@ -87,7 +87,7 @@ pub struct SourceNode {
 }
 
 #[derive(Debug, Clone)]
-pub enum EventTime {
+pub(crate) enum EventTime {
     Kafka,
     Field {
         field: String,
@@ -103,22 +103,22 @@ pub enum EventTime {
 /// record timestamp more than `message.timestamp.after.max.ms` (1 h by
 /// default) ahead of its clock, and a record's event time becomes the
 /// timestamp of its repartition and output records.
-pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(3600);
 
 /// Most windows one record may fall in (hopping `size / advance`): each is
 /// a store read and write per record, and `size: 1d, advance: 1ms` would be
 /// 86 million.
-pub const MAX_WINDOWS_PER_RECORD: u64 = 10_000;
+pub(crate) const MAX_WINDOWS_PER_RECORD: u64 = 10_000;
 
 #[derive(Debug)]
-pub struct MapNode {
+pub(crate) struct MapNode {
     pub set: Vec<(std::sync::Arc<String>, Expr)>,
     pub drop: Vec<String>,
     pub keep: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggKind {
+pub(crate) enum AggKind {
     Count,
     Sum,
     Avg,
@@ -129,7 +129,7 @@ pub enum AggKind {
 }
 
 #[derive(Debug)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub name: String,
     pub kind: AggKind,
     /// None for `count()`.
@@ -137,7 +137,7 @@ pub struct Aggregate {
 }
 
 #[derive(Debug)]
-pub struct WindowNode {
+pub(crate) struct WindowNode {
     /// Output names of the group key parts, in order.
     pub group_names: Vec<String>,
     /// True when the group key is the record key itself (no repartition):
@@ -156,7 +156,7 @@ pub struct WindowNode {
 }
 
 #[derive(Debug)]
-pub struct TableNode {
+pub(crate) struct TableNode {
     pub newest_by: Option<Expr>,
     pub emit: TableEmitSpec,
     pub store: usize,
@@ -164,7 +164,7 @@ pub struct TableNode {
 
 /// How a [`ToTopic`] node computes the record key.
 #[derive(Debug)]
-pub enum ToTopicKey {
+pub(crate) enum ToTopicKey {
     /// The incoming record's key.
     Record,
     /// One expression, as text.
@@ -179,7 +179,7 @@ pub enum ToTopicKey {
 /// it is "to topic", because in weir "sink" is `weir sink`, the Postgres
 /// loader.
 #[derive(Debug)]
-pub struct ToTopic {
+pub(crate) struct ToTopic {
     pub topic: String,
     pub key: ToTopicKey,
     pub fields: Option<Vec<String>>,
@@ -189,7 +189,7 @@ pub struct ToTopic {
 }
 
 #[derive(Debug)]
-pub struct SubTopology {
+pub(crate) struct SubTopology {
     pub id: usize,
     /// Nodes in `describe` order.
     pub nodes: Vec<NodeId>,
@@ -279,6 +279,12 @@ impl Topology {
             NodeKind::Source(s) if s.topic == topic => Some((n.subtopology, id)),
             _ => None,
         })
+    }
+
+    /// How many sub-topologies the graph was split into (one task per
+    /// sub-topology and input partition).
+    pub fn subtopology_count(&self) -> usize {
+        self.subtopologies.len()
     }
 
     /// Stores owned by a sub-topology.

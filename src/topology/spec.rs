@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// A string with its position in the file.
-pub type Str = Spanned<String>;
+pub(crate) type Str = Spanned<String>;
 
 /// A whole topology file.
 #[derive(Debug, Deserialize, JsonSchema)]

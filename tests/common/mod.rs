@@ -315,12 +315,12 @@ pub fn create_topic_replicated(name: &str, partitions: i32, replication: i32) {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(weir::kafka::ensure_topics(
+    rt.block_on(weir::ensure_topics(
         &bootstrap(),
         // Kept forever: several tests produce records with fixed 2025
         // timestamps, which a 7-day retention would let the broker delete at
         // its next retention check (30 s after start, then every 5 min).
-        &[weir::kafka::TopicSpec::new(name, partitions)
+        &[weir::TopicSpec::new(name, partitions)
             .with_replication(replication)
             .with_config("retention.ms", "-1")],
     ))
@@ -332,7 +332,7 @@ pub fn delete_topics(names: &[&str]) {
         .enable_all()
         .build()
         .unwrap();
-    let _ = rt.block_on(weir::kafka::delete_topics(&bootstrap(), names));
+    let _ = rt.block_on(weir::delete_topics(&bootstrap(), names));
 }
 
 /// State ("Stable", "PreparingRebalance", "Empty", ...) and member ids of

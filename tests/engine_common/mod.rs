@@ -20,7 +20,7 @@ pub struct Input {
 }
 
 pub fn b64(s: &str) -> Vec<u8> {
-    weir::support::base64::decode(s).unwrap()
+    weir::base64::decode(s).unwrap()
 }
 
 /// The hour 36 h ago. Not older: the broker deletes a segment once its
@@ -262,7 +262,7 @@ pub fn send_sentinels(topic: &str, inputs: &[Input]) {
         produce(
             &p,
             topic,
-            weir::kafka::partition_for(Some(k.as_bytes()), 3, 0),
+            weir::partition_for(Some(k.as_bytes()), 3, 0),
             future,
             Some(k.as_bytes()),
             Some(&v),

@@ -333,7 +333,7 @@ pub fn produce_windows(topic: &str, partitions: i32, ws: &[Window]) {
     let now = chrono::Utc::now().timestamp_millis();
     for w in ws {
         let key = w.key();
-        let part = weir::kafka::partition_for(Some(key.as_bytes()), partitions, 0);
+        let part = weir::partition_for(Some(key.as_bytes()), partitions, 0);
         common::produce(&p, topic, part, now, Some(key.as_bytes()), Some(w.json().as_bytes()));
     }
     common::flush(&p);
