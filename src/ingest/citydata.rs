@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::simulate::generator::push_json_string;
+use crate::simulate::payload::push_json_string;
 use crate::simulate::FIELDS;
 
 /// The city API's address (plain HTTP on port 8088).

@@ -514,7 +514,7 @@ pub struct FileSetting {
 
 /// Check a file's `kafka:` map: each problem becomes a diagnostic at its
 /// line (what `weir validate` prints).
-pub(crate) fn check_file_map(map: &FileMap) -> (Vec<FileSetting>, Vec<crate::topology::Diagnostic>) {
+pub(crate) fn check_file_map(map: &FileMap) -> (Vec<FileSetting>, Vec<crate::support::diag::Diagnostic>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (key, value) in map {
@@ -525,7 +525,7 @@ pub(crate) fn check_file_map(map: &FileMap) -> (Vec<FileSetting>, Vec<crate::top
                 value: text,
                 line: value.referenced.line(),
             }),
-            Err(reason) => errors.push(crate::topology::Diagnostic::at(
+            Err(reason) => errors.push(crate::support::diag::Diagnostic::at(
                 value,
                 format!("kafka: `{key}` {reason}"),
             )),

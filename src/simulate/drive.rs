@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::catalog::catalog;
 use super::destination::{Destination, KafkaDestination};
-use super::generator::{format_kst, generator, Generator, GeneratorOptions, RecordKind};
+use super::generator::{generator, Generator, GeneratorOptions, RecordKind};
+use super::payload::format_kst;
 use super::{SimulateArgs, SimulateError};
 use crate::kafka::{ensure_topics, TopicSpec};
 

@@ -10,9 +10,7 @@ use chrono::DateTime;
 
 use super::catalog::{catalog, Catalog};
 use super::curve;
-pub(crate) use super::payload::format_kst;
-/// Also used by `ingest` to write the same JSON as the real feed.
-pub(crate) use super::payload::push_json_string;
+use super::payload::BadKind;
 use super::payload::Snapshot;
 use super::SimulateError;
 use crate::kafka::partition_for;
@@ -56,29 +54,6 @@ impl Default for GeneratorOptions {
             late_ratio: 0.0,
         }
     }
-}
-
-/// What a bad record is wrong with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum BadKind {
-    /// Not JSON at all: an API error page, a timeout message, or a payload
-    /// cut short.
-    NotJson,
-    /// JSON whose bytes are not valid UTF-8.
-    InvalidUtf8,
-    /// `CAPACITY` is not a number (`"abc"`).
-    NonNumeric,
-    /// A required field is missing.
-    MissingField,
-}
-
-impl BadKind {
-    pub(crate) const ALL: [BadKind; 4] = [
-        BadKind::NotJson,
-        BadKind::InvalidUtf8,
-        BadKind::NonNumeric,
-        BadKind::MissingField,
-    ];
 }
 
 /// Why a record was generated the way it was.
@@ -292,7 +267,7 @@ mod tests {
     use serde_json::{Map, Value};
 
     use super::*;
-    use crate::simulate::payload::{FIELDS, REQUIRED_FIELDS};
+    use crate::simulate::payload::{format_kst, FIELDS, REQUIRED_FIELDS};
 
     fn opts(seed: u64) -> GeneratorOptions {
         GeneratorOptions {

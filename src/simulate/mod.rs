@@ -22,7 +22,7 @@ mod drive;
 pub(crate) mod generator;
 pub(crate) mod output;
 pub(crate) mod parse;
-mod payload;
+pub(crate) mod payload;
 
 use std::path::PathBuf;
 use std::time::Duration;

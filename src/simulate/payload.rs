@@ -7,7 +7,29 @@ use chrono::{DateTime, Datelike, Timelike};
 
 use super::catalog::{Lot, Region};
 use super::curve::KST_OFFSET_SECS;
-use super::generator::BadKind;
+
+/// What a bad record is wrong with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum BadKind {
+    /// Not JSON at all: an API error page, a timeout message, or a payload
+    /// cut short.
+    NotJson,
+    /// JSON whose bytes are not valid UTF-8.
+    InvalidUtf8,
+    /// `CAPACITY` is not a number (`"abc"`).
+    NonNumeric,
+    /// A required field is missing.
+    MissingField,
+}
+
+impl BadKind {
+    pub(crate) const ALL: [BadKind; 4] = [
+        BadKind::NotJson,
+        BadKind::InvalidUtf8,
+        BadKind::NonNumeric,
+        BadKind::MissingField,
+    ];
+}
 
 /// Field names of a `parking_status` value, in the feed's order.
 pub const FIELDS: [&str; 16] = [

@@ -16,7 +16,7 @@ use super::config::{
     DEFAULT_LINGER, DEFAULT_OFFSETS_TABLE, MAX_BATCH_SIZE,
 };
 use super::spec::{ColumnSpec, SinkSpec, Str, TableSpec};
-use crate::topology::diag::{self, did_you_mean, Diagnostic, Diagnostics};
+use crate::support::diag::{self, did_you_mean, Diagnostic, Diagnostics};
 
 impl SinkConfig {
     /// Load and check a sink file, collecting every problem.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 pub(crate) use super::spec::{Mode, NowMode};
-use super::sql;
 
 /// Where the sink keeps its consumed offsets unless `offsets_table` says
 /// otherwise.
@@ -36,13 +35,6 @@ pub struct SinkConfig {
 pub(crate) struct QualifiedName {
     pub(crate) schema: String,
     pub(crate) name: String,
-}
-
-impl QualifiedName {
-    /// The quoted SQL form, `"schema"."name"`.
-    pub(crate) fn sql(&self) -> String {
-        format!("{}.{}", sql::quote_ident(&self.schema), sql::quote_ident(&self.name))
-    }
 }
 
 impl std::fmt::Display for QualifiedName {

@@ -50,7 +50,7 @@ pub use row::Value;
 pub use writer::{OffsetUpdate, TableRows, Writer};
 
 use crate::support::backoff::{sleep_unless_async, Backoff};
-use crate::topology::diag::Diagnostics;
+use crate::support::diag::Diagnostics;
 
 /// Pauses between retries: from 100 ms, doubling, at most 5 s.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

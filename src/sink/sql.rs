@@ -4,6 +4,15 @@
 
 use super::config::{ColumnSource, ColumnType, Mode, NowMode, QualifiedName, TableConfig};
 
+/// The quoted SQL form of a table name, here rather than beside the type
+/// (`config`) so that the configuration does not depend on the SQL text.
+impl QualifiedName {
+    /// `"schema"."name"`.
+    pub(crate) fn sql(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
 /// Quote a Postgres identifier.
 pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

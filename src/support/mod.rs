@@ -1,11 +1,13 @@
 //! Small utilities with one home each, shared across the crate: retry
-//! pacing, mutex locking, the duration and size grammars, time-zone names, base64,
-//! dead-letter header names and "did you mean" suggestions. Leaf modules:
-//! they depend on nothing else in the crate.
+//! pacing, mutex locking, the duration and size grammars, time-zone names,
+//! base64, diagnostics at a file's line and column (topology, sink and
+//! Kafka settings files), dead-letter header names and "did you mean"
+//! suggestions. Leaf modules: they depend on nothing else in the crate.
 
 pub(crate) mod backoff;
 pub mod base64;
 pub(crate) mod dead_letter;
+pub(crate) mod diag;
 pub(crate) mod duration;
 pub(crate) mod lock;
 pub(crate) mod size;

@@ -11,7 +11,6 @@
 
 mod compile;
 pub(crate) mod describe;
-pub(crate) mod diag;
 pub(crate) mod expr;
 mod fast;
 pub(crate) mod functions;
@@ -24,7 +23,7 @@ use compile::Compiler;
 
 use chrono_tz::Tz;
 
-pub use diag::{Diagnostic, Diagnostics};
+pub use crate::support::diag::{Diagnostic, Diagnostics};
 pub(crate) use expr::Expr;
 pub(crate) use spec::{EmitSpec, Guarantee, LateSpec, TableEmitSpec, ValueFormat};
 
@@ -223,7 +222,8 @@ impl Topology {
 
     /// Compile topology YAML text.
     pub fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
-        let spec: spec::TopologySpec = serde_saphyr::from_str(text).map_err(|e| vec![diag::from_yaml_error(&e)])?;
+        let spec: spec::TopologySpec =
+            serde_saphyr::from_str(text).map_err(|e| vec![crate::support::diag::from_yaml_error(&e)])?;
         Compiler::default().compile(spec)
     }
 

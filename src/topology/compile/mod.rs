@@ -220,7 +220,7 @@ impl Compiler {
                                 .iter()
                                 .map(|n| n.name.as_str())
                                 .chain(spec.steps.iter().map(|s| s.name.value.as_str()));
-                            match diag::did_you_mean(&from.value, known) {
+                            match crate::support::did_you_mean(&from.value, known) {
                                 Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                                 None => d,
                             }

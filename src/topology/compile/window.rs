@@ -193,7 +193,7 @@ fn parse_aggregate(src: &str) -> Result<(AggKind, Option<String>), String> {
         "last" => AggKind::Last,
         other => {
             let names = ["count", "sum", "avg", "min", "max", "first", "last"];
-            let hint = diag::did_you_mean(other, names)
+            let hint = crate::support::did_you_mean(other, names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(format!("unknown aggregate `{other}`{hint}"));
