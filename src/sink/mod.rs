@@ -218,7 +218,7 @@ pub async fn run(args: SinkArgs) -> Result<(), SinkError> {
 
     let handle = tokio::runtime::Handle::current();
     let bootstrap = args.bootstrap.clone();
-    tokio::task::spawn_blocking(move || task::Task::new(cfg, &bootstrap, writer, handle, shutdown)?.run()).await?
+    tokio::task::spawn_blocking(move || task::SinkTask::new(cfg, &bootstrap, writer, handle, shutdown)?.run()).await?
 }
 
 /// Identifies this process in the offsets table's `owner` column.

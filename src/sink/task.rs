@@ -45,7 +45,7 @@ enum Outcome {
 }
 
 /// The sink's consumer loop.
-pub(crate) struct Task {
+pub(crate) struct SinkTask {
     cfg: SinkConfig,
     consumer: BaseConsumer<SinkContext>,
     dead_letters: DeadLetters,
@@ -72,14 +72,14 @@ struct PartState {
     next: i64,
 }
 
-impl Task {
+impl SinkTask {
     pub(crate) fn new(
         cfg: SinkConfig,
         bootstrap: &str,
         writer: Writer,
         handle: Handle,
         shutdown: Arc<AtomicBool>,
-    ) -> Result<Task, SinkError> {
+    ) -> Result<SinkTask, SinkError> {
         let mappings: Vec<RecordMapping> = writer.tables().iter().map(|t| t.mapping.clone()).collect();
         let table_names: Vec<String> = writer.tables().iter().map(|t| t.config.table.to_string()).collect();
         let writer = Arc::new(Mutex::new(writer));
@@ -132,7 +132,7 @@ impl Task {
             metrics::counter!("weir_sink_rows_upserted_total", &labels).increment(0);
             metrics::counter!("weir_sink_dlq_records_total", &labels).increment(0);
         }
-        Ok(Task {
+        Ok(SinkTask {
             cfg,
             consumer,
             dead_letters,

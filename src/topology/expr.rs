@@ -16,8 +16,10 @@ use cel::{Context, ExecutionError, FunctionContext, Program, Value};
 use super::functions::{known_names, FUNCTIONS, VARIABLES};
 pub(crate) use super::functions::{EvalError, Input};
 
+/// Expressions that are a plain read, answered without evaluating
+/// anything (neither the interpreter nor the direct evaluator).
 #[derive(Debug)]
-enum Fast {
+enum Shortcut {
     /// `key`
     Key,
     /// `value.NAME`
@@ -30,9 +32,9 @@ enum Fast {
 pub(crate) struct Expr {
     source: String,
     program: Program,
-    fast: Fast,
+    shortcut: Shortcut,
     /// The direct evaluator, when the expression is in its subset.
-    direct: Option<super::fast::Node>,
+    direct: Option<super::direct::Node>,
     uses: [bool; 5],
 }
 
@@ -101,18 +103,18 @@ impl Expr {
             refs.has_variable("partition"),
         ];
         let trimmed = source.trim();
-        let fast = if trimmed == "key" {
-            Fast::Key
+        let shortcut = if trimmed == "key" {
+            Shortcut::Key
         } else if let Some(field) = trimmed.strip_prefix("value.").filter(|f| is_identifier(f)) {
-            Fast::Field(Arc::new(field.to_string()))
+            Shortcut::Field(Arc::new(field.to_string()))
         } else {
-            Fast::No
+            Shortcut::No
         };
-        let direct = super::fast::translate(program.expression());
+        let direct = super::direct::translate(program.expression());
         Ok(Expr {
             source: source.to_string(),
             program,
-            fast,
+            shortcut,
             direct,
             uses,
         })
@@ -124,8 +126,8 @@ impl Expr {
 
     /// `Some("X")` if this is exactly `value.X`.
     pub(crate) fn field_name(&self) -> Option<&str> {
-        match &self.fast {
-            Fast::Field(f) => Some(f.as_str()),
+        match &self.shortcut {
+            Shortcut::Field(f) => Some(f.as_str()),
             _ => None,
         }
     }
@@ -138,8 +140,8 @@ impl Expr {
         if !self.uses[0] {
             return Some(out);
         }
-        match (&self.fast, &self.direct) {
-            (Fast::Field(f), _) => out.push(f.to_string()),
+        match (&self.shortcut, &self.direct) {
+            (Shortcut::Field(f), _) => out.push(f.to_string()),
             (_, Some(node)) if node.value_fields(&mut out) => {}
             _ => return None,
         }
@@ -148,13 +150,13 @@ impl Expr {
 
     /// True if this is exactly `key`.
     pub(crate) fn is_record_key(&self) -> bool {
-        matches!(self.fast, Fast::Key)
+        matches!(self.shortcut, Shortcut::Key)
     }
 
     pub(crate) fn eval(&self, input: &Input<'_>) -> Result<Value, EvalError> {
-        match &self.fast {
-            Fast::Key => return Ok(input.key.clone()),
-            Fast::Field(name) => {
+        match &self.shortcut {
+            Shortcut::Key => return Ok(input.key.clone()),
+            Shortcut::Field(name) => {
                 if let Value::Map(m) = input.value {
                     return m
                         .map
@@ -163,7 +165,7 @@ impl Expr {
                         .ok_or_else(|| EvalError(format!("{}: no such field `{name}`", self.source)));
                 }
             }
-            Fast::No => {}
+            Shortcut::No => {}
         }
         if let Some(node) = &self.direct {
             return node
@@ -294,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_paths_match_interpreter() {
+    fn direct_and_shortcut_paths_match_interpreter() {
         let v = record(r#"{"A":"x"}"#);
         assert_eq!(eval("value.A", &v), Ok(Value::String(Arc::new("x".into()))));
         assert_eq!(eval("key", &v), Ok(Value::String(Arc::new("k1".into()))));

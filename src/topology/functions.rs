@@ -1,7 +1,7 @@
 //! weir's CEL functions as plain code, and what both evaluators share: the
 //! variables, the record an expression sees, the evaluation error, and the
 //! one table of function names. A leaf module: the interpreter setup in
-//! `expr` and the direct evaluator in `fast` both build on it, neither on
+//! `expr` and the direct evaluator in `direct` both build on it, neither on
 //! the other.
 
 use std::sync::Arc;

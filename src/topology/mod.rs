@@ -1,5 +1,5 @@
 //! Topology files: the YAML format (`spec`), expressions (`expr`, with
-//! the CEL functions in `functions` and a direct evaluator in `fast`),
+//! the CEL functions in `functions` and a direct evaluator in `direct`),
 //! diagnostics with file positions (`diag`), compilation into the
 //! processor graph defined here (`compile`) and `describe` output.
 //!
@@ -11,8 +11,8 @@
 
 mod compile;
 pub(crate) mod describe;
+mod direct;
 pub(crate) mod expr;
-mod fast;
 pub(crate) mod functions;
 pub(crate) mod spec;
 

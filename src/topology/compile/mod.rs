@@ -86,8 +86,45 @@ impl Compiler {
         parse_duration(s).map_err(|d| self.errors.push(d)).ok()
     }
 
+    /// The passes, in order: the top-level settings, the sources, the
+    /// steps (each with its `to`), the dead-letter checks; then, when the
+    /// file has no error, the split into sub-topologies and the fields
+    /// each JSON source must decode.
     pub(super) fn compile(mut self, spec: spec::TopologySpec) -> Result<Topology, Vec<Diagnostic>> {
-        self.app = spec.application_id.value.trim().to_string();
+        self.application_id(&spec.application_id);
+        let commit_interval = self.commit_interval(&spec);
+        let (kafka, kafka_errors) = crate::kafka::settings::check_file_map(&spec.kafka);
+        self.errors.extend(kafka_errors);
+        let time_zone = match &spec.time_zone {
+            Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
+            None => Tz::UTC,
+        };
+        let (mut named, source_topics) = self.sources(&spec);
+        self.steps(&spec, &mut named, &source_topics);
+        self.dead_letter(&spec, &source_topics);
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|d| (d.line, d.column));
+            return Err(self.errors);
+        }
+        let subtopologies = self.split();
+        project::projections(&mut self.nodes);
+        Ok(Topology {
+            application_id: self.app,
+            guarantee: spec.processing_guarantee,
+            commit_interval,
+            dead_letter: spec.dead_letter.map(|s| s.value),
+            time_zone,
+            nodes: self.nodes,
+            subtopologies,
+            stores: self.stores,
+            kafka,
+        })
+    }
+
+    /// The application id: the prefix of every internal topic, the
+    /// consumer group and the transactional ids.
+    fn application_id(&mut self, id: &Spanned<String>) {
+        self.app = id.value.trim().to_string();
         if self.app.is_empty()
             || !self
                 .app
@@ -95,13 +132,13 @@ impl Compiler {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             self.errors.push(
-                Diagnostic::at(
-                    &spec.application_id,
-                    "application_id must be a non-empty Kafka topic prefix",
-                )
-                .with_hint("use letters, digits, '-', '_' and '.'"),
+                Diagnostic::at(id, "application_id must be a non-empty Kafka topic prefix")
+                    .with_hint("use letters, digits, '-', '_' and '.'"),
             );
         }
+    }
+
+    fn commit_interval(&mut self, spec: &spec::TopologySpec) -> Duration {
         let commit_interval = match &spec.commit_interval {
             Some(s) => self.duration(s).unwrap_or(Duration::from_secs(1)),
             None => Duration::from_secs(1),
@@ -130,12 +167,12 @@ impl Compiler {
                 );
             }
         }
-        let (kafka, kafka_errors) = crate::kafka::settings::check_file_map(&spec.kafka);
-        self.errors.extend(kafka_errors);
-        let time_zone = match &spec.time_zone {
-            Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
-            None => Tz::UTC,
-        };
+        commit_interval
+    }
+
+    /// One source node per source; returns the names steps can read from
+    /// and the source topics (with where they are declared).
+    fn sources(&mut self, spec: &spec::TopologySpec) -> (Vec<Named>, Vec<(String, Spanned<String>)>) {
         if spec.sources.is_empty() {
             self.errors.push(Diagnostic {
                 line: 1,
@@ -191,6 +228,17 @@ impl Compiler {
             source_topics.push((src.topic.value.clone(), src.topic.clone()));
         }
 
+        (named, source_topics)
+    }
+
+    /// The steps in file order: each reads its `from` (or the step before
+    /// it) and may write to a topic.
+    fn steps(
+        &mut self,
+        spec: &spec::TopologySpec,
+        named: &mut Vec<Named>,
+        source_topics: &[(String, Spanned<String>)],
+    ) {
         let mut previous: Option<NodeId> = if spec.sources.len() == 1 { Some(0) } else { None };
         for step in &spec.steps {
             let name = step.name.value.trim().to_string();
@@ -200,81 +248,12 @@ impl Compiler {
                         .with_hint("step and source names must be unique"),
                 );
             }
-            let input = match &step.from {
-                Some(from) => match named.iter().find(|n| n.name == from.value) {
-                    Some(n) => Some(n.output),
-                    None => {
-                        let later = spec.steps.iter().any(|s| s.name.value == from.value);
-                        let d = if later || from.value == name {
-                            Diagnostic::at(
-                                from,
-                                format!(
-                                    "step `{name}` reads from `{}`, which is not defined before it",
-                                    from.value
-                                ),
-                            )
-                            .with_hint("steps may only read from sources and earlier steps (no cycles)")
-                        } else {
-                            let d = Diagnostic::at(from, format!("unknown step or source `{}`", from.value));
-                            let known = named
-                                .iter()
-                                .map(|n| n.name.as_str())
-                                .chain(spec.steps.iter().map(|s| s.name.value.as_str()));
-                            match crate::support::did_you_mean(&from.value, known) {
-                                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                                None => d,
-                            }
-                        };
-                        self.errors.push(d);
-                        None
-                    }
-                },
-                None => {
-                    if previous.is_none() {
-                        self.errors.push(
-                            Diagnostic::at(&step.name, format!("step `{name}` needs `from:`"))
-                                .with_hint("with several sources, the first step must say which one it reads"),
-                        );
-                    }
-                    previous
-                }
+            let Some(input) = self.step_input(spec, step, &name, named, previous) else {
+                continue;
             };
-            let Some(input) = input else { continue };
             let output = self.step(step, &name, input);
             if let (Some(out), Some(to)) = (output, &step.to) {
-                if let Some((_, span)) = source_topics.iter().find(|(t, _)| *t == to.topic.value) {
-                    self.errors.push(
-                        Diagnostic::at(
-                            &to.topic,
-                            format!("output topic `{}` is also a source topic", to.topic.value),
-                        )
-                        .with_hint(format!(
-                            "the source is declared at line {}; writing to it would loop records forever",
-                            span.referenced.line()
-                        )),
-                    );
-                }
-                let key = match &to.key {
-                    Some(k) => self.expr(k).map(ToTopicKey::Expr).unwrap_or(ToTopicKey::Record),
-                    None => ToTopicKey::Record,
-                };
-                if let Some(p) = to.partitions {
-                    if p < 1 {
-                        self.errors
-                            .push(Diagnostic::at(&to.topic, "partitions must be at least 1"));
-                    }
-                }
-                self.add(
-                    format!("{name}-to"),
-                    NodeKind::ToTopic(ToTopic {
-                        topic: to.topic.value.clone(),
-                        key,
-                        fields: to.fields.clone(),
-                        partitions: to.partitions,
-                        internal: false,
-                    }),
-                    Some(out),
-                );
+                self.output_topic(to, &name, out, source_topics);
             }
             if let Some(out) = output {
                 named.push(Named {
@@ -284,6 +263,98 @@ impl Compiler {
                 previous = Some(out);
             }
         }
+    }
+
+    /// The node a step reads from: its `from`, else the step before it.
+    fn step_input(
+        &mut self,
+        spec: &spec::TopologySpec,
+        step: &spec::StepSpec,
+        name: &str,
+        named: &[Named],
+        previous: Option<NodeId>,
+    ) -> Option<NodeId> {
+        match &step.from {
+            Some(from) => match named.iter().find(|n| n.name == from.value) {
+                Some(n) => Some(n.output),
+                None => {
+                    let later = spec.steps.iter().any(|s| s.name.value == from.value);
+                    let d = if later || from.value == name {
+                        Diagnostic::at(
+                            from,
+                            format!(
+                                "step `{name}` reads from `{}`, which is not defined before it",
+                                from.value
+                            ),
+                        )
+                        .with_hint("steps may only read from sources and earlier steps (no cycles)")
+                    } else {
+                        let d = Diagnostic::at(from, format!("unknown step or source `{}`", from.value));
+                        let known = named
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .chain(spec.steps.iter().map(|s| s.name.value.as_str()));
+                        match crate::support::did_you_mean(&from.value, known) {
+                            Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                            None => d,
+                        }
+                    };
+                    self.errors.push(d);
+                    None
+                }
+            },
+            None => {
+                if previous.is_none() {
+                    self.errors.push(
+                        Diagnostic::at(&step.name, format!("step `{name}` needs `from:`"))
+                            .with_hint("with several sources, the first step must say which one it reads"),
+                    );
+                }
+                previous
+            }
+        }
+    }
+
+    /// A step's `to`: the to-topic node after the step's output.
+    fn output_topic(&mut self, to: &spec::ToSpec, name: &str, out: NodeId, source_topics: &[(String, Spanned<String>)]) {
+        if let Some((_, span)) = source_topics.iter().find(|(t, _)| *t == to.topic.value) {
+            self.errors.push(
+                Diagnostic::at(
+                    &to.topic,
+                    format!("output topic `{}` is also a source topic", to.topic.value),
+                )
+                .with_hint(format!(
+                    "the source is declared at line {}; writing to it would loop records forever",
+                    span.referenced.line()
+                )),
+            );
+        }
+        let key = match &to.key {
+            Some(k) => self.expr(k).map(ToTopicKey::Expr).unwrap_or(ToTopicKey::Record),
+            None => ToTopicKey::Record,
+        };
+        if let Some(p) = to.partitions {
+            if p < 1 {
+                self.errors
+                    .push(Diagnostic::at(&to.topic, "partitions must be at least 1"));
+            }
+        }
+        self.add(
+            format!("{name}-to"),
+            NodeKind::ToTopic(ToTopic {
+                topic: to.topic.value.clone(),
+                key,
+                fields: to.fields.clone(),
+                partitions: to.partitions,
+                internal: false,
+            }),
+            Some(out),
+        );
+    }
+
+    /// The dead-letter topic: not a source, and set when a window sends
+    /// late records to it.
+    fn dead_letter(&mut self, spec: &spec::TopologySpec, source_topics: &[(String, Spanned<String>)]) {
         if let (Some(dlq), true) = (&spec.dead_letter, !source_topics.is_empty()) {
             if source_topics.iter().any(|(t, _)| *t == dlq.value) {
                 self.errors
@@ -302,23 +373,6 @@ impl Compiler {
                 hint: Some("add `dead_letter: <topic>` at the top level".into()),
             });
         }
-        if !self.errors.is_empty() {
-            self.errors.sort_by_key(|d| (d.line, d.column));
-            return Err(self.errors);
-        }
-        let subtopologies = self.split();
-        project::projections(&mut self.nodes);
-        Ok(Topology {
-            application_id: self.app,
-            guarantee: spec.processing_guarantee,
-            commit_interval,
-            dead_letter: spec.dead_letter.map(|s| s.value),
-            time_zone,
-            nodes: self.nodes,
-            subtopologies,
-            stores: self.stores,
-            kafka,
-        })
     }
 
     /// Add the nodes of one step; returns the node whose output the step
