@@ -72,8 +72,8 @@ demo_stop_background() {
 # topics).
 demo_reset() {
   local topics
-  topics="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$WEIR_BOOTSTRAP" --list 2>/dev/null |
-    grep -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking-hourly-.*|parking_sink_dlq)$' | paste -sd, -)" || true
+  topics="$(kafka_topics_matching "$WEIR_BOOTSTRAP" \
+    -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking-hourly-.*|parking_sink_dlq)$')" || true
   if [[ -n "$topics" ]]; then
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$WEIR_BOOTSTRAP" --delete --topic "$topics" >/dev/null 2>&1 || true
     sleep 2

@@ -97,21 +97,24 @@ kafka_fetch_jars() {
 # The proxied listener's ports must not collide with the broker's, the
 # database's or the 3-node cluster's.
 kafka_check_proxied_ports() {
-  local p q taken=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$PG_PORT")
+  local q taken=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$PG_PORT")
   for ((q = 1; q <= KAFKA3_NODES; q++)); do taken+=("$(kafka3_port "$q")" "$(kafka3_controller_port "$q")"); done
-  [[ "$KAFKA_PROXIED_PORT" != "$KAFKA_PROXY_PORT" ]] \
-    || die "WEIR_KAFKA_PROXIED_PORT and WEIR_KAFKA_PROXY_PORT are both $KAFKA_PROXY_PORT"
-  for p in "$KAFKA_PROXIED_PORT" "$KAFKA_PROXY_PORT"; do
-    for q in "${taken[@]}"; do
-      [[ "$p" != "$q" ]] || die "proxied listener port $p collides with another service's port (set WEIR_KAFKA_PROXIED_PORT / WEIR_KAFKA_PROXY_PORT)"
-    done
-  done
+  kafka_check_port_pair "$KAFKA_PROXIED_PORT" "$KAFKA_PROXY_PORT" "proxied listener" \
+    "WEIR_KAFKA_PROXIED_PORT / WEIR_KAFKA_PROXY_PORT" "${taken[@]}"
   taken+=("$KAFKA_PROXIED_PORT" "$KAFKA_PROXY_PORT")
-  [[ "$KAFKA_SASL_SSL_PORT" != "$KAFKA_MTLS_PORT" ]] \
-    || die "WEIR_KAFKA_SASL_SSL_PORT and WEIR_KAFKA_MTLS_PORT are both $KAFKA_MTLS_PORT"
-  for p in "$KAFKA_SASL_SSL_PORT" "$KAFKA_MTLS_PORT"; do
-    for q in "${taken[@]}"; do
-      [[ "$p" != "$q" ]] || die "secured listener port $p collides with another service's port (set WEIR_KAFKA_SASL_SSL_PORT / WEIR_KAFKA_MTLS_PORT)"
+  kafka_check_port_pair "$KAFKA_SASL_SSL_PORT" "$KAFKA_MTLS_PORT" "secured listener" \
+    "WEIR_KAFKA_SASL_SSL_PORT / WEIR_KAFKA_MTLS_PORT" "${taken[@]}"
+}
+
+# Fails unless ports A and B differ from each other and from every TAKEN
+# one; WHAT names them, VARS ("VAR_A / VAR_B") sets them.
+kafka_check_port_pair() { # A B WHAT VARS TAKEN...
+  local a="$1" b="$2" what="$3" vars="$4" p q
+  shift 4
+  [[ "$a" != "$b" ]] || die "${vars% / *} and ${vars#* / } are both $b"
+  for p in "$a" "$b"; do
+    for q in "$@"; do
+      [[ "$p" != "$q" ]] || die "$what port $p collides with another service's port (set $vars)"
     done
   done
 }
@@ -188,6 +191,25 @@ kafka_start_jvm() { # PROPS LOG DIR PID_FILE BANNER
 # ---------------------------------------------------------------------------
 # The single broker
 # ---------------------------------------------------------------------------
+# The server.properties lines of both: the internal topics with RF replicas
+# and MIN_ISR in sync, then fast group joins.
+kafka_props_topics() { # RF MIN_ISR
+  cat <<EOF
+offsets.topic.replication.factor=$1
+transaction.state.log.replication.factor=$1
+transaction.state.log.min.isr=$2
+min.insync.replicas=$2
+default.replication.factor=$1
+share.coordinator.state.topic.replication.factor=$1
+share.coordinator.state.topic.min.isr=$2
+
+# Fast group joins in tests; weir creates its topics explicitly.
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+auto.create.topics.enable=false
+EOF
+}
+
 # The broker's server.properties as this script writes it, on stdout.
 kafka_props_text() {
   cat <<EOF
@@ -218,18 +240,7 @@ listener.name.mtls.ssl.client.auth=required
 log.dirs=${KAFKA_DATA}
 
 # Single node: every internal topic with replication factor 1.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-min.insync.replicas=1
-default.replication.factor=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-
-# Fast group joins in tests; weir creates its topics explicitly.
-group.initial.rebalance.delay.ms=0
-num.partitions=1
-auto.create.topics.enable=false
+$(kafka_props_topics 1 1)
 
 # The one node is its own controller: stalled (SIGSTOP, as the fault tests
 # and ./dev chaos do) past the default 9 s broker session, it fences itself
@@ -415,18 +426,7 @@ log.dirs=$dir/data
 
 # Three replicas of everything; an acknowledged (acks=all) write is on at
 # least two brokers, so it survives losing one.
-offsets.topic.replication.factor=3
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-min.insync.replicas=2
-default.replication.factor=3
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-
-# Fast group joins in tests; weir creates its topics explicitly.
-group.initial.rebalance.delay.ms=0
-num.partitions=1
-auto.create.topics.enable=false
+$(kafka_props_topics 3 2)
 
 # Small footprint.
 num.network.threads=2

@@ -64,30 +64,35 @@ pid_from_file() { # FILE TEXT
   echo "$pid"
 }
 
+# Waits up to TENTHS tenths of a second for every PID to exit; fails if
+# any is still alive then, those in LEFT.
+LEFT=()
+wait_exit() { # TENTHS PID...
+  local tenths="$1" i pid
+  shift
+  for ((i = 0; ; i++)); do
+    LEFT=()
+    for pid in "$@"; do pid_alive "$pid" && LEFT+=("$pid"); done
+    ((${#LEFT[@]} == 0)) && return 0
+    ((i < tenths)) || return 1
+    sleep 0.1
+  done
+}
+
 # Stops PIDs at once: SIGTERM, up to 30 s, then SIGKILL and up to 5 s more;
 # fails if any is left. WHAT, a printf format, names them with the pids
 # ("Kafka (pid %s)").
 stop_processes() { # WHAT PID...
-  local what="$1" pid i left=()
+  local what="$1"
   shift
   kill -TERM "$@" 2>/dev/null || true
-  for ((i = 0; i < 300; i++)); do
-    left=()
-    for pid in "$@"; do pid_alive "$pid" && left+=("$pid"); done
-    ((${#left[@]} == 0)) && return 0
-    sleep 0.1
-  done
+  wait_exit 300 "$@" && return 0
   # shellcheck disable=SC2059 # the caller's format
-  warn "$(printf "$what" "${left[*]}") still running after 30s; sending SIGKILL"
-  kill -KILL "${left[@]}" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    left=()
-    for pid in "$@"; do pid_alive "$pid" && left+=("$pid"); done
-    ((${#left[@]} == 0)) && return 0
-    sleep 0.1
-  done
+  warn "$(printf "$what" "${LEFT[*]}") still running after 30s; sending SIGKILL"
+  kill -KILL "${LEFT[@]}" 2>/dev/null || true
+  wait_exit 50 "$@" && return 0
   # shellcheck disable=SC2059
-  die "could not stop $(printf "$what" "${left[*]}")"
+  die "could not stop $(printf "$what" "${LEFT[*]}")"
 }
 
 now() { date +%s.%N; }

@@ -45,18 +45,14 @@ prom_up() {
 }
 
 prom_down() {
-  local pid i
+  local pid
   if ! pid="$(prom_running_pid)"; then
     rm -f "$PROM_PID"
     return 0
   fi
   say "stopping Prometheus (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 300; i++)); do
-    pid_alive "$pid" || break
-    sleep 0.1
-  done
-  pid_alive "$pid" && { kill -KILL "$pid" 2>/dev/null || true; }
+  wait_exit 300 "$pid" || kill -KILL "$pid" 2>/dev/null || true
   rm -f "$PROM_PID"
 }
 

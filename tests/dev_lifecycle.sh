@@ -106,7 +106,7 @@ assert_answering() {
   grep -q '^kafka .* running ' <<<"$status" || fail "kafka not running ($what)"
   grep -q 'NOT answering' <<<"$status" && fail "kafka is not answering metadata requests ($what)"
   grep -q '^postgres .* running ' <<<"$status" || fail "postgres not running ($what)"
-  python3 "$ROOT/ops/kafka/kafka_ping.py" "$WEIR_BOOTSTRAP" 10 >/dev/null \
+  python3 "$ROOT/scripts/kafka/kafka_ping.py" "$WEIR_BOOTSTRAP" 10 >/dev/null \
     || fail "Kafka at $WEIR_BOOTSTRAP did not answer a metadata request ($what)"
   (exec 3<>"/dev/tcp/${WEIR_PROXIED_LISTENER%:*}/${WEIR_PROXIED_LISTENER##*:}") 2>/dev/null \
     || fail "the broker's PROXIED listener $WEIR_PROXIED_LISTENER does not accept connections ($what)"
