@@ -210,6 +210,17 @@ auto.create.topics.enable=false
 EOF
 }
 
+# The small-footprint lines of both, LINE... among them.
+kafka_props_footprint() { # LINE...
+  echo "# Small footprint."
+  echo "num.network.threads=2"
+  echo "num.io.threads=4"
+  (($# == 0)) || printf '%s\n' "$@"
+  echo "log.retention.hours=168"
+  echo "offsets.topic.num.partitions=10"
+  echo "transaction.state.log.num.partitions=10"
+}
+
 # The broker's server.properties as this script writes it, on stdout.
 kafka_props_text() {
   cat <<EOF
@@ -251,12 +262,7 @@ $(kafka_props_topics 1 1)
 # partitions move; this artifact of one node is kept out of the tests.
 broker.session.timeout.ms=120000
 
-# Small footprint.
-num.network.threads=2
-num.io.threads=4
-log.retention.hours=168
-offsets.topic.num.partitions=10
-transaction.state.log.num.partitions=10
+$(kafka_props_footprint)
 EOF
 }
 
@@ -428,13 +434,7 @@ log.dirs=$dir/data
 # least two brokers, so it survives losing one.
 $(kafka_props_topics 3 2)
 
-# Small footprint.
-num.network.threads=2
-num.io.threads=4
-num.replica.fetchers=1
-log.retention.hours=168
-offsets.topic.num.partitions=10
-transaction.state.log.num.partitions=10
+$(kafka_props_footprint num.replica.fetchers=1)
 EOP
   mv "$dir/server.properties.tmp" "$dir/server.properties"
 }
