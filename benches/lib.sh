@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 # "== what" on stderr (stdout is the bench's report), "run.sh: why" before
 # exiting, no colours.
 SAY_MARK='==' SAY_FD=2 DIE_MARK='run.sh:'
+# shellcheck disable=SC2034 # scripts/lib.sh's colours
 C_BOLD='' C_RED='' C_GREEN='' C_YELLOW='' C_RESET=''
 # Kafka's jars: where ./dev up fetches them, unless KAFKA_LIBS says otherwise.
 KAFKA_LIBS="${KAFKA_LIBS:-$KAFKA_DIR/libs}"
@@ -77,6 +78,7 @@ BENCH_GROUPS=()
 # whose names contain TOPICS (LABEL in messages) and the groups in
 # BENCH_GROUPS; deletes the state directories under work, keeps the logs;
 # exits with the bench's status.
+# shellcheck disable=SC2154 # the bench's bootstrap and work
 bench_cleanup() { # KEEP TOPICS LABEL
   local rc=$? p
   trap - EXIT INT TERM
@@ -102,9 +104,11 @@ bench_cleanup() { # KEEP TOPICS LABEL
   say "logs kept in $work"
   exit "$rc"
 }
-# Runs CMD (e.g. bench_cleanup ...) on exit, also after Ctrl-C or SIGTERM.
-on_exit() { # CMD
-  trap "$1" EXIT
+# bench_cleanup KEEP TOPICS LABEL on exit, also after Ctrl-C or SIGTERM.
+BENCH_CLEANUP_ARGS=()
+bench_on_exit() { # KEEP TOPICS LABEL
+  BENCH_CLEANUP_ARGS=("$@")
+  trap 'bench_cleanup "${BENCH_CLEANUP_ARGS[@]}"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
 }

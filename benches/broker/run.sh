@@ -195,7 +195,7 @@ proc_usage() {
   echo "$cpu $rss"
 }
 
-on_exit 'bench_cleanup "${WEIR_BENCH_KEEP:-0}" "$prefix" "*$prefix*"'
+bench_on_exit "${WEIR_BENCH_KEEP:-0}" "$prefix" "*$prefix*"
 mkdir -p "$work"
 : >"$work/results"
 

@@ -63,7 +63,7 @@ require_tools java javac awk sed grep
 require_weir_and_kafka "$weir_bin"
 [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "WEIR_BENCH_EOS_RECORDS must be a positive integer"
 
-on_exit 'bench_cleanup "${WEIR_BENCH_EOS_KEEP:-0}" "$prefix-" "$prefix-*"'
+bench_on_exit "${WEIR_BENCH_EOS_KEEP:-0}" "$prefix-" "$prefix-*"
 
 mkdir -p "$work"
 
