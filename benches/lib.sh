@@ -15,7 +15,6 @@ C_BOLD='' C_RED='' C_GREEN='' C_YELLOW='' C_RESET=''
 # Kafka's jars: where ./dev up fetches them, unless KAFKA_LIBS says otherwise.
 KAFKA_LIBS="${KAFKA_LIBS:-$KAFKA_DIR/libs}"
 
-now_ms() { date +%s%3N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
 
 require_tools() { # TOOL...

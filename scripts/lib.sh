@@ -96,6 +96,7 @@ stop_processes() { # WHAT PID...
 }
 
 now() { date +%s.%N; }
+now_ms() { date +%s%3N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 # Serialise up/down between concurrent ./dev calls (several engineers or CI
