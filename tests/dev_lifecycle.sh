@@ -14,7 +14,9 @@
 # not started again).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# pid_alive, now_ms, pg_bindir; ROOT
+# shellcheck source=../scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$ROOT"
 DEV="$ROOT/dev"
 
@@ -53,15 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ms_now() { date +%s%3N; }
-# Alive and not a zombie waiting to be reaped.
-alive() {
-  [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n "$state" && "$state" != Z && "$state" != X ]]
-}
-
 read_pid() { # file -> first line if it is a number
   local p=""
   [[ -f "$1" ]] && p="$(head -n1 "$1" 2>/dev/null || true)"
@@ -73,14 +66,7 @@ status_pid() {
   "$DEV" status 2>/dev/null | awk -v s="$1" '$1 == s && $2 == "running" { print $4 }'
 }
 
-pg_bin() {
-  local d best=""
-  for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V); do
-    [[ -x "$d/psql" ]] && best="$d"
-  done
-  echo "$best"
-}
-PSQL="$(pg_bin)/psql"
+PSQL="$(pg_bindir || true)/psql"
 [[ -x "$PSQL" ]] || PSQL="$(command -v psql || true)"
 [[ -x "$PSQL" ]] || fail "psql not found"
 
@@ -93,7 +79,7 @@ our_procs() {
     pgrep -f -- "kafka.Kafka $KAFKA3_DIR/" || true
     pgrep -f -- "-D $PG_DATA" || true
   } | sort -u); do
-    alive "$p" && echo "$p"
+    pid_alive "$p" && echo "$p"
   done
   return 0
 }
@@ -106,7 +92,7 @@ assert_answering() {
   grep -q '^kafka .* running ' <<<"$status" || fail "kafka not running ($what)"
   grep -q 'NOT answering' <<<"$status" && fail "kafka is not answering metadata requests ($what)"
   grep -q '^postgres .* running ' <<<"$status" || fail "postgres not running ($what)"
-  python3 "$ROOT/ops/kafka/kafka_ping.py" "$WEIR_BOOTSTRAP" 10 >/dev/null \
+  python3 "$ROOT/scripts/kafka/kafka_ping.py" "$WEIR_BOOTSTRAP" 10 >/dev/null \
     || fail "Kafka at $WEIR_BOOTSTRAP did not answer a metadata request ($what)"
   (exec 3<>"/dev/tcp/${WEIR_PROXIED_LISTENER%:*}/${WEIR_PROXIED_LISTENER##*:}") 2>/dev/null \
     || fail "the broker's PROXIED listener $WEIR_PROXIED_LISTENER does not accept connections ($what)"
@@ -143,29 +129,29 @@ info "running: kafka pid $kafka_pid, postgres pid $pg_pid (children: ${pg_childr
 kafka3_pids="" # nodes of the 3-node cluster, if it runs
 for n in 1 2 3; do
   p="$(read_pid "$KAFKA3_DIR/node$n/kafka.pid")"
-  if [[ -n "$p" ]] && alive "$p"; then kafka3_pids+="$p "; fi
+  if [[ -n "$p" ]] && pid_alive "$p"; then kafka3_pids+="$p "; fi
 done
 [[ -n "$kafka3_pids" ]] && info "3-node cluster running: pids $kafka3_pids"
 
 # ---------------------------------------------------------------------------
 STAGE="warm up"
-t0="$(ms_now)"
+t0="$(now_ms)"
 "$DEV" up >"$LOG" 2>&1 || fail "second ./dev up failed"
-took=$(($(ms_now) - t0))
+took=$(($(now_ms) - t0))
 info "warm ./dev up took ${took} ms"
 ((took < WARM_UP_LIMIT_MS)) || fail "warm ./dev up took ${took} ms (limit ${WARM_UP_LIMIT_MS} ms)"
 grep -q 'fetching Kafka jars' "$LOG" && fail "warm ./dev up ran Maven again"
 grep -q 'initialising PostgreSQL' "$LOG" && fail "warm ./dev up ran initdb again"
 [[ "$(read_pid "$KAFKA_PID_FILE")" == "$kafka_pid" ]] || fail "kafka pid changed: $kafka_pid -> $(read_pid "$KAFKA_PID_FILE")"
 [[ "$(read_pid "$PG_PID_FILE")" == "$pg_pid" ]] || fail "postgres pid changed: $pg_pid -> $(read_pid "$PG_PID_FILE")"
-alive "$kafka_pid" || fail "kafka pid $kafka_pid died during warm up"
-alive "$pg_pid" || fail "postgres pid $pg_pid died during warm up"
+pid_alive "$kafka_pid" || fail "kafka pid $kafka_pid died during warm up"
+pid_alive "$pg_pid" || fail "postgres pid $pg_pid died during warm up"
 grep -q 'WEIR_BOOTSTRAP=' "$LOG" || fail "./dev up did not print WEIR_BOOTSTRAP"
 grep -q 'WEIR_PG_URL=' "$LOG" || fail "./dev up did not print WEIR_PG_URL"
 if [[ "$(wc -w <<<"$kafka3_pids")" == 3 ]]; then
-  t0="$(ms_now)"
+  t0="$(now_ms)"
   "$DEV" up --brokers 3 >"$LOG" 2>&1 || fail "second ./dev up --brokers 3 failed"
-  info "warm ./dev up --brokers 3 took $(($(ms_now) - t0)) ms"
+  info "warm ./dev up --brokers 3 took $(($(now_ms) - t0)) ms"
   grep -q 'already running' "$LOG" || fail "warm ./dev up --brokers 3 did not find the cluster running"
   grep -q 'WEIR_BOOTSTRAP3=' "$LOG" || fail "./dev up --brokers 3 did not print WEIR_BOOTSTRAP3"
   now_pids=""
@@ -185,19 +171,19 @@ fi
 mv "$KAFKA_PROPS.lifecycle" "$KAFKA_PROPS"
 grep -qF './dev down && ./dev up' "$LOG" || fail "./dev up did not say to run ./dev down && ./dev up"
 [[ "$(read_pid "$KAFKA_PID_FILE")" == "$kafka_pid" ]] || fail "kafka pid changed: $kafka_pid -> $(read_pid "$KAFKA_PID_FILE")"
-alive "$kafka_pid" || fail "./dev up stopped the broker (pid $kafka_pid)"
+pid_alive "$kafka_pid" || fail "./dev up stopped the broker (pid $kafka_pid)"
 "$DEV" up >"$LOG" 2>&1 || fail "./dev up failed with the file restored"
 
 # ---------------------------------------------------------------------------
 STAGE="down"
 STOPPED_BY_US=1
-t0="$(ms_now)"
+t0="$(now_ms)"
 "$DEV" down >"$LOG" 2>&1 || fail "./dev down failed"
-info "./dev down took $(($(ms_now) - t0)) ms"
+info "./dev down took $(($(now_ms) - t0)) ms"
 # Processes may need a moment to be reaped after the parent saw them exit.
 for _ in $(seq 1 50); do
   left=""
-  for p in $kafka_pid $pg_pid $pg_children $kafka3_pids; do alive "$p" && left+="$p "; done
+  for p in $kafka_pid $pg_pid $pg_children $kafka3_pids; do pid_alive "$p" && left+="$p "; done
   strays="$(our_procs | tr '\n' ' ')"
   [[ -z "$left" && -z "${strays// /}" ]] && break
   sleep 0.1
@@ -217,10 +203,10 @@ grep -q '^postgres  *stopped' <<<"$status" || fail "./dev status does not say po
 
 # ---------------------------------------------------------------------------
 STAGE="up again"
-t0="$(ms_now)"
+t0="$(now_ms)"
 "$DEV" up >"$LOG" 2>&1 || fail "./dev up after down failed"
 STOPPED_BY_US=0
-info "./dev up after down took $(($(ms_now) - t0)) ms"
+info "./dev up after down took $(($(now_ms) - t0)) ms"
 grep -q 'fetching Kafka jars' "$LOG" && fail "./dev up after down ran Maven again (jar cache not reused)"
 grep -q 'formatting Kafka storage' "$LOG" && fail "./dev up after down re-formatted Kafka storage"
 new_kafka="$(read_pid "$KAFKA_PID_FILE")"

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 use engine_common::*;
 
-/// `weir run` as a [`WeirProc`], its log read with ANSI colours stripped.
+/// `weir run` as a [`WeirProc`], read through its log.
 struct Logged(WeirProc);
 
 impl Logged {
@@ -29,21 +29,7 @@ impl Logged {
     }
 
     fn text(&self) -> String {
-        let raw = self.0.log_text();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for d in chars.by_ref() {
-                    if d == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        self.0.log_text()
     }
 
     /// Task ids named by log lines containing `what` ("task ready", ...).

@@ -90,10 +90,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-# shellcheck source=../parking_topology.sh
-source "$here/../parking_topology.sh"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 n=1000000
 partitions=3
 only=""
@@ -143,18 +141,14 @@ grace=1d
 wait_s="${WEIR_BENCH_TIMEOUT:-1800}"
 bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
 weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
-kafka_libs="${KAFKA_LIBS:-$repo/.cache/kafka/libs}"
-quix_venv="${QUIX_VENV:-$repo/.cache/quix-venv}"
+quix_venv="${QUIX_VENV:-$CACHE/quix-venv}"
 quix_spec="${WEIR_BENCH_QUIX_SPEC:-quixstreams==3.28.1}"
-ks_dir="$repo/benches/peer/kafka-streams"
-tools_log4j="$repo/ops/kafka/log4j2-tools.properties"
+ks_dir="$ROOT/benches/peer/kafka-streams"
 run_id="$(date +%Y%m%d%H%M%S)"
 prefix="bench-$run_id"
 work="${WEIR_BENCH_DIR:-${TMPDIR:-/tmp}/weir-bench-$run_id}"
 
-say() { printf '== %s\n' "$*" >&2; }
 loud() { printf '\n!!!!!!!! %s\n\n' "$*" >&2; }
-die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
 to_secs() { # 90s | 15m | 1h | 1d -> seconds
   case "$1" in
@@ -165,22 +159,14 @@ to_secs() { # 90s | 15m | 1h | 1d -> seconds
 grace_s="$(to_secs "$grace")"
 [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "--records must be a positive integer"
 [[ "$partitions" =~ ^[0-9]+$ && "$partitions" -gt 0 ]] || die "--partitions must be a positive integer"
-for tool in java javac awk sed grep python3 /usr/bin/time; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
-[[ -x "$weir_bin" ]] || die "no weir binary at $weir_bin (cargo build --bin weir)"
-compgen -G "$kafka_libs/kafka-clients-*.jar" >/dev/null || die "no Kafka jars in $kafka_libs (./dev up fetches them)"
+require_tools java javac awk sed grep python3 /usr/bin/time
+require_weir_and_kafka "$weir_bin"
 want() { [[ ",$only," == *",$1,"* ]]; }
 clk_tck="$(getconf CLK_TCK)"
 
-kafka_tool() { # CLASS ARGS...
-  local class="$1"; shift
-  java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" "$class" "$@"
-}
 bench_tool() { # watch|dump ARGS...
-  java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$tools_log4j" \
-    -cp "$work/classes:$kafka_libs/*" BenchTools "$@"
+  java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+    -cp "$work/classes:$KAFKA_LIBS/*" BenchTools "$@"
 }
 create_topics() { # TOPIC...
   local t
@@ -190,42 +176,17 @@ create_topics() { # TOPIC...
   done
 }
 
-# weir's copy of topology/parking.yaml for one run (benches/parking_topology.sh),
+# weir's copy of topology/parking.yaml for one run (parking_topology, benches/lib.sh),
 # with the commit interval and the partitions too:
 # NAME APP INPUT GUARANTEE SED_SCRIPT [LINE...]: every LINE must be in it.
 weir_topology() {
   local name="$1" app="$2" input="$3" g="$4" extra="$5"
   shift 5
-  parking_topology "$repo" "$weir_bin" "$app" "$input" "$g" "$work/$name/parking.yaml" \
+  parking_topology "$weir_bin" "$app" "$input" "$g" "$work/$name/parking.yaml" \
     "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" "s/partitions: 3\$/partitions: $partitions/" "$extra" \
     -- "commit_interval: ${commit_ms}ms" "$@" || die "weir's topology for $name"
 }
 
-now_ms() { date +%s%3N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
-
-pid_alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n "$state" && "$state" != Z && "$state" != X ]]
-}
-PIDS=()
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-stop_pid() { # PID [SIGNAL]: TERM waits up to 60 s, then KILL
-  local pid="$1" sig="${2:-TERM}" i
-  if pid_alive "$pid"; then
-    kill -"$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 600; i++)); do pid_alive "$pid" || break; sleep 0.1; done
-    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
-}
 # "CPU_SECONDS PEAK_RSS_KB" of a live process (its threads included).
 proc_usage() {
   local cpu rss
@@ -234,40 +195,11 @@ proc_usage() {
   echo "$cpu $rss"
 }
 
-GROUPS_USED=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do stop_pid "$p" TERM; done
-  if [[ "${WEIR_BENCH_KEEP:-0}" == 1 ]]; then
-    say "kept topics *$prefix* and $work"
-    exit "$rc"
-  fi
-  local topics
-  topics="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --list 2>/dev/null |
-    grep -F "$prefix" | paste -sd, -)" || true
-  if [[ -n "$topics" ]]; then
-    say "deleting topics *$prefix*"
-    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-      --delete --topic "$topics" >/dev/null 2>&1 || echo "run.sh: could not delete topics $topics" >&2
-  fi
-  if ((${#GROUPS_USED[@]})); then
-    local args=() g
-    for g in "${GROUPS_USED[@]}"; do args+=(--group "$g"); done
-    kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
-      --delete "${args[@]}" >/dev/null 2>&1 || true
-  fi
-  rm -rf "$work"/*/state
-  say "logs kept in $work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_on_exit "${WEIR_BENCH_KEEP:-0}" "$prefix" "*$prefix*"
 mkdir -p "$work"
 : >"$work/results"
 
-javac -nowarn -cp "$kafka_libs/*" -d "$work/classes" "$here/BenchTools.java" 2>"$work/javac.log" ||
+javac -nowarn -cp "$KAFKA_LIBS/*" -d "$work/classes" "$here/BenchTools.java" 2>"$work/javac.log" ||
   { cat "$work/javac.log" >&2; die "BenchTools did not compile"; }
 
 # ---------------------------------------------------------------------------
@@ -322,7 +254,7 @@ for line in sys.stdin:
     shift 3
     if (($#)); then
       outs=("$app-lots" "$app-hourly")
-      GROUPS_USED+=("$app")
+      BENCH_GROUPS+=("$app")
       say "$name: $*"
       "$@" >"$dir/run.log" 2>&1 </dev/null &
       pid=$!
@@ -451,27 +383,11 @@ flush() { # TOPIC
 # Runs
 # ---------------------------------------------------------------------------
 FAILED=()
-wait_line() { # FILE WORD PID WHAT: the first line starting with WORD, while PID lives
-  local file="$1" word="$2" pid="$3" what="$4" line deadline=$((SECONDS + wait_s))
-  while ((SECONDS < deadline)); do
-    line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
-    grep -q '^timeout ' "$file" 2>/dev/null && { echo "run.sh: $what: watcher timed out ($file)" >&2; return 1; }
-    if ! pid_alive "$pid"; then
-      line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
-      echo "run.sh: $what: process $pid exited; see $(dirname "$file")" >&2
-      return 1
-    fi
-    sleep 0.05
-  done
-  echo "run.sh: $what: no '$word' within ${wait_s}s ($file)" >&2
-  return 1
-}
-
 # Runs one stream processor: "$@" is its command line, GROUP its consumer group.
 stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   local name="$1" g="$2" group="$3" input="$4" hourly="$5" slack="$6"
   shift 6
-  GROUPS_USED+=("$group")
+  BENCH_GROUPS+=("$group")
   preload "$input"
   local dir="$work/$name" watch
   watch="$dir/watch.out"
@@ -521,7 +437,7 @@ stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
 if want consumer-perf; then
   name=consumer-perf
   mkdir -p "$work/$name"
-  GROUPS_USED+=("$prefix-perf")
+  BENCH_GROUPS+=("$prefix-perf")
   input="$prefix-$name-in"
   preload "$input"
   say "$name: ConsumerPerformance --num-records $n"
@@ -530,7 +446,7 @@ if want consumer-perf; then
   # The JVM options of Kafka's kafka-consumer-perf-test.sh / kafka-run-class.sh.
   if /usr/bin/time -f '%U %S %M' -o "$work/$name/time" java -Xmx512M -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" org.apache.kafka.tools.ConsumerPerformance \
+    -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.ConsumerPerformance \
     --bootstrap-server "$bootstrap" --topic "$input" --num-records "$n" --group "$prefix-perf" --timeout 60000 \
     >"$work/$name/run.log" 2>&1; then
     t1="$(now_ms)"

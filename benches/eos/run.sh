@@ -42,11 +42,9 @@
 # state), WEIR_BIN, WEIR_BOOTSTRAP (127.0.0.1:9092).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-# shellcheck source=../parking_topology.sh
-source "$here/../parking_topology.sh"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+STOP_WAIT_S=30
 n="${WEIR_BENCH_EOS_RECORDS:-200000}"
 partitions=3
 seed=7
@@ -56,88 +54,16 @@ drain_s="${WEIR_BENCH_EOS_DRAIN_TIMEOUT:-300}"
 trigger_n="${WEIR_BENCH_EOS_TRIGGER_RECORDS:-1000}"
 bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
 weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
-kafka_libs="$repo/.cache/kafka/libs"
-tools_log4j="$repo/ops/kafka/log4j2-tools.properties"
 run_id="$(date +%Y%m%d%H%M%S)"
 prefix="bench-eos-$run_id"
 work="${WEIR_BENCH_EOS_DIR:-${TMPDIR:-/tmp}/weir-bench-eos-$run_id}"
 input="$prefix-status"
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
-
-for tool in java javac awk sed grep; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
-[[ -x "$weir_bin" ]] || die "no weir binary at $weir_bin (cargo build --bin weir)"
-compgen -G "$kafka_libs/kafka-clients-*.jar" >/dev/null || die "no Kafka jars in $kafka_libs (./dev up fetches them)"
+require_tools java javac awk sed grep
+require_weir_and_kafka "$weir_bin"
 [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "WEIR_BENCH_EOS_RECORDS must be a positive integer"
 
-kafka_tool() { # CLASS ARGS... (quiet: warnings on stderr, stdout parseable)
-  local class="$1"; shift
-  java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-    -Dlog4j2.configurationFile="$tools_log4j" -cp "$kafka_libs/*" "$class" "$@"
-}
-now_ms() { date +%s%3N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
-strip_ansi() { sed -E 's/\x1b\[[0-9;]*[A-Za-z]//g' "$@"; }
-
-# Is a process alive? (a zombie waiting to be reaped does not count)
-pid_alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n "$state" && "$state" != Z && "$state" != X ]]
-}
-
-# Every process this script starts, so the EXIT trap can stop them.
-PIDS=()
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-stop_pid() { # PID [SIGNAL]: TERM waits up to 30 s, then KILL
-  local pid="$1" sig="${2:-TERM}" i
-  if pid_alive "$pid"; then
-    kill -"$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do pid_alive "$pid" || break; sleep 0.1; done
-    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
-}
-
-APPS=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do stop_pid "$p" TERM; done
-  if [[ "${WEIR_BENCH_EOS_KEEP:-0}" == 1 ]]; then
-    say "kept topics $prefix-* and $work"
-    exit "$rc"
-  fi
-  local topics
-  topics="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --list 2>/dev/null |
-    grep -F "$prefix-" | paste -sd, -)" || true
-  if [[ -n "$topics" ]]; then
-    say "deleting topics $prefix-*"
-    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-      --delete --topic "$topics" >/dev/null 2>&1 || echo "run.sh: could not delete topics $topics" >&2
-  fi
-  if ((${#APPS[@]})); then
-    local args=() a
-    for a in "${APPS[@]}"; do args+=(--group "$a"); done
-    kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
-      --delete "${args[@]}" >/dev/null 2>&1 || true
-  fi
-  rm -rf "$work"/*/state
-  say "logs kept in $work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_on_exit "${WEIR_BENCH_EOS_KEEP:-0}" "$prefix-" "$prefix-*"
 
 mkdir -p "$work"
 
@@ -250,7 +176,7 @@ public class GroupWatch {
     }
 }
 JAVA
-javac -nowarn -cp "$kafka_libs/*" -d "$work/classes" "$work/GroupWatch.java" 2>"$work/javac.log" ||
+javac -nowarn -cp "$KAFKA_LIBS/*" -d "$work/classes" "$work/GroupWatch.java" 2>"$work/javac.log" ||
   { cat "$work/javac.log" >&2; die "GroupWatch did not compile"; }
 
 # Sum and count of a topic's end offsets: "SUM PARTITIONS".
@@ -259,27 +185,10 @@ end_offsets() {
     awk -F: '{ s += $NF; n++ } END { printf "%d %d\n", s, n }'
 }
 
-# Waits until FILE has a line starting with WORD (prints that line), while
-# PID (the process under test) lives.
-wait_line() { # FILE WORD PID WHAT [SECONDS]
-  local file="$1" word="$2" pid="$3" what="$4" limit="${5:-$wait_s}" line
-  local deadline=$((SECONDS + limit))
-  while ((SECONDS < deadline)); do
-    line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
-    grep -q '^timeout ' "$file" 2>/dev/null && die "$what: GroupWatch timed out ($file)"
-    if ! pid_alive "$pid"; then
-      line="$(grep -m1 "^$word " "$file" 2>/dev/null)" && { echo "$line"; return 0; }
-      die "$what: process $pid exited; see $file and the logs in $(dirname "$file")"
-    fi
-    sleep 0.05
-  done
-  die "$what: no '$word' within ${limit}s; last: $(grep '^progress ' "$file" | tail -n1) ($file)"
-}
-
 # The run's topology: topology/parking.yaml with the app's own names
-# (benches/parking_topology.sh) and a grace of a day.
+# (parking_topology, benches/lib.sh) and a grace of a day.
 write_topology() { # APP GUARANTEE FILE
-  parking_topology "$repo" "$weir_bin" "$1" "$input" "$2" "$3" \
+  parking_topology "$weir_bin" "$1" "$input" "$2" "$3" \
     "s/grace: 1m\$/grace: 1d/" "s/close_idle_after: 2m\$/close_idle_after: 1d/" \
     -- "grace: 1d" "close_idle_after: 1d" || die "weir's topology for $1"
 }
@@ -324,11 +233,11 @@ throughput_run() { # GUARANTEE RUN CRASH(0/1)
   local g="$1" r="$2" crash="$3" short slack
   case "$g" in exactly_once) short=eos slack=1 ;; *) short=alos slack=0 ;; esac
   local app="$prefix-$short-$r"
-  APPS+=("$app")
+  BENCH_GROUPS+=("$app")
   mkdir -p "$work/$app"
   write_topology "$app" "$g" "$work/$app/parking.yaml"
   local watch="$work/$app/watch.out"
-  java -Xmx128m -XX:+UseSerialGC -Dlog4j2.configurationFile="$tools_log4j" -cp "$work/classes:$kafka_libs/*" \
+  java -Xmx128m -XX:+UseSerialGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$work/classes:$KAFKA_LIBS/*" \
     GroupWatch "$bootstrap" "$app" "$input" "$app-hourly-by-region-repartition" "$slack" 100 "$wait_s" \
     >"$watch" 2>"$work/$app/watch.err" </dev/null &
   local wpid=$!
@@ -382,7 +291,7 @@ restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again
   t0="$(now_ms)"
   start_weir "$VICTIM" "$log"
   while :; do
-    done_n="$(strip_ansi "$log" | grep -cE 'restore done|nothing to restore' || true)"
+    done_n="$(grep -cE 'restore done|nothing to restore' "$log" || true)"
     ((done_n >= stores)) && break
     pid_alive "$WEIR_PID" || { tail -n 20 "$log" >&2; die "$VICTIM exited during the $label restore; see $log"; }
     ((SECONDS < deadline)) || die "$label restore: $done_n of $stores stores after ${wait_s}s; see $log"
@@ -391,7 +300,7 @@ restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again
   t_ready="$(now_ms)"
   sleep 1 # the last 'task restored' line follows its store's 'restore done'
   local stats
-  stats="$(strip_ansi "$log" | awk '
+  stats="$(awk '
     /restore done/ {
       for (i = 1; i <= NF; i++) {
         if ($i ~ /^records=/) { sub(/^records=/, "", $i); r += $i }
@@ -400,7 +309,7 @@ restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again
       }
     }
     /task restored/ { for (i = 1; i <= NF; i++) if ($i ~ /^records=/) { sub(/^records=/, "", $i); tr += $i } }
-    END { printf "%d %.3f %d %d\n", r, ms / 1000, f, tr }')"
+    END { printf "%d %.3f %d %d\n", r, ms / 1000, f, tr }' "$log")"
   local records rsecs full task_records
   read -r records rsecs full task_records <<<"$stats"
   RESTORES+=("$label $records $rsecs $(secs "$t0" "$t_ready") $full $task_records")
@@ -463,10 +372,10 @@ echo
 echo "weir log lines at WARN/ERROR (count, message without timestamp), all runs:"
 odd="$(for f in "$work"/*/run.log "$work"/*/restart-*.log; do
   [[ -f "$f" ]] || continue
-  strip_ansi "$f" | { grep -E '\b(WARN|ERROR)\b' || true; } | sed -E 's/^[0-9TZ:.+-]+ +//; s/[0-9]{4,}/N/g' |
+  { grep -E '\b(WARN|ERROR)\b' "$f" || true; } | sed -E 's/^[0-9TZ:.+-]+ +//; s/[0-9]{4,}/N/g' |
     sed "s|^|$(basename "$(dirname "$f")")/$(basename "$f"): |"
 done | sed -E "s/$prefix-//g" | sort | uniq -c | sort -rn | head -40)" || true
 if [[ -n "$odd" ]]; then echo "$odd"; else echo "  none"; fi
-aborts="$(cat "$work"/*/run.log "$work"/*/restart-*.log 2>/dev/null | strip_ansi | grep -ci 'abort')" || true
+aborts="$(cat "$work"/*/run.log "$work"/*/restart-*.log 2>/dev/null | grep -ci 'abort')" || true
 echo "lines mentioning 'abort': $aborts"
 echo "logs: $work"

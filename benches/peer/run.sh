@@ -17,7 +17,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 cpu="${PEER_CPU:-0}"
 n="${PEER_RECORDS:-100000}"
 runs="${PEER_RUNS:-5}"
@@ -29,18 +30,15 @@ if [[ -z "${PEER_STATE_ROOT:-}" ]]; then
   if [[ -d /dev/shm && -w /dev/shm ]]; then PEER_STATE_ROOT=/dev/shm; else PEER_STATE_ROOT="${TMPDIR:-/tmp}"; fi
 fi
 log="${PEER_LOG:-${TMPDIR:-/tmp}/weir-peer-$(date +%Y%m%d-%H%M%S).log}"
-poll="$repo/data/citydata_parking_poll.jsonl"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+poll="$ROOT/data/citydata_parking_poll.jsonl"
 
-for tool in java mvn cargo taskset python3; do
-  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found" >&2; exit 1; }
-done
+require_tools java mvn cargo taskset python3
 
-echo "== building Kafka Streams peer (mvn)" >&2
+say "building Kafka Streams peer (mvn)"
 (cd "$here/kafka-streams" && { mvn -q -B -o package 2>/dev/null || mvn -q -B package; }) >&2
 
-echo "== building weir_peer (cargo bench --profile dev --no-run)" >&2
-weir_bin="$(cd "$repo" && cargo bench --profile dev --bench weir_peer --no-run --message-format=json 2>/dev/null \
+say "building weir_peer (cargo bench --profile dev --no-run)"
+weir_bin="$(cd "$ROOT" && cargo bench "${CARGO_FEATURES[@]}" --profile dev --bench weir_peer --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     try: m = json.loads(l)
@@ -48,8 +46,7 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "weir_peer" and m.get("executable"):
         print(m["executable"])' | tail -1)"
 if [[ -z "$weir_bin" || ! -x "$weir_bin" ]]; then
-  echo "run.sh: weir_peer did not build; run: cargo bench --profile dev --bench weir_peer --no-run" >&2
-  exit 1
+  die "weir_peer did not build; run: cargo bench ${CARGO_FEATURES[*]} --profile dev --bench weir_peer --no-run"
 fi
 
 ks() { # MODE RECORDS RUNS WARMUPS WARMUP_RECORDS
@@ -61,7 +58,7 @@ weir() { # MODE RECORDS RUNS WARMUPS WARMUP_RECORDS
   WEIR_PEER_STATE_ROOT="$PEER_STATE_ROOT" taskset -c "$cpu" "$weir_bin" "$@" | tee -a "$log"
 }
 
-echo "== raw lines also in $log (cpu $cpu, state under $PEER_STATE_ROOT)" >&2
+say "raw lines also in $log (cpu $cpu, state under $PEER_STATE_ROOT)"
 : >"$log"
 weir mem-commit-each "$n" "$runs" "$warmups" "$warm_n"
 weir mem-commit-end "$n" "$runs" "$warmups" "$warm_n"
