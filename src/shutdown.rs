@@ -39,7 +39,7 @@ pub fn on_signal() -> Arc<AtomicBool> {
 
 /// `weir run`: SIGUSR1 stops like SIGTERM (sets `stop`) and also sets the
 /// returned flag: leave the consumer group on the way out even as a static
-/// member (scaling in rather than restarting; see README, Deploying). Call
+/// member (scaling in rather than restarting; see docs/operations.md, Deploying). Call
 /// it right after [`on_signal`].
 pub fn on_leave_signal(stop: &Arc<AtomicBool>) -> Arc<AtomicBool> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -376,10 +376,30 @@ fn instance_id_is_auto_none_or_a_plain_id() {
 /// sink reads WEIR_PG_URL from the environment, psql gets PGPASSWORD.
 #[test]
 fn dev_demo_passes_no_password_on_a_command_line() {
-    let dev = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dev")).unwrap();
-    for (n, line) in dev.lines().enumerate() {
-        let code = line.split('#').next().unwrap_or("");
-        assert!(!code.contains("--postgres"), "dev:{}: {line}", n + 1);
-        assert!(!code.contains("psql \"$WEIR_PG_URL\""), "dev:{}: {line}", n + 1);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = std::fs::read_to_string(root.join("scripts/demo.sh")).unwrap();
+    assert!(
+        demo.contains("demo_start_sink"),
+        "scripts/demo.sh no longer starts the sink: this test reads the wrong files"
+    );
+    let mut scripts = vec![root.join("dev")];
+    for entry in std::fs::read_dir(root.join("scripts")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            scripts.push(path);
+        }
+    }
+    for path in scripts {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or("");
+            assert!(!code.contains("--postgres"), "{}:{}: {line}", path.display(), n + 1);
+            assert!(
+                !code.contains("psql \"$WEIR_PG_URL\""),
+                "{}:{}: {line}",
+                path.display(),
+                n + 1
+            );
+        }
     }
 }

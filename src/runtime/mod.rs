@@ -361,18 +361,77 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), RuntimeE
     Ok(())
 }
 
+/// A fatal consumer error, as the error callback saw it.
+struct Fatal {
+    why: String,
+    /// This static member was fenced right after librdkafka timed its own
+    /// session out (a stalled or unreachable coordinator): it rejoined
+    /// under its `group.instance.id`, which fenced its own older member id
+    /// (librdkafka #3437). Not another instance with the same id.
+    self_fenced: bool,
+}
+
+/// A fence this long after librdkafka timed the session out is taken as
+/// the member fencing itself: the rejoin goes out at the timeout, and its
+/// answer comes once the coordinator answers again.
+const SELF_FENCE_WINDOW: Duration = Duration::from_secs(120);
+
+/// At most this many rejoins after a self-fence in [`REJOIN_SPAN`]: two
+/// instances that do share an id fence each other on every join, and must
+/// stop with the error rather than take turns.
+const MAX_REJOINS: usize = 3;
+const REJOIN_SPAN: Duration = Duration::from_secs(600);
+
+impl Fatal {
+    /// A fatal consumer error: `reason` is librdkafka's; `session_timed_out`
+    /// when librdkafka last timed this member's session out.
+    fn new(reason: &str, session_timed_out: Option<Instant>, now: Instant) -> Fatal {
+        let fenced = reason.contains("group.instance.id");
+        let self_fenced = fenced && session_timed_out.is_some_and(|at| now.duration_since(at) < SELF_FENCE_WINDOW);
+        let why = match fenced {
+            true => format!(
+                "{reason}: another `weir run` has this instance id (the same --instance-id twice, \
+                 or a copied state directory; see docs/operations.md, Deploying)"
+            ),
+            false => reason.to_string(),
+        };
+        Fatal { why, self_fenced }
+    }
+}
+
+/// Whether a member may rejoin after `fatal`, given when it rejoined
+/// before (`rejoins`, pruned to [`REJOIN_SPAN`] and, if so, added to).
+fn may_rejoin(fatal: &Fatal, rejoins: &mut Vec<Instant>, now: Instant) -> bool {
+    rejoins.retain(|at| now.duration_since(*at) < REJOIN_SPAN);
+    if !fatal.self_fenced || rejoins.len() >= MAX_REJOINS {
+        return false;
+    }
+    rejoins.push(now);
+    true
+}
+
 struct RebalanceContext {
     engine: Arc<Mutex<Engine>>,
     /// librdkafka's fatal consumer error (e.g. this static member fenced
-    /// by another with its `group.instance.id`), for the loop to stop on.
+    /// by another with its `group.instance.id`), for the loop to act on.
     /// Not an [`Event`]: the error callback may run where the engine's
     /// lock is held.
-    fatal: Mutex<Option<String>>,
+    fatal: Mutex<Option<Fatal>>,
+    /// When librdkafka last logged that this member's session timed out
+    /// (`SESSTMOUT`): it then rejoins the group by itself.
+    session_timed_out: Mutex<Option<Instant>>,
     /// Source topics of aligned sub-topologies (see [`aligned::detach_queue`]).
     aligned_topics: HashSet<String>,
 }
 
 impl ClientContext for RebalanceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "SESSTMOUT" {
+            *lock(&self.session_timed_out) = Some(Instant::now());
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             // End-of-partition events (`enable.partition.eof`, for the
@@ -391,14 +450,8 @@ impl ClientContext for RebalanceContext {
                 rdkafka::types::RDKafkaErrorCode::Fatal | rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
             ) => {
                 tracing::error!(error = %error, reason, "librdkafka: fatal consumer error");
-                let why = match reason.contains("group.instance.id") {
-                    true => format!(
-                        "{reason}: another `weir run` has this instance id (the same --instance-id twice, \
-                         or a copied state directory; see README, Deploying)"
-                    ),
-                    false => reason.to_string(),
-                };
-                lock(&self.fatal).get_or_insert(why);
+                let fatal = Fatal::new(reason, *lock(&self.session_timed_out), Instant::now());
+                lock(&self.fatal).get_or_insert(fatal);
             }
             _ => tracing::error!(error = %error, reason, "librdkafka"),
         }
@@ -575,7 +628,7 @@ pub fn run(
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     // One id per state directory names this instance to the broker twice:
     // as the producer's transactional id (exactly-once) and as the static
-    // group member (see README, Deploying).
+    // group member (see docs/operations.md, Deploying).
     let needs_process_id = exactly_once || opts.instance_id == InstanceId::FromStateDir;
     let process = match needs_process_id {
         true => match process_id_when_space(&topo.application_id, &app_dir, &shutdown)? {
@@ -614,7 +667,7 @@ pub fn run(
         // `StreamThread::shut_down`).
         config.set("group.instance.id", id);
     }
-    let consumer: BaseConsumer<RebalanceContext> = config
+    config
         .set("group.id", &topo.application_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -636,15 +689,9 @@ pub fn run(
         // Set, not left to librdkafka's default, because it must exceed
         // the loop's worst round (see `timeouts`).
         .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
-        .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string())
-        .create_with_context(RebalanceContext {
-            engine: engine.clone(),
-            fatal: Mutex::new(None),
-            aligned_topics: Aligner::<RebalanceContext>::aligned_topics(&topo),
-        })?;
+        .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string());
+    let consumer = group_consumer(&config, &engine, &topo)?;
     let topics = topo.source_topics();
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs)?;
     tracing::info!(
         application_id = %topo.application_id,
         topics = ?topics,
@@ -677,8 +724,11 @@ pub fn run(
         app_dir,
         disk: DiskBackoff::default(),
         aligner: Aligner::new(topo.clone(), opts.max_task_idle),
+        max_task_idle: opts.max_task_idle,
         topo,
         consumer: Arc::new(consumer),
+        consumer_config: config,
+        rejoins: Vec::new(),
         engine,
         last_commit: Instant::now(),
         busy: false,
@@ -689,6 +739,24 @@ pub fn run(
         thread.run_once()?;
     }
     thread.shut_down()
+}
+
+/// The group's consumer, subscribed to the topology's source topics.
+fn group_consumer(
+    config: &rdkafka::ClientConfig,
+    engine: &Arc<Mutex<Engine>>,
+    topo: &Topology,
+) -> Result<BaseConsumer<RebalanceContext>, RuntimeError> {
+    let consumer: BaseConsumer<RebalanceContext> = config.create_with_context(RebalanceContext {
+        engine: engine.clone(),
+        fatal: Mutex::new(None),
+        session_timed_out: Mutex::new(None),
+        aligned_topics: Aligner::<RebalanceContext>::aligned_topics(topo),
+    })?;
+    let topics = topo.source_topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    Ok(consumer)
 }
 
 /// The loop of `weir run`, in the phases of Kafka Streams' `StreamThread`:
@@ -708,8 +776,14 @@ struct StreamThread {
     /// Waiting for space on a full state disk (see `disk`).
     disk: DiskBackoff,
     consumer: Arc<BaseConsumer<RebalanceContext>>,
+    /// What [`group_consumer`] makes the consumer from, again after a
+    /// self-fence.
+    consumer_config: rdkafka::ClientConfig,
+    /// When this member rejoined after fencing itself (see [`Fatal`]).
+    rejoins: Vec<Instant>,
     engine: Arc<Mutex<Engine>>,
     aligner: Aligner<RebalanceContext>,
+    max_task_idle: Duration,
     /// When the last commit started.
     last_commit: Instant,
     /// The last round processed records: look at the main queue in passing.
@@ -741,8 +815,11 @@ impl StreamThread {
         };
         let consumer = self.consumer.clone();
         let mut polled = consumer.poll(wait);
-        if let Some(why) = lock(&consumer.context().fatal).take() {
-            return Err(RuntimeError::FatalConsumer(why));
+        let fatal = lock(&consumer.context().fatal).take();
+        if let Some(fatal) = fatal {
+            drop(polled);
+            drop(consumer);
+            return self.after_fatal(fatal);
         }
         let engine = self.engine.clone();
         let mut guard = lock(&engine);
@@ -954,6 +1031,41 @@ impl StreamThread {
         Ok(())
     }
 
+    /// A fatal consumer error ends the loop, except a static member that
+    /// fenced itself (see [`Fatal`]): it gives up its tasks as if its
+    /// partitions were lost and joins again with a new consumer under the
+    /// same `group.instance.id`. The group gives it its partitions back,
+    /// and the tasks reopen from their stores. Exiting instead stopped
+    /// `weir run` after a broker stall longer than the session timeout
+    /// (chaos seed 11014).
+    fn after_fatal(&mut self, fatal: Fatal) -> Result<(), RuntimeError> {
+        if !may_rejoin(&fatal, &mut self.rejoins, Instant::now()) {
+            return Err(RuntimeError::FatalConsumer(fatal.why));
+        }
+        tracing::warn!(
+            reason = %fatal.why,
+            rejoins = self.rejoins.len(),
+            "fenced by this member's own group.instance.id after its session timed out: \
+             dropping every task and joining the group again with a new consumer"
+        );
+        {
+            let mut engine = lock(&self.engine);
+            engine.lose()?;
+            // The rewind and rebalances were the old consumer's.
+            engine
+                .events
+                .retain(|e| !matches!(e, Event::Rewind | Event::Rebalanced { .. }));
+        }
+        // The aligner's partition queues belong to the old consumer: both
+        // go (closing it may call the rebalance callback, which locks the
+        // engine: not held here).
+        self.aligner = Aligner::new(self.topo.clone(), self.max_task_idle);
+        self.consumer = Arc::new(group_consumer(&self.consumer_config, &self.engine, &self.topo)?);
+        self.last_commit = Instant::now();
+        self.busy = false;
+        Ok(())
+    }
+
     /// Every assigned partition back to its committed offset, and what the
     /// aligner held forgotten.
     fn rewind(&mut self) -> Result<(), RuntimeError> {
@@ -1021,6 +1133,49 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    const FENCED: &str =
+        "Fatal consumer error: Broker: Static consumer fenced by other consumer with same group.instance.id";
+
+    #[test]
+    fn a_fence_right_after_the_sessions_own_timeout_is_the_member_fencing_itself() {
+        let now = Instant::now();
+        let just_now = Some(now - Duration::from_secs(1));
+        assert!(Fatal::new(FENCED, just_now, now).self_fenced);
+        // No session timeout, or one long ago: another instance has the id.
+        let never = Fatal::new(FENCED, None, now);
+        assert!(!never.self_fenced);
+        assert!(
+            never.why.contains("another `weir run` has this instance id"),
+            "{}",
+            never.why
+        );
+        assert!(!Fatal::new(FENCED, Some(now - SELF_FENCE_WINDOW - Duration::from_secs(1)), now).self_fenced);
+        // Other fatal errors never rejoin.
+        let other = Fatal::new("Fatal consumer error: something else", just_now, now);
+        assert!(!other.self_fenced);
+        assert_eq!(other.why, "Fatal consumer error: something else");
+    }
+
+    #[test]
+    fn rejoins_are_limited_so_two_members_sharing_an_id_stop() {
+        let start = Instant::now();
+        let fatal = Fatal::new(FENCED, Some(start), start);
+        let mut rejoins = Vec::new();
+        for n in 0..MAX_REJOINS {
+            let at = start + Duration::from_secs(n as u64);
+            assert!(may_rejoin(&fatal, &mut rejoins, at), "rejoin {n}");
+        }
+        assert!(!may_rejoin(&fatal, &mut rejoins, start + Duration::from_secs(30)));
+        // Once the earlier ones are older than the span, it may again.
+        assert!(may_rejoin(
+            &fatal,
+            &mut rejoins,
+            start + REJOIN_SPAN + Duration::from_secs(1)
+        ));
+        let other = Fatal::new(FENCED, None, start);
+        assert!(!may_rejoin(&other, &mut Vec::new(), start));
     }
 
     #[test]

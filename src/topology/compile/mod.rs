@@ -316,7 +316,13 @@ impl Compiler {
     }
 
     /// A step's `to`: the to-topic node after the step's output.
-    fn output_topic(&mut self, to: &spec::ToSpec, name: &str, out: NodeId, source_topics: &[(String, Spanned<String>)]) {
+    fn output_topic(
+        &mut self,
+        to: &spec::ToSpec,
+        name: &str,
+        out: NodeId,
+        source_topics: &[(String, Spanned<String>)],
+    ) {
         if let Some((_, span)) = source_topics.iter().find(|(t, _)| *t == to.topic.value) {
             self.errors.push(
                 Diagnostic::at(
