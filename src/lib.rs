@@ -36,6 +36,9 @@
 //!   and [`partition_for`] (the Java client's partitioner).
 //! - **Metrics**: [`serve_metrics`] serves `/metrics`, `/healthz` and
 //!   `/readyz`; the metric names are in `docs/metrics.md`.
+//! - **For the integration tests**: [`detach_queue`] (how `weir run`
+//!   gives a partition of an event-time-aligned sub-topology its own queue)
+//!   and [`changelog_reader`], checked against the real broker.
 //!
 //! Each entry point's error type is here too; the causes inside them are
 //! reached through [`std::error::Error::source`].
