@@ -75,7 +75,14 @@ async fn write_all(
             next,
         }];
         writer
-            .write_batch(&[TableRows { table: 0, rows: refs }], &off)
+            .write_batch(
+                &[TableRows {
+                    table: 0,
+                    rows: refs,
+                    deletes: Vec::new(),
+                }],
+                &off,
+            )
             .await
             .expect("write_batch");
         *offset = next;

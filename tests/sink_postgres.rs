@@ -6,7 +6,8 @@
 //! not match stops the sink naming the column, SIGTERM writes the pending
 //! batch, the offsets guard rejects a second writer, and a transactional
 //! topic (weir run's exactly-once output) is read to its end, commit markers
-//! included, and keys Postgres finds equal (0.0 and -0.0) load as one row.
+//! included, keys Postgres finds equal (0.0 and -0.0) load as one row, and
+//! tombstones delete their rows (`delete_on_tombstone`).
 
 mod common;
 mod sink_common;
@@ -544,6 +545,7 @@ async fn offset_guard_rejects_a_second_writer() {
         &[TableRows {
             table: 0,
             rows: vec![&r1],
+            deletes: Vec::new(),
         }],
         &upd(None, 10),
     )
@@ -555,6 +557,7 @@ async fn offset_guard_rejects_a_second_writer() {
             &[TableRows {
                 table: 0,
                 rows: vec![&r2],
+                deletes: Vec::new(),
             }],
             &upd(None, 10),
         )
@@ -568,6 +571,7 @@ async fn offset_guard_rejects_a_second_writer() {
         &[TableRows {
             table: 0,
             rows: vec![&r2],
+            deletes: Vec::new(),
         }],
         &upd(Some(10), 20),
     )
@@ -579,6 +583,7 @@ async fn offset_guard_rejects_a_second_writer() {
             &[TableRows {
                 table: 0,
                 rows: vec![&r3],
+                deletes: Vec::new(),
             }],
             &upd(Some(10), 20),
         )
@@ -709,6 +714,84 @@ fn zero_and_negative_zero_keys_are_one_row() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(rows, vec![(0.0, 2), (1.5, 3)], "the last record per key wins");
+    sink.terminate();
+    cleanup(&mut pg, &n);
+}
+
+/// `delete_on_tombstone`: a record with a key and no value deletes the row
+/// of that key (the JDBC sink's `delete.enabled`), the last record per key
+/// winning within a batch; a tombstone for a key without a row changes
+/// nothing; one without a key goes to the dead-letter topic.
+#[test]
+fn tombstones_delete_their_rows_and_the_last_record_per_key_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("sink_tomb", 1);
+    let table = format!(
+        "  - topic: {}\n    table: {}.lots\n    key: [code]\n    auto_create: true\n    delete_on_tombstone: true\n    \
+         columns:\n      code: {{ field: CODE, type: \"varchar(20)\" }}\n      name: {{ field: NAME, type: text }}\n",
+        n.topic, n.id
+    );
+    let cfg = write_config(dir.path(), &n.id, &n.dlq, "linger: 2s\n", &[table]);
+    let p = common::producer();
+    let now = chrono::Utc::now().timestamp_millis();
+    let row = |code: &str, name: &str| format!(r#"{{"CODE":"{code}","NAME":"{name}"}}"#);
+    // One batch (all in the topic before the sink starts): `e` written then
+    // deleted, `f` deleted then written again, `b` deleted.
+    let first: Vec<(&str, Option<String>)> = vec![
+        ("a", Some(row("a", "A"))),
+        ("b", Some(row("b", "B"))),
+        ("c", Some(row("c", "C"))),
+        ("e", Some(row("e", "E"))),
+        ("f", Some(row("f", "F"))),
+        ("b", None),
+        ("e", None),
+        ("f", None),
+        ("f", Some(row("f", "F2"))),
+    ];
+    for (i, (key, value)) in first.iter().enumerate() {
+        common::produce(
+            &p,
+            &n.topic,
+            0,
+            now + i as i64,
+            Some(key.as_bytes()),
+            value.as_deref().map(str::as_bytes),
+        );
+    }
+    common::flush(&p);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let sink = start_sink(&cfg, &["--metrics-addr", &addr]);
+    let mut pg = Pg::connect();
+    let rows = |pg: &mut Pg| -> Vec<(String, String)> {
+        pg.query(&format!("SELECT code, name FROM {}.lots ORDER BY code", n.id))
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    };
+    wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
+    assert_eq!(rows(&mut pg), pairs(&[("a", "A"), ("c", "C"), ("f", "F2")]));
+
+    // Later batches: `c` deleted, `x` never had a row, a keyless tombstone.
+    common::produce(&p, &n.topic, 0, now + 20, Some(b"c"), None);
+    common::produce(&p, &n.topic, 0, now + 21, Some(b"x"), None);
+    common::produce(&p, &n.topic, 0, now + 22, None, None);
+    common::flush(&p);
+    wait_caught_up(&mut pg, &n.id, &n.topic, 1, T);
+    assert_eq!(rows(&mut pg), pairs(&[("a", "A"), ("f", "F2")]));
+    let dlq = common::consume_until(&n.dlq, T, Duration::from_secs(2), |r| !r.is_empty());
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(
+        dlq[0].headers["weir.error"].contains("tombstone without a key"),
+        "{dlq:?}"
+    );
+    sink.assert_running();
+    // b and e in the first batch, c and x later: tombstones applied.
+    let text = common::http_get(&addr, "/metrics");
+    let deleted = common::metrics::metric(&text, "weir_sink_rows_deleted_total", "").unwrap_or(0.0);
+    assert_eq!(deleted, 4.0, "{text}");
     sink.terminate();
     cleanup(&mut pg, &n);
 }

@@ -2,11 +2,11 @@
 //! table, the records that cannot be mapped, and when each table's batch
 //! is due (`batch_size`, `linger`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::config::TableConfig;
-use super::mapping::RecordMapping;
+use super::mapping::{Mapped, RecordMapping};
 use super::row::Value;
 
 /// A consumed record kept until its batch is written.
@@ -33,6 +33,9 @@ pub(super) struct Batch {
     pub(super) records: Vec<SourceRecord>,
     /// Per table: (record index, mapped row).
     pub(super) rows: Vec<Vec<(usize, Vec<Value>)>>,
+    /// Per table: the record indexes in `rows` that are tombstones, whose
+    /// rows are deleted rather than written.
+    pub(super) deletes: Vec<HashSet<usize>>,
     pub(super) rejected: Vec<Rejected>,
     /// Per table: records counted towards its `batch_size`, and when its
     /// first record arrived (for `linger`).
@@ -47,6 +50,7 @@ impl Batch {
         Self {
             records: Vec::new(),
             rows: (0..tables).map(|_| Vec::new()).collect(),
+            deletes: (0..tables).map(|_| HashSet::new()).collect(),
             rejected: Vec::new(),
             counts: vec![0; tables],
             first: vec![None; tables],
@@ -69,8 +73,12 @@ impl Batch {
         let idx = self.records.len();
         let now = Instant::now();
         for &t in tables {
-            match mappings[t].map_payload(rec.payload.as_deref()) {
-                Ok(row) => self.rows[t].push((idx, row)),
+            match mappings[t].map_record(rec.key.as_deref(), rec.payload.as_deref()) {
+                Ok(Mapped::Row(row)) => self.rows[t].push((idx, row)),
+                Ok(Mapped::Delete(row)) => {
+                    self.rows[t].push((idx, row));
+                    self.deletes[t].insert(idx);
+                }
                 Err(e) => self.rejected.push(Rejected {
                     record: idx,
                     table: t,

@@ -331,6 +331,33 @@ fn check_table(
             Some(v.to_string())
         }
     });
+    let delete_on_tombstone = match &t.delete_on_tombstone {
+        Some(d) if d.value => {
+            if mode != Mode::Upsert {
+                errs.push(
+                    Diagnostic::at(
+                        d,
+                        "`delete_on_tombstone` needs `mode: upsert` (a row per key to delete)",
+                    )
+                    .with_hint("remove it, or load the topic with `mode: upsert` and a `key:`"),
+                );
+            } else if key.len() > 1 {
+                errs.push(
+                    Diagnostic::at(
+                        d,
+                        format!(
+                            "`delete_on_tombstone` needs one key column: a tombstone's record key is the value of \
+                             that column, but the key is ({})",
+                            key.join(", ")
+                        ),
+                    )
+                    .with_hint("key the topic by one column, or leave tombstones to the dead-letter topic"),
+                );
+            }
+            true
+        }
+        _ => false,
+    };
     // Key columns are never NULL.
     for c in &mut columns {
         if key.contains(&c.name) {
@@ -347,6 +374,7 @@ fn check_table(
         key,
         auto_create: t.auto_create,
         id_column,
+        delete_on_tombstone,
         batch_size,
         linger,
         columns,
@@ -540,6 +568,34 @@ tables:
         );
         let d = SinkConfig::parse(text).unwrap_err();
         assert_eq!(d[0].hint.as_deref(), Some("did you mean `region_code`?"));
+    }
+
+    #[test]
+    fn delete_on_tombstone_needs_upsert_and_one_key_column() {
+        let table = |mode: &str, key: &str| {
+            format!(
+                "name: s\ndead_letter: d\ntables:\n  - topic: t\n    table: x\n    mode: {mode}\n    key: {key}\n    \
+                 delete_on_tombstone: true\n    columns:\n      a: {{ field: a, type: text }}\n      b: {{ field: b, type: text }}\n"
+            )
+        };
+        let ok = SinkConfig::parse(&table("upsert", "[a]")).unwrap();
+        assert!(ok.tables[0].delete_on_tombstone);
+        let errs = errors(&table("insert", "[a]"));
+        assert!(
+            errs.iter()
+                .any(|(l, c, m)| *l == 8 && *c == 26 && m.contains("needs `mode: upsert`")),
+            "{errs:?}"
+        );
+        let errs = errors(&table("upsert", "[a, b]"));
+        assert!(
+            errs.iter()
+                .any(|(l, _, m)| *l == 8 && m.contains("needs one key column") && m.contains("(a, b)")),
+            "{errs:?}"
+        );
+        // Off unless asked.
+        let off =
+            SinkConfig::parse(&table("upsert", "[a]").replace("delete_on_tombstone: true", "batch_size: 10")).unwrap();
+        assert!(!off.tables[0].delete_on_tombstone);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub(crate) struct TableConfig {
     pub(crate) key: Vec<String>,
     pub(crate) auto_create: bool,
     pub(crate) id_column: Option<String>,
+    /// A tombstone deletes the row of its key (see `spec::TableSpec`).
+    pub(crate) delete_on_tombstone: bool,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
     pub(crate) columns: Vec<ColumnConfig>,

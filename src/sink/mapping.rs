@@ -53,6 +53,19 @@ pub struct RecordMapping {
     pub(crate) fields: Vec<FieldMapping>,
     /// Indexes into `fields`.
     pub(crate) key: Vec<usize>,
+    /// A tombstone deletes its key's row (`delete_on_tombstone`).
+    pub(crate) delete_on_tombstone: bool,
+}
+
+/// What a record becomes in a table.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Mapped {
+    /// A row to write.
+    Row(Vec<Value>),
+    /// A tombstone: the row of this key goes. Only the key column is set
+    /// (the rest NULL), so that a batch deduplicates rows and deletes by
+    /// the same key, the last record winning.
+    Delete(Vec<Value>),
 }
 
 /// Why a record could not be mapped (goes to the dead-letter topic).
@@ -60,6 +73,8 @@ pub struct RecordMapping {
 pub enum MapError {
     #[error("record has no value")]
     NoValue,
+    #[error("tombstone without a key: no row to delete")]
+    TombstoneWithoutKey,
     #[error("value is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("value is not a JSON object")]
@@ -116,7 +131,44 @@ impl RecordMapping {
             .iter()
             .filter_map(|k| fields.iter().position(|f| f.column == *k))
             .collect();
-        RecordMapping { fields, key }
+        RecordMapping {
+            fields,
+            key,
+            delete_on_tombstone: table.delete_on_tombstone,
+        }
+    }
+
+    /// Map a record: its value to a row, or a tombstone (no value) to the
+    /// delete of its key's row when the table deletes on tombstones.
+    pub(crate) fn map_record(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Mapped, MapError> {
+        match payload {
+            None if self.delete_on_tombstone => self.tombstone(key).map(Mapped::Delete),
+            _ => self.map_payload(payload).map(Mapped::Row),
+        }
+    }
+
+    /// The record key as the value of the (one) key column, read as that
+    /// column reads its field from a record value: the topic is keyed by
+    /// that column's value.
+    fn tombstone(&self, key: Option<&[u8]>) -> Result<Vec<Value>, MapError> {
+        let key = key.ok_or(MapError::TombstoneWithoutKey)?;
+        let [k] = self.key[..] else {
+            return Err(MapError::NoValue);
+        };
+        let f = &self.fields[k];
+        let invalid = |reason: String| MapError::Invalid {
+            column: f.column.clone(),
+            field: "(the record key)".into(),
+            reason,
+        };
+        let text = std::str::from_utf8(key).map_err(|_| invalid("the record key is not UTF-8".into()))?;
+        let value = convert(Some(&serde_json::Value::String(text.to_string())), &f.kind).map_err(invalid)?;
+        if value == Value::Null {
+            return Err(MapError::TombstoneWithoutKey);
+        }
+        let mut row = vec![Value::Null; self.fields.len()];
+        row[k] = value;
+        Ok(row)
     }
 
     /// Map a raw record value.
@@ -476,7 +528,57 @@ mod tests {
                 },
             ],
             key: vec![0, 1],
+            delete_on_tombstone: false,
         }
+    }
+
+    /// A lot table keyed by an integer code, deleting on tombstones.
+    fn lots() -> RecordMapping {
+        RecordMapping {
+            fields: vec![
+                FieldMapping {
+                    column: "name".into(),
+                    field: "NAME".into(),
+                    kind: Kind::Text,
+                    not_null: false,
+                    max_chars: None,
+                },
+                FieldMapping {
+                    column: "code".into(),
+                    field: "CODE".into(),
+                    kind: Kind::Integer(64),
+                    not_null: true,
+                    max_chars: None,
+                },
+            ],
+            key: vec![1],
+            delete_on_tombstone: true,
+        }
+    }
+
+    #[test]
+    fn a_tombstone_is_the_delete_of_its_keys_row_read_like_the_key_field() {
+        let m = lots();
+        assert_eq!(
+            m.map_record(Some(b"1587410"), None),
+            Ok(Mapped::Delete(vec![Value::Null, Value::Int(1587410)]))
+        );
+        // A value is a row, as without tombstones.
+        assert_eq!(
+            m.map_record(Some(b"7"), Some(br#"{"NAME":"a","CODE":"7"}"#)),
+            Ok(Mapped::Row(vec![Value::Text("a".into()), Value::Int(7)]))
+        );
+        assert_eq!(m.map_record(None, None), Err(MapError::TombstoneWithoutKey));
+        assert!(matches!(
+            m.map_record(Some(b"abc"), None),
+            Err(MapError::Invalid { ref field, .. }) if field == "(the record key)"
+        ));
+        assert!(matches!(
+            m.map_record(Some(&[0xff, 0xfe]), None),
+            Err(MapError::Invalid { .. })
+        ));
+        // Without delete_on_tombstone a tombstone is a record without a value.
+        assert_eq!(mapping().map_record(Some(b"k"), None), Err(MapError::NoValue));
     }
 
     #[test]

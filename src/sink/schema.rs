@@ -11,7 +11,7 @@ use tokio_postgres::Transaction;
 use super::config::{ColumnSource, ColumnType, Mode, SinkConfig, TableConfig};
 use super::error::{classify, WriteError};
 use super::mapping::{DbColumnFacts, RecordMapping};
-use super::sql::{create_offsets_sql, create_table_sql, insert_sql, quote_ident, RowSource};
+use super::sql::{create_offsets_sql, create_table_sql, delete_sql, insert_sql, quote_ident, RowSource};
 
 /// A key for `pg_advisory_xact_lock` around DDL, so instances starting
 /// together do not race on `CREATE … IF NOT EXISTS`.
@@ -111,6 +111,8 @@ pub(crate) struct TablePlan {
     pub(crate) unnest_sql: String,
     /// One row: `INSERT … SELECT $1::t, … ON CONFLICT …`.
     pub(crate) single_sql: String,
+    /// `DELETE … WHERE key = ANY($1)`, with `delete_on_tombstone`.
+    pub(crate) delete_sql: Option<String>,
 }
 
 /// One column as found in the database.
@@ -238,11 +240,17 @@ async fn plan_table(client: &Transaction<'_>, table: &TableConfig) -> Result<Tab
             problems.join("; ")
         )));
     }
+    let mapping = RecordMapping::new(table, &facts);
+    let delete = match (table.delete_on_tombstone, &mapping.key[..]) {
+        (true, &[k]) => Some(delete_sql(table, &sql_types[k])),
+        _ => None,
+    };
     Ok(TablePlan {
         unnest_sql: insert_sql(table, &sql_types, RowSource::Unnest),
         single_sql: insert_sql(table, &sql_types, RowSource::Single),
+        delete_sql: delete,
         config: table.clone(),
-        mapping: RecordMapping::new(table, &facts),
+        mapping,
         db_types,
     })
 }

@@ -78,6 +78,10 @@ pub(crate) struct TableSpec {
     /// name; the key columns then get a UNIQUE constraint.
     #[serde(default)]
     pub(crate) id_column: Option<Str>,
+    /// A tombstone (a record with a key and no value) deletes the row whose
+    /// key column equals the record key (`mode: upsert`, one key column).
+    #[serde(default)]
+    pub(crate) delete_on_tombstone: Option<Spanned<bool>>,
     #[serde(default)]
     pub(crate) batch_size: Option<Spanned<u64>>,
     #[serde(default)]

@@ -33,6 +33,16 @@ pub(crate) enum RowSource {
 }
 
 /// `INSERT … ON CONFLICT` for a table (pure, unit tested).
+/// `DELETE` of the rows whose (one) key column is in `$1`, an array of
+/// `key_type` (`delete_on_tombstone`).
+pub(crate) fn delete_sql(table: &TableConfig, key_type: &str) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = ANY($1::{key_type}[])",
+        table.table.sql(),
+        quote_ident(&table.key[0])
+    )
+}
+
 pub(crate) fn insert_sql(table: &TableConfig, sql_types: &[String], source: RowSource) -> String {
     let field_cols: Vec<&str> = table.field_columns().map(|c| c.name.as_str()).collect();
     let now_cols: Vec<(&str, NowMode, String)> = table

@@ -127,10 +127,13 @@ impl SinkTask {
         // Every series from the start (at 0), so dashboards and alerts see
         // "no retries yet" rather than no data.
         metrics::counter!("weir_sink_retries_total", "sink" => cfg.name.clone()).increment(0);
-        for t in &table_names {
+        for (t, table) in table_names.iter().zip(&cfg.tables) {
             let labels = [("sink", cfg.name.clone()), ("table", t.clone())];
             metrics::counter!("weir_sink_rows_upserted_total", &labels).increment(0);
             metrics::counter!("weir_sink_dlq_records_total", &labels).increment(0);
+            if table.delete_on_tombstone {
+                metrics::counter!("weir_sink_rows_deleted_total", &labels).increment(0);
+            }
         }
         Ok(SinkTask {
             cfg,
@@ -354,34 +357,37 @@ impl SinkTask {
         if !batch.rejected.is_empty() {
             self.dead_letters.send(&batch.records, &batch.rejected)?;
         }
-        let mut rows = self.rows_to_write(&batch);
+        let (mut rows, deletes) = self.rows_to_write(&batch);
         let offsets = self.offset_updates(&batch);
-        match self.write_until_committed(&batch.records, &mut rows, &offsets)? {
+        match self.write_until_committed(&batch.records, &mut rows, &deletes, &offsets)? {
             Outcome::Committed => {
                 self.committed(&offsets);
-                self.record_written(&batch, &rows, started);
+                self.record_written(&batch, &rows, &deletes, started);
             }
             Outcome::Resynced => {}
         }
         Ok(())
     }
 
-    /// Per table, the rows to write (with their record indexes): for
-    /// `upsert` the last row per key, since one statement must not update
-    /// a row twice (SQLSTATE 21000) and the last update must win.
-    fn rows_to_write<'b>(&self, batch: &'b Batch) -> Vec<Rows<'b>> {
+    /// Per table, the rows to write and the rows to delete (with their
+    /// record indexes): for `upsert` the last record per key, since one
+    /// statement must not update a row twice (SQLSTATE 21000) and the last
+    /// update must win, a tombstone too (a row written then deleted in one
+    /// batch is deleted; deleted then written, written).
+    fn rows_to_write<'b>(&self, batch: &'b Batch) -> (Vec<Rows<'b>>, Vec<Rows<'b>>) {
         batch
             .rows
             .iter()
             .enumerate()
             .map(|(t, table_rows)| {
                 let items: Rows<'b> = table_rows.iter().map(|(i, r)| (*i, r.as_slice())).collect();
-                match self.cfg.tables[t].mode {
+                let last = match self.cfg.tables[t].mode {
                     Mode::Upsert => dedup_last(items, |(_, r)| self.mappings[t].key_of(r)),
                     Mode::Insert => items,
-                }
+                };
+                last.into_iter().partition(|(i, _)| !batch.deletes[t].contains(i))
             })
-            .collect()
+            .unzip()
     }
 
     /// Each partition's new position after the batch, with the position
@@ -408,12 +414,13 @@ impl SinkTask {
         &mut self,
         records: &[SourceRecord],
         rows: &mut [Rows<'_>],
+        deletes: &[Rows<'_>],
         offsets: &[OffsetUpdate],
     ) -> Result<Outcome, SinkError> {
         let sink = self.sink();
         let mut backoff = super::retry_backoff();
         'write: loop {
-            match self.write(rows, offsets) {
+            match self.write(rows, deletes, offsets) {
                 Ok(()) => {
                     crate::health::global().set_postgres(true);
                     return Ok(Outcome::Committed);
@@ -467,13 +474,15 @@ impl SinkTask {
     }
 
     /// One attempt at writing the batch.
-    fn write(&self, rows: &[Rows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
+    fn write(&self, rows: &[Rows<'_>], deletes: &[Rows<'_>], offsets: &[OffsetUpdate]) -> Result<(), WriteError> {
         let tables: Vec<TableRows<'_>> = rows
             .iter()
+            .zip(deletes)
             .enumerate()
-            .map(|(t, r)| TableRows {
+            .map(|(t, (r, d))| TableRows {
                 table: t,
                 rows: r.iter().map(|(_, row)| *row).collect(),
+                deletes: d.iter().map(|(_, row)| *row).collect(),
             })
             .collect();
         let mut w = lock(&self.writer);
@@ -556,12 +565,18 @@ impl SinkTask {
         }
     }
 
-    fn record_written(&self, batch: &Batch, rows: &[Rows<'_>], started: Instant) {
+    fn record_written(&self, batch: &Batch, rows: &[Rows<'_>], deletes: &[Rows<'_>], started: Instant) {
         let sink = self.sink();
         for (t, r) in rows.iter().enumerate() {
             if !r.is_empty() {
                 metrics::counter!("weir_sink_rows_upserted_total", "sink" => sink.clone(), "table" => self.table_names[t].clone())
                     .increment(r.len() as u64);
+            }
+        }
+        for (t, d) in deletes.iter().enumerate() {
+            if !d.is_empty() {
+                metrics::counter!("weir_sink_rows_deleted_total", "sink" => sink.clone(), "table" => self.table_names[t].clone())
+                    .increment(d.len() as u64);
             }
         }
         metrics::histogram!("weir_sink_batch_duration_seconds", "sink" => sink.clone())

@@ -122,6 +122,9 @@ pub struct OffsetUpdate {
 pub struct TableRows<'a> {
     pub table: usize,
     pub rows: Vec<&'a [Value]>,
+    /// Rows whose key's row is deleted (tombstones, `delete_on_tombstone`):
+    /// only their key column is read. No key may be in both lists.
+    pub deletes: Vec<&'a [Value]>,
 }
 
 /// Prepared statements of one connection.
@@ -129,6 +132,7 @@ struct Session {
     client: Client,
     unnest: Vec<Statement>,
     single: Vec<Statement>,
+    delete: Vec<Option<Statement>>,
     update_offsets: Statement,
     insert_offsets: Statement,
     read_offsets: Statement,
@@ -247,9 +251,14 @@ impl Writer {
         let ctx = "preparing statements";
         let mut unnest = Vec::new();
         let mut single = Vec::new();
+        let mut delete = Vec::new();
         for t in &self.tables {
             unnest.push(client.prepare(&t.unnest_sql).await.map_err(|e| classify(ctx, e))?);
             single.push(client.prepare(&t.single_sql).await.map_err(|e| classify(ctx, e))?);
+            delete.push(match &t.delete_sql {
+                Some(sql) => Some(client.prepare(sql).await.map_err(|e| classify(ctx, e))?),
+                None => None,
+            });
         }
         let prepare = |sql: String| {
             let client = &client;
@@ -262,6 +271,7 @@ impl Writer {
             client,
             unnest,
             single,
+            delete,
             update_offsets,
             insert_offsets,
             read_offsets,
@@ -377,7 +387,7 @@ impl Writer {
         }
 
         for tr in batch {
-            if tr.rows.is_empty() {
+            if tr.rows.is_empty() && tr.deletes.is_empty() {
                 continue;
             }
             let plan = &tables[tr.table];
@@ -392,6 +402,23 @@ impl Writer {
                     classify(&format!("writing {}", plan.config.table), e)
                 }
             };
+            if !tr.deletes.is_empty() {
+                // The one key column of each tombstone's row, as one array.
+                let (Some(stmt), &[k]) = (&s.delete[tr.table], &plan.mapping.key[..]) else {
+                    return Err(WriteError::Fatal(format!(
+                        "table {}: tombstones to delete, but the table does not delete on tombstones",
+                        plan.config.table
+                    )));
+                };
+                let keys: Vec<&[Value]> = tr.deletes.iter().map(|row| &row[k..=k]).collect();
+                let arrays = build_arrays(&keys, &plan.db_types[k..=k])
+                    .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
+                let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_param).collect();
+                tx.execute(stmt, &params).await.map_err(data_err)?;
+            }
+            if tr.rows.is_empty() {
+                continue;
+            }
             let arrays = build_arrays(&tr.rows, &plan.db_types)
                 .map_err(|m| WriteError::Fatal(format!("table {}: {m}", plan.config.table)))?;
             let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_param).collect();
