@@ -719,10 +719,15 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     });
     let lot_keys = sum(&m, "weir_store_estimated_keys", |l| l["store"] == "latest-per-lot");
     let lot_codes: BTreeSet<String> = inputs.iter().filter_map(|i| i.key.clone()).collect();
+    // RocksDB's estimate counts every version of a key still in a memtable
+    // (a lot rewritten at each of several commits counts several times:
+    // 1,151 for 501 lots once on a loaded machine), never more than the
+    // records the table took (a size in bytes would exceed that).
     assert!(
-        lot_keys >= 1.0 && lot_keys <= (lot_codes.len() + sentinel_count) as f64 * 2.0,
-        "estimated lot keys {lot_keys} for {} lots",
-        lot_codes.len()
+        lot_keys >= 1.0 && lot_keys <= (inputs.len() + sentinel_count) as f64,
+        "estimated lot keys {lot_keys} for {} lots, {} records",
+        lot_codes.len(),
+        inputs.len()
     );
     assert!(sum(&m, "weir_store_memtable_bytes", |_| true) > 0.0);
     assert_eq!(sum(&m, "weir_tasks_restoring", |_| true), 0.0);
