@@ -42,6 +42,9 @@ pub(crate) struct Record {
     /// `topology/compile/project.rs`): the rest of the record, for writing
     /// it whole.
     pub raw: Option<Arc<[u8]>>,
+    /// A key a table with `ttl` forgot: written as the key with no value.
+    /// Only a to-topic node follows such a table (checked at compile).
+    pub tombstone: bool,
 }
 
 impl Record {
@@ -146,6 +149,9 @@ pub struct Task {
     /// Per table node with `emit: on_commit`: the newest accepted record of
     /// each key since the last [`Task::emit_cached`] (see `table`).
     table_cache: Vec<TableCache>,
+    /// Per table node with `ttl`: its keys by last update, loaded from the
+    /// store when first needed (see `table`).
+    ttl_index: Vec<Option<table::TtlIndex>>,
 }
 
 /// Records a table holds back until the commit, by key bytes, in the order
@@ -165,6 +171,7 @@ pub(crate) struct Ctx<'a, 'o> {
     /// windows closes (see `Task::close_windows`).
     pub next_close: &'a mut [i64],
     pub table_cache: &'a mut [TableCache],
+    pub ttl_index: &'a mut [Option<table::TtlIndex>],
 }
 
 impl Task {
@@ -191,6 +198,7 @@ impl Task {
             stats: TaskStats::default(),
             next_close: vec![i64::MIN; topo.nodes.len()],
             table_cache: (0..topo.nodes.len()).map(|_| TableCache::default()).collect(),
+            ttl_index: (0..topo.nodes.len()).map(|_| None).collect(),
         })
     }
 
@@ -270,17 +278,23 @@ impl Task {
             origin,
             next_close: &mut self.next_close,
             table_cache: &mut self.table_cache,
+            ttl_index: &mut self.ttl_index,
         }
     }
 
+    /// Close the windows and forget the table keys that stream time has
+    /// passed the end (grace included) or the `ttl` of.
     fn close_windows(&mut self, topo: &Topology, out: &mut Vec<Output>) -> Result<(), ProcessError> {
         let sub = &topo.subtopologies[self.subtopology];
         for &id in &sub.nodes {
-            if let NodeKind::Window(w) = &topo.nodes[id].kind {
-                if self.stream_time < self.next_close[id] {
-                    continue;
+            match &topo.nodes[id].kind {
+                NodeKind::Window(w) if self.stream_time >= self.next_close[id] => {
+                    window::close(&mut self.ctx(topo, out, None), id, w)?
                 }
-                window::close(&mut self.ctx(topo, out, None), id, w)?;
+                NodeKind::Table(t) if t.ttl_ms.is_some() && self.stream_time >= self.next_close[id] => {
+                    table::expire(&mut self.ctx(topo, out, None), id, t)?
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -462,6 +476,7 @@ impl Ctx<'_, '_> {
                     value,
                     timestamp,
                     raw,
+                    tombstone,
                 } = rec;
                 let Value::Map(map) = value else {
                     unreachable!("checked above")
@@ -482,6 +497,7 @@ impl Ctx<'_, '_> {
                     value: Value::Map(Map { map: Arc::new(fields) }),
                     timestamp,
                     raw,
+                    tombstone,
                 };
                 self.forward(id, out)
             }
@@ -498,6 +514,8 @@ impl Ctx<'_, '_> {
     fn write_to_topic(&mut self, id: NodeId, s: &ToTopic, rec: &Record) {
         let key = match &s.key {
             ToTopicKey::Record => key_bytes(&rec.key),
+            // A tombstone's node is a table with `ttl`, which has no `to.key`.
+            _ if rec.tombstone => key_bytes(&rec.key),
             ToTopicKey::Expr(e) => match e.eval(&self.input(rec)) {
                 Ok(v) => key_bytes(&v),
                 Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
@@ -514,6 +532,7 @@ impl Ctx<'_, '_> {
             }
         };
         let value = match (&s.fields, &rec.value) {
+            _ if rec.tombstone => None,
             (Some(fields), cel::Value::Map(m)) => {
                 // Only the named fields: look them up rather than copy the
                 // whole record and drop the rest.
@@ -524,9 +543,9 @@ impl Ctx<'_, '_> {
                         m.map.get(&k).map(|v| (k, v.clone()))
                     })
                     .collect();
-                codec::json_bytes(&Value::Map(Map { map: Arc::new(kept) }))
+                Some(codec::json_bytes(&Value::Map(Map { map: Arc::new(kept) })))
             }
-            _ => codec::json_bytes(&rec.full_value()),
+            _ => Some(codec::json_bytes(&rec.full_value())),
         };
         if !s.internal {
             self.stats.emitted += 1;
@@ -539,7 +558,7 @@ impl Ctx<'_, '_> {
             },
             topic: s.topic.clone(),
             key,
-            value: Some(value),
+            value,
             timestamp: rec.timestamp,
             headers: Vec::new(),
         });

@@ -73,6 +73,7 @@ pub(super) fn decode(source: &SourceNode, o: &Origin<'_>, now_ms: i64) -> Result
         value,
         timestamp,
         raw,
+        tombstone: false,
     })
 }
 

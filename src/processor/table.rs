@@ -15,13 +15,32 @@
 //! and timestamp): the values themselves go downstream, usually to a topic
 //! compacted by the same key, so storing them again would double the state
 //! and the changelog for nothing.
+//!
+//! With `ttl`, a key whose last accepted record is `ttl` or more behind
+//! stream time is forgotten: deleted from the store (a tombstone in its
+//! changelog) and sent on as a tombstone (its key, no value) stamped with
+//! the moment it expired, `last update + ttl`. Stream time, not the wall
+//! clock, so a replay forgets the same keys at the same records. The keys
+//! by last update are held in memory ([`TtlIndex`]), read from the store
+//! when first needed (after a restore, too), so a table with `ttl` costs
+//! memory in proportion to its keys.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cel::Value;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Scalar;
 use super::{Ctx, ProcessError, Record};
-use crate::state::{decode, encode, Store};
+use crate::state::{decode, encode, key_after, Store};
 use crate::topology::{NodeId, TableEmitSpec, TableNode};
+
+/// A table's keys by last update: (record timestamp, key).
+pub(crate) type TtlIndex = BTreeSet<(i64, Vec<u8>)>;
+
+/// Entries read at a time when loading a [`TtlIndex`] from the store.
+const LOAD_CHUNK: usize = 1024;
 
 /// Keys held back per table and task (`emit: on_commit`) before they are
 /// sent on without waiting for the commit.
@@ -49,8 +68,10 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         },
     };
     let store_name = &ctx.topo.stores[t.store].name;
+    let mut previous = None;
     if let Some(bytes) = ctx.store(t.store)?.get(&key)? {
         let old: Entry = decode(store_name, &bytes)?;
+        previous = Some(old.timestamp);
         match order.compare(&old.order) {
             Ok(std::cmp::Ordering::Less) => {
                 ctx.stats.dropped_stale += 1;
@@ -67,6 +88,15 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         order,
         timestamp: rec.timestamp,
     };
+    if let Some(ttl) = t.ttl_ms {
+        if let Some(index) = &mut ctx.ttl_index[id] {
+            if let Some(old) = previous {
+                index.remove(&(old, key.clone()));
+            }
+            index.insert((rec.timestamp, key.clone()));
+        }
+        ctx.next_close[id] = ctx.next_close[id].min(rec.timestamp.saturating_add(ttl));
+    }
     match t.emit {
         TableEmitSpec::OnUpdate => {
             ctx.store(t.store)?.put(key, encode(&entry));
@@ -80,6 +110,74 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
                 emit(ctx, id)?;
             }
             Ok(())
+        }
+    }
+}
+
+/// Forget the keys of table `id` (with `ttl`) whose last update is `ttl`
+/// or more behind stream time, oldest first.
+pub(crate) fn expire(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode) -> Result<(), ProcessError> {
+    let Some(ttl) = t.ttl_ms else {
+        return Ok(());
+    };
+    if ctx.ttl_index[id].is_none() {
+        ctx.ttl_index[id] = Some(load_index(ctx, t)?);
+    }
+    let horizon = ctx.stream_time.saturating_sub(ttl);
+    while let Some((updated, key)) = ctx.ttl_index[id].as_mut().and_then(|index| {
+        let &(updated, _) = index.first()?;
+        (updated <= horizon).then(|| index.pop_first()).flatten()
+    }) {
+        ctx.store(t.store)?.delete(key.clone());
+        let tombstone = Record {
+            key: Value::Bytes(Arc::new(key.clone())),
+            value: Value::Null,
+            timestamp: updated.saturating_add(ttl),
+            raw: None,
+            tombstone: true,
+        };
+        match t.emit {
+            TableEmitSpec::OnUpdate => ctx.forward(id, tombstone)?,
+            TableEmitSpec::OnCommit => {
+                let cache = &mut ctx.table_cache[id];
+                cache.insert(key, tombstone);
+                if cache.len() >= CACHE_MAX_KEYS {
+                    emit(ctx, id)?;
+                }
+            }
+        }
+    }
+    ctx.next_close[id] = ctx.ttl_index[id]
+        .as_ref()
+        .and_then(|index| index.first())
+        .map_or(i64::MAX, |(updated, _)| updated.saturating_add(ttl));
+    Ok(())
+}
+
+/// Every key of the table's store with its last update, read a chunk at a
+/// time (unflushed writes included). A range needs an upper bound: `0xff`
+/// is above every text key (see [`super::key_bytes`]); a raw bytes key at
+/// or above it starts a further range of its own.
+fn load_index(ctx: &mut Ctx<'_, '_>, t: &TableNode) -> Result<TtlIndex, ProcessError> {
+    let name = ctx.topo.stores[t.store].name.clone();
+    let mut index = TtlIndex::new();
+    let mut from = Vec::new();
+    let mut to = vec![0xff];
+    loop {
+        let chunk = ctx.store(t.store)?.range(&from, &to, LOAD_CHUNK)?;
+        for (key, bytes) in &chunk {
+            let entry: Entry = decode(&name, bytes)?;
+            index.insert((entry.timestamp, key.clone()));
+        }
+        match chunk.last() {
+            Some((last, _)) if chunk.len() == LOAD_CHUNK => from = key_after(last),
+            _ => match ctx.store(t.store)?.first_key(&to)? {
+                Some(key) => {
+                    to = key.iter().copied().chain([0xff]).collect();
+                    from = key;
+                }
+                None => return Ok(index),
+            },
         }
     }
 }

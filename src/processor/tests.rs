@@ -325,6 +325,149 @@ steps:
     assert_eq!(task.stats.dropped_stale, 2);
 }
 
+/// Feed one record with key `k` and JSON value `v` at timestamp `ts`;
+/// returns (key, value or None for a tombstone, timestamp) of the outputs.
+fn at(task: &mut Task, topo: &Topology, ts: i64, k: &str, v: &str) -> Vec<(String, Option<serde_json::Value>, i64)> {
+    let origin = Origin {
+        topic: "in",
+        partition: 0,
+        offset: 0,
+        timestamp: ts,
+        key: Some(k.as_bytes()),
+        value: Some(v.as_bytes()),
+    };
+    let mut out = Vec::new();
+    task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
+    records(out)
+}
+
+fn records(out: Vec<Output>) -> Vec<(String, Option<serde_json::Value>, i64)> {
+    out.into_iter()
+        .map(|o| {
+            let v = o.value.map(|v| serde_json::from_slice(&v).unwrap());
+            (String::from_utf8(o.key.unwrap()).unwrap(), v, o.timestamp)
+        })
+        .collect()
+}
+
+fn ttl_table(emit: &str) -> Topology {
+    Topology::parse(&format!(
+        r#"
+application_id: t
+sources: {{ s: {{ topic: in }} }}
+steps:
+  - name: latest
+    table: {{ key: key, ttl: 10s, emit: {emit} }}
+    to: {{ topic: out }}
+"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_table_forgets_a_key_not_updated_for_its_ttl_at_the_exact_millisecond() {
+    let t = ttl_table("on_update");
+    let mut task = Task::in_memory(&t, 0, 0);
+    assert_eq!(at(&mut task, &t, 0, "a", r#"{"x":1}"#).len(), 1);
+    assert_eq!(at(&mut task, &t, 5_000, "b", r#"{"x":2}"#).len(), 1);
+    // One millisecond short of a's ttl: nothing is forgotten.
+    assert_eq!(at(&mut task, &t, 9_999, "c", r#"{"x":3}"#).len(), 1);
+    // Stream time reaches a's last update + ttl: a's tombstone, stamped
+    // with that moment, after the record that moved stream time.
+    let out = at(&mut task, &t, 10_000, "c", r#"{"x":4}"#);
+    assert_eq!(out[1], ("a".to_string(), None, 10_000), "{out:?}");
+    assert_eq!(out.len(), 2, "{out:?}");
+    // b updated at 12 s lives on from there; c expires at 20 s (its last
+    // update was 10 s), b at 22 s.
+    assert_eq!(at(&mut task, &t, 12_000, "b", r#"{"x":5}"#).len(), 1);
+    let mut out = Vec::new();
+    task.advance_stream_time(&t, 21_000, &mut out).unwrap();
+    assert_eq!(records(out), [("c".to_string(), None, 20_000)]);
+    let mut out = Vec::new();
+    task.advance_stream_time(&t, 22_000, &mut out).unwrap();
+    assert_eq!(records(out), [("b".to_string(), None, 22_000)]);
+    // Forgotten means gone from the store: a record for a is new again.
+    // One already older than the ttl goes in and out at once.
+    let out = at(&mut task, &t, 1, "a", r#"{"x":6}"#);
+    assert_eq!(
+        out,
+        [
+            ("a".to_string(), Some(serde_json::json!({"x": 6})), 1),
+            ("a".to_string(), None, 10_001)
+        ]
+    );
+    assert_eq!(
+        at(&mut task, &t, 22_500, "a", r#"{"x":7}"#).len(),
+        1,
+        "a fresh one stays"
+    );
+}
+
+#[test]
+fn a_ttl_table_emitting_on_commit_sends_the_tombstone_in_place_of_the_row() {
+    let t = ttl_table("on_commit");
+    let mut task = Task::in_memory(&t, 0, 0);
+    assert!(at(&mut task, &t, 0, "a", r#"{"x":1}"#).is_empty());
+    assert!(
+        at(&mut task, &t, 10_000, "b", r#"{"x":2}"#).is_empty(),
+        "nothing before the commit"
+    );
+    let mut out = Vec::new();
+    task.emit_cached(&t, &mut out).unwrap();
+    assert_eq!(
+        records(out),
+        [
+            ("a".to_string(), None, 10_000),
+            ("b".to_string(), Some(serde_json::json!({"x": 2})), 10_000)
+        ],
+        "a's row never went out: its tombstone replaces it"
+    );
+}
+
+#[test]
+fn a_ttl_table_restored_from_its_store_forgets_what_the_old_task_would_have() {
+    let t = ttl_table("on_update");
+    let mut task = Task::in_memory(&t, 0, 0);
+    at(&mut task, &t, 0, "a", r#"{"x":1}"#);
+    at(&mut task, &t, 4_000, "b", r#"{"x":2}"#);
+    // A new task over the same store contents, as after a restore.
+    let changes = task.stores[0].as_mut().unwrap().flush().unwrap();
+    let mut backend = crate::state::MemBackend::default();
+    crate::state::Backend::write(&mut backend, &changes).unwrap();
+    let mut restored = Task::new(&t, 0, 0, move |_| Ok(Box::new(std::mem::take(&mut backend)))).unwrap();
+    let mut out = Vec::new();
+    restored.advance_stream_time(&t, 10_000, &mut out).unwrap();
+    assert_eq!(records(out), [("a".to_string(), None, 10_000)]);
+}
+
+#[test]
+fn only_the_topic_of_a_ttl_table_may_read_it_and_the_ttl_is_positive() {
+    let base = "application_id: t\nsources: { s: { topic: in } }\nsteps:\n  - name: latest\n    table: { key: key, ttl: 1d }\n";
+    let err = |text: &str| {
+        Topology::parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.message)
+            .collect::<Vec<_>>()
+    };
+    let e = err(&format!("{base}  - name: only-a\n    filter: value.x == 1\n"));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("reads from table `latest`, which has a `ttl`")),
+        "{e:?}"
+    );
+    let e = err(&format!("{base}    to: {{ topic: out, key: value.x }}\n"));
+    assert!(
+        e.iter().any(|m| m.contains("writes to its topic by its own key")),
+        "{e:?}"
+    );
+    let e = err(&base.replace("ttl: 1d", "ttl: 0s"));
+    assert!(e.iter().any(|m| m.contains("ttl must be longer than 0")), "{e:?}");
+    let ok = Topology::parse(&format!("{base}    to: {{ topic: out }}\n")).unwrap();
+    let text = crate::topology::describe::mermaid(&ok);
+    assert!(text.contains("table: latest per key, ttl 1day"), "{text}");
+}
+
 #[test]
 fn a_full_table_cache_sends_its_records_without_waiting_for_the_commit() {
     let t = Topology::parse(

@@ -243,5 +243,6 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
         value: Value::Map(Map { map: Arc::new(fields) }),
         timestamp: state.max_ts,
         raw: None,
+        tombstone: false,
     }
 }

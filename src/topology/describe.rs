@@ -103,10 +103,19 @@ fn op_label(kind: &NodeKind) -> String {
             };
             format!("window: {kind} {size} by {}", w.group_names.join(", "))
         }
-        NodeKind::Table(t) => match t.emit {
-            TableEmitSpec::OnUpdate => "table: latest per key".to_string(),
-            TableEmitSpec::OnCommit => "table: latest per key, emitted at commit".to_string(),
-        },
+        NodeKind::Table(t) => {
+            let emit = match t.emit {
+                TableEmitSpec::OnUpdate => "table: latest per key".to_string(),
+                TableEmitSpec::OnCommit => "table: latest per key, emitted at commit".to_string(),
+            };
+            match t.ttl_ms {
+                Some(ms) => format!(
+                    "{emit}, ttl {}",
+                    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+                ),
+                None => emit,
+            }
+        }
         NodeKind::Pass => "pass".to_string(),
         NodeKind::Source(_) | NodeKind::ToTopic(_) => String::new(),
     }

@@ -159,6 +159,9 @@ pub(crate) struct TableNode {
     pub newest_by: Option<Expr>,
     pub emit: TableEmitSpec,
     pub store: usize,
+    /// `ttl` in ms: a key whose last update is this far behind stream time
+    /// is removed (see `processor::table`).
+    pub ttl_ms: Option<i64>,
 }
 
 /// How a [`ToTopic`] node computes the record key.

@@ -296,6 +296,12 @@ pub struct TableSpec {
     /// (Kafka Streams' record cache).
     #[serde(default)]
     pub emit: TableEmitSpec,
+    /// Forget a key not updated for this long in stream time (`1d`): its
+    /// row leaves the store and a tombstone (its key, no value) goes to
+    /// the table's changelog and its topic. Default: keys are kept forever.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ttl: Option<Str>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

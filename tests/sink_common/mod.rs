@@ -16,6 +16,7 @@ mod dev_postgres;
 mod fixture;
 #[allow(unused_imports)] // for the tests that restart Postgres
 pub use dev_postgres::{DevPostgres, Restart};
+#[allow(unused_imports)] // for the tests of the hourly table
 pub use fixture::hourly_table_yaml;
 
 pub fn pg_url() -> String {

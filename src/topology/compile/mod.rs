@@ -251,6 +251,20 @@ impl Compiler {
             let Some(input) = self.step_input(spec, step, &name, named, previous) else {
                 continue;
             };
+            if self.forgets(input) {
+                self.errors.push(
+                    Diagnostic::at(
+                        &step.name,
+                        format!(
+                            "step `{name}` reads from table `{}`, which has a `ttl`: what it forgets leaves as \
+                             tombstones, which only its `to:` topic takes",
+                            self.nodes[input].name
+                        ),
+                    )
+                    .with_hint("read the table's topic as a source, or give the table no `ttl`"),
+                );
+                continue;
+            }
             let output = self.step(step, &name, input);
             if let (Some(out), Some(to)) = (output, &step.to) {
                 self.output_topic(to, &name, out, source_topics);
@@ -315,6 +329,11 @@ impl Compiler {
         }
     }
 
+    /// A table with `ttl`: its output holds tombstones.
+    fn forgets(&self, node: NodeId) -> bool {
+        matches!(&self.nodes[node].kind, NodeKind::Table(t) if t.ttl_ms.is_some())
+    }
+
     /// A step's `to`: the to-topic node after the step's output.
     fn output_topic(
         &mut self,
@@ -323,6 +342,15 @@ impl Compiler {
         out: NodeId,
         source_topics: &[(String, Spanned<String>)],
     ) {
+        if let (Some(k), true) = (&to.key, self.forgets(out)) {
+            self.errors.push(
+                Diagnostic::at(
+                    k,
+                    "a table with `ttl` writes to its topic by its own key: a tombstone has no value to compute `key` from",
+                )
+                .with_hint("remove `to.key`"),
+            );
+        }
         if let Some((_, span)) = source_topics.iter().find(|(t, _)| *t == to.topic.value) {
             self.errors.push(
                 Diagnostic::at(
@@ -449,6 +477,19 @@ impl Compiler {
             } else {
                 self.repartition(name, ToTopicKey::Expr(key), None, input)
             };
+            let ttl_ms = match &t.ttl {
+                Some(s) => {
+                    let d = self.duration(s)?;
+                    if d.is_zero() {
+                        self.errors.push(
+                            Diagnostic::at(s, "ttl must be longer than 0").with_hint("e.g. `ttl: 1d`, or leave it out"),
+                        );
+                        return None;
+                    }
+                    Some(millis(d))
+                }
+                None => None,
+            };
             let store = self.stores.len();
             let node = self.add(
                 name.to_string(),
@@ -456,6 +497,7 @@ impl Compiler {
                     newest_by,
                     emit: t.emit,
                     store,
+                    ttl_ms,
                 }),
                 Some(parent),
             );
