@@ -5,7 +5,9 @@
 //!
 //! Stops and starts the `./dev up` cluster the way `./dev` does
 //! (`pg_ctl` as the `postgres` user); a guard restarts it even if the test
-//! fails. In its own test binary so no other sink test runs meanwhile.
+//! fails. In its own test binary so no other sink test runs meanwhile, and
+//! its tests take turns ([`ONE_AT_A_TIME`]): a Postgres stopped by one would
+//! break the other's connection.
 //!
 //! And the sink's connection dropped silently by the network (through the
 //! chaos campaign's proxy): noticed and replaced within seconds.
@@ -21,6 +23,11 @@ use sink_common::*;
 
 const T: Duration = Duration::from_secs(120);
 
+/// Stopping Postgres drops every connection: the tests of this binary run
+/// one at a time (a stranded connection cannot be found once the other
+/// test's restart has closed it).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn scrape(port: u16) -> String {
     common::metrics::scrape(&format!("127.0.0.1:{port}")).expect("the sink's /metrics answers")
 }
@@ -31,6 +38,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[test]
 fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pg_server = DevPostgres::find();
     assert!(pg_server.running(), "Postgres from ./dev up must be running");
     let dir = tempfile::tempdir().unwrap();
@@ -106,6 +114,7 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
 /// retransmissions (the chaos campaign's `PostgresStranded`).
 #[test]
 fn a_silently_dropped_postgres_connection_is_noticed_and_replaced() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let id = unique_ident("sink_strand");
     let topic = format!("{id}_hourly");
