@@ -32,9 +32,9 @@ fn window_yaml(extra: &str) -> String {
     format!("      tumbling: 1h\n      grace: 1m\n{extra}      aggregate:\n        n: count()\n        avg: avg(v)\n")
 }
 
-/// Feed one record `{"v": v}` with key `k` at `ts`; returns the outputs.
-fn feed(task: &mut Task, topo: &Topology, k: &str, ts: i64, v: f64) -> Vec<Output> {
-    let value = format!(r#"{{"v":{v}}}"#);
+/// Feed one record with key `k` and value `value` at `ts`; returns the
+/// outputs.
+fn input(task: &mut Task, topo: &Topology, k: &str, ts: i64, value: &str) -> Vec<Output> {
     let origin = Origin {
         topic: "in",
         partition: 0,
@@ -46,6 +46,11 @@ fn feed(task: &mut Task, topo: &Topology, k: &str, ts: i64, v: f64) -> Vec<Outpu
     let mut out = Vec::new();
     task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
     out
+}
+
+/// Feed one record `{"v": v}` with key `k` at `ts`; returns the outputs.
+fn feed(task: &mut Task, topo: &Topology, k: &str, ts: i64, v: f64) -> Vec<Output> {
+    input(task, topo, k, ts, &format!(r#"{{"v":{v}}}"#))
 }
 
 fn values(out: &[Output]) -> Vec<serde_json::Value> {
@@ -241,17 +246,7 @@ fn bad_records_go_to_the_dead_letter_topic_with_origin_headers() {
 /// Feed one record with key `k` and JSON value `v` at timestamp 1 (the
 /// table tests); returns the outputs.
 fn table_input(task: &mut Task, topo: &Topology, k: &str, v: &str) -> Vec<Output> {
-    let origin = Origin {
-        topic: "in",
-        partition: 0,
-        offset: 0,
-        timestamp: 1,
-        key: Some(k.as_bytes()),
-        value: Some(v.as_bytes()),
-    };
-    let mut out = Vec::new();
-    task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
-    out
+    input(task, topo, k, 1, v)
 }
 
 #[test]
@@ -328,17 +323,7 @@ steps:
 /// Feed one record with key `k` and JSON value `v` at timestamp `ts`;
 /// returns (key, value or None for a tombstone, timestamp) of the outputs.
 fn at(task: &mut Task, topo: &Topology, ts: i64, k: &str, v: &str) -> Vec<(String, Option<serde_json::Value>, i64)> {
-    let origin = Origin {
-        topic: "in",
-        partition: 0,
-        offset: 0,
-        timestamp: ts,
-        key: Some(k.as_bytes()),
-        value: Some(v.as_bytes()),
-    };
-    let mut out = Vec::new();
-    task.process(topo, &origin, origin.timestamp, &mut out).unwrap();
-    records(out)
+    records(input(task, topo, k, ts, v))
 }
 
 fn records(out: Vec<Output>) -> Vec<(String, Option<serde_json::Value>, i64)> {
