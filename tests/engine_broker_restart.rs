@@ -166,49 +166,81 @@ fn stall_broker(how_long: Duration) {
 /// hourly results are exact.
 #[test]
 fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
+    // Right after a commit, a batch: processed within a second or two, in
+    // a transaction that stays open until the next commit, 5 s later.
+    run_through_a_stall(
+        "it-stall",
+        "5s",
+        &[],
+        Duration::from_secs(2),
+        Duration::from_secs(45),
+        |run, _, metrics| {
+            let replaced = common::metrics::metric(metrics, "weir_producer_replacements_total", "").unwrap_or(0.0);
+            assert!(
+                replaced >= 1.0,
+                "the producer was not replaced after the stall: {}",
+                run.tail(40)
+            );
+        },
+    );
+}
+
+/// `weir run` (exactly-once, commits every `commit_interval`, `extra`
+/// arguments) fed a third of the input; once that is committed, a second
+/// third, and after `settle` the broker SIGSTOPped for `stall`; then the
+/// rest. The hourly results are exact and the instance still runs; `check`
+/// gets it, its log and its /metrics.
+fn run_through_a_stall(
+    prefix: &str,
+    commit_interval: &str,
+    extra: &[&str],
+    settle: Duration,
+    stall: Duration,
+    check: impl FnOnce(&WeirProc, &str, &str),
+) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let id = unique("it-stall");
+    let id = unique(prefix);
     let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
     let text = std::fs::read_to_string(&topo).unwrap();
     assert!(text.contains("commit_interval: 200ms"), "{text}");
-    std::fs::write(&topo, text.replace("commit_interval: 200ms", "commit_interval: 5s")).unwrap();
+    std::fs::write(
+        &topo,
+        text.replace("commit_interval: 200ms", &format!("commit_interval: {commit_interval}")),
+    )
+    .unwrap();
     create_topic(&status, 3);
     let inputs = simulate(3000, 17, dir.path());
     let want = expected(&inputs);
     let third = inputs.len() / 3;
     let addr = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("state");
+    let log = dir.path().join("run.log");
     produce_inputs(&status, &inputs[..third]);
-    let run = WeirProc::spawn(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--metrics-addr",
-            &addr,
-        ],
-        &dir.path().join("run.log"),
-    );
+    let mut args = vec![
+        "run",
+        topo.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ];
+    args.extend(extra);
+    let run = WeirProc::spawn(&args, &log);
     let _tail = TailOnPanic(&run);
-    // Right after a commit, a batch: processed within a second or two, in
-    // a transaction that stays open until the next commit, 5 s later.
     wait_committed(&id, &status, 3, Duration::from_secs(90));
     produce_inputs(&status, &inputs[third..2 * third]);
-    std::thread::sleep(Duration::from_secs(2));
-    stall_broker(Duration::from_secs(45));
+    std::thread::sleep(settle);
+    stall_broker(stall);
     produce_inputs(&status, &inputs[2 * third..]);
 
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
     run.assert_running();
-    let metrics = http_get(&addr, "/metrics");
-    let replaced = common::metrics::metric(&metrics, "weir_producer_replacements_total", "").unwrap_or(0.0);
-    assert!(
-        replaced >= 1.0,
-        "the producer was not replaced after the stall: {}",
-        run.tail(40)
+    check(
+        &run,
+        &std::fs::read_to_string(&log).unwrap(),
+        &http_get(&addr, "/metrics"),
     );
     drop(_tail);
     run.terminate();
@@ -226,50 +258,25 @@ fn a_broker_stalled_past_every_timeout_gets_a_new_producer_and_exact_results() {
 /// did); the decision is unit-tested in `src/runtime/mod.rs`.
 #[test]
 fn a_static_member_whose_session_times_out_in_a_broker_stall_rejoins_and_stays_exact() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let id = unique("it-selffence");
-    let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
-    create_topic(&status, 3);
-    let inputs = simulate(3000, 23, dir.path());
-    let want = expected(&inputs);
-    let third = inputs.len() / 3;
-    let state = dir.path().join("state");
-    let log = dir.path().join("run.log");
-    produce_inputs(&status, &inputs[..third]);
-    let run = WeirProc::spawn(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--session-timeout",
-            "6s",
-        ],
-        &log,
+    let extra = ["--session-timeout", "6s"];
+    run_through_a_stall(
+        "it-selffence",
+        "200ms",
+        &extra,
+        Duration::ZERO,
+        Duration::from_secs(20),
+        |run, log, _| {
+            assert!(
+                log.contains("Consumer group session timed out"),
+                "the stall did not time the session out: the test proves nothing\n{}",
+                run.tail(40)
+            );
+            // Whether librdkafka fenced the member this time: without weir's
+            // rejoin, `assert_running` fails when it did.
+            eprintln!(
+                "fenced itself and rejoined: {}",
+                log.contains("joining the group again with a new consumer")
+            );
+        },
     );
-    let _tail = TailOnPanic(&run);
-    wait_committed(&id, &status, 3, Duration::from_secs(90));
-    produce_inputs(&status, &inputs[third..2 * third]);
-    stall_broker(Duration::from_secs(20));
-    produce_inputs(&status, &inputs[2 * third..]);
-
-    let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
-    check_results(&results, &want);
-    run.assert_running();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("Consumer group session timed out"),
-        "the stall did not time the session out: the test proves nothing\n{}",
-        run.tail(40)
-    );
-    // Whether librdkafka fenced the member this time: without weir's
-    // rejoin, `assert_running` above fails when it did.
-    eprintln!(
-        "fenced itself and rejoined: {}",
-        text.contains("joining the group again with a new consumer")
-    );
-    drop(_tail);
-    run.terminate();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
 }
