@@ -120,17 +120,6 @@ fn assert_each_window_once(results: &[Rec]) {
     );
 }
 
-/// The test's directory (topology, state, logs); kept for a post-mortem
-/// when `WEIR_TEST_KEEP` is set.
-fn test_dir() -> tempfile::TempDir {
-    let mut dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
-        dir.disable_cleanup(true);
-        eprintln!("test: keeping {}", dir.path().display());
-    }
-    dir
-}
-
 fn table_len(pg: &mut Pg, schema: &str) -> i64 {
     if pg.count(&format!(
         "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'parking_hourly_avg'"

@@ -66,15 +66,6 @@ impl Secured {
     }
 }
 
-fn test_dir() -> tempfile::TempDir {
-    let mut dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
-        dir.disable_cleanup(true);
-        eprintln!("test: keeping {}", dir.path().display());
-    }
-    dir
-}
-
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }

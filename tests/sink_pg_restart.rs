@@ -36,23 +36,30 @@ fn metric(text: &str, name: &str) -> f64 {
     common::metrics::metric(text, name, "").unwrap_or(0.0)
 }
 
+/// A 3-partition topic loaded into the hourly and the record-log tables in
+/// small, quick batches: (sink name, topic, dead-letter topic, config).
+fn hourly_and_log_sink(dir: &std::path::Path, prefix: &str) -> (String, String, String, std::path::PathBuf) {
+    let id = unique_ident(prefix);
+    let topic = format!("{id}_hourly");
+    let dlq = format!("{id}_dlq");
+    common::create_topic(&topic, 3);
+    let cfg = write_config(
+        dir,
+        &id,
+        &dlq,
+        "batch_size: 500\nlinger: 50ms\n",
+        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
+    );
+    (id, topic, dlq, cfg)
+}
+
 #[test]
 fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pg_server = DevPostgres::find();
     assert!(pg_server.running(), "Postgres from ./dev up must be running");
     let dir = tempfile::tempdir().unwrap();
-    let id = unique_ident("sink_pgdown");
-    let topic = format!("{id}_hourly");
-    let dlq = format!("{id}_dlq");
-    common::create_topic(&topic, 3);
-    let cfg = write_config(
-        dir.path(),
-        &id,
-        &dlq,
-        "batch_size: 500\nlinger: 50ms\n",
-        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
-    );
+    let (id, topic, dlq, cfg) = hourly_and_log_sink(dir.path(), "sink_pgdown");
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let sink = start_sink(&cfg, &["--metrics-addr", &addr]);
@@ -116,33 +123,13 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
 fn a_silently_dropped_postgres_connection_is_noticed_and_replaced() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let id = unique_ident("sink_strand");
-    let topic = format!("{id}_hourly");
-    let dlq = format!("{id}_dlq");
-    common::create_topic(&topic, 3);
-    let cfg = write_config(
-        dir.path(),
-        &id,
-        &dlq,
-        "batch_size: 500\nlinger: 50ms\n",
-        &[hourly_table_yaml(&topic, &id, ""), log_table_yaml(&topic, &id, "")],
-    );
+    let (id, topic, dlq, cfg) = hourly_and_log_sink(dir.path(), "sink_strand");
     // The sink reaches Postgres through the proxy; the test directly.
     let proxy = proxy::Proxy::start("127.0.0.1:0".parse().unwrap(), pg_server_addr()).unwrap();
     let through = pg_url_via(proxy.addr());
     let port = common::free_port();
     let metrics = format!("127.0.0.1:{port}");
-    let log = dir.path().join("sink.log");
-    let sink = common::WeirProc::spawn_env(
-        &[
-            std::ffi::OsStr::new("sink"),
-            cfg.as_os_str(),
-            "--metrics-addr".as_ref(),
-            metrics.as_ref(),
-        ],
-        &log,
-        &[("WEIR_PG_URL", &through)],
-    );
+    let sink = start_sink_with_url(&cfg, &["--metrics-addr", &metrics], &through);
     let mut pg = Pg::connect();
     let wave1 = windows(20, 10, 0);
     produce_windows(&topic, 3, &wave1);

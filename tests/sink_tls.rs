@@ -51,12 +51,7 @@ fn the_sink_loads_over_tls_with_verify_full() {
     let ws = windows(3, 2, 0);
     produce_windows(&topic, 1, &ws);
     let url = url_with("weir", &format!("sslmode=verify-full&sslrootcert={}", ca("ca.pem")));
-    let log = cfg.with_extension("log");
-    let sink = common::WeirProc::spawn_env(
-        &[std::ffi::OsStr::new("sink"), cfg.as_os_str()],
-        &log,
-        &[("WEIR_PG_URL", &url)],
-    );
+    let sink = start_sink_with_url(&cfg, &[], &url);
     let mut pg = Pg::connect();
     wait_rows(&mut pg, &id, &expected_rows(&ws), Duration::from_secs(60));
     // The sink's own session is encrypted.
@@ -72,12 +67,7 @@ fn the_sink_loads_over_tls_with_verify_full() {
 /// `weir sink` with `url` must exit within 30 s with `want` in its log
 /// (and never the password).
 fn refused(cfg: &std::path::Path, url: &str, want: &[&str]) {
-    let log = cfg.with_extension(format!("{}.log", common::unique("refused")));
-    let sink = common::WeirProc::spawn_env(
-        &[std::ffi::OsStr::new("sink"), cfg.as_os_str()],
-        &log,
-        &[("WEIR_PG_URL", url)],
-    );
+    let sink = start_sink_with_url(cfg, &[], url);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = sink.exited() {

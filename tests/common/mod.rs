@@ -52,6 +52,17 @@ pub fn checkout() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
 
+/// The test's directory (topology, state, logs); kept for a post-mortem
+/// when `WEIR_TEST_KEEP` is set.
+pub fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("test: keeping {}", dir.path().display());
+    }
+    dir
+}
+
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

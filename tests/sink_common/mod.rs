@@ -189,10 +189,16 @@ pub fn wait_caught_up(pg: &mut Pg, sink: &str, topic: &str, partitions: i32, tim
 /// `weir sink <config> <extra>` as a [`common::WeirProc`] (watched, SIGKILLed
 /// when dropped) with `WEIR_PG_URL` set, its log next to `config`.
 pub fn start_sink(config: &Path, extra: &[&str]) -> common::WeirProc {
+    start_sink_with_url(config, extra, &pg_url())
+}
+
+/// [`start_sink`] reaching Postgres at `url` (through a proxy, over TLS,
+/// with wrong credentials).
+pub fn start_sink_with_url(config: &Path, extra: &[&str], url: &str) -> common::WeirProc {
     let log = config.with_extension(format!("{}.log", common::unique("run")));
     let mut args = vec![std::ffi::OsStr::new("sink"), config.as_os_str()];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    common::WeirProc::spawn_env(&args, &log, &[("WEIR_PG_URL", &pg_url())])
+    common::WeirProc::spawn_env(&args, &log, &[("WEIR_PG_URL", url)])
 }
 
 /// An insert-mode table with one row per record (by its `seq` field):
