@@ -53,6 +53,18 @@ fn hourly_and_log_sink(dir: &std::path::Path, prefix: &str) -> (String, String, 
     (id, topic, dlq, cfg)
 }
 
+/// The hourly table holds the last value of every window of `all`, and the
+/// record log every record exactly once.
+fn assert_loaded_once(pg: &mut Pg, id: &str, all: &[Window]) {
+    assert_eq!(table_rows(pg, id), expected_rows(all));
+    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
+        (all.len() as i64, all.len() as i64),
+        "every record exactly once"
+    );
+}
+
 #[test]
 fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -94,13 +106,7 @@ fn postgres_down_for_10s_then_the_sink_recovers_and_loads_everything() {
     wait_caught_up(&mut pg, &id, &topic, 3, T);
 
     let all: Vec<Window> = wave1.iter().chain(&wave2).cloned().collect();
-    assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
-    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
-    assert_eq!(
-        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
-        (all.len() as i64, all.len() as i64),
-        "every record exactly once"
-    );
+    assert_loaded_once(&mut pg, &id, &all);
 
     let m = scrape(port);
     assert!(metric(&m, "weir_sink_rows_upserted_total") >= all.len() as f64, "{m}");
@@ -154,13 +160,7 @@ fn a_silently_dropped_postgres_connection_is_noticed_and_replaced() {
     assert!(proxy.open() >= 1, "a new connection through the proxy");
 
     let all: Vec<Window> = wave1.iter().chain(&wave2).cloned().collect();
-    assert_eq!(table_rows(&mut pg, &id), expected_rows(&all));
-    let r = &pg.query(&format!("SELECT count(*), count(DISTINCT seq) FROM {id}.record_log"))[0];
-    assert_eq!(
-        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
-        (all.len() as i64, all.len() as i64),
-        "every record exactly once"
-    );
+    assert_loaded_once(&mut pg, &id, &all);
     assert!(
         metric(&scrape(port), "weir_sink_retries_total") > 0.0,
         "the failed write is counted as a retry"
