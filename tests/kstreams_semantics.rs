@@ -1,0 +1,676 @@
+//! Semantic comparison with Kafka Streams 4.4: the same input through
+//! `weir test` and through the Kafka Streams program a user would write for
+//! the same job (`tests/kstreams/`, `weir.kstreams.Semantics`, under
+//! `TopologyTestDriver`), the outputs compared record by record: topic,
+//! partition, key, value (parsed JSON), timestamp, in order per output
+//! topic. Both commit after every record (weir test does; the driver does,
+//! with the record caches off), so every table update is visible.
+//!
+//! Scenarios: a table with `newest_by`, a table with `ttl` (Kafka Streams
+//! has neither: the Java side writes them with the Processor API, as users
+//! do, the second emulating weir's documented TTL), and `table_aggregate`
+//! (Kafka Streams' `KTable.groupBy(...).aggregate(init, add, subtract)`),
+//! over a plain table and over a ttl table. Each runs on hand-written edge
+//! cases and on seeded random input (a small key space, so keys collide,
+//! and out-of-order timestamps). Needs Java 17 and Maven (`./dev` installs
+//! them); the Maven project is built once per run, offline first, into
+//! cargo's target directory. Files of each run stay in
+//! `$CARGO_TARGET_TMPDIR/kstreams_semantics/<case>/` (topology, input, both
+//! outputs) for a look after a failure.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+
+const SEED: u64 = 20;
+/// An epoch-ms origin for the inputs (2026-03-31T00:00:00Z); any would do.
+const T0: i64 = 1_774_915_200_000;
+
+// ------------------------------------------------------------------ records
+
+/// One output record, as both sides print it.
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    topic: String,
+    partition: i64,
+    timestamp: i64,
+    key: Option<String>,
+    value: Value,
+}
+
+impl Rec {
+    fn parse(line: &str) -> Rec {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        Rec {
+            topic: v["topic"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no topic: {line}"))
+                .to_string(),
+            partition: v["partition"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no partition: {line}")),
+            timestamp: v["timestamp"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no timestamp: {line}")),
+            key: v["key"].as_str().map(str::to_string),
+            value: v["value"].clone(),
+        }
+    }
+}
+
+impl fmt::Display for Rec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p{} t={} (T0{:+}) key={} value={}",
+            self.partition,
+            self.timestamp,
+            self.timestamp - T0,
+            self.key.as_deref().unwrap_or("<null>"),
+            self.value
+        )
+    }
+}
+
+fn by_topic(recs: &[Rec]) -> BTreeMap<String, Vec<Rec>> {
+    let mut m: BTreeMap<String, Vec<Rec>> = BTreeMap::new();
+    for r in recs {
+        m.entry(r.topic.clone()).or_default().push(r.clone());
+    }
+    m
+}
+
+/// An input record of weir test's format; `value` the payload text, None a
+/// tombstone.
+fn input(partition: i32, ts: i64, key: &str, value: Option<Value>) -> Value {
+    json!({
+        "topic": "in", "partition": partition, "timestamp": ts, "key": key,
+        "value": value.map(|v| v.to_string()),
+    })
+}
+
+// ------------------------------------------------------------------ the two sides
+
+fn case_dir(case: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kstreams_semantics")
+        .join(case);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_input(dir: &Path, records: &[Value]) -> PathBuf {
+    let path = dir.join("input.jsonl");
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn lines(out: &[u8]) -> Vec<Rec> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(Rec::parse)
+        .collect()
+}
+
+/// `weir test` of `yaml` on the input; its output records.
+fn run_weir(dir: &Path, yaml: &str, input: &Path) -> Vec<Rec> {
+    let topo = dir.join("topology.yaml");
+    std::fs::write(&topo, yaml).unwrap();
+    let out = Command::new(common::weir_bin())
+        .arg("test")
+        .arg(&topo)
+        .arg("--input")
+        .arg(input)
+        .output()
+        .expect("run weir");
+    assert!(
+        out.status.success(),
+        "weir test {} failed: {}",
+        topo.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("weir.jsonl"), &out.stdout).unwrap();
+    lines(&out.stdout)
+}
+
+/// The Maven project built (once per test run); the Java class path.
+fn ks_classpath() -> &'static str {
+    static CP: OnceLock<String> = OnceLock::new();
+    CP.get_or_init(|| {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kstreams");
+        let build = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kstreams-build");
+        let mvn = |offline: bool| {
+            let mut c = Command::new("mvn");
+            c.current_dir(&project)
+                .args(["-q", "-B", "-Dstyle.color=never"])
+                .arg(format!("-Dks.build.dir={}", build.display()));
+            if offline {
+                c.arg("-o");
+            }
+            c.arg("package");
+            c.output().unwrap_or_else(|e| {
+                panic!("cannot run mvn ({e}): this test needs Maven and Java 17 (./dev installs them)")
+            })
+        };
+        // Offline first (the dependencies are usually in ~/.m2 already), as
+        // benches/peer/run.sh does.
+        let out = mvn(true);
+        if !out.status.success() {
+            let out = mvn(false);
+            assert!(
+                out.status.success(),
+                "building tests/kstreams failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        format!("{}/classes:{}/lib/*", build.display(), build.display())
+    })
+}
+
+/// The Kafka Streams program of `scenario` on the input; its output records.
+fn run_ks(dir: &Path, scenario: &str, input: &Path) -> Vec<Rec> {
+    let out = Command::new("java")
+        .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", ks_classpath()])
+        .arg("weir.kstreams.Semantics")
+        .arg(scenario)
+        .arg(input)
+        .output()
+        .expect("run java");
+    assert!(
+        out.status.success(),
+        "Kafka Streams scenario {scenario} failed on {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("kstreams.jsonl"), &out.stdout).unwrap();
+    lines(&out.stdout)
+}
+
+// ------------------------------------------------------------------ comparison
+
+/// A line diff (longest common subsequence) of the two lists, with three
+/// records of context around each difference.
+fn diff(weir: &[Rec], ks: &[Rec]) -> String {
+    let (a, b): (Vec<String>, Vec<String>) = (
+        weir.iter().map(ToString::to_string).collect(),
+        ks.iter().map(ToString::to_string).collect(),
+    );
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, usize, &str)> = Vec::new(); // (op, index in its list, line)
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push((' ', i, &a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] > lcs[i + 1][j]) {
+            ops.push(('+', j, &b[j]));
+            j += 1;
+        } else {
+            ops.push(('-', i, &a[i]));
+            i += 1;
+        }
+    }
+    let near = |k: usize| {
+        ops[k.saturating_sub(3)..(k + 4).min(ops.len())]
+            .iter()
+            .any(|o| o.0 != ' ')
+    };
+    let mut s = String::new();
+    let mut skipped = false;
+    for (k, (op, idx, line)) in ops.iter().enumerate() {
+        if near(k) {
+            if skipped {
+                s.push_str("   ...\n");
+                skipped = false;
+            }
+            let side = match op {
+                '-' => "weir",
+                '+' => "KS  ",
+                _ => "both",
+            };
+            s.push_str(&format!("{op} {side} #{idx:<4} {line}\n"));
+        } else {
+            skipped = true;
+        }
+    }
+    s
+}
+
+/// Assert that both sides wrote the same records to each topic, in the
+/// same order; on failure, a diff per topic (`-` weir only, `+` Kafka
+/// Streams only).
+fn assert_same(case: &str, dir: &Path, weir: &[Rec], ks: &[Rec]) {
+    let (w, k) = (by_topic(weir), by_topic(ks));
+    let mut report = String::new();
+    let topics: std::collections::BTreeSet<&String> = w.keys().chain(k.keys()).collect();
+    for t in topics {
+        let (wt, kt) = (
+            w.get(t).map(Vec::as_slice).unwrap_or(&[]),
+            k.get(t).map(Vec::as_slice).unwrap_or(&[]),
+        );
+        if wt != kt {
+            report.push_str(&format!(
+                "topic {t}: weir {} records, Kafka Streams {}\n{}",
+                wt.len(),
+                kt.len(),
+                diff(wt, kt)
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "{case}: weir and Kafka Streams differ (files in {}):\n{report}",
+        dir.display()
+    );
+}
+
+/// Run both sides on `records` and compare. Returns weir's records (the
+/// same as Kafka Streams').
+fn compare(case: &str, yaml: &str, scenario: &str, records: &[Value]) -> Vec<Rec> {
+    let dir = case_dir(case);
+    let input = write_input(&dir, records);
+    let weir = run_weir(&dir, yaml, &input);
+    let ks = run_ks(&dir, scenario, &input);
+    assert_same(case, &dir, &weir, &ks);
+    weir
+}
+
+// ------------------------------------------------------------------ topologies
+
+const NEWEST_BY: &str = "application_id: ks-newest-by
+dead_letter: dlq
+sources:
+  s: { topic: in }
+steps:
+  - name: latest
+    table: { key: key, newest_by: value.V, emit: on_update }
+    to: { topic: out }
+";
+
+const TTL: &str = "application_id: ks-ttl
+dead_letter: dlq
+sources:
+  s: { topic: in }
+steps:
+  - name: latest
+    table: { key: key, ttl: 10s, emit: on_update }
+    to: { topic: out }
+";
+
+fn table_agg_yaml(table: &str, group_by: &str) -> String {
+    format!(
+        "application_id: ks-table-agg
+dead_letter: dlq
+sources:
+  s: {{ topic: in }}
+steps:
+  - name: latest
+    table: {table}
+  - name: by-group
+    from: latest
+    table_aggregate:
+      group_by: {group_by}
+      aggregate: {{ total: sum(N), rows: count(), mean: avg(N), n_count: count(N) }}
+      emit: on_update
+    to:
+      topic: out-by-group
+"
+    )
+}
+
+/// `table_aggregate` is being added to weir: until `weir validate` accepts
+/// it, its cases are skipped (saying so) instead of failing. Any other
+/// validation error fails.
+fn table_aggregate_supported(dir: &Path, yaml: &str) -> bool {
+    let topo = dir.join("validate.yaml");
+    std::fs::write(&topo, yaml).unwrap();
+    let out = Command::new(common::weir_bin())
+        .arg("validate")
+        .arg(&topo)
+        .output()
+        .expect("run weir validate");
+    if out.status.success() {
+        return true;
+    }
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        err.contains("unknown field `table_aggregate`"),
+        "weir validate refused the table_aggregate topology for another reason:\n{err}"
+    );
+    eprintln!(
+        "SKIPPED: this weir has no table_aggregate yet (weir validate: {})",
+        err.trim()
+    );
+    false
+}
+
+// ------------------------------------------------------------------ inputs
+
+fn v(pairs: Value) -> Option<Value> {
+    Some(pairs)
+}
+
+/// Timestamps on a 500 ms grid (so the 10 s ttl's boundaries are hit
+/// exactly), each partition's clock moving on by 0-2.5 s, a quarter of the
+/// records late by up to 15 s (more than the ttl).
+fn random_times(rng: &mut ChaCha8Rng, clocks: &mut [i64], partition: usize) -> i64 {
+    clocks[partition] += 500 * rng.gen_range(0..=5);
+    if rng.gen_bool(0.25) {
+        clocks[partition] - 500 * rng.gen_range(1..=30)
+    } else {
+        clocks[partition]
+    }
+}
+
+fn random_n(rng: &mut ChaCha8Rng) -> Value {
+    if rng.gen_bool(0.15) {
+        Value::Null
+    } else {
+        json!(rng.gen_range(-5..20))
+    }
+}
+
+// ------------------------------------------------------------------ newest_by
+
+#[test]
+fn newest_by_edge_cases() {
+    let t = |s: i64| T0 + s * 1000;
+    let recs = [
+        input(0, t(1), "x", v(json!({"V": 1, "N": 1}))),   // new key: in
+        input(0, t(2), "x", v(json!({"V": 1, "N": 2}))),   // tie: the later record wins
+        input(0, t(3), "x", v(json!({"V": 0, "N": 3}))),   // older: dropped
+        input(0, t(4), "x", v(json!({"V": 2, "N": 4}))),   // newer: in
+        input(0, t(5), "x", v(json!({"V": 1.5, "N": 5}))), // older by value
+        input(0, t(6), "x", v(json!({"V": 2.0, "N": 6}))), // 2.0 ties 2
+        input(0, t(0), "x", v(json!({"V": 3, "N": 7}))),   // late by event time, newer by V: in
+        input(1, t(7), "x", v(json!({"V": 0, "N": 8}))),   // another partition: its own task and store
+        input(0, t(8), "s", v(json!({"V": "2026-03-31 10:00:00", "N": 1}))),
+        input(0, t(9), "s", v(json!({"V": "2026-03-31 09:59:59", "N": 2}))), // text: older
+        input(0, t(10), "s", v(json!({"V": "2026-03-31 10:00:00", "N": 3}))), // text tie
+        input(0, t(11), "s", v(json!({"V": "2026-03-31 10:00:01", "N": 4}))),
+        input(1, t(12), "y", v(json!({"V": -1, "N": 1}))),
+        input(1, t(13), "y", v(json!({"V": -2, "N": 2}))),
+    ];
+    let out = compare("newest_by_edge_cases", NEWEST_BY, "newest-by", &recs);
+    // Both sides dropped the three older records, and only them.
+    assert_eq!(out.len(), recs.len() - 4, "{out:#?}");
+}
+
+#[test]
+fn newest_by_random() {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut clocks = [T0, T0];
+    let recs: Vec<Value> = (0..300)
+        .map(|i| {
+            let p = rng.gen_range(0..2);
+            let ts = random_times(&mut rng, &mut clocks, p);
+            // V drifts upwards, with ties and older values on the way,
+            // integers and halves (compared by value).
+            let vv = if rng.gen_bool(0.2) {
+                json!((i / 20) as f64 + rng.gen_range(0..8) as f64 / 2.0)
+            } else {
+                json!(i / 20 + rng.gen_range(0..4))
+            };
+            let key = format!("k{}", rng.gen_range(0..6));
+            input(p as i32, ts, &key, v(json!({"V": vv, "N": i})))
+        })
+        .collect();
+    let out = compare("newest_by_random", NEWEST_BY, "newest-by", &recs);
+    // The input exercises both branches.
+    assert!(out.len() > 50 && out.len() < 250, "{} accepted of 300", out.len());
+}
+
+/// A tombstone: weir's table does not delete on it but sends it to the
+/// dead-letter topic (docs/topology.md, "Bad input"); a Kafka Streams
+/// table (and the Processor API table written like one) deletes the key
+/// and forwards the tombstone, so an older V is accepted after it. This
+/// asserts that documented difference, both sides against hand-computed
+/// records.
+#[test]
+fn newest_by_tombstone_is_a_documented_difference() {
+    let recs = [
+        input(0, T0, "x", v(json!({"V": 5}))),
+        input(0, T0 + 1, "x", None),
+        input(0, T0 + 2, "x", v(json!({"V": 1}))),
+    ];
+    let dir = case_dir("newest_by_tombstone");
+    let path = write_input(&dir, &recs);
+    let weir = run_weir(&dir, NEWEST_BY, &path);
+    let ks = run_ks(&dir, "newest-by", &path);
+    let rec = |topic: &str, ts: i64, value: Value| Rec {
+        topic: topic.into(),
+        partition: 0,
+        timestamp: ts,
+        key: Some("x".into()),
+        value,
+    };
+    assert_eq!(
+        ks,
+        [
+            rec("out", T0, json!({"V": 5})),
+            rec("out", T0 + 1, Value::Null),
+            rec("out", T0 + 2, json!({"V": 1}))
+        ]
+    );
+    assert_eq!(weir, [rec("out", T0, json!({"V": 5})), rec("dlq", T0 + 1, Value::Null)]);
+}
+
+// ------------------------------------------------------------------ ttl
+
+#[test]
+fn ttl_edge_cases() {
+    let t = |ms: i64| T0 + ms;
+    let recs = [
+        input(0, t(1_000), "a", v(json!({"N": 1}))),
+        input(0, t(5_000), "b", v(json!({"N": 2}))),
+        // Stream time 10 999: a (1 000) is one ms short of its ttl.
+        input(0, t(10_999), "c", v(json!({"N": 3}))),
+        // 11 000 = 1 000 + ttl: a expires now, its tombstone at 11 000.
+        input(0, t(11_000), "d", v(json!({"N": 4}))),
+        // Already ttl behind stream time (1 000 + 10 000 <= 11 000): in and
+        // out at once.
+        input(0, t(1_000), "e", v(json!({"N": 5}))),
+        // One ms less behind: stays.
+        input(0, t(1_001), "f", v(json!({"N": 6}))),
+        // Older than b's last update: dropped, no refresh.
+        input(0, t(4_000), "b", v(json!({"N": 7}))),
+        // Same timestamp as c's: the later record wins.
+        input(0, t(10_999), "c", v(json!({"N": 8}))),
+        // Refresh b one ms before it would expire; stream time 14 999
+        // expires f (11 001).
+        input(0, t(14_999), "b", v(json!({"N": 9}))),
+        // Two keys with the same last update, and one older, all expiring
+        // in one step: oldest first, ties in key byte order.
+        input(0, t(12_000), "y", v(json!({"N": 10}))),
+        input(0, t(12_000), "x", v(json!({"N": 11}))),
+        input(0, t(11_500), "p", v(json!({"N": 12}))),
+        // Stream time 30 000: c (20 999), d (21 000), p (21 500), x and y
+        // (22 000), b (24 999) expire, in that order; g stays.
+        input(0, t(30_000), "g", v(json!({"N": 13}))),
+        // Partition 1 has its own stream time: nothing of partition 0
+        // expires it, and its own keys expire on its own clock.
+        input(1, t(100), "a", v(json!({"N": 14}))),
+        input(1, t(10_099), "h", v(json!({"N": 15}))),
+        input(1, t(10_100), "h", v(json!({"N": 16}))),
+        // A key expired and seen again is a new key; at 40 000 it and g
+        // expire together (a before g).
+        input(0, t(30_000), "a", v(json!({"N": 17}))),
+        input(0, t(40_000), "z", v(json!({"N": 18}))),
+    ];
+    let out = compare("ttl_edge_cases", TTL, "ttl", &recs);
+    let tombstones: Vec<(&str, i64)> = out
+        .iter()
+        .filter(|r| r.value.is_null())
+        .map(|r| (r.key.as_deref().unwrap(), r.timestamp - T0))
+        .collect();
+    assert_eq!(
+        tombstones,
+        [
+            ("a", 11_000),
+            ("e", 11_000),
+            ("f", 11_001),
+            ("c", 20_999),
+            ("d", 21_000),
+            ("p", 21_500),
+            ("x", 22_000),
+            ("y", 22_000),
+            ("b", 24_999),
+            ("a", 10_100),
+            ("a", 40_000),
+            ("g", 40_000),
+        ],
+        "the tombstones both sides wrote"
+    );
+}
+
+#[test]
+fn ttl_random() {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1);
+    let mut clocks = [T0, T0];
+    let recs: Vec<Value> = (0..400)
+        .map(|i| {
+            let p = rng.gen_range(0..2);
+            let ts = random_times(&mut rng, &mut clocks, p);
+            let key = format!("k{}", rng.gen_range(0..8));
+            input(p as i32, ts, &key, v(json!({"N": i})))
+        })
+        .collect();
+    let out = compare("ttl_random", TTL, "ttl", &recs);
+    let tombstones = out.iter().filter(|r| r.value.is_null()).count();
+    assert!(
+        tombstones > 20,
+        "only {tombstones} keys expired: the input does not exercise the ttl"
+    );
+}
+
+// ------------------------------------------------------------------ table_aggregate
+
+fn table_agg_edge_input() -> Vec<Value> {
+    let t = |s: i64| T0 + s * 1000;
+    vec![
+        input(0, t(1), "k1", v(json!({"G": "a", "N": 5}))),    // new group a
+        input(0, t(2), "k2", v(json!({"G": "a", "N": null}))), // null N: rows, not n_count
+        input(0, t(3), "k1", v(json!({"G": "a", "N": 7}))),    // same group: one update
+        input(0, t(3), "k1", v(json!({"G": "a", "N": 7}))),    // the same value again (a tie)
+        input(0, t(2), "k1", v(json!({"G": "b", "N": 9}))),    // older than k1's row: dropped
+        input(0, t(4), "k1", v(json!({"G": "b", "N": 7}))),    // moves a → b: a first, then b
+        input(0, t(5), "k3", v(json!({"G": "b", "N": 1}))),
+        input(0, t(6), "k2", v(json!({"G": "b", "N": 2}))), // a loses its last row: tombstone
+        input(0, t(7), "k2", v(json!({"G": "a", "N": 3}))), // a again, a new group
+        input(0, t(8), "k4", v(json!({"G": "c", "N": null}))), // only null N: mean null
+        input(0, t(9), "k4", v(json!({"G": "c", "N": -4}))),
+        input(0, t(9), "k3", v(json!({"G": "c", "N": 0}))),
+        input(0, t(10), "k5", v(json!({"G": "b", "N": 1}))),
+    ]
+}
+
+fn table_agg_random_input(seed: u64, n: usize, two_groups: bool) -> Vec<Value> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut clocks = [T0];
+    (0..n)
+        .map(|_| {
+            let ts = random_times(&mut rng, &mut clocks, 0);
+            let key = format!("k{}", rng.gen_range(0..8));
+            let g = ["a", "b", "c"][rng.gen_range(0..3)];
+            let mut value = json!({"G": g, "N": random_n(&mut rng)});
+            if two_groups {
+                value["H"] = json!(["x", "y"][rng.gen_range(0..2)]);
+            }
+            input(0, ts, &key, v(value))
+        })
+        .collect()
+}
+
+/// Compare a table_aggregate case, unless this weir cannot run it yet.
+fn compare_table_agg(case: &str, yaml: &str, scenario: &str, recs: &[Value]) -> Option<Vec<Rec>> {
+    let dir = case_dir(case);
+    if !table_aggregate_supported(&dir, yaml) {
+        return None;
+    }
+    Some(compare(case, yaml, scenario, recs))
+}
+
+#[test]
+fn table_aggregate_edge_cases() {
+    let yaml = table_agg_yaml("{ key: key }", "{ g: value.G }");
+    let Some(out) = compare_table_agg(
+        "table_aggregate_edge_cases",
+        &yaml,
+        "table-agg",
+        &table_agg_edge_input(),
+    ) else {
+        return;
+    };
+    assert!(out.iter().any(|r| r.value.is_null()), "no group was deleted: {out:#?}");
+}
+
+#[test]
+fn table_aggregate_random() {
+    let yaml = table_agg_yaml("{ key: key }", "{ g: value.G }");
+    let recs = table_agg_random_input(SEED + 2, 300, false);
+    compare_table_agg("table_aggregate_random", &yaml, "table-agg", &recs);
+}
+
+#[test]
+fn table_aggregate_two_group_fields_random() {
+    let yaml = table_agg_yaml("{ key: key }", "{ g: value.G, h: value.H }");
+    let recs = table_agg_random_input(SEED + 3, 300, true);
+    compare_table_agg("table_aggregate_two_group_fields_random", &yaml, "table-agg-2", &recs);
+}
+
+#[test]
+fn table_aggregate_over_ttl_edge_cases() {
+    let yaml = table_agg_yaml("{ key: key, ttl: 10s }", "{ g: value.G }");
+    let mut recs = table_agg_edge_input();
+    let t = |ms: i64| T0 + ms;
+    recs.extend([
+        // Stream time 20 000: k1 (4 000), k2 (7 000), k3 and k4 (9 000)
+        // expire, and k5 (10 000) exactly at its boundary: every row is
+        // retracted, oldest first, every group deleted.
+        input(0, t(20_000), "k6", v(json!({"G": "a", "N": 1}))),
+        // Late, but within the ttl: stays.
+        input(0, t(19_000), "k7", v(json!({"G": "c", "N": 2}))),
+        // Already ttl behind: its row goes in and out at once.
+        input(0, t(10_000), "k8", v(json!({"G": "d", "N": 8}))),
+        // Stream time 40 000: k7 (19 000), then k6 (20 000) expire.
+        input(0, t(40_000), "k9", v(json!({"G": "a", "N": 1}))),
+    ]);
+    let Some(out) = compare_table_agg("table_aggregate_over_ttl_edge_cases", &yaml, "table-agg-ttl", &recs) else {
+        return;
+    };
+    assert!(out.iter().any(|r| r.value.is_null()), "no group was deleted: {out:#?}");
+}
+
+#[test]
+fn table_aggregate_over_ttl_random() {
+    let yaml = table_agg_yaml("{ key: key, ttl: 10s }", "{ g: value.G }");
+    let recs = table_agg_random_input(SEED + 4, 300, false);
+    compare_table_agg("table_aggregate_over_ttl_random", &yaml, "table-agg-ttl", &recs);
+}
