@@ -138,6 +138,48 @@ impl Acc {
         Ok(())
     }
 
+    /// Take one input back out (a table row's old value): the inverse of
+    /// [`Acc::add`] for count, sum and avg, the only aggregates a
+    /// table_aggregate allows. Others are left as they are.
+    pub(crate) fn remove(&mut self, v: Option<&Scalar>) {
+        if let (Acc::Count(n), None) = (&mut *self, v) {
+            *n = n.saturating_sub(1);
+            return;
+        }
+        let Some(v) = v else { return };
+        if *v == Scalar::Null {
+            return;
+        }
+        // Only numbers were added to sum and avg (the table_aggregate
+        // checks before its repartition).
+        let x = v.number().unwrap_or(0.0);
+        match self {
+            Acc::Count(n) => *n = n.saturating_sub(1),
+            Acc::Sum { int, float, all_int } => match v {
+                Scalar::Int(i) if *all_int => match int.checked_sub(*i) {
+                    Some(s) => *int = s,
+                    None => {
+                        *all_int = false;
+                        *float = *int as f64 - *i as f64;
+                    }
+                },
+                _ => {
+                    if *all_int {
+                        *float = *int as f64;
+                        *all_int = false;
+                    }
+                    *float -= x;
+                }
+            },
+            Acc::Avg { sum, n } => {
+                *n = n.saturating_sub(1);
+                // No drift left over once nothing is averaged.
+                *sum = if *n == 0 { 0.0 } else { *sum - x };
+            }
+            Acc::Min(_) | Acc::Max(_) | Acc::First(_) | Acc::Last(_) => {}
+        }
+    }
+
     pub(crate) fn result(&self) -> Value {
         match self {
             Acc::Count(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),

@@ -18,6 +18,7 @@ pub(crate) mod aggregate;
 pub(crate) mod codec;
 mod source;
 pub(crate) mod table;
+pub(crate) mod table_aggregate;
 pub(crate) mod window;
 
 use std::sync::Arc;
@@ -43,8 +44,14 @@ pub(crate) struct Record {
     /// it whole.
     pub raw: Option<Arc<[u8]>>,
     /// A key a table with `ttl` forgot: written as the key with no value.
-    /// Only a to-topic node follows such a table (checked at compile).
+    /// Only a to-topic node or a table_aggregate follows such a table
+    /// (checked at compile).
     pub tombstone: bool,
+    /// From a table that keeps values: the value this record replaces
+    /// (none for a new key), what a table_aggregate subtracts (Kafka
+    /// Streams' `Change.oldValue`). From a table_aggregate's tombstone:
+    /// the group's last value, for `to.key`.
+    pub old: Option<Value>,
 }
 
 impl Record {
@@ -477,6 +484,7 @@ impl Ctx<'_, '_> {
                     timestamp,
                     raw,
                     tombstone,
+                    old,
                 } = rec;
                 let Value::Map(map) = value else {
                     unreachable!("checked above")
@@ -498,11 +506,13 @@ impl Ctx<'_, '_> {
                     timestamp,
                     raw,
                     tombstone,
+                    old,
                 };
                 self.forward(id, out)
             }
             NodeKind::Window(w) => window::process(self, id, w, &rec),
             NodeKind::Table(t) => table::process(self, id, t, &rec),
+            NodeKind::TableAggregate(a) => table_aggregate::process(self, id, a, &rec),
             NodeKind::ToTopic(s) => {
                 self.write_to_topic(id, s, &rec);
                 Ok(())
@@ -514,7 +524,21 @@ impl Ctx<'_, '_> {
     fn write_to_topic(&mut self, id: NodeId, s: &ToTopic, rec: &Record) {
         let key = match &s.key {
             ToTopicKey::Record => key_bytes(&rec.key),
-            // A tombstone's node is a table with `ttl`, which has no `to.key`.
+            ToTopicKey::Regroup(r) => return table_aggregate::regroup(self, id, s, r, rec),
+            // A table_aggregate's tombstone: the key its last value had.
+            ToTopicKey::Expr(e) if rec.tombstone && rec.old.is_some() => {
+                let old = Record {
+                    value: rec.old.clone().unwrap_or(Value::Null),
+                    old: None,
+                    ..rec.clone()
+                };
+                match e.eval(&self.input(&old)) {
+                    Ok(v) => key_bytes(&v),
+                    Err(err) => return self.dead_letter(id, &err.0, Some(rec)),
+                }
+            }
+            // Otherwise a tombstone's node is a table with `ttl`, which has
+            // no `to.key`.
             _ if rec.tombstone => key_bytes(&rec.key),
             ToTopicKey::Expr(e) => match e.eval(&self.input(rec)) {
                 Ok(v) => key_bytes(&v),
@@ -547,6 +571,11 @@ impl Ctx<'_, '_> {
             }
             _ => Some(codec::json_bytes(&rec.full_value())),
         };
+        self.push_output(s, key, value, rec.timestamp);
+    }
+
+    /// Queue a record for the node's topic.
+    pub(crate) fn push_output(&mut self, s: &ToTopic, key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64) {
         if !s.internal {
             self.stats.emitted += 1;
         }
@@ -559,7 +588,7 @@ impl Ctx<'_, '_> {
             topic: s.topic.clone(),
             key,
             value,
-            timestamp: rec.timestamp,
+            timestamp,
             headers: Vec::new(),
         });
     }

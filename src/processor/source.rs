@@ -74,6 +74,7 @@ pub(super) fn decode(source: &SourceNode, o: &Origin<'_>, now_ms: i64) -> Result
         timestamp,
         raw,
         tombstone: false,
+        old: None,
     })
 }
 

@@ -11,10 +11,12 @@
 //! [`CACHE_MAX_KEYS`] keys are held per table and task; reaching it sends
 //! them all on at once (Kafka Streams evicts from its cache when full).
 //!
-//! The store keeps, per key, only what the comparison needs (the order value
-//! and timestamp): the values themselves go downstream, usually to a topic
-//! compacted by the same key, so storing them again would double the state
-//! and the changelog for nothing.
+//! The store keeps, per key, what the comparison needs (the order value
+//! and timestamp), and the value only when something reads it back
+//! (`keep_values`: a table_aggregate, which must subtract a row's old value
+//! when it changes). Otherwise the values go downstream, usually to a
+//! topic compacted by the same key, and storing them again would double the
+//! state and the changelog for nothing.
 //!
 //! With `ttl`, a key whose last accepted record is `ttl` or more behind
 //! stream time is forgotten: deleted from the store (a tombstone in its
@@ -50,6 +52,34 @@ pub(crate) const CACHE_MAX_KEYS: usize = 10_000;
 struct Entry {
     order: Scalar,
     timestamp: i64,
+    /// The value as JSON, when the table keeps values (`keep_values`).
+    value: Option<Vec<u8>>,
+}
+
+/// An entry as stores written before tables could keep values hold it.
+#[derive(Debug, Deserialize)]
+struct EntryWithoutValue {
+    order: Scalar,
+    timestamp: i64,
+}
+
+fn decode_entry(store: &str, bytes: &[u8]) -> Result<Entry, crate::state::StoreError> {
+    decode::<Entry>(store, bytes).or_else(|e| match decode::<EntryWithoutValue>(store, bytes) {
+        Ok(old) => Ok(Entry {
+            order: old.order,
+            timestamp: old.timestamp,
+            value: None,
+        }),
+        Err(_) => Err(e),
+    })
+}
+
+/// A stored value, as the record value it was.
+fn stored_value(entry: &Entry) -> Option<Value> {
+    entry
+        .value
+        .as_deref()
+        .and_then(|bytes| super::codec::parse_json_bytes(bytes).ok())
 }
 
 pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Record) -> Result<(), ProcessError> {
@@ -69,9 +99,11 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     };
     let store_name = &ctx.topo.stores[t.store].name;
     let mut previous = None;
+    let mut old_value = None;
     if let Some(bytes) = ctx.store(t.store)?.get(&key)? {
-        let old: Entry = decode(store_name, &bytes)?;
+        let old = decode_entry(store_name, &bytes)?;
         previous = Some(old.timestamp);
+        old_value = stored_value(&old);
         match order.compare(&old.order) {
             Ok(std::cmp::Ordering::Less) => {
                 ctx.stats.dropped_stale += 1;
@@ -87,7 +119,10 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     let entry = Entry {
         order,
         timestamp: rec.timestamp,
+        value: t.keep_values.then(|| super::codec::json_bytes(&rec.full_value())),
     };
+    let mut rec = rec.clone();
+    rec.old = old_value;
     if let Some(ttl) = t.ttl_ms {
         if let Some(index) = &mut ctx.ttl_index[id] {
             if let Some(old) = previous {
@@ -100,18 +135,30 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     match t.emit {
         TableEmitSpec::OnUpdate => {
             ctx.store(t.store)?.put(key, encode(&entry));
-            ctx.forward(id, rec.clone())
+            ctx.forward(id, rec)
         }
         TableEmitSpec::OnCommit => {
             ctx.store(t.store)?.put(key.clone(), encode(&entry));
-            let cache = &mut ctx.table_cache[id];
-            cache.insert(key, rec.clone());
-            if cache.len() >= CACHE_MAX_KEYS {
-                emit(ctx, id)?;
-            }
-            Ok(())
+            hold(ctx, id, key, rec)
         }
     }
+}
+
+/// Hold `rec` back until the commit, replacing the record held for its
+/// key. What downstream saw last is the value before the first held one,
+/// so the held record keeps that as its `old`.
+fn hold(ctx: &mut Ctx<'_, '_>, id: NodeId, key: Vec<u8>, mut rec: Record) -> Result<(), ProcessError> {
+    let cache = &mut ctx.table_cache[id];
+    if let Some(held) = cache.get_mut(&key) {
+        rec.old = held.old.take();
+        *held = rec;
+    } else {
+        cache.insert(key, rec);
+    }
+    if cache.len() >= CACHE_MAX_KEYS {
+        emit(ctx, id)?;
+    }
+    Ok(())
 }
 
 /// Forget the keys of table `id` (with `ttl`) whose last update is `ttl`
@@ -128,23 +175,30 @@ pub(crate) fn expire(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode) -> Result
         let &(updated, _) = index.first()?;
         (updated <= horizon).then(|| index.pop_first()).flatten()
     }) {
+        let old = match t.keep_values {
+            true => match ctx.store(t.store)?.get(&key)? {
+                Some(bytes) => stored_value(&decode_entry(&ctx.topo.stores[t.store].name, &bytes)?),
+                None => None,
+            },
+            false => None,
+        };
         ctx.store(t.store)?.delete(key.clone());
         let tombstone = Record {
-            key: Value::Bytes(Arc::new(key.clone())),
+            // As the records' keys were (text), so expressions over `key`
+            // see the same value in a row and in its tombstone.
+            key: match std::str::from_utf8(&key) {
+                Ok(text) => Value::String(Arc::new(text.to_string())),
+                Err(_) => Value::Bytes(Arc::new(key.clone())),
+            },
             value: Value::Null,
             timestamp: updated.saturating_add(ttl),
             raw: None,
             tombstone: true,
+            old,
         };
         match t.emit {
             TableEmitSpec::OnUpdate => ctx.forward(id, tombstone)?,
-            TableEmitSpec::OnCommit => {
-                let cache = &mut ctx.table_cache[id];
-                cache.insert(key, tombstone);
-                if cache.len() >= CACHE_MAX_KEYS {
-                    emit(ctx, id)?;
-                }
-            }
+            TableEmitSpec::OnCommit => hold(ctx, id, key, tombstone)?,
         }
     }
     ctx.next_close[id] = ctx.ttl_index[id]
@@ -166,7 +220,7 @@ fn load_index(ctx: &mut Ctx<'_, '_>, t: &TableNode) -> Result<TtlIndex, ProcessE
     loop {
         let chunk = ctx.store(t.store)?.range(&from, &to, LOAD_CHUNK)?;
         for (key, bytes) in &chunk {
-            let entry: Entry = decode(&name, bytes)?;
+            let entry = decode_entry(&name, bytes)?;
             index.insert((entry.timestamp, key.clone()));
         }
         match chunk.last() {

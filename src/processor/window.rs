@@ -203,6 +203,14 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result
     Ok(())
 }
 
+/// The group values of a repartitioned group key (a JSON array).
+pub(crate) fn group_parts(text: &str) -> Vec<Value> {
+    match serde_json::from_str::<Vec<serde_json::Value>>(text) {
+        Ok(v) => v.into_iter().map(codec::from_json).collect(),
+        Err(_) => vec![Value::String(Arc::new(text.to_string()))],
+    }
+}
+
 /// Window result: group fields, `window_start`, `window_end` (RFC 3339 in
 /// the topology's time zone), then the aggregates. Key:
 /// `<group parts joined by |>@<window_start>`.
@@ -216,10 +224,7 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
     let parts: Vec<Value> = if w.group_is_record_key {
         vec![Value::String(Arc::new(group_text.to_string()))]
     } else {
-        match serde_json::from_str::<Vec<serde_json::Value>>(&group_text) {
-            Ok(v) => v.into_iter().map(codec::from_json).collect(),
-            Err(_) => vec![Value::String(Arc::new(group_text.to_string()))],
-        }
+        group_parts(&group_text)
     };
     let mut fields = std::collections::HashMap::new();
     for (name, v) in w.group_names.iter().zip(&parts) {
@@ -244,5 +249,6 @@ fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], st
         timestamp: state.max_ts,
         raw: None,
         tombstone: false,
+        old: None,
     }
 }

@@ -116,6 +116,18 @@ fn op_label(kind: &NodeKind) -> String {
                 None => emit,
             }
         }
+        NodeKind::TableAggregate(a) => {
+            let emit = match a.emit {
+                TableEmitSpec::OnUpdate => "",
+                TableEmitSpec::OnCommit => ", emitted at commit",
+            };
+            let aggs: Vec<&str> = a.aggregates.iter().map(|x| x.name.as_str()).collect();
+            format!(
+                "table aggregate: {} by {}{emit}",
+                aggs.join(", "),
+                a.group_names.join(", ")
+            )
+        }
         NodeKind::Pass => "pass".to_string(),
         NodeKind::Source(_) | NodeKind::ToTopic(_) => String::new(),
     }

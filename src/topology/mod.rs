@@ -67,6 +67,9 @@ pub(crate) enum NodeKind {
     Map(MapNode),
     Window(WindowNode),
     Table(TableNode),
+    /// The aggregate of a table's rows by group, fed by a [`Regroup`]
+    /// through a repartition topic.
+    TableAggregate(TableAggregateNode),
     /// A step with only `to`: forwards records unchanged.
     Pass,
     ToTopic(ToTopic),
@@ -162,6 +165,35 @@ pub(crate) struct TableNode {
     /// `ttl` in ms: a key whose last update is this far behind stream time
     /// is removed (see `processor::table`).
     pub ttl_ms: Option<i64>,
+    /// The store keeps each key's value too, and forwarded records carry
+    /// the value they replace (`Record::old`): set when a table_aggregate
+    /// reads the table, so it can subtract what a row contributed.
+    pub keep_values: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct TableAggregateNode {
+    /// Output names of the group key parts, in order.
+    pub group_names: Vec<String>,
+    /// Only count, sum and avg (retractable); their arguments are
+    /// evaluated by the [`Regroup`] before the repartition topic.
+    pub aggregates: Vec<Aggregate>,
+    /// Per aggregate: whether it has an argument (`count(x)` counts
+    /// non-null `x`, `count()` rows).
+    pub has_arg: Vec<bool>,
+    pub emit: TableEmitSpec,
+    pub store: usize,
+}
+
+/// The writing half of a table_aggregate's repartition: a table row's
+/// change becomes a subtraction from its old group and an addition to its
+/// new one (one record when the group is the same: Kafka Streams'
+/// KIP-904), keyed by the group, carrying each aggregate's argument.
+#[derive(Debug)]
+pub(crate) struct Regroup {
+    pub group: Vec<Expr>,
+    /// Per aggregate: its kind and argument (`None` for `count()`).
+    pub args: Vec<(AggKind, Option<Expr>)>,
 }
 
 /// How a [`ToTopic`] node computes the record key.
@@ -173,6 +205,8 @@ pub(crate) enum ToTopicKey {
     Expr(Expr),
     /// Group key parts, written as a JSON array (repartition for windows).
     Group(Vec<Expr>),
+    /// A table row's change for a table_aggregate (key and value).
+    Regroup(Regroup),
 }
 
 /// A node writing records to a Kafka topic (a step's `to:`, or the

@@ -186,6 +186,10 @@ pub struct StepSpec {
     /// Latest value per key.
     #[serde(default)]
     pub table: Option<TableSpec>,
+    /// Aggregate a table's current rows by a new key, retracting a row's
+    /// old value when it changes or leaves (reads a `table` step).
+    #[serde(default)]
+    pub table_aggregate: Option<TableAggregateSpec>,
     /// Write this step's output to a topic.
     #[serde(default)]
     pub to: Option<ToSpec>,
@@ -302,6 +306,26 @@ pub struct TableSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ttl: Option<Str>,
+}
+
+/// Aggregation of a table's current rows (Kafka Streams'
+/// `KTable.groupBy(...).aggregate(adder, subtractor)`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableAggregateSpec {
+    /// Group key: output field name → CEL expression over a row's value.
+    /// Rows are repartitioned by it through
+    /// `<application_id>-<step>-repartition`.
+    #[schemars(with = "IndexMap<String, String>")]
+    pub group_by: IndexMap<String, Str>,
+    /// Output field name → `count()`, `count(e)`, `sum(e)` or `avg(e)`
+    /// (the aggregates a changed row can be subtracted from).
+    #[schemars(with = "IndexMap<String, String>")]
+    pub aggregate: IndexMap<String, Str>,
+    /// `on_update` (default): a group's new value after every change;
+    /// `on_commit`: the newest per group at each commit.
+    #[serde(default)]
+    pub emit: TableEmitSpec,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

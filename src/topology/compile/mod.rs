@@ -1,10 +1,12 @@
 //! Compilation of a topology file into the processor graph: resolve step
 //! inputs, check expressions and durations, insert repartition topics,
 //! name internal topics and stores. Window steps are compiled in `window`,
-//! the split into sub-topologies is in `split`.
+//! tables and their aggregations in `table`, the split into sub-topologies
+//! is in `split`.
 
 mod project;
 mod split;
+mod table;
 mod window;
 
 use std::time::Duration;
@@ -251,7 +253,7 @@ impl Compiler {
             let Some(input) = self.step_input(spec, step, &name, named, previous) else {
                 continue;
             };
-            if self.forgets(input) {
+            if self.forgets(input) && step.table_aggregate.is_none() {
                 self.errors.push(
                     Diagnostic::at(
                         &step.name,
@@ -261,7 +263,7 @@ impl Compiler {
                             self.nodes[input].name
                         ),
                     )
-                    .with_hint("read the table's topic as a source, or give the table no `ttl`"),
+                    .with_hint("aggregate it with `table_aggregate` (which retracts what it forgets), read the table's topic as a source, or give the table no `ttl`"),
                 );
                 continue;
             }
@@ -417,13 +419,14 @@ impl Compiler {
             step.map.is_some(),
             step.window.is_some(),
             step.table.is_some(),
+            step.table_aggregate.is_some(),
         ];
         let count = kinds.iter().filter(|k| **k).count();
         if count > 1 {
             self.errors.push(
                 Diagnostic::at(
                     &step.name,
-                    format!("step `{name}` has more than one of filter, map, window, table"),
+                    format!("step `{name}` has more than one of filter, map, window, table, table_aggregate"),
                 )
                 .with_hint("split it into several steps"),
             );
@@ -432,7 +435,7 @@ impl Compiler {
         if count == 0 && step.to.is_none() {
             self.errors.push(
                 Diagnostic::at(&step.name, format!("step `{name}` does nothing"))
-                    .with_hint("give it one of filter, map, window, table, or a `to`"),
+                    .with_hint("give it one of filter, map, window, table, table_aggregate, or a `to`"),
             );
             return None;
         }
@@ -467,42 +470,10 @@ impl Compiler {
             return self.window(w, name, &step.name, input);
         }
         if let Some(t) = &step.table {
-            let key = self.expr(&t.key)?;
-            let newest_by = match &t.newest_by {
-                Some(s) => Some(self.expr(s)?),
-                None => None,
-            };
-            let parent = if key.is_record_key() {
-                input
-            } else {
-                self.repartition(name, ToTopicKey::Expr(key), None, input)
-            };
-            let ttl_ms = match &t.ttl {
-                Some(s) => {
-                    let d = self.duration(s)?;
-                    if d.is_zero() {
-                        self.errors.push(
-                            Diagnostic::at(s, "ttl must be longer than 0").with_hint("e.g. `ttl: 1d`, or leave it out"),
-                        );
-                        return None;
-                    }
-                    Some(millis(d))
-                }
-                None => None,
-            };
-            let store = self.stores.len();
-            let node = self.add(
-                name.to_string(),
-                NodeKind::Table(TableNode {
-                    newest_by,
-                    emit: t.emit,
-                    store,
-                    ttl_ms,
-                }),
-                Some(parent),
-            );
-            self.add_store(name, StoreKind::KeyValue, node, None);
-            return Some(node);
+            return self.table(t, name, input);
+        }
+        if let Some(a) = &step.table_aggregate {
+            return self.table_aggregate(a, name, &step.name, input);
         }
         Some(self.add(name.to_string(), NodeKind::Pass, Some(input)))
     }

@@ -8,6 +8,7 @@
 //!
 //! Every expression evaluated on the source's records counts: filters, map
 //! values, aggregate arguments, table `newest_by`, `to` keys and `fields`,
+//! a table_aggregate's group key and arguments,
 //! the event-time field. One that reads `value` as a whole (`str(value)`) or
 //! leaves the direct evaluator's subset turns projection off for the source,
 //! and so does a map with `drop` or `keep` (kept simple: rare, and it would
@@ -16,6 +17,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::processor::table_aggregate::{REGROUP_ADD, REGROUP_SUB};
 
 /// Set `project` on every JSON source.
 pub(super) fn projections(nodes: &mut [Node]) {
@@ -75,12 +77,24 @@ fn needed(nodes: &[Node], source: NodeId, s: &SourceNode) -> Option<Vec<String>>
                     add(&mut fields, e)?;
                 }
             }
+            NodeKind::TableAggregate(_) => {
+                // It reads the changes its repartition source decodes.
+                fields.extend([REGROUP_SUB.to_string(), REGROUP_ADD.to_string()]);
+                forwards = false;
+            }
             NodeKind::ToTopic(t) => {
                 match &t.key {
                     ToTopicKey::Record => {}
                     ToTopicKey::Expr(e) => add(&mut fields, e)?,
                     ToTopicKey::Group(parts) => {
                         for e in parts {
+                            add(&mut fields, e)?;
+                        }
+                    }
+                    // It evaluates them on the new value (the old one comes
+                    // whole from the table's store).
+                    ToTopicKey::Regroup(r) => {
+                        for e in r.group.iter().chain(r.args.iter().filter_map(|(_, a)| a.as_ref())) {
                             add(&mut fields, e)?;
                         }
                     }

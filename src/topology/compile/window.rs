@@ -95,33 +95,7 @@ impl Compiler {
             Some(d) => Some(self.duration(d)?),
             None => None,
         };
-        let mut aggregates = Vec::new();
-        for (out, src) in &w.aggregate {
-            match parse_aggregate(&src.value) {
-                Ok((kind, arg)) => {
-                    let arg = match arg {
-                        Some(a) => match Expr::compile(&a) {
-                            Ok(e) => Some(e),
-                            Err(msg) => {
-                                self.errors
-                                    .push(Diagnostic::at(src, format!("aggregate `{out}`: {msg}")));
-                                continue;
-                            }
-                        },
-                        None => None,
-                    };
-                    aggregates.push(Aggregate {
-                        name: out.clone(),
-                        kind,
-                        arg,
-                    });
-                }
-                Err(msg) => self.errors.push(
-                    Diagnostic::at(src, format!("aggregate `{out}`: {msg}"))
-                        .with_hint("use count(), sum(x), avg(x), min(x), max(x), first(x) or last(x)"),
-                ),
-            }
-        }
+        let aggregates = self.aggregates(&w.aggregate);
         if w.aggregate.is_empty() {
             self.errors.push(
                 Diagnostic::at(at, format!("window `{name}` has no aggregates"))
@@ -169,6 +143,39 @@ impl Compiler {
         let retention_ms = size_ms.saturating_add(grace_ms).saturating_add(86_400_000);
         self.add_store(name, StoreKind::Window, node, Some(retention_ms));
         Some(node)
+    }
+
+    /// The `aggregate:` map of a window or table_aggregate: each output
+    /// name with its kind and compiled argument.
+    pub(super) fn aggregates(&mut self, specs: &indexmap::IndexMap<String, spec::Str>) -> Vec<Aggregate> {
+        let mut aggregates = Vec::new();
+        for (out, src) in specs {
+            match parse_aggregate(&src.value) {
+                Ok((kind, arg)) => {
+                    let arg = match arg {
+                        Some(a) => match Expr::compile(&a) {
+                            Ok(e) => Some(e),
+                            Err(msg) => {
+                                self.errors
+                                    .push(Diagnostic::at(src, format!("aggregate `{out}`: {msg}")));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    aggregates.push(Aggregate {
+                        name: out.clone(),
+                        kind,
+                        arg,
+                    });
+                }
+                Err(msg) => self.errors.push(
+                    Diagnostic::at(src, format!("aggregate `{out}`: {msg}"))
+                        .with_hint("use count(), sum(x), avg(x), min(x), max(x), first(x) or last(x)"),
+                ),
+            }
+        }
+        aggregates
     }
 }
 
