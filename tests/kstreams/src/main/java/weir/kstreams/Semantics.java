@@ -255,19 +255,32 @@ public final class Semantics {
 
     /**
      * The running aggregate of one group: weir's {@code {total: sum(N), rows: count(), mean: avg(N),
-     * n_count: count(N)}}, with the group fields for the output value.
+     * n_count: count(N)}}, with the group fields for the output value. {@code total} is the sum of the group's
+     * current rows' N: an integer while every one of them is an integer ("sums of integers stay integers",
+     * docs/topology.md), else a double; integers and fractions are summed apart so that taking a row back out
+     * is exact for the integers.
      */
     static final class Agg {
         public Map<String, JsonNode> groups = new TreeMap<>();
         public long rows;
         public long nCount;
         public long sum;
+        public double fractions;
+        public long nonIntegers;
+        public double meanSum;
 
         void add(JsonNode n) {
             rows++;
             if (!n.isNull()) {
+                number(n);
                 nCount++;
-                sum += integer(n);
+                meanSum += n.doubleValue();
+                if (n.isIntegralNumber()) {
+                    sum += n.longValue();
+                } else {
+                    fractions += n.doubleValue();
+                    nonIntegers++;
+                }
             }
         }
 
@@ -275,15 +288,21 @@ public final class Semantics {
             rows--;
             if (!n.isNull()) {
                 nCount--;
-                sum -= integer(n);
+                meanSum -= n.doubleValue();
+                if (n.isIntegralNumber()) {
+                    sum -= n.longValue();
+                } else {
+                    fractions -= n.doubleValue();
+                    nonIntegers--;
+                }
             }
         }
 
-        static long integer(JsonNode n) {
-            if (!n.canConvertToExactIntegral() || !n.isIntegralNumber()) {
-                throw new IllegalArgumentException("N is not an integer: " + n + " (not in the inputs)");
+        static void number(JsonNode n) {
+            if (!n.isNumber() || n.isBigInteger()) {
+                // weir dead-letters a row whose sum or avg argument is not a number. Not in the inputs.
+                throw new IllegalArgumentException("N is not a number: " + n);
             }
-            return n.longValue();
         }
     }
 
@@ -347,12 +366,16 @@ public final class Semantics {
                 for (String[] g : groupBy) {
                     o.set(g[0], agg.groups.get(g[0]));
                 }
-                o.put("total", agg.sum);
+                if (agg.nonIntegers == 0) {
+                    o.put("total", agg.sum);
+                } else {
+                    o.put("total", agg.sum + agg.fractions);
+                }
                 o.put("rows", agg.rows);
                 if (agg.nCount == 0) {
                     o.putNull("mean");
                 } else {
-                    o.put("mean", (double) agg.sum / agg.nCount);
+                    o.put("mean", agg.meanSum / agg.nCount);
                 }
                 o.put("n_count", agg.nCount);
                 return o.toString();
