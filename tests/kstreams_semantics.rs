@@ -786,6 +786,26 @@ fn table_aggregate_timestamp_is_a_documented_difference() {
     );
 }
 
+#[test]
+fn table_aggregate_over_newest_by_random() {
+    let yaml = table_agg_yaml("{ key: key, newest_by: value.V }", "{ g: value.G }");
+    let mut recs = table_agg_random_input(SEED + 6, 300, false, false);
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 7);
+    for (i, r) in recs.iter_mut().enumerate() {
+        // V drifting upwards with ties and older values, independent of
+        // the timestamps.
+        let mut value: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        value["V"] = json!(i / 20 + rng.gen_range(0..4));
+        r["value"] = json!(value.to_string());
+    }
+    compare_table_agg(
+        "table_aggregate_over_newest_by_random",
+        &yaml,
+        "table-agg-newest-by",
+        &recs,
+    );
+}
+
 /// Sums over rows whose N may be fractional: `total` is an integer while
 /// every current row's N is one ("sums of integers stay integers"), a
 /// double otherwise.

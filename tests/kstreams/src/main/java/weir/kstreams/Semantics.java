@@ -83,6 +83,8 @@ import org.apache.kafka.streams.test.TestRecord;
  *   <li>{@code table-agg-2}: the same grouped by {@code value.G} and {@code value.H}.</li>
  *   <li>{@code table-agg-ttl}: the same aggregation over the {@code ttl} processor's output made a table:
  *       an expired key retracts its row.</li>
+ *   <li>{@code table-agg-newest-by}: the same aggregation over the {@code newest-by} processor's output made
+ *       a table.</li>
  * </ul>
  */
 public final class Semantics {
@@ -407,6 +409,17 @@ public final class Semantics {
         return b.build();
     }
 
+    static Topology tableAggNewestBy() {
+        StreamsBuilder b = new StreamsBuilder();
+        b.addStateStore(Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore("latest"), Serdes.String(),
+            Serdes.String()));
+        KTable<String, String> table = b.stream(IN, Consumed.with(Serdes.String(), Serdes.String()).withName("s"))
+            .process(NewestBy::new, Named.as("latest"), "latest")
+            .toTable(Named.as("latest-table"), Materialized.with(Serdes.String(), Serdes.String()));
+        aggregate(table, List.<String[]>of(new String[] {"g", "G"}));
+        return b.build();
+    }
+
     // ---------------------------------------------------------------- driver
 
     record Scenario(Supplier<Topology> topology, boolean repartitions) { }
@@ -419,8 +432,10 @@ public final class Semantics {
             case "table-agg-2" -> new Scenario(
                 () -> tableAgg(List.of(new String[] {"g", "G"}, new String[] {"h", "H"})), true);
             case "table-agg-ttl" -> new Scenario(Semantics::tableAggTtl, true);
+            case "table-agg-newest-by" -> new Scenario(Semantics::tableAggNewestBy, true);
             default -> throw new IllegalArgumentException(
-                "scenario: newest-by | ttl | table-agg | table-agg-2 | table-agg-ttl, not " + name);
+                "scenario: newest-by | ttl | table-agg | table-agg-2 | table-agg-ttl | table-agg-newest-by, not "
+                    + name);
         };
     }
 
