@@ -583,6 +583,12 @@ fn ttl_edge_cases() {
         // expire together (a before g).
         input(0, t(30_000), "a", v(json!({"N": 17}))),
         input(0, t(40_000), "z", v(json!({"N": 18}))),
+        // Key byte order is UTF-8's: U+FF5E (EF BD 9E) before U+1F600 (F0 9F
+        // 98 80), where UTF-16 (Java's String order) puts the emoji first.
+        // z expires at 50 000 exactly.
+        input(0, t(50_000), "\u{1F600}", v(json!({"N": 19}))),
+        input(0, t(50_000), "\u{FF5E}", v(json!({"N": 20}))),
+        input(0, t(60_000), "q", v(json!({"N": 21}))),
     ];
     let out = compare("ttl_edge_cases", TTL, "ttl", &recs);
     let tombstones: Vec<(&str, i64)> = out
@@ -605,6 +611,9 @@ fn ttl_edge_cases() {
             ("a", 10_100),
             ("a", 40_000),
             ("g", 40_000),
+            ("z", 50_000),
+            ("\u{FF5E}", 60_000),
+            ("\u{1F600}", 60_000),
         ],
         "the tombstones both sides wrote"
     );
