@@ -764,17 +764,21 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     // The dashboard's "free spots now" rows: what the lots' latest statuses
     // add up to per region.
     let want_free = expected_free_now(&expected_lots_with_sentinels(&inputs));
-    wait_for("the sink to load the free spots per region", Duration::from_secs(60), || {
-        sink.assert_running();
-        let rows: BTreeMap<String, (String, i64, i64)> = pg
-            .query(&format!(
-                "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {schema}.parking_free_now"
-            ))
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-            .collect();
-        rows == want_free
-    });
+    wait_for(
+        "the sink to load the free spots per region",
+        Duration::from_secs(60),
+        || {
+            sink.assert_running();
+            let rows: BTreeMap<String, (String, i64, i64)> = pg
+                .query(&format!(
+                    "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {schema}.parking_free_now"
+                ))
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+                .collect();
+            rows == want_free
+        },
+    );
     let sm = metrics(&sink_addr);
     let hourly_rows = sum(&sm, "weir_sink_rows_upserted_total", |l| {
         l["sink"] == sink_name && l["table"] == format!("{schema}.parking_hourly_avg")
