@@ -13,7 +13,7 @@ use weir::{Origin, Output, Task};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{records, status_origin};
+use common::{parking_topology, parking_yaml, records, status_origin};
 
 /// Feed `n` records of the captured poll (cycled, one second apart) to a
 /// sub-topology 0 task; `keep` keeps the outputs, else they are dropped after
@@ -36,11 +36,7 @@ fn feed_status(
 }
 
 fn bench(c: &mut Criterion) {
-    let topo = Topology::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/topology/parking.yaml"
-    )))
-    .expect("topology");
+    let topo = parking_topology();
     let recs = records();
     let n = 20_000usize;
     let mut group = c.benchmark_group("engine");
@@ -61,7 +57,7 @@ fn bench(c: &mut Criterion) {
     // The "pure engine path" in one task: decode → filter → map →
     // window update. The parking steps with the window grouped by the record
     // key (hourly per lot, so no repartition) and without the lot table.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml")).unwrap();
+    let text = parking_yaml();
     let text = text[..text.find("  - name: latest-per-lot").expect("table step")].replace(
         "        region_code: value.REGION_CODE\n        region: value.REGION\n",
         "        lot: key\n",

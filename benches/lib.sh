@@ -118,7 +118,9 @@ bench_on_exit() { # KEEP TOPICS LABEL
 #
 # Writes OUT: the shipped topology with the app's own names (APP as
 # application_id, INPUT as the source topic, APP-dlq, APP-hourly, APP-lots)
-# and GUARANTEE, then each SED_EXPR. Checks that every replaced value and
+# and GUARANTEE, without its free-now-by-region step (the job the Kafka
+# Streams and Quix peers implement: hourly averages and the lot table),
+# then each SED_EXPR. Checks that every replaced value and
 # each LINE is in OUT (topology/parking.yaml changing shape must not go
 # unnoticed) and that `weir validate` accepts it; otherwise says why on
 # stderr and returns 1.
@@ -137,8 +139,10 @@ parking_topology() {
     -e "s/parking_hourly_avg/$app-hourly/g" \
     -e "s/parking_lot_status/$app-lots/g" \
     -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
+    -e '/^  # Free spots per region now/,$d' \
     "${seds[@]}" \
     "$ROOT/topology/parking.yaml" >"$out" || return 1
+  ! grep -q "free-now-by-region" "$out" || { echo "topology/parking.yaml changed shape: free-now-by-region not removed from $out" >&2; return 1; }
   for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "dead_letter: $app-dlq" \
       "topic: $app-hourly" "topic: $app-lots" "$@"; do
     grep -qF -- "$w" "$out" || { echo "topology/parking.yaml changed shape: '$w' missing in $out" >&2; return 1; }

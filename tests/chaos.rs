@@ -678,8 +678,10 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         let field = format!("event_time: {{ field: {TIME_FIELD} }}");
         std::fs::write(&topo, text.replace("event_time: kafka", &field)).unwrap();
     }
+    let free_now = free_now_topic(id);
     create_topic(&status, 3);
     create_topic(&hourly, 3);
+    create_topic(&free_now, 3);
     let h0 = chrono::DateTime::parse_from_rfc3339(&data_start())
         .unwrap()
         .timestamp_millis();
@@ -695,7 +697,10 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         id,
         &format!("{id}_sink_dlq"),
         "batch_size: 20\nlinger: 20ms\nconsumer:\n  session.timeout.ms: \"6000\"\n  heartbeat.interval.ms: \"1000\"\n",
-        &[sink_common::hourly_table_yaml(&hourly, id, "")],
+        &[
+            sink_common::hourly_table_yaml(&hourly, id, ""),
+            sink_common::free_now_table_yaml(&free_now, id),
+        ],
     );
     let n = plan.instances;
     let (pg_proxy, sink_pg_url) = start_pg_proxy();
@@ -803,6 +808,10 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         want_lots.keys().all(|k| keys.contains(k.as_bytes()))
     });
     checker::check_lots(&lot_records, &want_lots, f);
+    // The free spots per region now: the lots' latest statuses (the
+    // sentinels' among them) added up per region.
+    let want_free = expected_free_now(&expected_lots_with_sentinels(&inputs));
+    f.regions_wrong = checker::diff_free_now(&read_free_now(&free_now, &want_free), &want_free).0;
     if f.wrong_clocks > 0 {
         // Each wrong clock on the dead-letter topic, once, with its reason.
         let dead = consume_until(&dlq, Duration::from_secs(60), Duration::from_secs(3), |r| {
@@ -834,7 +843,25 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         } else {
             BTreeMap::new()
         };
-        let (wrong, detail) = checker::diff_rows(&got, &rows_want);
+        let (mut wrong, mut detail) = checker::diff_rows(&got, &rows_want);
+        let free_exists = pg.count(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{id}' AND tablename = 'parking_free_now'"
+        )) > 0;
+        let free: checker::FreeNow = if free_exists {
+            pg.query(&format!(
+                "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
+            ))
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let (free_wrong, free_detail) = checker::diff_free_now(&free, &want_free);
+        if detail.is_empty() {
+            detail = free_detail;
+        }
+        wrong += free_wrong;
         (f.pg_wrong, f.pg_detail) = (wrong, detail);
         if wrong == 0 || Instant::now() >= deadline {
             break;

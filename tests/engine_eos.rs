@@ -147,8 +147,10 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     // restarts and rebalances: test 3 below.
     let (topo, [status, dlq, hourly, lots]) = topology_eos(dir.path(), &id);
     create_topic(&status, 3);
-    // The sink subscribes before the engine's first start creates it.
+    // The sink subscribes before the engine's first start creates them.
     create_topic(&hourly, 3);
+    let free_now = free_now_topic(&id);
+    create_topic(&free_now, 3);
     let sim = simulate(18_000, 31, dir.path());
     let total = sim.len();
     let rounds = split(sim, 8);
@@ -163,7 +165,10 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
         &id,
         &sink_dlq,
         "batch_size: 1\nlinger: 10ms\n",
-        &[hourly_table_yaml(&hourly, &id, "")],
+        &[
+            hourly_table_yaml(&hourly, &id, ""),
+            sink_common::free_now_table_yaml(&free_now, &id),
+        ],
     );
     let mut sink = sink_common::start_sink(&sink_cfg, &[]);
     let mut pg = Pg::connect();
@@ -241,8 +246,14 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     let want_lots = expected_lots(&inputs);
     assert!(want_lots.len() > 100, "{} lots", want_lots.len());
     check_lots(&read_lots(&lots, &want_lots), &want_lots);
+    // The free spots per region now: what a kill lost of the table's
+    // changes (and of their subtraction and addition across the
+    // repartition topic) came again on replay, once.
+    let want_free = expected_free_now(&expected_lots_with_sentinels(&inputs));
+    assert!(want_free.len() > 5, "{} regions", want_free.len());
+    assert_eq!(read_free_now(&free_now, &want_free), want_free, "free spots per region");
 
-    // (b) The Postgres table.
+    // (b) The Postgres tables.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         sink.assert_running();
@@ -253,12 +264,23 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
+    let free_rows = |pg: &mut Pg| -> BTreeMap<String, (String, i64, i64)> {
+        pg.query(&format!(
+            "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
+        ))
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect()
+    };
+    wait_for("parking_free_now in Postgres", Duration::from_secs(120), || {
+        free_rows(&mut pg) == want_free
+    });
     assert!(run.exited().is_none(), "weir run exited:\n{}", run.tail(30));
     drop(run);
     sink.terminate();
     pg.exec(&format!("DROP SCHEMA IF EXISTS {id} CASCADE"));
     pg.exec(&format!("DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
-    delete_topics(&[&status, &dlq, &hourly, &lots, &sink_dlq]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &free_now, &sink_dlq]);
     eprintln!("test: done in {:?}", began.elapsed());
 }
 

@@ -589,13 +589,14 @@ fn sink_is_not_ready_while_postgres_is_unreachable() {
 }
 
 /// The shipped sink file, reading this test's topics into `schema`.
-fn sink_config(dir: &Path, name: &str, hourly: &str, lots: &str, schema: &str) -> PathBuf {
+fn sink_config(dir: &Path, name: &str, [hourly, lots, free_now]: [&str; 3], schema: &str) -> PathBuf {
     let text = std::fs::read_to_string(checkout().join("topology/parking-sink.yaml"))
         .unwrap()
         .replace("name: parking\n", &format!("name: {name}\n"))
         .replace("parking_sink_dlq", &format!("{name}_dlq"))
         .replace("topic: parking_hourly_avg", &format!("topic: {hourly}"))
         .replace("topic: parking_lot_status", &format!("topic: {lots}"))
+        .replace("topic: parking_free_now", &format!("topic: {free_now}"))
         .replace("table: parking.", &format!("table: {schema}."));
     assert!(text.contains(&format!("table: {schema}.parking_hourly_avg")), "{text}");
     let path = dir.join("sink.yaml");
@@ -666,7 +667,8 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     let sentinel_count = sentinels(&inputs).len();
     let schema = unique_ident("it_mon");
     let sink_name = schema.clone();
-    let sink_cfg = sink_config(dir.path(), &sink_name, &hourly, &lots, &schema);
+    let free_now = free_now_topic(&id);
+    let sink_cfg = sink_config(dir.path(), &sink_name, [&hourly, &lots, &free_now], &schema);
     let run_addr = format!("127.0.0.1:{}", free_port());
     let sink_addr = format!("127.0.0.1:{}", free_port());
     let prometheus = Prometheus::start(dir.path(), &[("weir-run", &run_addr), ("weir-sink", &sink_addr)]);
@@ -710,12 +712,13 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         sum(&m, "weir_records_processed_total", is_source_task) >= sent - dead_letters.len() as f64,
         "records processed"
     );
-    // Lag back to 0 on every consumed partition (input and repartition).
+    // Lag back to 0 on every consumed partition: 3 of the input and 3 of
+    // each repartition topic (hourly-by-region's and free-now-by-region's).
     wait_for("consumer lag to return to 0", Duration::from_secs(60), || {
         m = metrics(&run_addr);
         let lag: Vec<&Sample> = m.iter().filter(|s| s.name == "weir_consumer_lag").collect();
         let secs: Vec<&Sample> = m.iter().filter(|s| s.name == "weir_consumer_lag_seconds").collect();
-        lag.len() == 6 && secs.len() == 6 && lag.iter().chain(&secs).all(|s| s.value == 0.0)
+        lag.len() == 9 && secs.len() == 9 && lag.iter().chain(&secs).all(|s| s.value == 0.0)
     });
     let lot_keys = sum(&m, "weir_store_estimated_keys", |l| l["store"] == "latest-per-lot");
     let lot_codes: BTreeSet<String> = inputs.iter().filter_map(|i| i.key.clone()).collect();
@@ -733,8 +736,8 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     assert_eq!(sum(&m, "weir_tasks_restoring", |_| true), 0.0);
     assert_eq!(
         sum(&m, "weir_tasks_running", |_| true),
-        6.0,
-        "2 sub-topologies x 3 partitions"
+        9.0,
+        "3 sub-topologies x 3 partitions"
     );
     assert!(sum(&m, "weir_commit_latency_seconds_count", |_| true) > 0.0);
     // Histograms: cumulative buckets ending in +Inf = _count.
@@ -758,12 +761,30 @@ fn metrics_health_and_dashboards_on_a_real_run() {
                 "SELECT coalesce(sum(samples), 0)::bigint FROM {schema}.parking_hourly_avg"
             )) == total_samples as i64
     });
+    // The dashboard's "free spots now" rows: what the lots' latest statuses
+    // add up to per region.
+    let want_free = expected_free_now(&expected_lots_with_sentinels(&inputs));
+    wait_for(
+        "the sink to load the free spots per region",
+        Duration::from_secs(60),
+        || {
+            sink.assert_running();
+            let rows: BTreeMap<String, (String, i64, i64)> = pg
+                .query(&format!(
+                    "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {schema}.parking_free_now"
+                ))
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+                .collect();
+            rows == want_free
+        },
+    );
     let sm = metrics(&sink_addr);
     let hourly_rows = sum(&sm, "weir_sink_rows_upserted_total", |l| {
         l["sink"] == sink_name && l["table"] == format!("{schema}.parking_hourly_avg")
     });
     assert!(hourly_rows >= want.len() as f64, "rows upserted {hourly_rows}");
-    // The shipped sink file deletes on no tombstone (the topology sends none).
+    // Deletes: only when a region's last real-time lot leaves (none here).
     assert_documented_series_exported("weir sink", &sm, &["weir_sink_rows_deleted_total"]);
     assert_eq!(get(&sink_addr, "/readyz"), Some((200, "ready\n".to_string())));
 
@@ -891,8 +912,8 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     let log = run2.log_text();
     let restored = log.lines().filter(|l| l.contains("task restored")).count();
     assert_eq!(
-        restored, 6,
-        "every stateful task (2 stores x 3 partitions) restored before /readyz said ready:\n{log}"
+        restored, 9,
+        "every stateful task (3 stores x 3 partitions) restored before /readyz said ready:\n{log}"
     );
     let m2 = metrics(&run_addr2);
     assert_eq!(sum(&m2, "weir_tasks_restoring", |_| true), 0.0);
@@ -913,5 +934,5 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     run2.stop();
     sink.terminate();
     pg.exec(&format!("DROP SCHEMA {schema} CASCADE"));
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &free_now]);
 }

@@ -38,3 +38,25 @@ pub fn status_origin(recs: &[(Vec<u8>, Vec<u8>)], i: usize) -> weir::Origin<'_> 
         value: Some(v),
     }
 }
+
+/// `topology/parking.yaml` without its `free-now-by-region` step, the job
+/// the Kafka Streams peers implement (hourly averages and the lot table),
+/// so both sides do the same work.
+#[allow(dead_code)]
+pub fn parking_yaml() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml")).unwrap();
+    let end = text
+        .find(FREE_NOW_STEP)
+        .expect("free-now-by-region in topology/parking.yaml");
+    text[..end].to_string()
+}
+
+/// The first line of the parking topology's `free-now-by-region` step (its
+/// comment); everything from it on is that step.
+pub const FREE_NOW_STEP: &str = "  # Free spots per region now";
+
+/// The parking job as the peers run it ([`parking_yaml`]), compiled.
+#[allow(dead_code)]
+pub fn parking_topology() -> weir::Topology {
+    weir::Topology::parse(&parking_yaml()).expect("parking topology")
+}

@@ -35,7 +35,7 @@ use weir::{Origin, Output, OutputKind, Task};
 
 #[path = "../common/mod.rs"]
 mod common;
-use common::{records, status_origin};
+use common::{parking_topology, records, status_origin};
 
 const HOURLY: &str = "parking_hourly_avg";
 const LOT: &str = "parking_lot_status";
@@ -235,11 +235,7 @@ fn main() {
     let warmups = arg(3, 3);
     let warm_n = arg(4, 20_000);
 
-    let topo = Topology::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/topology/parking.yaml"
-    )))
-    .expect("topology");
+    let topo = parking_topology();
     let recs = records();
     let poll_bytes: usize = recs.iter().map(|(k, v)| k.len() + v.len()).sum();
 

@@ -52,7 +52,8 @@ pub(crate) const CACHE_MAX_KEYS: usize = 10_000;
 struct Entry {
     order: Scalar,
     timestamp: i64,
-    /// The value as JSON, when the table keeps values (`keep_values`).
+    /// The value as JSON (the fields the topology reads), when the table
+    /// keeps values (`keep_values`).
     value: Option<Vec<u8>>,
 }
 
@@ -119,7 +120,10 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     let entry = Entry {
         order,
         timestamp: rec.timestamp,
-        value: t.keep_values.then(|| super::codec::json_bytes(&rec.full_value())),
+        // What the topology reads of it (a JSON source decodes only those
+        // fields, see `topology/compile/project.rs`): enough to evaluate
+        // the table_aggregate's group and arguments on it again.
+        value: t.keep_values.then(|| super::codec::json_bytes(&rec.value)),
     };
     let mut rec = rec.clone();
     rec.old = old_value;

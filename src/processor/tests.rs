@@ -697,10 +697,33 @@ fn the_parking_source_decodes_only_the_fields_its_steps_read() {
     }
 }
 
-/// Every output of the parking job, tables emptied after each record.
+/// Every output of the parking job, tables emptied every 7 records.
 fn run_all(t: &Topology, inputs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<Output> {
     let mut tasks: Vec<Task> = (0..t.subtopologies.len()).map(|s| Task::in_memory(t, s, 0)).collect();
     let mut all = Vec::new();
+    // Repartition records go to the task reading their topic, the rest to
+    // `all`.
+    let route = |tasks: &mut Vec<Task>, out: Vec<Output>, all: &mut Vec<Output>| {
+        for o in out {
+            if o.kind != OutputKind::Repartition {
+                all.push(o);
+                continue;
+            }
+            let (sub, _) = t.source_for(&o.topic).unwrap();
+            let origin = Origin {
+                topic: &o.topic,
+                partition: 0,
+                offset: 0,
+                timestamp: o.timestamp,
+                key: o.key.as_deref(),
+                value: o.value.as_deref(),
+            };
+            let mut next = Vec::new();
+            tasks[sub].process(t, &origin, origin.timestamp, &mut next).unwrap();
+            all.extend(next);
+            all.push(o);
+        }
+    };
     for (i, (key, value)) in inputs.iter().enumerate() {
         let origin = Origin {
             topic: "parking_status",
@@ -715,23 +738,15 @@ fn run_all(t: &Topology, inputs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<Output> {
         if i % 7 == 0 {
             tasks[0].emit_cached(t, &mut out).unwrap();
         }
-        for o in &out {
-            if o.kind == OutputKind::Repartition {
-                let origin = Origin {
-                    topic: &o.topic,
-                    partition: 0,
-                    offset: i as i64,
-                    timestamp: o.timestamp,
-                    key: o.key.as_deref(),
-                    value: o.value.as_deref(),
-                };
-                tasks[1].process(t, &origin, origin.timestamp, &mut all).unwrap();
-            }
-        }
-        all.extend(out);
+        route(&mut tasks, out, &mut all);
     }
-    tasks[0].emit_cached(t, &mut all).unwrap();
-    tasks[1].advance_stream_time(t, i64::MAX, &mut all).unwrap();
+    let mut out = Vec::new();
+    tasks[0].emit_cached(t, &mut out).unwrap();
+    route(&mut tasks, out, &mut all);
+    for task in tasks.iter_mut().skip(1) {
+        task.advance_stream_time(t, i64::MAX, &mut all).unwrap();
+        task.emit_cached(t, &mut all).unwrap();
+    }
     all
 }
 

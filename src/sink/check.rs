@@ -517,7 +517,8 @@ mod tests {
     fn the_shipped_parking_sink_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/parking-sink.yaml");
         let c = SinkConfig::load(&path).unwrap_or_else(|d| panic!("{d}"));
-        assert_eq!(c.tables.len(), 2);
+        assert_eq!(c.tables.len(), 3);
+        assert!(c.tables[2].delete_on_tombstone);
         assert!(is_sink_file(GOOD));
         assert!(!is_sink_file(include_str!("../../topology/parking.yaml")));
     }

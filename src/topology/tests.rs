@@ -15,12 +15,16 @@ const BASE: &str = "application_id: app\nsources:\n  s:\n    topic: in\nsteps:\n
 fn parking_topology_compiles_with_a_repartition_for_the_region_window() {
     let t = Topology::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml"))).unwrap();
     assert_eq!(t.application_id, "parking-hourly");
-    assert_eq!(t.subtopologies.len(), 2);
+    assert_eq!(t.subtopologies.len(), 3);
     assert_eq!(
         t.subtopologies[1].source_topics,
         vec!["parking-hourly-hourly-by-region-repartition"]
     );
-    assert_eq!(t.stores.len(), 2);
+    assert_eq!(
+        t.subtopologies[2].source_topics,
+        vec!["parking-hourly-free-now-by-region-repartition"]
+    );
+    assert_eq!(t.stores.len(), 3);
     assert_eq!(
         t.stores[0].changelog,
         "parking-hourly-latest-per-lot-changelog".replace("latest-per-lot", &t.stores[0].name)
@@ -39,6 +43,8 @@ fn internal_topics_are_the_changelogs_and_repartition_topics_not_outputs() {
     assert_eq!(
         internal,
         [
+            "parking-hourly-free-now-by-region-changelog",
+            "parking-hourly-free-now-by-region-repartition",
             "parking-hourly-hourly-by-region-changelog",
             "parking-hourly-hourly-by-region-repartition",
             "parking-hourly-latest-per-lot-changelog",

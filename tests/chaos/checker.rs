@@ -40,6 +40,10 @@ pub struct Findings {
     /// Lots whose last status on the lot topic differs from the expectation
     /// (or is missing, or should not be there).
     pub lots_wrong: usize,
+    /// Regions whose free spots now (the free-now topic's last record)
+    /// differ from the lots' latest statuses added up (or are missing, or
+    /// should not be there).
+    pub regions_wrong: usize,
     /// Records of the feed with a wrong-clock event time (runs with
     /// `field_time`): not an anomaly.
     pub wrong_clocks: usize,
@@ -83,6 +87,7 @@ impl Findings {
         add(self.wrong as u64, "windows with a wrong average");
         add(self.bad_committed as u64, "committed output records not expected");
         add(self.lots_wrong as u64, "lots with a wrong latest status");
+        add(self.regions_wrong as u64, "regions with wrong free spots now");
         add(self.pg_wrong as u64, "Postgres rows wrong");
         add(
             self.wrong_clocks_unaccounted as u64,
@@ -183,6 +188,26 @@ pub fn check_lots(records: &[Rec], want: &BTreeMap<String, Value>, f: &mut Findi
         }
     }
     f.lots_wrong += last.keys().filter(|k| !want.contains_key(*k)).count();
+}
+
+/// Free spots per region: region code → (region, spots, lots).
+pub type FreeNow = BTreeMap<String, (String, i64, i64)>;
+
+/// Regions of `got` missing from, extra to or different from `want`, and
+/// the first difference.
+pub fn diff_free_now(got: &FreeNow, want: &FreeNow) -> (usize, String) {
+    let mut diffs = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| format!("region {k}: got {:?}, want {v:?}", got.get(k)))
+        .chain(
+            got.iter()
+                .filter(|(k, _)| !want.contains_key(*k))
+                .map(|(k, v)| format!("unexpected region {k}: {v:?}")),
+        );
+    let first = diffs.next();
+    let n = first.iter().count() + diffs.count();
+    (n, first.unwrap_or_default())
 }
 
 pub type Rows = BTreeMap<(String, NaiveDateTime), (String, f64, i64)>;

@@ -141,6 +141,81 @@ pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
     out
 }
 
+/// The lots after the sentinels too (see `sentinels`): each is a lot of its
+/// region, real-time, with 1 spot available.
+pub fn expected_lots_with_sentinels(inputs: &[Input]) -> BTreeMap<String, Value> {
+    let at = sentinel_time(inputs);
+    let mut all: Vec<Input> = inputs
+        .iter()
+        .map(|i| Input {
+            partition: i.partition,
+            timestamp: i.timestamp,
+            key: i.key.clone(),
+            payload: i.payload.clone(),
+        })
+        .collect();
+    all.extend(sentinels(inputs).into_iter().map(|(k, v)| Input {
+        partition: 0,
+        timestamp: at,
+        key: Some(k),
+        payload: v,
+    }));
+    expected_lots(&all)
+}
+
+/// `free-now-by-region`'s rules, written out independently of the engine:
+/// over each lot's latest status (`lots`, from `expected_lots`), per region
+/// code: (region, sum of available spots, number of lots).
+pub fn expected_free_now(lots: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i64, i64)> {
+    let mut out: BTreeMap<String, (String, i64, i64)> = BTreeMap::new();
+    for v in lots.values() {
+        let (Some(code), Some(region)) = (v["REGION_CODE"].as_str(), v["REGION"].as_str()) else {
+            continue;
+        };
+        let e = out.entry(code.to_string()).or_insert((region.to_string(), 0, 0));
+        e.1 += v["AVAILABLE_SPOTS"].as_i64().unwrap();
+        e.2 += 1;
+    }
+    out
+}
+
+/// What the free-now topic says last per region (a tombstone removes it).
+pub fn free_now_of(records: &[Rec]) -> BTreeMap<String, (String, i64, i64)> {
+    let mut last = BTreeMap::new();
+    for r in records {
+        let key = String::from_utf8(r.key.clone().expect("free-now without key")).unwrap();
+        match r.value.as_deref() {
+            None => {
+                last.remove(&key);
+            }
+            Some(bytes) => {
+                let v: Value = serde_json::from_slice(bytes).unwrap();
+                let region = v["region"].as_str().unwrap().to_string();
+                last.insert(
+                    key,
+                    (
+                        region,
+                        v["available_spots"].as_i64().unwrap(),
+                        v["realtime_lots"].as_i64().unwrap(),
+                    ),
+                );
+            }
+        }
+    }
+    last
+}
+
+/// Read the free-now topic until its last record per region says `want`
+/// (or 120 s), and return what it says.
+pub fn read_free_now(topic: &str, want: &BTreeMap<String, (String, i64, i64)>) -> BTreeMap<String, (String, i64, i64)> {
+    free_now_of(&consume_until(
+        topic,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        |r| free_now_of(r) == *want,
+    ))
+}
+
 /// The lot-status topic's last record per lot (sentinel lots `S-…` left
 /// out) equals `want`.
 pub fn check_lots(records: &[Rec], want: &BTreeMap<String, Value>) {
@@ -187,9 +262,16 @@ fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::
         .replace("parking_status", &names[0])
         .replace("parking_hourly_avg", &names[2])
         .replace("parking_lot_status", &names[3])
-        .replace("commit_interval: 1s", "commit_interval: 200ms");
+        .replace("parking_free_now", &free_now_topic(id))
+        .replace("commit_interval: 1s", "commit_interval: 200ms")
+        // The sentinels come 26 h after the data (see `sentinel_time`):
+        // with the shipped 1-day ttl they would make the lot table forget
+        // every lot, and these tests check the lots' latest statuses. What
+        // the ttl forgets is tested in tests/table_ttl.rs and by the unit
+        // tests.
+        .replace("ttl: 1d", "ttl: 7d");
     assert!(
-        text.contains("grace: 1m") && text.contains("close_idle_after: 2m"),
+        text.contains("grace: 1m") && text.contains("close_idle_after: 2m") && text.contains("ttl: 7d"),
         "{text}"
     );
     if long_grace {
@@ -200,6 +282,11 @@ fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::
     let path = dir.join("parking.yaml");
     std::fs::write(&path, text).unwrap();
     (path, names)
+}
+
+/// The renamed topology's `free-now-by-region` output topic.
+pub fn free_now_topic(id: &str) -> String {
+    format!("{id}-free-now")
 }
 
 /// The parking topology with a 1-day grace: while instances own different

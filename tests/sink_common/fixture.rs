@@ -9,16 +9,27 @@ const SHIPPED: &str = include_str!("../../topology/parking-sink.yaml");
 /// `tables:`), reading `topic` into `<schema>.parking_hourly_avg`, with
 /// `batch` (e.g. `"    batch_size: 10\n"`, or empty) before its columns.
 pub fn hourly_table_yaml(topic: &str, schema: &str, batch: &str) -> String {
+    shipped_table_yaml("parking_hourly_avg", topic, schema, batch)
+}
+
+/// The shipped `parking_free_now` entry (deleting on tombstones), reading
+/// `topic` into `schema`.
+#[allow(dead_code)]
+pub fn free_now_table_yaml(topic: &str, schema: &str) -> String {
+    shipped_table_yaml("parking_free_now", topic, schema, "")
+}
+
+/// The shipped entry loading topic `name` into `parking.<name>`, reading
+/// `topic` into `<schema>.<name>` instead, with `batch` lines before its
+/// columns.
+fn shipped_table_yaml(name: &str, topic: &str, schema: &str, batch: &str) -> String {
     let start = SHIPPED
-        .find("  - topic: parking_hourly_avg\n")
-        .expect("topology/parking-sink.yaml loads parking_hourly_avg");
+        .find(&format!("  - topic: {name}\n"))
+        .unwrap_or_else(|| panic!("topology/parking-sink.yaml loads {name}"));
     let rest = &SHIPPED[start..];
     let entry = &rest[..rest.find("\n\n").map_or(rest.len(), |end| end + 1)];
     entry
-        .replace("topic: parking_hourly_avg", &format!("topic: {topic}"))
-        .replace(
-            "table: parking.parking_hourly_avg",
-            &format!("table: {schema}.parking_hourly_avg"),
-        )
+        .replace(&format!("topic: {name}"), &format!("topic: {topic}"))
+        .replace(&format!("table: parking.{name}"), &format!("table: {schema}.{name}"))
         .replace("    columns:\n", &format!("{batch}    columns:\n"))
 }

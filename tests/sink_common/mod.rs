@@ -17,7 +17,7 @@ mod fixture;
 #[allow(unused_imports)] // for the tests that restart Postgres
 pub use dev_postgres::{DevPostgres, Restart};
 #[allow(unused_imports)] // for the tests of the hourly table
-pub use fixture::hourly_table_yaml;
+pub use fixture::{free_now_table_yaml, hourly_table_yaml};
 
 pub fn pg_url() -> String {
     std::env::var("WEIR_PG_URL").unwrap_or_else(|_| "postgres://weir:weir@127.0.0.1:5433/weir".to_string())
