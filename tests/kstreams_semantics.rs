@@ -677,7 +677,8 @@ fn table_agg_random_input(seed: u64, n: usize, two_groups: bool, fractions: bool
             let g = ["a", "b", "c"][rng.gen_range(0..3)];
             let mut value = json!({"G": g, "N": random_n(&mut rng, fractions)});
             if two_groups {
-                value["H"] = json!(["x", "y"][rng.gen_range(0..2)]);
+                // Group values of every JSON type, as text in the key.
+                value["H"] = [json!("x"), json!(1), json!(2.5), json!(2.0), json!(true)][rng.gen_range(0..5)].clone();
             }
             input(0, ts, &key, v(value))
         })
