@@ -646,6 +646,76 @@ fn ttl_random() {
     );
 }
 
+// ------------------------------------------------------------------ newest_by and ttl
+
+const NEWEST_BY_TTL: &str = "application_id: ks-newest-by-ttl
+dead_letter: dlq
+sources:
+  s: { topic: in }
+steps:
+  - name: latest
+    table: { key: key, newest_by: value.V, ttl: 10s, emit: on_update }
+    to: { topic: out }
+";
+
+/// `newest_by` orders the records, the ttl counts from the timestamp of a
+/// key's last accepted record.
+#[test]
+fn newest_by_ttl_edge_cases() {
+    let t = |ms: i64| T0 + ms;
+    let recs = [
+        input(0, t(1_000), "x", v(json!({"V": 5}))),
+        // Newer by V, older by timestamp: accepted, the key's last update
+        // is now 500.
+        input(0, t(500), "x", v(json!({"V": 6}))),
+        // Older by V, newer by timestamp: dropped, no refresh.
+        input(0, t(9_000), "x", v(json!({"V": 4}))),
+        input(0, t(2_000), "y", v(json!({"V": 1}))),
+        // Stream time 10 500: x (500) expires; y (2 000) stays.
+        input(0, t(10_500), "z", v(json!({"V": 1}))),
+        // A tie by V, late by timestamp: accepted; already ttl behind, so
+        // in and out at once.
+        input(0, t(0), "z", v(json!({"V": 1}))),
+        input(0, t(12_000), "w", v(json!({"V": 0}))),
+    ];
+    let out = compare("newest_by_ttl_edge_cases", NEWEST_BY_TTL, "newest-by-ttl", &recs);
+    let tombstones: Vec<(&str, i64)> = out
+        .iter()
+        .filter(|r| r.value.is_null())
+        .map(|r| (r.key.as_deref().unwrap(), r.timestamp - T0))
+        .collect();
+    assert_eq!(tombstones, [("x", 10_500), ("z", 10_000), ("y", 12_000)]);
+}
+
+/// V drifting upwards with ties and older values, independent of the
+/// timestamps, into the records' values.
+fn with_random_v(recs: &mut [Value], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (i, r) in recs.iter_mut().enumerate() {
+        let mut value: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        value["V"] = json!(i / 20 + rng.gen_range(0..4));
+        r["value"] = json!(value.to_string());
+    }
+}
+
+#[test]
+fn newest_by_ttl_random() {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 8);
+    let mut clocks = [T0, T0];
+    let mut recs: Vec<Value> = (0..400)
+        .map(|i| {
+            let p = rng.gen_range(0..2);
+            let ts = random_times(&mut rng, &mut clocks, p);
+            let key = format!("k{}", rng.gen_range(0..8));
+            input(p as i32, ts, &key, v(json!({"N": i})))
+        })
+        .collect();
+    with_random_v(&mut recs, SEED + 9);
+    let out = compare("newest_by_ttl_random", NEWEST_BY_TTL, "newest-by-ttl", &recs);
+    let tombstones = out.iter().filter(|r| r.value.is_null()).count();
+    assert!(tombstones > 20, "only {tombstones} keys expired");
+}
+
 // ------------------------------------------------------------------ table_aggregate
 
 fn table_agg_edge_input() -> Vec<Value> {
@@ -807,18 +877,24 @@ fn table_aggregate_timestamp_is_a_documented_difference() {
 fn table_aggregate_over_newest_by_random() {
     let yaml = table_agg_yaml("{ key: key, newest_by: value.V }", "{ g: value.G }");
     let mut recs = table_agg_random_input(SEED + 6, 300, false, false);
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 7);
-    for (i, r) in recs.iter_mut().enumerate() {
-        // V drifting upwards with ties and older values, independent of
-        // the timestamps.
-        let mut value: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
-        value["V"] = json!(i / 20 + rng.gen_range(0..4));
-        r["value"] = json!(value.to_string());
-    }
+    with_random_v(&mut recs, SEED + 7);
     compare_table_agg(
         "table_aggregate_over_newest_by_random",
         &yaml,
         "table-agg-newest-by",
+        &recs,
+    );
+}
+
+#[test]
+fn table_aggregate_over_newest_by_ttl_random() {
+    let yaml = table_agg_yaml("{ key: key, newest_by: value.V, ttl: 10s }", "{ g: value.G }");
+    let mut recs = table_agg_random_input(SEED + 10, 300, false, false);
+    with_random_v(&mut recs, SEED + 11);
+    compare_table_agg(
+        "table_aggregate_over_newest_by_ttl_random",
+        &yaml,
+        "table-agg-newest-by-ttl",
         &recs,
     );
 }

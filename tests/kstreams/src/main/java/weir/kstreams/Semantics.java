@@ -76,6 +76,8 @@ import org.apache.kafka.streams.test.TestRecord;
  *   <li>{@code ttl}: weir's {@code table: {key: key, ttl: 10s}}. Kafka Streams has no TTL for tables
  *       (KIP-1225): a processor that, after each record, deletes the keys stream time has left ttl behind and
  *       forwards their tombstones, as users write it.</li>
+ *   <li>{@code newest-by-ttl}: weir's {@code table: {key: key, newest_by: value.V, ttl: 10s}}: the same
+ *       processor ordering by V.</li>
  *   <li>{@code table-agg}: weir's {@code table: {key: key}} then {@code table_aggregate} grouped by
  *       {@code value.G}: a versioned table (KIP-914: an update older than the key's latest is not forwarded,
  *       weir's default {@code newest_by}, the event time), {@code groupBy(...).aggregate(init, add, subtract)}.
@@ -83,8 +85,8 @@ import org.apache.kafka.streams.test.TestRecord;
  *   <li>{@code table-agg-2}: the same grouped by {@code value.G} and {@code value.H}.</li>
  *   <li>{@code table-agg-ttl}: the same aggregation over the {@code ttl} processor's output made a table:
  *       an expired key retracts its row.</li>
- *   <li>{@code table-agg-newest-by}: the same aggregation over the {@code newest-by} processor's output made
- *       a table.</li>
+ *   <li>{@code table-agg-newest-by}, {@code table-agg-newest-by-ttl}: the same aggregation over the
+ *       {@code newest-by} and {@code newest-by-ttl} processors' outputs made tables.</li>
  * </ul>
  */
 public final class Semantics {
@@ -190,14 +192,33 @@ public final class Semantics {
      * {@code ttl} or more behind stream time ({@code lastUpdate + ttl <= streamTime}) is deleted and its
      * tombstone forwarded with timestamp {@code lastUpdate + ttl}, oldest first, ties in key byte order. The
      * scan runs after the record is stored, so a record already ttl behind goes in and out at once.
+     *
+     * <p>With {@code newestBy}, that field orders the records instead (as {@link NewestBy}); a key's last
+     * update is still the timestamp of its last accepted record.
      */
     static final class TtlTable implements Processor<String, String, String, String> {
         private final long ttlMs;
+        private final String newestBy;
         private ProcessorContext<String, String> ctx;
         private TimestampedKeyValueStore<String, String> store;
 
         TtlTable(Duration ttl) {
+            this(ttl, null);
+        }
+
+        TtlTable(Duration ttl, String newestBy) {
             this.ttlMs = ttl.toMillis();
+            this.newestBy = newestBy;
+        }
+
+        private boolean accepts(Record<String, String> r, ValueAndTimestamp<String> old) {
+            if (old == null) {
+                return true;
+            }
+            if (newestBy == null) {
+                return r.timestamp() >= old.timestamp();
+            }
+            return compareNewest(field(parse(r.value()), newestBy), field(parse(old.value()), newestBy)) >= 0;
         }
 
         @Override
@@ -212,7 +233,7 @@ public final class Semantics {
                 throw new IllegalArgumentException("a tombstone: not in the ttl scenarios' inputs");
             }
             ValueAndTimestamp<String> old = store.get(r.key());
-            if (old == null || r.timestamp() >= old.timestamp()) {
+            if (accepts(r, old)) {
                 store.put(r.key(), ValueAndTimestamp.make(r.value(), r.timestamp()));
                 ctx.forward(r);
             }
@@ -244,11 +265,11 @@ public final class Semantics {
             Serdes.String(), Serdes.String()));
     }
 
-    static Topology ttl() {
+    static Topology ttl(String newestBy) {
         StreamsBuilder b = new StreamsBuilder();
         addTtlStore(b);
         b.stream(IN, Consumed.with(Serdes.String(), Serdes.String()).withName("s"))
-            .process(() -> new TtlTable(TTL), Named.as("latest"), "latest")
+            .process(() -> new TtlTable(TTL, newestBy), Named.as("latest"), "latest")
             .to(OUT, Produced.with(Serdes.String(), Serdes.String()).withName("latest-to"));
         return b.build();
     }
@@ -399,11 +420,11 @@ public final class Semantics {
         return b.build();
     }
 
-    static Topology tableAggTtl() {
+    static Topology tableAggTtl(String newestBy) {
         StreamsBuilder b = new StreamsBuilder();
         addTtlStore(b);
         KTable<String, String> table = b.stream(IN, Consumed.with(Serdes.String(), Serdes.String()).withName("s"))
-            .process(() -> new TtlTable(TTL), Named.as("latest"), "latest")
+            .process(() -> new TtlTable(TTL, newestBy), Named.as("latest"), "latest")
             .toTable(Named.as("latest-table"), Materialized.with(Serdes.String(), Serdes.String()));
         aggregate(table, List.<String[]>of(new String[] {"g", "G"}));
         return b.build();
@@ -427,14 +448,17 @@ public final class Semantics {
     static Scenario scenario(String name) {
         return switch (name) {
             case "newest-by" -> new Scenario(Semantics::newestBy, false);
-            case "ttl" -> new Scenario(Semantics::ttl, false);
+            case "ttl" -> new Scenario(() -> ttl(null), false);
+            case "newest-by-ttl" -> new Scenario(() -> ttl("V"), false);
             case "table-agg" -> new Scenario(() -> tableAgg(List.<String[]>of(new String[] {"g", "G"})), true);
             case "table-agg-2" -> new Scenario(
                 () -> tableAgg(List.of(new String[] {"g", "G"}, new String[] {"h", "H"})), true);
-            case "table-agg-ttl" -> new Scenario(Semantics::tableAggTtl, true);
+            case "table-agg-ttl" -> new Scenario(() -> tableAggTtl(null), true);
+            case "table-agg-newest-by-ttl" -> new Scenario(() -> tableAggTtl("V"), true);
             case "table-agg-newest-by" -> new Scenario(Semantics::tableAggNewestBy, true);
             default -> throw new IllegalArgumentException(
-                "scenario: newest-by | ttl | table-agg | table-agg-2 | table-agg-ttl | table-agg-newest-by, not "
+                "scenario: newest-by | ttl | newest-by-ttl | table-agg | table-agg-2 | table-agg-ttl"
+                    + " | table-agg-newest-by | table-agg-newest-by-ttl, not "
                     + name);
         };
     }
