@@ -200,7 +200,7 @@ pub(crate) fn process(
     let before = stored.as_ref().map(|state| result_value(a, &group, state));
     let mut state = stored.unwrap_or_else(|| GroupState {
         rows: 0,
-        accs: a.aggregates.iter().map(|agg| Acc::new(agg.kind)).collect(),
+        accs: a.aggregates.iter().map(|agg| Acc::for_table(agg.kind)).collect(),
     });
     if let Some(sub) = sub {
         if state.rows == 0 {
@@ -367,6 +367,26 @@ steps:
                 ("b".into(), group("b", 6, 3, Some(3.0), 2), 6),
             ]
         );
+    }
+
+    #[test]
+    fn a_sum_is_an_integer_again_once_the_last_fraction_left() {
+        let t = topology("", "on_update");
+        let out = outputs(
+            &t,
+            &[
+                rec(1, "lot1", json!({"G": "a", "N": 1})),
+                rec(2, "lot2", json!({"G": "a", "N": 0.1})),
+                rec(3, "lot3", json!({"G": "a", "N": 0.2})),
+                rec(4, "lot2", json!({"G": "a", "N": 2})),
+                rec(5, "lot3", json!({"G": "a", "N": 3})),
+            ],
+        );
+        let totals: Vec<Json> = out.iter().map(|(_, v, _)| v["total"].clone()).collect();
+        assert_eq!(totals[2], json!(1.3));
+        // No 5.999999999999999 left over from 0.1 and 0.2, and an integer.
+        assert_eq!(totals[4], json!(6), "{totals:?}");
+        assert!(totals[4].is_i64());
     }
 
     #[test]
