@@ -3,6 +3,9 @@
 //! captured Seoul poll, through the same `Task` code `weir run` uses, with
 //! in-memory stores (RocksDB and Kafka are outside this measurement).
 //!
+//! `whole_job` runs every sub-topology, with and without the parking
+//! job's table aggregation.
+//!
 //! Run: `cargo bench --profile dev --bench engine`
 
 use std::time::Duration;
@@ -102,6 +105,73 @@ fn bench(c: &mut Criterion) {
             task.flush().expect("flush");
         })
     });
+    group.finish();
+    whole_job(c, &recs);
+}
+
+/// Every record through the whole job (every sub-topology, repartition
+/// records handed to the task reading them), committing every
+/// `COMMIT_EVERY` records: the job the peers run, and the shipped job with
+/// `free-now-by-region` (a table_aggregate over the lot table), in one run,
+/// so their ratio is the table aggregation's cost per input record.
+fn whole_job(c: &mut Criterion, recs: &[(Vec<u8>, Vec<u8>)]) {
+    const COMMIT_EVERY: usize = 1000;
+    let n = 20_000usize;
+    let jobs = [
+        ("without_free_now", parking_topology()),
+        (
+            "with_free_now",
+            Topology::load(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/topology/parking.yaml"
+            )))
+            .expect("topology"),
+        ),
+    ];
+    let mut group = c.benchmark_group("whole_job");
+    group.throughput(Throughput::Elements(n as u64));
+    group.measurement_time(Duration::from_secs(10));
+    for (name, topo) in &jobs {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut tasks: Vec<Task> = (0..topo.subtopology_count())
+                    .map(|s| Task::in_memory(topo, s, 0))
+                    .collect();
+                let mut out = Vec::with_capacity(64);
+                let mut next = Vec::with_capacity(64);
+                for i in 0..n {
+                    let origin = status_origin(recs, i);
+                    tasks[0]
+                        .process(topo, &origin, origin.timestamp, &mut out)
+                        .expect("process");
+                    if i % COMMIT_EVERY == COMMIT_EVERY - 1 {
+                        for t in tasks.iter_mut() {
+                            t.emit_cached(topo, &mut out).expect("emit");
+                        }
+                    }
+                    for o in out.drain(..) {
+                        if let Some((sub, _)) = topo.source_for(&o.topic) {
+                            let origin = Origin {
+                                topic: &o.topic,
+                                partition: 0,
+                                offset: i as i64,
+                                timestamp: o.timestamp,
+                                key: o.key.as_deref(),
+                                value: o.value.as_deref(),
+                            };
+                            tasks[sub]
+                                .process(topo, &origin, origin.timestamp, &mut next)
+                                .expect("process");
+                        }
+                    }
+                    next.clear();
+                }
+                for t in tasks.iter_mut() {
+                    t.flush().expect("flush");
+                }
+            })
+        });
+    }
     group.finish();
 }
 

@@ -73,7 +73,7 @@ demo_stop_background() {
 demo_reset() {
   local topics
   topics="$(kafka_topics_matching "$WEIR_BOOTSTRAP" \
-    -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking-hourly-.*|parking_sink_dlq)$')" || true
+    -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking_free_now|parking-hourly-.*|parking_sink_dlq)$')" || true
   if [[ -n "$topics" ]]; then
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$WEIR_BOOTSTRAP" --delete --topic "$topics" >/dev/null 2>&1 || true
     sleep 2
@@ -173,6 +173,7 @@ demo_show_live_lots() {
     SELECT region_code, left(parking_name, 24) AS parking_name, capacity, occupied_spots, available_spots, last_update
     FROM parking.parking_lot_status ORDER BY last_update DESC NULLS LAST, parking_code LIMIT 15"
   demo_psql -P pager=off -c "SELECT count(*) AS lots, count(DISTINCT region_code) AS regions FROM parking.parking_lot_status"
+  demo_show_free_now
 }
 
 # Hourly averages as they appeared on the output topic: one row per region,
@@ -216,6 +217,15 @@ demo_show_postgres() {
     SELECT count(*) AS rows, count(DISTINCT (region_code, hour)) AS distinct_region_hours,
            min(hour) AS first_hour, max(hour) AS last_hour FROM parking.parking_hourly_avg"
   demo_psql -P pager=off -c "SELECT count(*) AS lots FROM parking.parking_lot_status"
+  demo_show_free_now
+}
+
+# Free spots per region now (free-now-by-region, kept as lots change).
+demo_show_free_now() {
+  say "Postgres: free spots per region now (parking.parking_free_now)"
+  demo_psql -P pager=off -c "
+    SELECT region_code, region, available_spots, realtime_lots, updated_at
+    FROM parking.parking_free_now ORDER BY available_spots DESC, region_code LIMIT 15"
 }
 
 cmd_demo() {

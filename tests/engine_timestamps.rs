@@ -94,12 +94,7 @@ fn a_record_dated_2099_is_dead_lettered_and_the_hourly_results_stay_exact() {
     let counted: Vec<Input> = inputs
         .iter()
         .filter(|i| last_update_ms(&i.payload) == Some(i.timestamp))
-        .map(|i| Input {
-            partition: i.partition,
-            timestamp: i.timestamp,
-            key: i.key.clone(),
-            payload: i.payload.clone(),
-        })
+        .cloned()
         .collect();
     let want = expected(&counted);
     assert!(want.len() > 5, "{} region-hours", want.len());

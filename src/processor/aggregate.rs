@@ -67,12 +67,29 @@ impl Scalar {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Acc {
     Count(u64),
-    Sum { int: i64, float: f64, all_int: bool },
-    Avg { sum: f64, n: u64 },
+    Sum {
+        int: i64,
+        float: f64,
+        all_int: bool,
+    },
+    Avg {
+        sum: f64,
+        n: u64,
+    },
     Min(Option<Scalar>),
     Max(Option<Scalar>),
     First(Option<Scalar>),
     Last(Option<Scalar>),
+    /// `sum` of a table_aggregate, where values also leave: the integers
+    /// and the other numbers apart, with how many of those are in, so the
+    /// sum is an integer again once the last fraction left (and carries no
+    /// floating-point rest of it). A variant of its own: window stores
+    /// keep `Sum` as it was.
+    TableSum {
+        int: i128,
+        float: f64,
+        non_int: u64,
+    },
 }
 
 impl Acc {
@@ -126,6 +143,13 @@ impl Acc {
                 *sum += number()?;
                 *n += 1;
             }
+            Acc::TableSum { int, float, non_int } => match v {
+                Scalar::Int(i) => *int += i128::from(*i),
+                _ => {
+                    *float += number()?;
+                    *non_int += 1;
+                }
+            },
             Acc::Min(cur) => replace_if(cur, v, std::cmp::Ordering::Less)?,
             Acc::Max(cur) => replace_if(cur, v, std::cmp::Ordering::Greater)?,
             Acc::First(cur) => {
@@ -138,9 +162,21 @@ impl Acc {
         Ok(())
     }
 
+    /// The running state of a table_aggregate's aggregate of `kind`.
+    pub(crate) fn for_table(kind: AggKind) -> Acc {
+        match kind {
+            AggKind::Sum => Acc::TableSum {
+                int: 0,
+                float: 0.0,
+                non_int: 0,
+            },
+            other => Acc::new(other),
+        }
+    }
+
     /// Take one input back out (a table row's old value): the inverse of
-    /// [`Acc::add`] for count, sum and avg, the only aggregates a
-    /// table_aggregate allows. Others are left as they are.
+    /// [`Acc::add`] for count, avg and `TableSum`, the aggregates a
+    /// table_aggregate keeps. Others are left as they are.
     pub(crate) fn remove(&mut self, v: Option<&Scalar>) {
         if let (Acc::Count(n), None) = (&mut *self, v) {
             *n = n.saturating_sub(1);
@@ -155,27 +191,20 @@ impl Acc {
         let x = v.number().unwrap_or(0.0);
         match self {
             Acc::Count(n) => *n = n.saturating_sub(1),
-            Acc::Sum { int, float, all_int } => match v {
-                Scalar::Int(i) if *all_int => match int.checked_sub(*i) {
-                    Some(s) => *int = s,
-                    None => {
-                        *all_int = false;
-                        *float = *int as f64 - *i as f64;
-                    }
-                },
-                _ => {
-                    if *all_int {
-                        *float = *int as f64;
-                        *all_int = false;
-                    }
-                    *float -= x;
-                }
-            },
+            // Only windows keep `Sum`, and nothing leaves a window.
+            Acc::Sum { .. } => {}
             Acc::Avg { sum, n } => {
                 *n = n.saturating_sub(1);
                 // No drift left over once nothing is averaged.
                 *sum = if *n == 0 { 0.0 } else { *sum - x };
             }
+            Acc::TableSum { int, float, non_int } => match v {
+                Scalar::Int(i) => *int -= i128::from(*i),
+                _ => {
+                    *non_int = non_int.saturating_sub(1);
+                    *float = if *non_int == 0 { 0.0 } else { *float - x };
+                }
+            },
             Acc::Min(_) | Acc::Max(_) | Acc::First(_) | Acc::Last(_) => {}
         }
     }
@@ -197,6 +226,10 @@ impl Acc {
                     Value::Float(sum / *n as f64)
                 }
             }
+            Acc::TableSum { int, float, non_int } => match i64::try_from(*int) {
+                Ok(i) if *non_int == 0 => Value::Int(i),
+                _ => Value::Float(*int as f64 + *float),
+            },
             Acc::Min(v) | Acc::Max(v) | Acc::First(v) | Acc::Last(v) => {
                 v.as_ref().map(Scalar::to_value).unwrap_or(Value::Null)
             }

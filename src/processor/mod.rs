@@ -524,7 +524,7 @@ impl Ctx<'_, '_> {
     fn write_to_topic(&mut self, id: NodeId, s: &ToTopic, rec: &Record) {
         let key = match &s.key {
             ToTopicKey::Record => key_bytes(&rec.key),
-            ToTopicKey::Regroup(r) => return table_aggregate::regroup(self, id, s, r, rec),
+            ToTopicKey::Regroup(r) => return table_aggregate::regroup(self, s, r, rec),
             // A table_aggregate's tombstone: the key its last value had.
             ToTopicKey::Expr(e) if rec.tombstone && rec.old.is_some() => {
                 let old = Record {

@@ -125,6 +125,9 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         // the table_aggregate's group and arguments on it again.
         value: t.keep_values.then(|| super::codec::json_bytes(&rec.value)),
     };
+    if t.keep_values {
+        super::table_aggregate::check(ctx, id, rec);
+    }
     let mut rec = rec.clone();
     rec.old = old_value;
     if let Some(ttl) = t.ttl_ms {

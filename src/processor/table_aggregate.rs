@@ -10,8 +10,8 @@
 //! KIP-904), else the subtraction first and then the addition. The arrays
 //! hold each aggregate's argument evaluated on that value (`null` for
 //! `count()`), so the other side needs no expression. A row whose group or
-//! arguments cannot be evaluated is dead-lettered when it comes and never
-//! counted, so leaving is no subtraction either.
+//! arguments cannot be evaluated is dead-lettered when the table takes it
+//! ([`check`]) and never counted, so leaving is no subtraction either.
 //!
 //! On the group's side, [`process`] keeps per group the number of rows and
 //! a running [`Acc`] per aggregate (count, sum and avg: the ones a value
@@ -31,7 +31,7 @@ use super::aggregate::{Acc, Scalar};
 use super::window::group_parts;
 use super::{codec, Ctx, ProcessError, Record};
 use crate::state::{decode, encode, Store};
-use crate::topology::{AggKind, NodeId, Regroup, TableAggregateNode, TableEmitSpec, ToTopic};
+use crate::topology::{AggKind, NodeId, NodeKind, Regroup, TableAggregateNode, TableEmitSpec, ToTopic, ToTopicKey};
 
 /// Field of a change record holding the arguments to subtract.
 pub(crate) const REGROUP_SUB: &str = "sub";
@@ -82,9 +82,29 @@ fn contribution(ctx: &Ctx<'_, '_>, r: &Regroup, rec: &Record) -> Result<Contribu
     })
 }
 
+/// Dead-letter `rec`, just taken by table `table`, for each table_aggregate
+/// reading the table that cannot evaluate its group or arguments on it.
+/// Done when the record comes, with its origin (a table emitting at the
+/// commit hands it on later, when the input record is long gone); the row
+/// then counts in no group of that aggregate.
+pub(crate) fn check(ctx: &mut Ctx<'_, '_>, table: NodeId, rec: &Record) {
+    let topo = ctx.topo;
+    for &child in &topo.nodes[table].children {
+        if let NodeKind::ToTopic(ToTopic {
+            key: ToTopicKey::Regroup(r),
+            ..
+        }) = &topo.nodes[child].kind
+        {
+            if let Err(reason) = contribution(ctx, r, rec) {
+                ctx.dead_letter(child, &reason, Some(rec));
+            }
+        }
+    }
+}
+
 /// Write a table row's change to the repartition topic `s` (the writing
 /// half of a table_aggregate).
-pub(crate) fn regroup(ctx: &mut Ctx<'_, '_>, id: NodeId, s: &ToTopic, r: &Regroup, rec: &Record) {
+pub(crate) fn regroup(ctx: &mut Ctx<'_, '_>, s: &ToTopic, r: &Regroup, rec: &Record) {
     // The old value was counted when it came (or failed then too).
     let old = rec.old.as_ref().and_then(|value| {
         let old = Record {
@@ -97,17 +117,9 @@ pub(crate) fn regroup(ctx: &mut Ctx<'_, '_>, id: NodeId, s: &ToTopic, r: &Regrou
         };
         contribution(ctx, r, &old).ok()
     });
-    let new = if rec.tombstone {
-        None
-    } else {
-        match contribution(ctx, r, rec) {
-            Ok(c) => Some(c),
-            Err(reason) => {
-                ctx.dead_letter(id, &reason, Some(rec));
-                None
-            }
-        }
-    };
+    // A value that cannot be evaluated was dead-lettered when the table
+    // took it (`check`): it counts nowhere.
+    let new = (!rec.tombstone).then(|| contribution(ctx, r, rec).ok()).flatten();
     let mut write = |group: Vec<u8>, sub: Option<Vec<serde_json::Value>>, add: Option<Vec<serde_json::Value>>| {
         let mut value = serde_json::Map::new();
         if let Some(sub) = sub {
@@ -188,7 +200,7 @@ pub(crate) fn process(
     let before = stored.as_ref().map(|state| result_value(a, &group, state));
     let mut state = stored.unwrap_or_else(|| GroupState {
         rows: 0,
-        accs: a.aggregates.iter().map(|agg| Acc::new(agg.kind)).collect(),
+        accs: a.aggregates.iter().map(|agg| Acc::for_table(agg.kind)).collect(),
     });
     if let Some(sub) = sub {
         if state.rows == 0 {
@@ -355,6 +367,26 @@ steps:
                 ("b".into(), group("b", 6, 3, Some(3.0), 2), 6),
             ]
         );
+    }
+
+    #[test]
+    fn a_sum_is_an_integer_again_once_the_last_fraction_left() {
+        let t = topology("", "on_update");
+        let out = outputs(
+            &t,
+            &[
+                rec(1, "lot1", json!({"G": "a", "N": 1})),
+                rec(2, "lot2", json!({"G": "a", "N": 0.1})),
+                rec(3, "lot3", json!({"G": "a", "N": 0.2})),
+                rec(4, "lot2", json!({"G": "a", "N": 2})),
+                rec(5, "lot3", json!({"G": "a", "N": 3})),
+            ],
+        );
+        let totals: Vec<Json> = out.iter().map(|(_, v, _)| v["total"].clone()).collect();
+        assert_eq!(totals[2], json!(1.3));
+        // No 5.999999999999999 left over from 0.1 and 0.2, and an integer.
+        assert_eq!(totals[4], json!(6), "{totals:?}");
+        assert!(totals[4].is_i64());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::common::*;
 
 pub const H: i64 = 3_600_000;
 
+#[derive(Clone)]
 pub struct Input {
     pub partition: i32,
     pub timestamp: i64,
@@ -145,15 +146,7 @@ pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
 /// region, real-time, with 1 spot available.
 pub fn expected_lots_with_sentinels(inputs: &[Input]) -> BTreeMap<String, Value> {
     let at = sentinel_time(inputs);
-    let mut all: Vec<Input> = inputs
-        .iter()
-        .map(|i| Input {
-            partition: i.partition,
-            timestamp: i.timestamp,
-            key: i.key.clone(),
-            payload: i.payload.clone(),
-        })
-        .collect();
+    let mut all = inputs.to_vec();
     all.extend(sentinels(inputs).into_iter().map(|(k, v)| Input {
         partition: 0,
         timestamp: at,
