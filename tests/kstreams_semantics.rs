@@ -17,9 +17,9 @@
 //! Where the two differ by design, a test asserts the difference on a
 //! minimal input against hand-computed records of both sides (a tombstone
 //! into a table; `table_aggregate` timestamps, which the other
-//! table_aggregate cases check as a relation, see [`Stamps`]); where weir
-//! is wrong, the test stays, ignored with the reason, until it is fixed
-//! (docs/testing.md lists them). Needs Java 17 and Maven (`./dev` installs
+//! table_aggregate cases check as a relation, see [`Stamps`]);
+//! docs/testing.md lists them, and the weir bug the comparison found.
+//! Needs Java 17 and Maven (`./dev` installs
 //! them); the Maven project is built once per run, offline first, into
 //! cargo's target directory. Files of each run stay in
 //! `$CARGO_TARGET_TMPDIR/kstreams_semantics/<case>/` (topology, input, both
@@ -903,8 +903,6 @@ fn table_aggregate_over_newest_by_ttl_random() {
 /// every current row's N is one ("sums of integers stay integers"), a
 /// double otherwise.
 #[test]
-#[ignore = "weir bug (issue 20): a table_aggregate sum stays a double once a fraction was summed, \
-            after the fractional rows left; see table_aggregate_sum_of_integers_after_a_fraction_left"]
 fn table_aggregate_fractions_random() {
     let yaml = table_agg_yaml("{ key: key }", "{ g: value.G }");
     let recs = table_agg_random_input(SEED + 5, 300, false, true);
@@ -912,11 +910,10 @@ fn table_aggregate_fractions_random() {
 }
 
 /// The smallest case of the difference `table_aggregate_fractions_random`
-/// finds, both sides against hand-computed records: once the only
-/// fractional row has left, the group's rows are all integers again and so
-/// is their sum (as Kafka Streams computes it); weir keeps a double (3.0).
+/// found (weir kept a double, 3.0, until main's e6e2a83), both sides
+/// against hand-computed records: once the only fractional row has left,
+/// the group's rows are all integers again and so is their sum.
 #[test]
-#[ignore = "weir bug (issue 20): Acc::remove never turns a sum back into an integer (total 3.0, not 3)"]
 fn table_aggregate_sum_of_integers_after_a_fraction_left() {
     let yaml = table_agg_yaml("{ key: key }", "{ g: value.G }");
     let dir = case_dir("table_aggregate_sum_type");
