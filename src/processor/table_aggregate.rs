@@ -567,6 +567,19 @@ steps:
                 .any(|m| m.contains("reads `latest`, which is not a table")),
             "{errors:?}"
         );
+        let reads_the_aggregate = format!(
+            "{}  - name: after\n    from: agg\n    filter: value.top > 0\n",
+            base.replace("max(N)", "sum(N)")
+        );
+        let errors: Vec<String> = Topology::parse(&reads_the_aggregate)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.message)
+            .collect();
+        assert!(
+            errors.iter().any(|m| m.contains("reads from table_aggregate `agg`")),
+            "{errors:?}"
+        );
         let ok = Topology::parse(&base.replace("max(N)", "sum(N)")).unwrap();
         let text = crate::topology::describe::text(&ok);
         assert!(
