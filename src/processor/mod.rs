@@ -43,9 +43,10 @@ pub(crate) struct Record {
     /// `topology/compile/project.rs`): the rest of the record, for writing
     /// it whole.
     pub raw: Option<Arc<[u8]>>,
-    /// A key a table with `ttl` forgot: written as the key with no value.
-    /// Only a to-topic node or a table_aggregate follows such a table
-    /// (checked at compile).
+    /// A key a table with `ttl` forgot, or a group a table_aggregate left
+    /// empty: written as the key with no value. Only a to-topic node (and,
+    /// after a table, a table_aggregate) follows such a node (checked at
+    /// compile).
     pub tombstone: bool,
     /// From a table that keeps values: the value this record replaces
     /// (none for a new key), what a table_aggregate subtracts (Kafka

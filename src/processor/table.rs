@@ -100,11 +100,11 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     };
     let store_name = &ctx.topo.stores[t.store].name;
     let mut previous = None;
-    let mut old_value = None;
+    let mut old_bytes = None;
     if let Some(bytes) = ctx.store(t.store)?.get(&key)? {
         let old = decode_entry(store_name, &bytes)?;
         previous = Some(old.timestamp);
-        old_value = stored_value(&old);
+        old_bytes = old.value;
         match order.compare(&old.order) {
             Ok(std::cmp::Ordering::Less) => {
                 ctx.stats.dropped_stale += 1;
@@ -129,7 +129,12 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         super::table_aggregate::check(ctx, id, rec);
     }
     let mut rec = rec.clone();
-    rec.old = old_value;
+    // The value this one replaces, unless a record of the key is held for
+    // the commit: that one's `old` is what downstream saw last (`hold`).
+    let held = t.emit == TableEmitSpec::OnCommit && ctx.table_cache[id].contains_key(&key);
+    if !held {
+        rec.old = old_bytes.and_then(|bytes| super::codec::parse_json_bytes(&bytes).ok());
+    }
     if let Some(ttl) = t.ttl_ms {
         if let Some(index) = &mut ctx.ttl_index[id] {
             if let Some(old) = previous {

@@ -52,6 +52,34 @@ struct Contribution {
     args: Vec<serde_json::Value>,
 }
 
+/// Whether [`contribution`] would succeed, without building it.
+fn evaluable(ctx: &Ctx<'_, '_>, r: &Regroup, rec: &Record) -> Result<(), String> {
+    let input = ctx.input(rec);
+    for e in &r.group {
+        e.eval(&input).map_err(|e| e.0)?;
+    }
+    for (kind, arg) in &r.args {
+        if let Some(e) = arg {
+            number_if_summed(*kind, e, e.eval(&input).map_err(|e| e.0)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `v` itself, unless `kind` sums or averages and `v` is not a number.
+fn number_if_summed(kind: AggKind, e: &crate::topology::Expr, v: Value) -> Result<Value, String> {
+    let numeric = matches!(v, Value::Null | Value::Int(_) | Value::UInt(_) | Value::Float(_));
+    if matches!(kind, AggKind::Sum | AggKind::Avg) && !numeric {
+        return Err(format!(
+            "table_aggregate: {}({}) needs a number, got {}",
+            if kind == AggKind::Sum { "sum" } else { "avg" },
+            e.source(),
+            codec::to_json(&v)
+        ));
+    }
+    Ok(v)
+}
+
 fn contribution(ctx: &Ctx<'_, '_>, r: &Regroup, rec: &Record) -> Result<Contribution, String> {
     let input = ctx.input(rec);
     let mut group = Vec::with_capacity(r.group.len());
@@ -64,16 +92,7 @@ fn contribution(ctx: &Ctx<'_, '_>, r: &Regroup, rec: &Record) -> Result<Contribu
             args.push(serde_json::Value::Null);
             continue;
         };
-        let v = e.eval(&input).map_err(|e| e.0)?;
-        let numeric = matches!(v, Value::Null | Value::Int(_) | Value::UInt(_) | Value::Float(_));
-        if matches!(kind, AggKind::Sum | AggKind::Avg) && !numeric {
-            return Err(format!(
-                "table_aggregate: {}({}) needs a number, got {}",
-                if *kind == AggKind::Sum { "sum" } else { "avg" },
-                e.source(),
-                codec::to_json(&v)
-            ));
-        }
+        let v = number_if_summed(*kind, e, e.eval(&input).map_err(|e| e.0)?)?;
         args.push(codec::to_json(&v));
     }
     Ok(Contribution {
@@ -95,7 +114,7 @@ pub(crate) fn check(ctx: &mut Ctx<'_, '_>, table: NodeId, rec: &Record) {
             ..
         }) = &topo.nodes[child].kind
         {
-            if let Err(reason) = contribution(ctx, r, rec) {
+            if let Err(reason) = evaluable(ctx, r, rec) {
                 ctx.dead_letter(child, &reason, Some(rec));
             }
         }
@@ -546,6 +565,19 @@ steps:
             errors
                 .iter()
                 .any(|m| m.contains("reads `latest`, which is not a table")),
+            "{errors:?}"
+        );
+        let reads_the_aggregate = format!(
+            "{}  - name: after\n    from: agg\n    filter: value.top > 0\n",
+            base.replace("max(N)", "sum(N)")
+        );
+        let errors: Vec<String> = Topology::parse(&reads_the_aggregate)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.message)
+            .collect();
+        assert!(
+            errors.iter().any(|m| m.contains("reads from table_aggregate `agg`")),
             "{errors:?}"
         );
         let ok = Topology::parse(&base.replace("max(N)", "sum(N)")).unwrap();

@@ -259,11 +259,25 @@ impl Compiler {
                         &step.name,
                         format!(
                             "step `{name}` reads from table `{}`, which has a `ttl`: what it forgets leaves as \
-                             tombstones, which only its `to:` topic takes",
+                             tombstones, which only its `to:` topic and a table_aggregate take",
                             self.nodes[input].name
                         ),
                     )
                     .with_hint("aggregate it with `table_aggregate` (which retracts what it forgets), read the table's topic as a source, or give the table no `ttl`"),
+                );
+                continue;
+            }
+            if matches!(self.nodes[input].kind, NodeKind::TableAggregate(_)) {
+                self.errors.push(
+                    Diagnostic::at(
+                        &step.name,
+                        format!(
+                            "step `{name}` reads from table_aggregate `{}`: a group left empty leaves it as a \
+                             tombstone, which only its `to:` topic takes",
+                            self.nodes[input].name
+                        ),
+                    )
+                    .with_hint("read the aggregate's topic as a source"),
                 );
                 continue;
             }
