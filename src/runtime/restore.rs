@@ -6,13 +6,49 @@
 //! an offset the topic no longer has, is cleared and restored from the
 //! start. Every restored batch is written together with the offset it
 //! reaches, so a crash in the middle of a restore resumes where it stopped.
+//!
+//! # Without the WAL
+//!
+//! Restored batches skip RocksDB's write-ahead log
+//! (`state::rocks::RestoreWriter`): whatever a crash takes can be fetched
+//! again from the changelog, and the WAL wrote every restored byte twice.
+//! Crash safety then rests on three things:
+//!
+//! - **Data and offset in one batch.** Each batch holds the records and
+//!   the changelog offset they reach (in the `weir.meta` column family),
+//!   applied atomically to the memtables: no flush can take one without
+//!   the other.
+//! - **Atomic flush.** Task databases open with `atomic_flush`, so every
+//!   flush switches the memtables of *all* column families at one point
+//!   between two writes and records the result in one MANIFEST entry.
+//!   That holds for the flushes RocksDB starts on its own in the middle of
+//!   a restore, too: a store's memtable full (`write_buffer_size`), or the
+//!   process's write buffer manager over its budget (`--state-memory`),
+//!   which with atomic flush flushes every column family of the database
+//!   it stops. Without it RocksDB would flush the data's column family
+//!   alone and leave the offset in an unflushed memtable (or the reverse);
+//!   a crash then kept data past its offset, which is harmless (replayed
+//!   again), or an offset past its data, which silently loses records.
+//!   With it, a SIGKILL mid-restore keeps exactly the batches flushed so
+//!   far with the offset of the last of them, and the restart resumes from
+//!   there (`tests/engine_restore.rs` kills a full restore and checks the
+//!   result). A full restore's first write, the clear (with the WAL), is
+//!   either flushed with later batches or replayed from the WAL on its own:
+//!   either way the offset and the data agree.
+//! - **A flush before the task processes.** [`restore`] ends with
+//!   `TaskDb::flush` (also when cancelled), and the task starts only after
+//!   it returned. The task's commits write with the WAL: one of them after
+//!   restored data still only in memtables would, after a crash, come back
+//!   from the WAL with its newer offset but without the restored data
+//!   under it. A failed flush fails the restore (a full disk goes the way
+//!   of every full-disk error, `runtime::disk`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, Counter, Gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -24,10 +60,38 @@ use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, HANGING_TRANSACTION_AFTER, WATE
 use super::{ChangelogBehind, RuntimeError};
 use crate::kafka::{client_config, ClientConfigExt};
 use crate::state::rocks::TaskDb;
-use crate::state::Change;
 
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
+
+/// How often a running restore logs its progress and sets its rate.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A store's restore metrics (docs/metrics.md), looked up once: the
+/// `metrics` macros build and hash their key on every call.
+struct Progress {
+    records: Counter,
+    remaining: Gauge,
+    rate: Gauge,
+}
+
+impl Progress {
+    fn new(app: &str, task: &str, store: &str) -> Progress {
+        let labels = [
+            ("topology", app.to_string()),
+            ("store", store.to_string()),
+            ("task", task.to_string()),
+        ];
+        let records = counter!("weir_restore_records_total", &labels);
+        // Registered at 0 when there is nothing to restore.
+        records.increment(0);
+        Progress {
+            records,
+            remaining: gauge!("weir_restore_remaining_records", &labels),
+            rate: gauge!("weir_restore_records_per_second", &labels),
+        }
+    }
+}
 
 /// Restores that read at once; the others wait for a free slot, without
 /// Kafka clients. Each has two clients and a RocksDB write stream: with 96
@@ -301,6 +365,23 @@ pub fn restore(
     s: &StoreRef<'_>,
     cancel: &AtomicBool,
 ) -> Result<Restored, RuntimeError> {
+    let restored = restore_passes(reader, app, db, s, cancel);
+    // What was restored without the WAL reaches disk before anything
+    // writes this store with it (see the module docs); after a failure
+    // too, since the database may be used again.
+    let flushed = db.flush();
+    let restored = restored?;
+    flushed?;
+    Ok(restored)
+}
+
+fn restore_passes(
+    reader: &Reader,
+    app: &str,
+    db: &TaskDb,
+    s: &StoreRef<'_>,
+    cancel: &AtomicBool,
+) -> Result<Restored, RuntimeError> {
     let mut restarts = 0;
     loop {
         match restore_once(reader, app, db, s, cancel)? {
@@ -376,17 +457,12 @@ fn restore_once(
             (low, true)
         }
     };
-    let labels = [
-        ("topology", app.to_string()),
-        ("store", store.to_string()),
-        ("task", task.to_string()),
-    ];
+    let progress = Progress::new(app, task, store);
     if start >= high {
         if at != Some(high) {
             db.apply(&[], &[(changelog, partition, high)])?;
         }
-        counter!("weir_restore_records_total", &labels).increment(0);
-        gauge!("weir_restore_remaining_records", &labels).set(0.0);
+        progress.remaining.set(0.0);
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
         return Ok(Pass::Done(Restored { records: 0, full }));
     }
@@ -406,16 +482,20 @@ fn restore_once(
     tpl.add_partition_offset(changelog, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let began = Instant::now();
-    let mut batch: Vec<Change> = Vec::new();
+    let mut batch = db.restore_writer(store, changelog, partition)?;
     let mut next = start;
     let mut restored = 0i64;
-    let mut last_log = Instant::now();
+    // Records and time at the last progress report.
+    let mut last_log = (Instant::now(), 0i64);
+    progress.remaining.set(total as f64);
     // The position on the last empty poll, since when, and when a hanging
     // transaction was last reported there.
     let mut held: Option<(i64, Instant, Option<Instant>)> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
-            db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
+            let n = batch.len();
+            batch.write(next)?;
+            progress.records.increment(n as u64);
             return Ok(Pass::Done(Restored {
                 records: restored,
                 full,
@@ -425,12 +505,13 @@ fn restore_once(
         // that is never delivered, so the end is noticed on an empty poll.
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
-                batch.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)));
+                batch.push(m.key().unwrap_or_default(), m.payload());
                 restored += 1;
                 next = m.offset() + 1;
                 if batch.len() >= BATCH {
-                    db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
-                    batch.clear();
+                    batch.write(next)?;
+                    progress.records.increment(BATCH as u64);
+                    progress.remaining.set((high - next).max(0) as f64);
                 }
                 if next >= high {
                     break;
@@ -491,21 +572,38 @@ fn restore_once(
                 }
             }
         }
-        if last_log.elapsed() > Duration::from_secs(2) {
-            tracing::info!(task, store, restored, total, "restoring");
-            last_log = Instant::now();
+        let since = last_log.0.elapsed();
+        if since > PROGRESS_EVERY {
+            let rate = (restored - last_log.1) as f64 / since.as_secs_f64();
+            let remaining = (high - next).max(0);
+            progress.rate.set(rate);
+            progress.remaining.set(remaining as f64);
+            tracing::info!(
+                task,
+                store,
+                restored,
+                total,
+                remaining,
+                records_per_s = rate.round() as u64,
+                "restoring"
+            );
+            last_log = (Instant::now(), restored);
         }
-        gauge!("weir_restore_remaining_records", &labels).set((high - next).max(0) as f64);
     }
-    db.apply(&[(store, &batch)], &[(changelog, partition, high)])?;
-    counter!("weir_restore_records_total", &labels).increment(restored as u64);
-    gauge!("weir_restore_remaining_records", &labels).set(0.0);
+    let n = batch.len();
+    batch.write(high)?;
+    progress.records.increment(n as u64);
+    progress.remaining.set(0.0);
+    let elapsed = began.elapsed();
+    let rate = restored as f64 / elapsed.as_secs_f64().max(1e-3);
+    progress.rate.set(rate);
     tracing::info!(
         task,
         store,
         records = restored,
         full,
-        elapsed_ms = began.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
+        records_per_s = rate.round() as u64,
         "restore done"
     );
     Ok(Pass::Done(Restored {
