@@ -64,6 +64,12 @@ use crate::state::rocks::TaskDb;
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
 
+/// The memtable of a restoring store: the process's memtable budget (half
+/// the state memory) shared by the restores that run at once.
+fn restore_write_buffer() -> usize {
+    crate::state::rocks::state_memory().budget() / 2 / RESTORE_SLOTS
+}
+
 /// How often a running restore logs its progress and sets its rate.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -96,8 +102,13 @@ impl Progress {
 /// Restores that read at once; the others wait for a free slot, without
 /// Kafka clients. Each has two clients and a RocksDB write stream: with 96
 /// partitions restoring at once, librdkafka's prefetch and the threads
-/// alone took hundreds of MiB.
-const RESTORE_SLOTS: usize = 2;
+/// alone took hundreds of MiB. Four, not two: a restore keeps about one
+/// core busy between its consumer, the memtable inserts and RocksDB's
+/// flushes, and with two slots the third of three equal stores restored
+/// alone, after the others (a 0.9M-record full restore of three
+/// partitions on 2 cores: 2.0–2.5 s with four slots against 2.8–3.2 s
+/// with two; BENCHMARKS.md, 2026-12-05).
+const RESTORE_SLOTS: usize = 4;
 
 /// What a restore consumer prefetches (librdkafka's default: 64 MiB).
 const RESTORE_PREFETCH_KBYTES: u32 = 4 * 1024;
@@ -482,7 +493,7 @@ fn restore_once(
     tpl.add_partition_offset(changelog, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let began = Instant::now();
-    let mut batch = db.restore_writer(store, changelog, partition)?;
+    let mut batch = db.restore_writer(store, changelog, partition, restore_write_buffer())?;
     let mut next = start;
     let mut restored = 0i64;
     // Records and time at the last progress report.
@@ -491,6 +502,28 @@ fn restore_once(
     // The position on the last empty poll, since when, and when a hanging
     // transaction was last reported there.
     let mut held: Option<(i64, Instant, Option<Instant>)> = None;
+    // Logs the progress and sets the rate every PROGRESS_EVERY; called per
+    // batch and per empty poll, not per record (the clock read per record
+    // showed in the profile).
+    let report = |last_log: &mut (Instant, i64), restored: i64, next: i64| {
+        let since = last_log.0.elapsed();
+        if since > PROGRESS_EVERY {
+            let rate = (restored - last_log.1) as f64 / since.as_secs_f64();
+            let remaining = (high - next).max(0);
+            progress.rate.set(rate);
+            progress.remaining.set(remaining as f64);
+            tracing::info!(
+                task,
+                store,
+                restored,
+                total,
+                remaining,
+                records_per_s = rate.round() as u64,
+                "restoring"
+            );
+            *last_log = (Instant::now(), restored);
+        }
+    };
     loop {
         if cancel.load(Ordering::Relaxed) {
             let n = batch.len();
@@ -503,7 +536,12 @@ fn restore_once(
         }
         // Short: under exactly-once the changelog ends with a commit marker
         // that is never delivered, so the end is noticed on an empty poll.
-        match consumer.poll(Duration::from_millis(50)) {
+        // A message already fetched is taken without a timeout: with one,
+        // librdkafka and rust-rdkafka read the clock on every call.
+        match consumer
+            .poll(Duration::ZERO)
+            .or_else(|| consumer.poll(Duration::from_millis(50)))
+        {
             Some(Ok(m)) => {
                 batch.push(m.key().unwrap_or_default(), m.payload());
                 restored += 1;
@@ -512,10 +550,12 @@ fn restore_once(
                     batch.write(next)?;
                     progress.records.increment(BATCH as u64);
                     progress.remaining.set((high - next).max(0) as f64);
+                    report(&mut last_log, restored, next);
                 }
                 if next >= high {
                     break;
                 }
+                continue;
             }
             // A broker down or restarting: librdkafka reconnects by itself.
             Some(Err(KafkaError::MessageConsumption(
@@ -572,23 +612,7 @@ fn restore_once(
                 }
             }
         }
-        let since = last_log.0.elapsed();
-        if since > PROGRESS_EVERY {
-            let rate = (restored - last_log.1) as f64 / since.as_secs_f64();
-            let remaining = (high - next).max(0);
-            progress.rate.set(rate);
-            progress.remaining.set(remaining as f64);
-            tracing::info!(
-                task,
-                store,
-                restored,
-                total,
-                remaining,
-                records_per_s = rate.round() as u64,
-                "restoring"
-            );
-            last_log = (Instant::now(), restored);
-        }
+        report(&mut last_log, restored, next);
     }
     let n = batch.len();
     batch.write(high)?;

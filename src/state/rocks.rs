@@ -45,6 +45,10 @@ pub(crate) const META_CF: &str = "weir.meta";
 /// The default of `weir run --state-memory`.
 pub(crate) const DEFAULT_STATE_MEMORY: usize = 128 << 20;
 
+/// The memtable size of a store (and of a task database's other column
+/// families): small, the parking job's state is a few MB per task.
+const WRITE_BUFFER_SIZE: usize = 4 << 20;
+
 /// Open files a task database keeps (RocksDB's table cache; the default, -1,
 /// keeps every SST file open with its table reader). Files past it are
 /// reopened when read.
@@ -154,7 +158,7 @@ impl TaskDb {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Small per-task footprint: the parking job's state is a few MB.
-        opts.set_write_buffer_size(4 * 1024 * 1024);
+        opts.set_write_buffer_size(WRITE_BUFFER_SIZE);
         opts.set_max_write_buffer_number(2);
         opts.set_max_open_files(MAX_OPEN_FILES_PER_TASK);
         // Restores write without the WAL: every flush must take all column
@@ -175,7 +179,7 @@ impl TaskDb {
             .chain(default)
             .map(|s| {
                 let mut o = Options::default();
-                o.set_write_buffer_size(4 * 1024 * 1024);
+                o.set_write_buffer_size(WRITE_BUFFER_SIZE);
                 memory.apply(&mut o);
                 ColumnFamilyDescriptor::new(s, o)
             });
@@ -288,17 +292,31 @@ impl TaskDb {
     /// A writer of restored changelog records into `store`, each batch
     /// with the offset it reaches, without the WAL (see the module docs:
     /// [`TaskDb::flush`] must follow before anything else writes `store`).
+    ///
+    /// While it lives the store's memtable may grow to `write_buffer`
+    /// bytes instead of [`WRITE_BUFFER_SIZE`] (still charged to the
+    /// process's budget, whose write buffer manager flushes when all
+    /// memtables together exceed it): a restore then writes a few large
+    /// files instead of a 4 MiB one per 4 MiB restored, each followed by
+    /// a compaction of level 0.
     pub fn restore_writer(
         &self,
         store: &str,
         changelog: &str,
         partition: i32,
+        write_buffer: usize,
     ) -> Result<RestoreWriter<'_>, StoreError> {
         let mut write = WriteOptions::default();
         write.disable_wal(true);
+        let cf = self.cf(store)?;
+        if write_buffer > WRITE_BUFFER_SIZE {
+            self.db
+                .set_options_cf(cf, &[("write_buffer_size", &write_buffer.to_string())])
+                .map_err(|e| self.failed(e))?;
+        }
         Ok(RestoreWriter {
             db: self,
-            cf: self.cf(store)?,
+            cf,
             meta: self.cf(META_CF)?,
             offset_key: offset_key(changelog, partition),
             batch: WriteBatch::default(),
@@ -342,6 +360,20 @@ pub struct RestoreWriter<'a> {
     /// The size of the last batch written, to allocate the next at once.
     capacity: usize,
     write: WriteOptions,
+}
+
+impl Drop for RestoreWriter<'_> {
+    fn drop(&mut self) {
+        // Back to the small memtable of a processing store (a no-op when
+        // it was not raised).
+        if let Err(e) = self
+            .db
+            .db
+            .set_options_cf(self.cf, &[("write_buffer_size", &WRITE_BUFFER_SIZE.to_string())])
+        {
+            tracing::warn!(path = %self.db.dir, error = %e, "could not reset a store's write buffer size after its restore");
+        }
+    }
 }
 
 impl RestoreWriter<'_> {
