@@ -317,18 +317,34 @@ fn a_full_restore_killed_midway_resumes_to_an_exact_store() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Killed once RocksDB has flushed part of the restore (an SST file
-    // appeared; 300 ms for the flush to be recorded), with newer batches
-    // unflushed in the memtables.
-    let flushed = |d: &Path| {
-        std::fs::read_dir(d)
-            .map(|es| es.flatten().any(|e| e.path().extension().is_some_and(|x| x == "sst")))
-            .unwrap_or(false)
+    // Killed once RocksDB has flushed part of the restore on its own (an
+    // SST file appeared and the MANIFEST recorded it: it grew since before
+    // the file appeared), with newer batches unflushed in the memtables.
+    let files = |d: &Path| -> (bool, u64) {
+        let mut sst = false;
+        let mut manifest = 0;
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            sst |= name.ends_with(".sst");
+            if name.starts_with("MANIFEST-") {
+                manifest += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        (sst, manifest)
     };
-    wait_for("a flush in the middle of the restore", Duration::from_secs(120), || {
-        flushed(&db_dir) || child.try_wait().unwrap().is_some()
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut before_flush, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    loop {
+        let (sst, manifest) = files(&db_dir);
+        if !sst {
+            before_flush = manifest;
+        }
+        if (sst && manifest > before_flush) || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no flush within 120 s of the restore");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     let mut out = String::new();
