@@ -46,9 +46,11 @@
 #    to the last "restore done" line (the stores restore in parallel, up to
 #    weir's restore slots), records/s = records replayed / that. Then the
 #    fetch-only ceiling on the same changelogs: FetchOnly (below; Kafka's
-#    Java consumer, read_committed, every changelog partition assigned, from
-#    the start until the position reaches the end offset read before it
-#    started, as weir's restore ends) reads them without writing anything.
+#    Java consumer, read_committed, from the start until the position
+#    reaches the end offset read before it started, as weir's restore ends)
+#    reads them without writing anything, twice with one consumer for every
+#    partition and twice with one consumer and thread per partition, all at
+#    once (weir restores up to four partitions at once).
 #
 # Knobs (environment): WEIR_BENCH_EOS_RECORDS (200000),
 # WEIR_BENCH_EOS_SESSION_TIMEOUT (10s: a killed instance's partitions move
@@ -262,36 +264,67 @@ JAVA
 cat >"$work/FetchOnly.java" <<'JAVA'
 import java.time.Duration;
 import java.util.*;
+import java.util.concurrent.*;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.common.*;
 import org.apache.kafka.common.serialization.*;
 
 public class FetchOnly {
-    // FetchOnly BOOTSTRAP TOPIC...
+    // FetchOnly BOOTSTRAP one|each TOPIC...: one consumer for every
+    // partition, or one consumer (and thread) per partition, all at once.
     public static void main(String[] a) throws Exception {
+        List<TopicPartition> tps = new ArrayList<>();
+        try (KafkaConsumer<byte[], byte[]> c = consumer(a[0])) {
+            for (int t = 2; t < a.length; t++)
+                for (PartitionInfo i : c.partitionsFor(a[t])) tps.add(new TopicPartition(a[t], i.partition()));
+        }
+        List<List<TopicPartition>> groups = new ArrayList<>();
+        if (a[1].equals("each")) for (TopicPartition tp : tps) groups.add(List.of(tp));
+        else groups.add(tps);
+        ExecutorService pool = Executors.newFixedThreadPool(groups.size());
+        List<KafkaConsumer<byte[], byte[]>> cs = new ArrayList<>();
+        List<Map<TopicPartition, Long>> ends = new ArrayList<>();
+        for (List<TopicPartition> g : groups) {
+            KafkaConsumer<byte[], byte[]> c = consumer(a[0]);
+            c.assign(g);
+            ends.add(c.endOffsets(g));
+            c.seekToBeginning(g);
+            for (TopicPartition tp : g) c.position(tp);
+            cs.add(c);
+        }
+        long t0 = System.nanoTime();
+        List<Future<long[]>> fs = new ArrayList<>();
+        for (int k = 0; k < groups.size(); k++) {
+            final int n = k;
+            fs.add(pool.submit(() -> read(cs.get(n), groups.get(n), ends.get(n))));
+        }
+        long records = 0, bytes = 0;
+        for (Future<long[]> f : fs) { long[] r = f.get(); records += r[0]; bytes += r[1]; }
+        double secs = (System.nanoTime() - t0) / 1e9;
+        pool.shutdown();
+        for (KafkaConsumer<byte[], byte[]> c : cs) c.close();
+        System.out.printf("fetched %d %d %.3f%n", records, bytes, secs);
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer(String bootstrap) {
         Properties c = new Properties();
-        c.put("bootstrap.servers", a[0]);
+        c.put("bootstrap.servers", bootstrap);
         c.put("key.deserializer", ByteArrayDeserializer.class.getName());
         c.put("value.deserializer", ByteArrayDeserializer.class.getName());
         c.put("isolation.level", "read_committed");
         c.put("max.poll.records", "10000");
-        try (KafkaConsumer<byte[], byte[]> in = new KafkaConsumer<>(c)) {
-            List<TopicPartition> tps = new ArrayList<>();
-            for (int t = 1; t < a.length; t++)
-                for (PartitionInfo i : in.partitionsFor(a[t])) tps.add(new TopicPartition(a[t], i.partition()));
-            in.assign(tps);
-            Map<TopicPartition, Long> end = in.endOffsets(tps);
-            in.seekToBeginning(tps);
-            for (TopicPartition tp : tps) in.position(tp);
-            long n = 0, bytes = 0, t0 = System.nanoTime();
-            while (tps.stream().anyMatch(tp -> in.position(tp) < end.get(tp))) {
-                for (ConsumerRecord<byte[], byte[]> r : in.poll(Duration.ofMillis(50))) {
-                    n++;
-                    bytes += (r.key() == null ? 0 : r.key().length) + (r.value() == null ? 0 : r.value().length);
-                }
+        return new KafkaConsumer<>(c);
+    }
+
+    static long[] read(KafkaConsumer<byte[], byte[]> in, List<TopicPartition> tps, Map<TopicPartition, Long> end) {
+        long n = 0, bytes = 0;
+        while (tps.stream().anyMatch(tp -> in.position(tp) < end.get(tp))) {
+            for (ConsumerRecord<byte[], byte[]> r : in.poll(Duration.ofMillis(50))) {
+                n++;
+                bytes += (r.key() == null ? 0 : r.key().length) + (r.value() == null ? 0 : r.value().length);
             }
-            System.out.printf("fetched %d %d %.3f%n", n, bytes, (System.nanoTime() - t0) / 1e9);
         }
+        return new long[] {n, bytes};
     }
 }
 JAVA
@@ -487,13 +520,13 @@ stop_pid "$WEIR_PID" TERM
 # The fetch-only ceiling on the same changelogs (Kafka's Java consumer
 # with its default fetch sizes: fetch.max.bytes 50 MiB,
 # max.partition.fetch.bytes 1 MiB).
-FETCHES=()
-for ((k = 1; k <= 2; k++)); do
+FETCHES=() # "mode records bytes seconds"
+for mode in one each one each; do
   line="$(java -Xmx512m -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$work/classes:$KAFKA_LIBS/*" \
-    FetchOnly "$bootstrap" "$VICTIM-hourly-by-region-changelog" "$VICTIM-latest-per-lot-changelog" \
-    2>"$work/fetch-only-$k.err" </dev/null | grep '^fetched ')" || { tail -n 20 "$work/fetch-only-$k.err" >&2; die "FetchOnly failed"; }
-  FETCHES+=("${line#fetched }")
-  say "fetch only $k: ${line#fetched } (records bytes seconds)"
+    FetchOnly "$bootstrap" "$mode" "$VICTIM-hourly-by-region-changelog" "$VICTIM-latest-per-lot-changelog" \
+    2>"$work/fetch-only.err" </dev/null | grep '^fetched ')" || { tail -n 20 "$work/fetch-only.err" >&2; die "FetchOnly failed"; }
+  FETCHES+=("$mode ${line#fetched }")
+  say "fetch only ($mode): ${line#fetched } (records bytes seconds)"
 done
 
 # ---------------------------------------------------------------------------
@@ -540,16 +573,14 @@ for row in "${RESTORES[@]}"; do
 done
 echo "(start → ready includes the group join: the killed member holds its partitions for the session timeout, $session)"
 echo
-echo "Fetch only (FetchOnly: Kafka's Java consumer, read_committed, both changelogs, every partition"
-echo "at once, default fetch sizes), on the same changelogs after the restores:"
+echo "Fetch only (FetchOnly: Kafka's Java consumer, read_committed, default fetch sizes, the same changelogs"
+echo "after the restores; one: one consumer for every partition; each: a consumer and thread per partition, all at once):"
 echo
-echo "| run | records | MB (keys + values) | seconds | records/s |"
-echo "|---:|---:|---:|---:|---:|"
-k=0
+echo "| consumers | records | MB (keys + values) | seconds | records/s |"
+echo "|---|---:|---:|---:|---:|"
 for row in "${FETCHES[@]}"; do
-  k=$((k + 1))
-  read -r records bytes fsecs <<<"$row"
-  printf '| %s | %s | %s | %s | %s |\n' "$k" "$records" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')" "$fsecs" \
+  read -r mode records bytes fsecs <<<"$row"
+  printf '| %s | %s | %s | %s | %s |\n' "$mode" "$records" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')" "$fsecs" \
     "$(awk -v r="$records" -v w="$fsecs" 'BEGIN { printf "%.0f", r / w }')"
 done
 

@@ -117,19 +117,32 @@ const RESTORE_PREFETCH_KBYTES: u32 = 4 * 1024;
 /// past the position being read, before giving up.
 const MAX_RESTARTS: u32 = 3;
 
-/// The restore slots of the process (a counting semaphore).
-fn slots() -> &'static (Mutex<usize>, Condvar) {
-    static SLOTS: OnceLock<(Mutex<usize>, Condvar)> = OnceLock::new();
+/// A counting semaphore of the process.
+type Semaphore = (Mutex<usize>, Condvar);
+
+/// The restore slots of the process.
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
     SLOTS.get_or_init(|| (Mutex::new(RESTORE_SLOTS), Condvar::new()))
 }
 
-/// A restore slot, given back when dropped.
-struct Slot;
+/// Readers being dropped after their restore (see [`Reader`]: that can
+/// take long), as many as there are slots: a finished restore frees its
+/// slot at once and drops its reader while the next restore connects (the
+/// drop took 0.1–0.7 s, the slot idle meanwhile), and at most twice
+/// [`RESTORE_SLOTS`] readers exist.
+fn closing() -> &'static Semaphore {
+    static CLOSING: OnceLock<Semaphore> = OnceLock::new();
+    CLOSING.get_or_init(|| (Mutex::new(RESTORE_SLOTS), Condvar::new()))
+}
+
+/// A permit of a [`Semaphore`], given back when dropped.
+struct Slot(&'static Semaphore);
 
 impl Slot {
-    /// Wait for a free slot, unless `cancel` is set meanwhile.
-    fn take(cancel: &AtomicBool) -> Option<Slot> {
-        let (free, freed) = slots();
+    /// Wait for a free permit of `of`, unless `cancel` is set meanwhile.
+    fn take(of: &'static Semaphore, cancel: &AtomicBool) -> Option<Slot> {
+        let (free, freed) = of;
         let mut n = lock(free);
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -137,7 +150,7 @@ impl Slot {
             }
             if *n > 0 {
                 *n -= 1;
-                return Some(Slot);
+                return Some(Slot(of));
             }
             n = freed
                 .wait_timeout(n, Duration::from_millis(50))
@@ -149,7 +162,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let (free, freed) = slots();
+        let (free, freed) = self.0;
         *lock(free) += 1;
         freed.notify_one();
     }
@@ -197,7 +210,7 @@ impl Restoring {
             .name(format!("restore-{id}"))
             .spawn(move || {
                 let (db, cancel) = (thread_db, thread_cancel);
-                let Some(slot) = Slot::take(&cancel) else {
+                let Some(slot) = Slot::take(slots(), &cancel) else {
                     drop(db);
                     let _ = tx.send(Ok(0));
                     return;
@@ -227,8 +240,14 @@ impl Restoring {
                 }
                 drop(db);
                 let _ = tx.send(replayed);
-                drop(reader);
+                // The slot goes to the next restore once this reader
+                // holds a closing permit (waiting for one never stops:
+                // cancelled, the reader is dropped all the same).
+                let never = AtomicBool::new(false);
+                let closing = Slot::take(closing(), &never);
                 drop(slot);
+                drop(reader);
+                drop(closing);
             })
             .map_err(|source| RuntimeError::Io {
                 path: format!("restore thread of task {id}"),
@@ -474,6 +493,7 @@ fn restore_once(
             db.apply(&[], &[(changelog, partition, high)])?;
         }
         progress.remaining.set(0.0);
+        progress.rate.set(0.0);
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
         return Ok(Pass::Done(Restored { records: 0, full }));
     }
