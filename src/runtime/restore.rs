@@ -110,15 +110,17 @@ impl Progress {
 /// with two; BENCHMARKS.md, 2026-12-05).
 const RESTORE_SLOTS: usize = 4;
 
-/// What a restore consumer prefetches (librdkafka's default: 64 MiB), and
-/// what one fetch may bring of its one partition (librdkafka's default:
-/// 1 MiB). Fetches of 8 MiB into a queue that holds two of them made a
-/// full restore of 0.9M records about 25% faster than 1 MiB into 4 MiB
-/// (fewer, larger fetches; with 1 MiB fetches or a 4 MiB queue, either
-/// alone, no gain): 2026-12-05 in BENCHMARKS.md. With [`RESTORE_SLOTS`]
-/// restores at once that is at most 64 MiB of prefetched changelog.
-const RESTORE_PREFETCH_KBYTES: u32 = 16 * 1024;
-const RESTORE_PARTITION_FETCH_BYTES: u32 = 8 << 20;
+/// What a restore consumer prefetches (librdkafka's default: 64 MiB).
+const RESTORE_PREFETCH_KBYTES: u32 = 4 * 1024;
+
+/// How long a restore consumer's fetcher waits once its prefetch queue is
+/// full before it looks again (librdkafka's `fetch.queue.backoff.ms`,
+/// default 1000). A restore empties 4 MiB in a few ms, so with the default
+/// its fetcher sat idle most of each second: a full restore of 0.9M
+/// records took 1.7 s with it and 0.8 s with 10 ms, at the same prefetch
+/// (bigger fetches and queues got there too, 8 MiB into 16 MiB, but at
+/// +170 MB peak RSS): 2026-12-05 in BENCHMARKS.md.
+const RESTORE_FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
 /// Full restores of one store in a row after its changelog's start moved
 /// past the position being read, before giving up.
@@ -370,7 +372,7 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
             // which marked the store restored with its tail missing.
             .set("auto.offset.reset", "error")
             .set_default("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES.to_string())
-            .set_default("max.partition.fetch.bytes", RESTORE_PARTITION_FETCH_BYTES.to_string())
+            .set_default("fetch.queue.backoff.ms", RESTORE_FETCH_QUEUE_BACKOFF_MS.to_string())
             .create()?,
         log_end: client_config(bootstrap)
             .set("isolation.level", "read_uncommitted")
