@@ -64,6 +64,11 @@ use crate::state::rocks::TaskDb;
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
 
+/// Changelog records from which a restore raises its store's memtable
+/// ([`restore_write_buffer`]); below, it keeps the usual 4 MiB (changing
+/// it writes RocksDB's OPTIONS file twice, not worth it for a tail).
+const BIG_RESTORE: i64 = 50_000;
+
 /// The memtable of a restoring store: the process's memtable budget (half
 /// the state memory) shared by the restores that run at once.
 fn restore_write_buffer() -> usize {
@@ -523,7 +528,13 @@ fn restore_once(
     tpl.add_partition_offset(changelog, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let began = Instant::now();
-    let mut batch = db.restore_writer(store, changelog, partition, restore_write_buffer())?;
+    // A small tail fits the usual memtable.
+    let write_buffer = if total >= BIG_RESTORE {
+        restore_write_buffer()
+    } else {
+        0
+    };
+    let mut batch = db.restore_writer(store, changelog, partition, write_buffer)?;
     let mut next = start;
     let mut restored = 0i64;
     // Records and time at the last progress report.

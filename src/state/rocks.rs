@@ -294,7 +294,7 @@ impl TaskDb {
     /// [`TaskDb::flush`] must follow before anything else writes `store`).
     ///
     /// While it lives the store's memtable may grow to `write_buffer`
-    /// bytes instead of [`WRITE_BUFFER_SIZE`] (still charged to the
+    /// bytes (when larger) instead of [`WRITE_BUFFER_SIZE`] (still charged to the
     /// process's budget, whose write buffer manager flushes when all
     /// memtables together exceed it): a restore then writes a few large
     /// files instead of a 4 MiB one per 4 MiB restored, each followed by
@@ -309,7 +309,10 @@ impl TaskDb {
         let mut write = WriteOptions::default();
         write.disable_wal(true);
         let cf = self.cf(store)?;
-        if write_buffer > WRITE_BUFFER_SIZE {
+        // Each change of options writes an OPTIONS file: only for
+        // restores that need it.
+        let raised = write_buffer > WRITE_BUFFER_SIZE;
+        if raised {
             self.db
                 .set_options_cf(cf, &[("write_buffer_size", &write_buffer.to_string())])
                 .map_err(|e| self.failed(e))?;
@@ -317,6 +320,7 @@ impl TaskDb {
         Ok(RestoreWriter {
             db: self,
             cf,
+            raised,
             meta: self.cf(META_CF)?,
             offset_key: offset_key(changelog, partition),
             batch: WriteBatch::default(),
@@ -359,13 +363,17 @@ pub struct RestoreWriter<'a> {
     batch: WriteBatch,
     /// The size of the last batch written, to allocate the next at once.
     capacity: usize,
+    /// Whether the store's write buffer size was raised for the restore.
+    raised: bool,
     write: WriteOptions,
 }
 
 impl Drop for RestoreWriter<'_> {
     fn drop(&mut self) {
-        // Back to the small memtable of a processing store (a no-op when
-        // it was not raised).
+        // Back to the small memtable of a processing store.
+        if !self.raised {
+            return;
+        }
         if let Err(e) = self
             .db
             .db
