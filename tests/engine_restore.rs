@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -225,5 +226,170 @@ fn a_store_behind_its_changelogs_start_is_cleared_and_restored_from_the_start() 
         assert_eq!(st.get(key.as_bytes()).unwrap().as_deref(), Some(&b"v"[..]), "{key}");
     }
     assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(10));
+    delete_topics(&[&changelog]);
+}
+
+/// The changelog of [`a_full_restore_killed_midway_resumes_to_an_exact_store`]:
+/// record `i` at offset `i` puts `k{i % KEYS}` to a value naming `i`, or
+/// (every 7th) deletes it, so the store after any prefix of the changelog
+/// tells which prefix it is.
+const KILL_RECORDS: i64 = 600_000;
+const KILL_KEYS: i64 = 100_000;
+
+fn kill_record(i: i64) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = format!("k{:06}", i % KILL_KEYS).into_bytes();
+    let value = (i % 7 != 3).then(|| format!("{i:012}:{}", "v".repeat(100)).into_bytes());
+    (key, value)
+}
+
+/// What the store holds after replaying offsets `0..end`.
+fn store_after(end: i64) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for i in 0..end {
+        match kill_record(i) {
+            (k, Some(v)) => m.insert(k, v),
+            (k, None) => m.remove(&k),
+        };
+    }
+    m
+}
+
+fn store_contents(db: &TaskDb, store: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    db.store(store)
+        .range(&[], &[0xff; 8], usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// The child of [`a_full_restore_killed_midway_resumes_to_an_exact_store`]
+/// (this test binary run again with `WEIR_TEST_RESTORE_CHILD=dir,changelog`):
+/// restores the store in `dir` from `changelog` until it is SIGKILLed.
+fn restore_child(spec: &str) {
+    let (dir, changelog) = spec.split_once(',').unwrap();
+    let store = "s".to_string();
+    let db = TaskDb::open(Path::new(dir), std::slice::from_ref(&store)).unwrap();
+    let r = changelog_reader(&bootstrap(), &unique("it-restore-child")).unwrap();
+    let s = StoreRef {
+        task: "0_0",
+        store: &store,
+        changelog,
+        partition: 0,
+    };
+    println!("child: restoring");
+    let done = restore(&r, "it", &db, &s, &AtomicBool::new(false)).unwrap();
+    println!("child: restore finished before the kill: {done:?}");
+}
+
+/// A full restore (state directory lost) SIGKILLed in its middle, after
+/// RocksDB flushed some of it on its own: restored batches skip the WAL,
+/// so what survives is whatever the atomic flushes wrote, and it must be a
+/// store together with its true offset (every store column family and the
+/// offsets flushed at one point). The restart resumes from that offset and
+/// ends with exactly the store the whole changelog gives, computed here
+/// from the records produced, not from weir.
+#[test]
+fn a_full_restore_killed_midway_resumes_to_an_exact_store() {
+    if let Ok(spec) = std::env::var("WEIR_TEST_RESTORE_CHILD") {
+        return restore_child(&spec);
+    }
+    let changelog = unique("it-restore-killed");
+    create_topic(&changelog, 1);
+    let p = producer();
+    for i in 0..KILL_RECORDS {
+        let (k, v) = kill_record(i);
+        produce(&p, &changelog, 0, 1_000 + i, Some(&k), v.as_deref());
+    }
+    flush(&p);
+    assert_eq!(watermarks(&changelog, 0), (0, KILL_RECORDS));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_full_restore_killed_midway_resumes_to_an_exact_store",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("WEIR_TEST_RESTORE_CHILD", format!("{},{changelog}", db_dir.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once RocksDB has flushed part of the restore on its own (an
+    // SST file appeared and the MANIFEST recorded it: it grew since before
+    // the file appeared), with newer batches unflushed in the memtables.
+    let files = |d: &Path| -> (bool, u64) {
+        let mut sst = false;
+        let mut manifest = 0;
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            sst |= name.ends_with(".sst");
+            if name.starts_with("MANIFEST-") {
+                manifest += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        (sst, manifest)
+    };
+    let (mut before_flush, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    loop {
+        let (sst, manifest) = files(&db_dir);
+        if !sst {
+            before_flush = manifest;
+        }
+        if (sst && manifest > before_flush) || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no flush within 120 s of the restore");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        !status.success() && !out.contains("finished before the kill"),
+        "{status}: {out}"
+    );
+
+    // What survived: a prefix of the changelog with its offset.
+    let store = "s".to_string();
+    let db = TaskDb::open(&db_dir, std::slice::from_ref(&store)).unwrap();
+    let at = db.changelog_offset(&changelog, 0).unwrap();
+    eprintln!("test: killed mid-restore; the store is at offset {at:?} of {KILL_RECORDS}");
+    let survived = store_contents(&db, &store);
+    let Some(at) = at else {
+        panic!(
+            "no offset survived a kill after a flush, and {} keys did: data flushed without its offset",
+            survived.len()
+        )
+    };
+    assert!(at > 0 && at < KILL_RECORDS, "offset {at}");
+    assert!(
+        survived == store_after(at),
+        "the store does not hold what offsets 0..{at} give: {} keys vs {}",
+        survived.len(),
+        store_after(at).len()
+    );
+
+    // The restart resumes from there and ends exact.
+    let r = changelog_reader(&bootstrap(), &unique("it-restore")).unwrap();
+    let s = StoreRef {
+        task: "0_0",
+        store: &store,
+        changelog: &changelog,
+        partition: 0,
+    };
+    let done = restore(&r, "it", &db, &s, &AtomicBool::new(false)).unwrap();
+    assert!(!done.full, "restored from the start again: {done:?}");
+    assert_eq!(done.records, KILL_RECORDS - at);
+    assert_eq!(db.changelog_offset(&changelog, 0).unwrap(), Some(KILL_RECORDS));
+    assert!(
+        store_contents(&db, &store) == store_after(KILL_RECORDS),
+        "the store after the restart is not exact"
+    );
+    drop(db);
     delete_topics(&[&changelog]);
 }

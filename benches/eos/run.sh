@@ -32,12 +32,34 @@
 #    (WEIR_BENCH_EOS_TRIGGER_RECORDS, two sweeps of every lot) is appended
 #    to the input topic so the restarted instance also processes.
 #
+# 3. With WEIR_BENCH_EOS_DISTINCT_KEYS=1 the input's keys are made distinct
+#    (the simulated lot code + "#partition:offset", same value, timestamp and
+#    partition; copied by the small Rekey program below): the lot table then
+#    holds one key per real-time record and its changelog grows with N (a
+#    1M-record input gives a table of ~900k keys), which makes the full
+#    restore long enough to measure. WEIR_BENCH_EOS_ONLY=restore runs one
+#    exactly_once throughput run (the victim) instead of four.
+#    WEIR_BENCH_EOS_FULL_RESTORES=K repeats the full restore K times;
+#    WEIR_BENCH_EOS_COMPARE_BIN=PATH alternates WEIR_BIN and that binary
+#    (e.g. the build before a change) on the same changelog: A B A B ...
+#    Each full restore's wall time runs from the first "restoring store" line
+#    to the last "restore done" line (the stores restore in parallel, up to
+#    weir's restore slots), records/s = records replayed / that. Then the
+#    fetch-only ceiling on the same changelogs: FetchOnly (below; Kafka's
+#    Java consumer, read_committed, from the start until the position
+#    reaches the end offset read before it started, as weir's restore ends)
+#    reads them without writing anything, twice with one consumer for every
+#    partition and twice with one consumer and thread per partition, all at
+#    once (weir restores up to four partitions at once).
+#
 # Knobs (environment): WEIR_BENCH_EOS_RECORDS (200000),
 # WEIR_BENCH_EOS_SESSION_TIMEOUT (10s: a killed instance's partitions move
 # after this long; passed to every run alike), WEIR_BENCH_EOS_TIMEOUT (1800 s
 # per wait), WEIR_BENCH_EOS_DRAIN_TIMEOUT (300 s: from the input committed to
 # the repartition topic committed), WEIR_BENCH_EOS_DIR (work dir: logs,
 # state; default under $TMPDIR), WEIR_BENCH_EOS_TRIGGER_RECORDS (1000),
+# WEIR_BENCH_EOS_DISTINCT_KEYS (0), WEIR_BENCH_EOS_ONLY (all, or restore),
+# WEIR_BENCH_EOS_FULL_RESTORES (1), WEIR_BENCH_EOS_COMPARE_BIN,
 # WEIR_BENCH_EOS_KEEP=1 (keep topics and
 # state), WEIR_BIN, WEIR_BOOTSTRAP (127.0.0.1:9092).
 set -euo pipefail
@@ -52,6 +74,10 @@ session="${WEIR_BENCH_EOS_SESSION_TIMEOUT:-10s}"
 wait_s="${WEIR_BENCH_EOS_TIMEOUT:-1800}"
 drain_s="${WEIR_BENCH_EOS_DRAIN_TIMEOUT:-300}"
 trigger_n="${WEIR_BENCH_EOS_TRIGGER_RECORDS:-1000}"
+distinct="${WEIR_BENCH_EOS_DISTINCT_KEYS:-0}"
+only="${WEIR_BENCH_EOS_ONLY:-all}"
+full_restores="${WEIR_BENCH_EOS_FULL_RESTORES:-1}"
+compare_bin="${WEIR_BENCH_EOS_COMPARE_BIN:-}"
 bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
 weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
 run_id="$(date +%Y%m%d%H%M%S)"
@@ -62,6 +88,9 @@ input="$prefix-status"
 require_tools java javac awk sed grep
 require_weir_and_kafka "$weir_bin"
 [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "WEIR_BENCH_EOS_RECORDS must be a positive integer"
+[[ "$only" == all || "$only" == restore ]] || die "WEIR_BENCH_EOS_ONLY must be all or restore"
+[[ "$full_restores" =~ ^[0-9]+$ && "$full_restores" -gt 0 ]] || die "WEIR_BENCH_EOS_FULL_RESTORES must be a positive integer"
+[[ -z "$compare_bin" || -x "$compare_bin" ]] || die "WEIR_BENCH_EOS_COMPARE_BIN: no executable at $compare_bin"
 
 bench_on_exit "${WEIR_BENCH_EOS_KEEP:-0}" "$prefix-" "$prefix-*"
 
@@ -176,7 +205,130 @@ public class GroupWatch {
     }
 }
 JAVA
-javac -nowarn -cp "$KAFKA_LIBS/*" -d "$work/classes" "$work/GroupWatch.java" 2>"$work/javac.log" ||
+# ---------------------------------------------------------------------------
+# Rekey (WEIR_BENCH_EOS_DISTINCT_KEYS=1): copies FROM to TO, each record to
+# its own partition with its timestamp and value, its key made distinct.
+# Prints "copied N".
+# ---------------------------------------------------------------------------
+cat >"$work/Rekey.java" <<'JAVA'
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.clients.producer.*;
+import org.apache.kafka.common.*;
+import org.apache.kafka.common.serialization.*;
+
+public class Rekey {
+    // Rekey BOOTSTRAP FROM TO
+    public static void main(String[] a) throws Exception {
+        Properties c = new Properties();
+        c.put("bootstrap.servers", a[0]);
+        c.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        c.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        c.put("max.poll.records", "5000");
+        Properties p = new Properties();
+        p.put("bootstrap.servers", a[0]);
+        p.put("key.serializer", ByteArraySerializer.class.getName());
+        p.put("value.serializer", ByteArraySerializer.class.getName());
+        p.put("linger.ms", "20");
+        p.put("batch.size", "524288");
+        p.put("compression.type", "lz4");
+        long n = 0;
+        try (KafkaConsumer<byte[], byte[]> in = new KafkaConsumer<>(c); KafkaProducer<byte[], byte[]> out = new KafkaProducer<>(p)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (PartitionInfo i : in.partitionsFor(a[1])) tps.add(new TopicPartition(a[1], i.partition()));
+            in.assign(tps);
+            in.seekToBeginning(tps);
+            Map<TopicPartition, Long> end = in.endOffsets(tps);
+            while (tps.stream().anyMatch(tp -> in.position(tp) < end.get(tp))) {
+                for (ConsumerRecord<byte[], byte[]> r : in.poll(Duration.ofMillis(500))) {
+                    byte[] key = (new String(r.key(), StandardCharsets.UTF_8) + "#" + r.partition() + ":" + r.offset()).getBytes(StandardCharsets.UTF_8);
+                    out.send(new ProducerRecord<>(a[2], r.partition(), r.timestamp(), key, r.value()));
+                    n++;
+                }
+            }
+            out.flush();
+        }
+        System.out.println("copied " + n);
+    }
+}
+JAVA
+
+# ---------------------------------------------------------------------------
+# FetchOnly: the fetch-only ceiling of a restore. Reads TOPIC... from the
+# start, read_committed, every partition assigned, until each position
+# reaches the end offset (high watermark) read before it started; prints
+# "fetched RECORDS BYTES SECONDS".
+# ---------------------------------------------------------------------------
+cat >"$work/FetchOnly.java" <<'JAVA'
+import java.time.Duration;
+import java.util.*;
+import java.util.concurrent.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.common.*;
+import org.apache.kafka.common.serialization.*;
+
+public class FetchOnly {
+    // FetchOnly BOOTSTRAP one|each TOPIC...: one consumer for every
+    // partition, or one consumer (and thread) per partition, all at once.
+    public static void main(String[] a) throws Exception {
+        List<TopicPartition> tps = new ArrayList<>();
+        try (KafkaConsumer<byte[], byte[]> c = consumer(a[0])) {
+            for (int t = 2; t < a.length; t++)
+                for (PartitionInfo i : c.partitionsFor(a[t])) tps.add(new TopicPartition(a[t], i.partition()));
+        }
+        List<List<TopicPartition>> groups = new ArrayList<>();
+        if (a[1].equals("each")) for (TopicPartition tp : tps) groups.add(List.of(tp));
+        else groups.add(tps);
+        ExecutorService pool = Executors.newFixedThreadPool(groups.size());
+        List<KafkaConsumer<byte[], byte[]>> cs = new ArrayList<>();
+        List<Map<TopicPartition, Long>> ends = new ArrayList<>();
+        for (List<TopicPartition> g : groups) {
+            KafkaConsumer<byte[], byte[]> c = consumer(a[0]);
+            c.assign(g);
+            ends.add(c.endOffsets(g));
+            c.seekToBeginning(g);
+            for (TopicPartition tp : g) c.position(tp);
+            cs.add(c);
+        }
+        long t0 = System.nanoTime();
+        List<Future<long[]>> fs = new ArrayList<>();
+        for (int k = 0; k < groups.size(); k++) {
+            final int n = k;
+            fs.add(pool.submit(() -> read(cs.get(n), groups.get(n), ends.get(n))));
+        }
+        long records = 0, bytes = 0;
+        for (Future<long[]> f : fs) { long[] r = f.get(); records += r[0]; bytes += r[1]; }
+        double secs = (System.nanoTime() - t0) / 1e9;
+        pool.shutdown();
+        for (KafkaConsumer<byte[], byte[]> c : cs) c.close();
+        System.out.printf("fetched %d %d %.3f%n", records, bytes, secs);
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer(String bootstrap) {
+        Properties c = new Properties();
+        c.put("bootstrap.servers", bootstrap);
+        c.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        c.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        c.put("isolation.level", "read_committed");
+        c.put("max.poll.records", "10000");
+        return new KafkaConsumer<>(c);
+    }
+
+    static long[] read(KafkaConsumer<byte[], byte[]> in, List<TopicPartition> tps, Map<TopicPartition, Long> end) {
+        long n = 0, bytes = 0;
+        while (tps.stream().anyMatch(tp -> in.position(tp) < end.get(tp))) {
+            for (ConsumerRecord<byte[], byte[]> r : in.poll(Duration.ofMillis(50))) {
+                n++;
+                bytes += (r.key() == null ? 0 : r.key().length) + (r.value() == null ? 0 : r.value().length);
+            }
+        }
+        return new long[] {n, bytes};
+    }
+}
+JAVA
+javac -nowarn -cp "$KAFKA_LIBS/*" -d "$work/classes" "$work/GroupWatch.java" "$work/Rekey.java" "$work/FetchOnly.java" 2>"$work/javac.log" ||
   { cat "$work/javac.log" >&2; die "GroupWatch did not compile"; }
 
 # Sum and count of a topic's end offsets: "SUM PARTITIONS".
@@ -216,10 +368,23 @@ say "work dir $work; topics $prefix-*; weir $weir_bin"
 say "creating $input ($partitions partitions) and simulating $n records (seed $seed)"
 kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$input" \
   --partitions "$partitions" --replication-factor 1 >/dev/null
-start="$(date -u -d '-36 hours' +%Y-%m-%dT%H:%M:%SZ)"
+# 36 hours ago, or earlier when N records (527 lots each polled every 5
+# minutes of simulated time) span more than a day and a half: the broker
+# refuses timestamps ahead of its clock.
+start_h=$((n * 5 / 527 / 60 + 12))
+((start_h < 36)) && start_h=36
+start="$(date -u -d "-$start_h hours" +%Y-%m-%dT%H:%M:%SZ)"
 t="$(now_ms)"
-"$weir_bin" simulate --count "$n" --partitions "$partitions" --topic "$input" --start "$start" --seed "$seed" \
+sim_topic="$input"
+((distinct)) && sim_topic="$prefix-simulated"
+"$weir_bin" simulate --count "$n" --partitions "$partitions" --topic "$sim_topic" --start "$start" --seed "$seed" \
   --bootstrap "$bootstrap" >"$work/simulate.log" 2>&1 || { tail -n 20 "$work/simulate.log" >&2; die "weir simulate failed"; }
+if ((distinct)); then
+  say "copying $sim_topic to $input with distinct keys"
+  java -Xmx512m -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$work/classes:$KAFKA_LIBS/*" \
+    Rekey "$bootstrap" "$sim_topic" "$input" >"$work/rekey.out" 2>"$work/rekey.err" </dev/null ||
+    { tail -n 20 "$work/rekey.err" >&2; die "Rekey failed"; }
+fi
 read -r in_sum in_parts < <(end_offsets "$input")
 say "simulated in $(secs "$t" "$(now_ms)") s; $input end offsets: $in_sum over $in_parts partitions"
 [[ "$in_sum" == "$n" ]] || die "$input holds $in_sum records, expected $n"
@@ -267,10 +432,14 @@ throughput_run() { # GUARANTEE RUN CRASH(0/1)
   sleep 1
 }
 
-throughput_run exactly_once 1 0
-throughput_run at_least_once 1 0
-throughput_run exactly_once 2 1
-throughput_run at_least_once 2 0
+if [[ "$only" == restore ]]; then
+  throughput_run exactly_once 2 1
+else
+  throughput_run exactly_once 1 0
+  throughput_run at_least_once 1 0
+  throughput_run exactly_once 2 1
+  throughput_run at_least_once 2 0
+fi
 
 # ---------------------------------------------------------------------------
 # 2. Restore after a crash under exactly_once
@@ -282,16 +451,17 @@ stores=$((cl_win_parts + cl_lot_parts))
 say "changelog end offsets: $VICTIM-hourly-by-region-changelog $cl_win, $VICTIM-latest-per-lot-changelog $cl_lot ($stores store partitions)"
 ((stores > 0)) || die "no changelog partitions found for $VICTIM"
 
-RESTORES=() # "label records seconds_sum wall_seconds full_count"
-restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again until every store is restored
+RESTORES=() # "label records seconds_sum wall_seconds full_count task_records restore_wall_seconds"
+restore_run() { # LABEL MINUTES_AGO SEED [WEIR_BIN]: a trigger batch, then the victim again until every store is restored
   local label="$1" log="$work/$VICTIM/restart-$1.log" t0 t_ready deadline=$((SECONDS + wait_s)) done_n
+  local weir_bin="${4:-$weir_bin}"
   "$weir_bin" simulate --count "$trigger_n" --partitions "$partitions" --topic "$input" --seed "$3" \
     --start "$(date -u -d "-$2 minutes" +%Y-%m-%dT%H:%M:%SZ)" --bootstrap "$bootstrap" >"$work/simulate-$label.log" 2>&1 ||
     { tail -n 20 "$work/simulate-$label.log" >&2; die "weir simulate (trigger batch) failed"; }
   t0="$(now_ms)"
   start_weir "$VICTIM" "$log"
   while :; do
-    done_n="$(grep -cE 'restore done|nothing to restore' "$log" || true)"
+    done_n="$(grep -cE 'restore done|nothing to restore' "$log" 2>/dev/null || true)"
     ((done_n >= stores)) && break
     pid_alive "$WEIR_PID" || { tail -n 20 "$log" >&2; die "$VICTIM exited during the $label restore; see $log"; }
     ((SECONDS < deadline)) || die "$label restore: $done_n of $stores stores after ${wait_s}s; see $log"
@@ -309,22 +479,55 @@ restore_run() { # LABEL MINUTES_AGO SEED: a trigger batch, then the victim again
       }
     }
     /task restored/ { for (i = 1; i <= NF; i++) if ($i ~ /^records=/) { sub(/^records=/, "", $i); tr += $i } }
-    END { printf "%d %.3f %d %d\n", r, ms / 1000, f, tr }' "$log")"
-  local records rsecs full task_records
-  read -r records rsecs full task_records <<<"$stats"
-  RESTORES+=("$label $records $rsecs $(secs "$t0" "$t_ready") $full $task_records")
-  say "$label restore: $records records replayed in $rsecs s (sum of elapsed_ms; $full of $stores stores full; 'task restored' records $task_records); process start to all stores ready $(secs "$t0" "$t_ready") s"
+    # Wall time of the restores: the first "restoring store" line to the
+    # last "restore done" (RFC 3339 timestamps of one day; a midnight in
+    # between adds a day).
+    function t(s) { return substr(s, 12, 2) * 3600 + substr(s, 15, 2) * 60 + substr(s, 18, 9) }
+    /restoring store from changelog/ && first == "" { first = t($1) }
+    /restore done/ { last = t($1) }
+    END {
+      w = (first == "" || last == "") ? 0 : last - first
+      if (w < 0) w += 86400
+      printf "%d %.3f %d %d %.3f\n", r, ms / 1000, f, tr, w
+    }' "$log")"
+  local records rsecs full task_records rwall
+  read -r records rsecs full task_records rwall <<<"$stats"
+  RESTORES+=("$label $records $rsecs $(secs "$t0" "$t_ready") $full $task_records $rwall")
+  say "$label restore ($weir_bin): $records records replayed in $rwall s wall ($rsecs s sum of elapsed_ms; $full of $stores stores full; 'task restored' records $task_records); process start to all stores ready $(secs "$t0" "$t_ready") s"
 }
 
 say "restart $VICTIM on its state directory (tail restore)"
 restore_run tail 40 8
 sleep 3
-say "SIGKILL $VICTIM (pid $WEIR_PID), delete $work/$VICTIM/state, restart (full restore)"
-stop_pid "$WEIR_PID" KILL
-rm -rf "$work/$VICTIM/state"
-restore_run full 25 9
-sleep 2
+# Full restores: WEIR_BIN, or WEIR_BIN and the compare binary alternately.
+full_bins=("$weir_bin")
+[[ -n "$compare_bin" ]] && full_bins+=("$compare_bin")
+FULL_BINS=() # the binary of each full restore, in order
+for ((k = 1; k <= full_restores; k++)); do
+  for b in "${full_bins[@]}"; do
+    label=full
+    ((${#full_bins[@]} > 1 || full_restores > 1)) && label="full-$((${#FULL_BINS[@]} + 1))"
+    say "SIGKILL $VICTIM (pid $WEIR_PID), delete $work/$VICTIM/state, restart with $b ($label restore)"
+    stop_pid "$WEIR_PID" KILL
+    rm -rf "$work/$VICTIM/state"
+    FULL_BINS+=("$b")
+    restore_run "$label" $((25 - ${#FULL_BINS[@]} % 20)) $((8 + ${#FULL_BINS[@]})) "$b"
+    sleep 2
+  done
+done
 stop_pid "$WEIR_PID" TERM
+
+# The fetch-only ceiling on the same changelogs (Kafka's Java consumer
+# with its default fetch sizes: fetch.max.bytes 50 MiB,
+# max.partition.fetch.bytes 1 MiB).
+FETCHES=() # "mode records bytes seconds"
+for mode in one each one each; do
+  line="$(java -Xmx512m -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$work/classes:$KAFKA_LIBS/*" \
+    FetchOnly "$bootstrap" "$mode" "$VICTIM-hourly-by-region-changelog" "$VICTIM-latest-per-lot-changelog" \
+    2>"$work/fetch-only.err" </dev/null | grep '^fetched ')" || { tail -n 20 "$work/fetch-only.err" >&2; die "FetchOnly failed"; }
+  FETCHES+=("$mode ${line#fetched }")
+  say "fetch only ($mode): ${line#fetched } (records bytes seconds)"
+done
 
 # ---------------------------------------------------------------------------
 # Report
@@ -340,7 +543,7 @@ for row in "${RESULTS[@]}"; do
   read -r g r s s_all <<<"$row"
   printf '| %s | %s | %s | %s | %s |\n' "$g" "$r" "$s" "$(awk -v n="$n" -v s="$s" 'BEGIN { printf "%.0f", n / s }')" "$s_all"
 done
-printf '%s\n' "${RESULTS[@]}" | awk -v n="$n" '
+[[ "$only" == restore ]] || printf '%s\n' "${RESULTS[@]}" | awk -v n="$n" '
   $1 == "exactly_once" { es += $3; ec++; ea += $4; e[$2] = $3 }
   $1 == "at_least_once" { as += $3; ac++; aa += $4; a[$2] = $3 }
   END {
@@ -355,17 +558,31 @@ echo "latest-per-lot $cl_lot, total $((cl_win + cl_lot)). Hourly windows closed 
 echo "(output topic end offsets, records + markers): $out_hourly. Each restart is preceded by $trigger_n new input records"
 echo "(so the restarted instance processes after its restore)."
 echo
-echo "| restore | records replayed | seconds (sum of restore elapsed_ms) | process start → all stores ready (s) |"
-echo "|---|---:|---:|---:|"
+echo "| restore | weir | records replayed | seconds (first restore start → last restore done) | records/s | seconds (sum of restore elapsed_ms) | process start → all stores ready (s) |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+fi_=0
 for row in "${RESTORES[@]}"; do
-  read -r label records rsecs wall full task_records <<<"$row"
+  read -r label records rsecs wall full task_records rwall <<<"$row"
+  bin="$weir_bin"
   case "$label" in
     tail) label="tail (same state dir)" ;;
-    full) label="full (state dir deleted)" ;;
+    full*) bin="${FULL_BINS[$fi_]}"; fi_=$((fi_ + 1)); label="$label (state dir deleted)" ;;
   esac
-  printf '| %s | %s | %s | %s |\n' "$label" "$records" "$rsecs" "$wall"
+  rate="$(awk -v r="$records" -v w="$rwall" 'BEGIN { if (w > 0) printf "%.0f", r / w; else printf "-" }')"
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$bin" "$records" "$rwall" "$rate" "$rsecs" "$wall"
 done
 echo "(start → ready includes the group join: the killed member holds its partitions for the session timeout, $session)"
+echo
+echo "Fetch only (FetchOnly: Kafka's Java consumer, read_committed, default fetch sizes, the same changelogs"
+echo "after the restores; one: one consumer for every partition; each: a consumer and thread per partition, all at once):"
+echo
+echo "| consumers | records | MB (keys + values) | seconds | records/s |"
+echo "|---|---:|---:|---:|---:|"
+for row in "${FETCHES[@]}"; do
+  read -r mode records bytes fsecs <<<"$row"
+  printf '| %s | %s | %s | %s | %s |\n' "$mode" "$records" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')" "$fsecs" \
+    "$(awk -v r="$records" -v w="$fsecs" 'BEGIN { printf "%.0f", r / w }')"
+done
 
 # Anything odd in weir's logs.
 echo

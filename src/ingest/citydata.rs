@@ -22,7 +22,7 @@ pub(crate) const DEFAULT_BASE_URL: &str = "http://openapi.seoul.go.kr:8088";
 pub(crate) const RESULT_OK: &str = "INFO-000";
 
 /// The 30 hotspots the original pipeline polled (`data/seoul_hotspots.json`).
-const DEFAULT_HOTSPOTS_JSON: &str = include_str!("../../data/seoul_hotspots.json");
+pub(crate) const DEFAULT_HOTSPOTS_JSON: &str = include_str!("../../data/seoul_hotspots.json");
 
 /// `parking_status` field ← `PRK_STTS` entry field, in [`FIELDS`] order
 /// after `REGION` and `REGION_CODE` (which come from `CITYDATA`).

@@ -1,5 +1,8 @@
 //! `weir ingest`: real feeds into Kafka.
 //!
+//! `weir ingest hotspots` loads the hotspot list into a compacted topic
+//! (a reference table, `hotspots`).
+//!
 //! `weir ingest citydata` polls Seoul's real-time citydata API for a list of
 //! hotspots and publishes every parking lot of every answer to
 //! `parking_status`, in the message format the parking topology reads (the
@@ -15,6 +18,7 @@
 
 pub(crate) mod changes;
 pub(crate) mod citydata;
+mod hotspots;
 mod http;
 mod poller;
 
@@ -29,6 +33,9 @@ pub(crate) use http::BaseUrlError;
 pub enum IngestCommand {
     /// Poll Seoul's real-time citydata API (parking) into a topic.
     Citydata(CitydataArgs),
+    /// Load the hotspot list (code → name, …) into a compacted topic: a
+    /// reference table for joins.
+    Hotspots(hotspots::HotspotsArgs),
 }
 
 /// What `--emit` publishes.
@@ -179,6 +186,10 @@ pub async fn run(command: IngestCommand) -> Result<(), IngestError> {
         IngestCommand::Citydata(args) => {
             args.kafka.install(Vec::new())?;
             poller::run(args).await
+        }
+        IngestCommand::Hotspots(args) => {
+            args.kafka.install(Vec::new())?;
+            hotspots::run(args).await
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod codec;
+mod join;
 mod source;
 pub(crate) mod table;
 pub(crate) mod table_aggregate;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use cel::objects::{Key, Map};
 use cel::Value;
 
+use crate::state::global::GlobalTables;
 use crate::state::{Backend, CachedStore, Change, StoreError};
 use crate::support::dead_letter as header;
 use crate::topology::expr::Input;
@@ -111,6 +113,8 @@ pub struct TaskStats {
     pub dead_letter: u64,
     pub dropped_late: u64,
     pub dropped_stale: u64,
+    /// Records an inner join found no row for.
+    pub dropped_join_miss: u64,
     /// Records for output topics (not repartition, changelog or DLQ).
     pub emitted: u64,
 }
@@ -160,6 +164,9 @@ pub struct Task {
     /// Per table node with `ttl`: its keys by last update, loaded from the
     /// store when first needed (see `table`).
     ttl_index: Vec<Option<table::TtlIndex>>,
+    /// The rows of the topology's global tables, shared by every task of
+    /// the instance (empty until [`Task::set_global_tables`]).
+    globals: Arc<GlobalTables>,
 }
 
 /// Records a table holds back until the commit, by key bytes, in the order
@@ -180,6 +187,7 @@ pub(crate) struct Ctx<'a, 'o> {
     pub next_close: &'a mut [i64],
     pub table_cache: &'a mut [TableCache],
     pub ttl_index: &'a mut [Option<table::TtlIndex>],
+    pub globals: &'a GlobalTables,
 }
 
 impl Task {
@@ -207,7 +215,13 @@ impl Task {
             next_close: vec![i64::MIN; topo.nodes.len()],
             table_cache: (0..topo.nodes.len()).map(|_| TableCache::default()).collect(),
             ttl_index: (0..topo.nodes.len()).map(|_| None).collect(),
+            globals: Arc::new(GlobalTables::new(topo.global_tables.len())),
         })
+    }
+
+    /// Look join steps up in `globals` (the instance's global tables).
+    pub fn set_global_tables(&mut self, globals: Arc<GlobalTables>) {
+        self.globals = globals;
     }
 
     /// An in-memory task (tests and `weir test`).
@@ -287,6 +301,7 @@ impl Task {
             next_close: &mut self.next_close,
             table_cache: &mut self.table_cache,
             ttl_index: &mut self.ttl_index,
+            globals: &self.globals,
         }
     }
 
@@ -514,6 +529,7 @@ impl Ctx<'_, '_> {
             NodeKind::Window(w) => window::process(self, id, w, &rec),
             NodeKind::Table(t) => table::process(self, id, t, &rec),
             NodeKind::TableAggregate(a) => table_aggregate::process(self, id, a, &rec),
+            NodeKind::Join(j) => join::process(self, id, j, rec),
             NodeKind::ToTopic(s) => {
                 self.write_to_topic(id, s, &rec);
                 Ok(())

@@ -21,6 +21,7 @@
 mod aligned;
 mod collector;
 mod disk;
+mod global;
 mod lag;
 pub(crate) mod restore;
 mod tasks;
@@ -106,6 +107,8 @@ pub enum RuntimeError {
     StateDirLocked(String),
     #[error("state directory {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("could not start a thread: {0}")]
+    Thread(std::io::Error),
     /// librdkafka's consumer stopped for good (e.g. another member with
     /// this `group.instance.id` fenced it).
     #[error("kafka consumer: {0}")]
@@ -643,10 +646,20 @@ pub fn run(
         InstanceId::Given(id) => Some(id.clone()),
         InstanceId::Dynamic => None,
     };
+    // Every global table loaded before the instance joins its group.
+    let Some(globals) = global::start(&topo, &opts.bootstrap, &shutdown)? else {
+        return Ok(());
+    };
     let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
     let engine = Arc::new(Mutex::new(Engine {
         app: topo.application_id.clone(),
-        tasks: TaskManager::new(topo.clone(), &opts.bootstrap, opts.state_dir.clone(), partitions),
+        tasks: TaskManager::new(
+            topo.clone(),
+            &opts.bootstrap,
+            opts.state_dir.clone(),
+            partitions,
+            globals,
+        ),
         collector,
         purge: Purge::new(
             &topo,

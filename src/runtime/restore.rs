@@ -6,13 +6,49 @@
 //! an offset the topic no longer has, is cleared and restored from the
 //! start. Every restored batch is written together with the offset it
 //! reaches, so a crash in the middle of a restore resumes where it stopped.
+//!
+//! # Without the WAL
+//!
+//! Restored batches skip RocksDB's write-ahead log
+//! (`state::rocks::RestoreWriter`): whatever a crash takes can be fetched
+//! again from the changelog, and the WAL wrote every restored byte twice.
+//! Crash safety then rests on three things:
+//!
+//! - **Data and offset in one batch.** Each batch holds the records and
+//!   the changelog offset they reach (in the `weir.meta` column family),
+//!   applied atomically to the memtables: no flush can take one without
+//!   the other.
+//! - **Atomic flush.** Task databases open with `atomic_flush`, so every
+//!   flush switches the memtables of *all* column families at one point
+//!   between two writes and records the result in one MANIFEST entry.
+//!   That holds for the flushes RocksDB starts on its own in the middle of
+//!   a restore, too: a store's memtable full (`write_buffer_size`), or the
+//!   process's write buffer manager over its budget (`--state-memory`),
+//!   which with atomic flush flushes every column family of the database
+//!   it stops. Without it RocksDB would flush the data's column family
+//!   alone and leave the offset in an unflushed memtable (or the reverse);
+//!   a crash then kept data past its offset, which is harmless (replayed
+//!   again), or an offset past its data, which silently loses records.
+//!   With it, a SIGKILL mid-restore keeps exactly the batches flushed so
+//!   far with the offset of the last of them, and the restart resumes from
+//!   there (`tests/engine_restore.rs` kills a full restore and checks the
+//!   result). A full restore's first write, the clear (with the WAL), is
+//!   either flushed with later batches or replayed from the WAL on its own:
+//!   either way the offset and the data agree.
+//! - **A flush before the task processes.** [`restore`] ends with
+//!   `TaskDb::flush` (also when cancelled), and the task starts only after
+//!   it returned. The task's commits write with the WAL: one of them after
+//!   restored data still only in memtables would, after a crash, come back
+//!   from the WAL with its newer offset but without the restored data
+//!   under it. A failed flush fails the restore (a full disk goes the way
+//!   of every full-disk error, `runtime::disk`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, Counter, Gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -24,37 +60,103 @@ use super::timeouts::{CALL_TIMEOUT, CANCEL_WAIT, HANGING_TRANSACTION_AFTER, WATE
 use super::{ChangelogBehind, RuntimeError};
 use crate::kafka::{client_config, ClientConfigExt};
 use crate::state::rocks::TaskDb;
-use crate::state::Change;
 
 /// Records per restored batch (one RocksDB write each).
 const BATCH: usize = 10_000;
 
+/// Changelog records from which a restore raises its store's memtable
+/// ([`restore_write_buffer`]); below, it keeps the usual 4 MiB (changing
+/// it writes RocksDB's OPTIONS file twice, not worth it for a tail).
+const BIG_RESTORE: i64 = 50_000;
+
+/// The memtable of a restoring store: the process's memtable budget (half
+/// the state memory) shared by the restores that run at once.
+fn restore_write_buffer() -> usize {
+    crate::state::rocks::state_memory().budget() / 2 / RESTORE_SLOTS
+}
+
+/// How often a running restore logs its progress and sets its rate.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A store's restore metrics (docs/metrics.md), looked up once: the
+/// `metrics` macros build and hash their key on every call.
+struct Progress {
+    records: Counter,
+    remaining: Gauge,
+    rate: Gauge,
+}
+
+impl Progress {
+    fn new(app: &str, task: &str, store: &str) -> Progress {
+        let labels = [
+            ("topology", app.to_string()),
+            ("store", store.to_string()),
+            ("task", task.to_string()),
+        ];
+        let records = counter!("weir_restore_records_total", &labels);
+        // Registered at 0 when there is nothing to restore.
+        records.increment(0);
+        Progress {
+            records,
+            remaining: gauge!("weir_restore_remaining_records", &labels),
+            rate: gauge!("weir_restore_records_per_second", &labels),
+        }
+    }
+}
+
 /// Restores that read at once; the others wait for a free slot, without
 /// Kafka clients. Each has two clients and a RocksDB write stream: with 96
 /// partitions restoring at once, librdkafka's prefetch and the threads
-/// alone took hundreds of MiB.
-const RESTORE_SLOTS: usize = 2;
+/// alone took hundreds of MiB. Four, not two: a restore keeps about one
+/// core busy between its consumer, the memtable inserts and RocksDB's
+/// flushes, and with two slots the third of three equal stores restored
+/// alone, after the others (a 0.9M-record full restore of three
+/// partitions on 2 cores: 2.0–2.5 s with four slots against 2.8–3.2 s
+/// with two; BENCHMARKS.md, 2026-12-05).
+const RESTORE_SLOTS: usize = 4;
 
 /// What a restore consumer prefetches (librdkafka's default: 64 MiB).
 const RESTORE_PREFETCH_KBYTES: u32 = 4 * 1024;
+
+/// How long a restore consumer's fetcher waits once its prefetch queue is
+/// full before it looks again (librdkafka's `fetch.queue.backoff.ms`,
+/// default 1000). A restore empties 4 MiB in a few ms, so with the default
+/// its fetcher sat idle most of each second: a full restore of 0.9M
+/// records took 1.7 s with it and 0.8 s with 10 ms, at the same prefetch
+/// (bigger fetches and queues got there too, 8 MiB into 16 MiB, but at
+/// +170 MB peak RSS): 2026-12-05 in BENCHMARKS.md.
+const RESTORE_FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
 /// Full restores of one store in a row after its changelog's start moved
 /// past the position being read, before giving up.
 const MAX_RESTARTS: u32 = 3;
 
-/// The restore slots of the process (a counting semaphore).
-fn slots() -> &'static (Mutex<usize>, Condvar) {
-    static SLOTS: OnceLock<(Mutex<usize>, Condvar)> = OnceLock::new();
+/// A counting semaphore of the process.
+type Semaphore = (Mutex<usize>, Condvar);
+
+/// The restore slots of the process.
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
     SLOTS.get_or_init(|| (Mutex::new(RESTORE_SLOTS), Condvar::new()))
 }
 
-/// A restore slot, given back when dropped.
-struct Slot;
+/// Readers being dropped after their restore (see [`Reader`]: that can
+/// take long), as many as there are slots: a finished restore frees its
+/// slot at once and drops its reader while the next restore connects (the
+/// drop took 0.1–0.7 s, the slot idle meanwhile), and at most twice
+/// [`RESTORE_SLOTS`] readers exist.
+fn closing() -> &'static Semaphore {
+    static CLOSING: OnceLock<Semaphore> = OnceLock::new();
+    CLOSING.get_or_init(|| (Mutex::new(RESTORE_SLOTS), Condvar::new()))
+}
+
+/// A permit of a [`Semaphore`], given back when dropped.
+struct Slot(&'static Semaphore);
 
 impl Slot {
-    /// Wait for a free slot, unless `cancel` is set meanwhile.
-    fn take(cancel: &AtomicBool) -> Option<Slot> {
-        let (free, freed) = slots();
+    /// Wait for a free permit of `of`, unless `cancel` is set meanwhile.
+    fn take(of: &'static Semaphore, cancel: &AtomicBool) -> Option<Slot> {
+        let (free, freed) = of;
         let mut n = lock(free);
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -62,7 +164,7 @@ impl Slot {
             }
             if *n > 0 {
                 *n -= 1;
-                return Some(Slot);
+                return Some(Slot(of));
             }
             n = freed
                 .wait_timeout(n, Duration::from_millis(50))
@@ -74,7 +176,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let (free, freed) = slots();
+        let (free, freed) = self.0;
         *lock(free) += 1;
         freed.notify_one();
     }
@@ -122,7 +224,7 @@ impl Restoring {
             .name(format!("restore-{id}"))
             .spawn(move || {
                 let (db, cancel) = (thread_db, thread_cancel);
-                let Some(slot) = Slot::take(&cancel) else {
+                let Some(slot) = Slot::take(slots(), &cancel) else {
                     drop(db);
                     let _ = tx.send(Ok(0));
                     return;
@@ -152,8 +254,14 @@ impl Restoring {
                 }
                 drop(db);
                 let _ = tx.send(replayed);
-                drop(reader);
+                // The slot goes to the next restore once this reader
+                // holds a closing permit (waiting for one never stops:
+                // cancelled, the reader is dropped all the same).
+                let never = AtomicBool::new(false);
+                let closing = Slot::take(closing(), &never);
                 drop(slot);
+                drop(reader);
+                drop(closing);
             })
             .map_err(|source| RuntimeError::Io {
                 path: format!("restore thread of task {id}"),
@@ -269,6 +377,7 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
             // which marked the store restored with its tail missing.
             .set("auto.offset.reset", "error")
             .set_default("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES.to_string())
+            .set_default("fetch.queue.backoff.ms", RESTORE_FETCH_QUEUE_BACKOFF_MS.to_string())
             .create()?,
         log_end: client_config(bootstrap)
             .set("isolation.level", "read_uncommitted")
@@ -295,6 +404,23 @@ pub fn reader(bootstrap: &str, app: &str) -> Result<Reader, RuntimeError> {
 ///   from nothing and overwrite correct results downstream with partial
 ///   ones: weir refuses to start and says what to do.
 pub fn restore(
+    reader: &Reader,
+    app: &str,
+    db: &TaskDb,
+    s: &StoreRef<'_>,
+    cancel: &AtomicBool,
+) -> Result<Restored, RuntimeError> {
+    let restored = restore_passes(reader, app, db, s, cancel);
+    // What was restored without the WAL reaches disk before anything
+    // writes this store with it (see the module docs); after a failure
+    // too, since the database may be used again.
+    let flushed = db.flush();
+    let restored = restored?;
+    flushed?;
+    Ok(restored)
+}
+
+fn restore_passes(
     reader: &Reader,
     app: &str,
     db: &TaskDb,
@@ -376,17 +502,13 @@ fn restore_once(
             (low, true)
         }
     };
-    let labels = [
-        ("topology", app.to_string()),
-        ("store", store.to_string()),
-        ("task", task.to_string()),
-    ];
+    let progress = Progress::new(app, task, store);
     if start >= high {
         if at != Some(high) {
             db.apply(&[], &[(changelog, partition, high)])?;
         }
-        counter!("weir_restore_records_total", &labels).increment(0);
-        gauge!("weir_restore_remaining_records", &labels).set(0.0);
+        progress.remaining.set(0.0);
+        progress.rate.set(0.0);
         tracing::info!(task, store, offset = start, "store up to date, nothing to restore");
         return Ok(Pass::Done(Restored { records: 0, full }));
     }
@@ -406,16 +528,48 @@ fn restore_once(
     tpl.add_partition_offset(changelog, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let began = Instant::now();
-    let mut batch: Vec<Change> = Vec::new();
+    // A small tail fits the usual memtable.
+    let write_buffer = if total >= BIG_RESTORE {
+        restore_write_buffer()
+    } else {
+        0
+    };
+    let mut batch = db.restore_writer(store, changelog, partition, write_buffer)?;
     let mut next = start;
     let mut restored = 0i64;
-    let mut last_log = Instant::now();
+    // Records and time at the last progress report.
+    let mut last_log = (Instant::now(), 0i64);
+    progress.remaining.set(total as f64);
     // The position on the last empty poll, since when, and when a hanging
     // transaction was last reported there.
     let mut held: Option<(i64, Instant, Option<Instant>)> = None;
+    // Logs the progress and sets the rate every PROGRESS_EVERY; called per
+    // batch and per empty poll, not per record (the clock read per record
+    // showed in the profile).
+    let report = |last_log: &mut (Instant, i64), restored: i64, next: i64| {
+        let since = last_log.0.elapsed();
+        if since > PROGRESS_EVERY {
+            let rate = (restored - last_log.1) as f64 / since.as_secs_f64();
+            let remaining = (high - next).max(0);
+            progress.rate.set(rate);
+            progress.remaining.set(remaining as f64);
+            tracing::info!(
+                task,
+                store,
+                restored,
+                total,
+                remaining,
+                records_per_s = rate.round() as u64,
+                "restoring"
+            );
+            *last_log = (Instant::now(), restored);
+        }
+    };
     loop {
         if cancel.load(Ordering::Relaxed) {
-            db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
+            let n = batch.len();
+            batch.write(next)?;
+            progress.records.increment(n as u64);
             return Ok(Pass::Done(Restored {
                 records: restored,
                 full,
@@ -423,18 +577,26 @@ fn restore_once(
         }
         // Short: under exactly-once the changelog ends with a commit marker
         // that is never delivered, so the end is noticed on an empty poll.
-        match consumer.poll(Duration::from_millis(50)) {
+        // A message already fetched is taken without a timeout: with one,
+        // librdkafka and rust-rdkafka read the clock on every call.
+        match consumer
+            .poll(Duration::ZERO)
+            .or_else(|| consumer.poll(Duration::from_millis(50)))
+        {
             Some(Ok(m)) => {
-                batch.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)));
+                batch.push(m.key().unwrap_or_default(), m.payload());
                 restored += 1;
                 next = m.offset() + 1;
                 if batch.len() >= BATCH {
-                    db.apply(&[(store, &batch)], &[(changelog, partition, next)])?;
-                    batch.clear();
+                    batch.write(next)?;
+                    progress.records.increment(BATCH as u64);
+                    progress.remaining.set((high - next).max(0) as f64);
+                    report(&mut last_log, restored, next);
                 }
                 if next >= high {
                     break;
                 }
+                continue;
             }
             // A broker down or restarting: librdkafka reconnects by itself.
             Some(Err(KafkaError::MessageConsumption(
@@ -491,21 +653,22 @@ fn restore_once(
                 }
             }
         }
-        if last_log.elapsed() > Duration::from_secs(2) {
-            tracing::info!(task, store, restored, total, "restoring");
-            last_log = Instant::now();
-        }
-        gauge!("weir_restore_remaining_records", &labels).set((high - next).max(0) as f64);
+        report(&mut last_log, restored, next);
     }
-    db.apply(&[(store, &batch)], &[(changelog, partition, high)])?;
-    counter!("weir_restore_records_total", &labels).increment(restored as u64);
-    gauge!("weir_restore_remaining_records", &labels).set(0.0);
+    let n = batch.len();
+    batch.write(high)?;
+    progress.records.increment(n as u64);
+    progress.remaining.set(0.0);
+    let elapsed = began.elapsed();
+    let rate = restored as f64 / elapsed.as_secs_f64().max(1e-3);
+    progress.rate.set(rate);
     tracing::info!(
         task,
         store,
         records = restored,
         full,
-        elapsed_ms = began.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
+        records_per_s = rate.round() as u64,
         "restore done"
     );
     Ok(Pass::Done(Restored {

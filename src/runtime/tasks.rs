@@ -122,6 +122,8 @@ pub(super) struct TaskManager {
     committed: TpMap<i64>,
     last_lag: Instant,
     lag: super::lag::LagTracker,
+    /// The instance's global tables, handed to every task it starts.
+    globals: Arc<crate::state::global::GlobalTables>,
     meters: Meters,
 }
 
@@ -131,6 +133,7 @@ impl TaskManager {
         bootstrap: &str,
         state_dir: PathBuf,
         partitions: HashMap<String, i32>,
+        globals: Arc<crate::state::global::GlobalTables>,
     ) -> Self {
         let app = topo.application_id.clone();
         TaskManager {
@@ -147,6 +150,7 @@ impl TaskManager {
             committed: TpMap::default(),
             last_lag: Instant::now(),
             lag: Default::default(),
+            globals,
             meters: Meters {
                 e2e_latency: histogram!("weir_record_e2e_latency_seconds", "topology" => app.clone()),
                 produced: HashMap::new(),
@@ -344,6 +348,7 @@ impl TaskManager {
         if let Some(t) = stream_time {
             task.stream_time = t;
         }
+        task.set_global_tables(self.globals.clone());
         tracing::info!(task = %id, stream_time = ?stream_time, "task ready");
         counter!("weir_tasks_created_total", "topology" => self.app.clone()).increment(1);
         self.tasks.insert(
@@ -808,6 +813,12 @@ fn export_stats(app: &str, entry: &mut TaskEntry) {
         ("reason", "stale".to_string()),
     ];
     counter!("weir_dropped_records_total", &stale).increment(s.dropped_stale - e.dropped_stale);
+    let join_miss = [
+        ("topology", app.to_string()),
+        ("task", entry.id.clone()),
+        ("reason", "join_miss".to_string()),
+    ];
+    counter!("weir_dropped_records_total", &join_miss).increment(s.dropped_join_miss - e.dropped_join_miss);
     if entry.task.stream_time != i64::MIN {
         gauge!("weir_task_stream_time_seconds", &labels).set(entry.task.stream_time as f64 / 1000.0);
     }

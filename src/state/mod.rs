@@ -11,6 +11,7 @@
 //! local store is never ahead of what was committed. `weir test` and unit
 //! tests apply them at once ([`CachedStore::flush`]).
 
+pub(crate) mod global;
 pub(crate) mod rocks;
 
 use std::collections::BTreeMap;

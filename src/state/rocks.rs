@@ -10,13 +10,31 @@
 //! position, so a restart replays only the changelog after it and never
 //! wipes the store. No fsync is needed for that: a lost batch takes its
 //! offset with it.
+//!
+//! Restores write without the WAL ([`RestoreWriter`]): a restored batch
+//! can always be fetched again from the changelog, so writing it twice
+//! (WAL, then SST) only slowed the restore. What keeps such a store
+//! consistent is that its data and its offset still go in one
+//! `WriteBatch`, so they land in the same memtables, and that the database
+//! flushes atomically (`atomic_flush`): every flush, whether asked for
+//! ([`TaskDb::flush`]) or RocksDB's own (a full memtable, the write buffer
+//! manager over its budget), switches the memtables of every column family
+//! at one point between two writes and commits their files to the
+//! MANIFEST in one record. A crash therefore keeps a prefix of the
+//! restore's batches, data and offset alike, and the restore resumes from
+//! the offset that survived. The one thing that must not happen is a
+//! write *with* the WAL on a store (a commit's changes and offset) while
+//! its restored data is still only in memtables: after a crash the WAL
+//! would bring back that later offset without the restored data under
+//! it. So a restore ends with [`TaskDb::flush`] and the task processes
+//! only after it (`runtime::restore`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteBufferManager, DB,
-    DEFAULT_COLUMN_FAMILY_NAME,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, FlushOptions, Options, WriteBatch,
+    WriteBufferManager, WriteOptions, DB, DEFAULT_COLUMN_FAMILY_NAME,
 };
 
 use super::{Backend, Change, StoreError};
@@ -26,6 +44,10 @@ pub(crate) const META_CF: &str = "weir.meta";
 
 /// The default of `weir run --state-memory`.
 pub(crate) const DEFAULT_STATE_MEMORY: usize = 128 << 20;
+
+/// The memtable size of a store (and of a task database's other column
+/// families): small, the parking job's state is a few MB per task.
+const WRITE_BUFFER_SIZE: usize = 4 << 20;
 
 /// Open files a task database keeps (RocksDB's table cache; the default, -1,
 /// keeps every SST file open with its table reader). Files past it are
@@ -136,9 +158,13 @@ impl TaskDb {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Small per-task footprint: the parking job's state is a few MB.
-        opts.set_write_buffer_size(4 * 1024 * 1024);
+        opts.set_write_buffer_size(WRITE_BUFFER_SIZE);
         opts.set_max_write_buffer_number(2);
         opts.set_max_open_files(MAX_OPEN_FILES_PER_TASK);
+        // Restores write without the WAL: every flush must take all column
+        // families at one point, so a store's data and its offset in
+        // META_CF reach disk together (see the module docs).
+        opts.set_atomic_flush(true);
         memory.apply(&mut opts);
         // RocksDB's default column family (unused) with the same small
         // options: left out, rust-rocksdb opens it with RocksDB's defaults,
@@ -153,7 +179,7 @@ impl TaskDb {
             .chain(default)
             .map(|s| {
                 let mut o = Options::default();
-                o.set_write_buffer_size(4 * 1024 * 1024);
+                o.set_write_buffer_size(WRITE_BUFFER_SIZE);
                 memory.apply(&mut o);
                 ColumnFamilyDescriptor::new(s, o)
             });
@@ -247,6 +273,62 @@ impl TaskDb {
         Ok(())
     }
 
+    /// Write every column family's memtables to disk, all at one point
+    /// (atomic flush), and wait until they are: what a restore wrote
+    /// without the WAL is then on disk with its offsets.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<&ColumnFamily> = self
+            .stores
+            .iter()
+            .map(String::as_str)
+            .chain([META_CF, DEFAULT_COLUMN_FAMILY_NAME])
+            .filter_map(|name| self.db.cf_handle(name))
+            .collect();
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts).map_err(|e| self.failed(e))
+    }
+
+    /// A writer of restored changelog records into `store`, each batch
+    /// with the offset it reaches, without the WAL (see the module docs:
+    /// [`TaskDb::flush`] must follow before anything else writes `store`).
+    ///
+    /// While it lives the store's memtable may grow to `write_buffer`
+    /// bytes (when larger) instead of [`WRITE_BUFFER_SIZE`] (still charged to the
+    /// process's budget, whose write buffer manager flushes when all
+    /// memtables together exceed it): a restore then writes a few large
+    /// files instead of a 4 MiB one per 4 MiB restored, each followed by
+    /// a compaction of level 0.
+    pub fn restore_writer(
+        &self,
+        store: &str,
+        changelog: &str,
+        partition: i32,
+        write_buffer: usize,
+    ) -> Result<RestoreWriter<'_>, StoreError> {
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        let cf = self.cf(store)?;
+        // Each change of options writes an OPTIONS file: only for
+        // restores that need it.
+        let raised = write_buffer > WRITE_BUFFER_SIZE;
+        if raised {
+            self.db
+                .set_options_cf(cf, &[("write_buffer_size", &write_buffer.to_string())])
+                .map_err(|e| self.failed(e))?;
+        }
+        Ok(RestoreWriter {
+            db: self,
+            cf,
+            raised,
+            meta: self.cf(META_CF)?,
+            offset_key: offset_key(changelog, partition),
+            batch: WriteBatch::default(),
+            capacity: 0,
+            write,
+        })
+    }
+
     /// Apply store changes and the changelog offsets they reach in one
     /// atomic write.
     pub fn apply(&self, changes: &[(&str, &[Change])], offsets: &[(&str, i32, i64)]) -> Result<(), StoreError> {
@@ -266,6 +348,67 @@ impl TaskDb {
         }
         self.db.write(wb).map_err(|e| self.failed(e))?;
         Ok(())
+    }
+}
+
+/// Restored changelog records of one store, written in batches without
+/// the WAL, each batch with the changelog offset it reaches
+/// ([`TaskDb::restore_writer`]). The records are copied once, from the
+/// fetched message into the batch.
+pub struct RestoreWriter<'a> {
+    db: &'a TaskDb,
+    cf: &'a ColumnFamily,
+    meta: &'a ColumnFamily,
+    offset_key: Vec<u8>,
+    batch: WriteBatch,
+    /// The size of the last batch written, to allocate the next at once.
+    capacity: usize,
+    /// Whether the store's write buffer size was raised for the restore.
+    raised: bool,
+    write: WriteOptions,
+}
+
+impl Drop for RestoreWriter<'_> {
+    fn drop(&mut self) {
+        // Back to the small memtable of a processing store.
+        if !self.raised {
+            return;
+        }
+        if let Err(e) = self
+            .db
+            .db
+            .set_options_cf(self.cf, &[("write_buffer_size", &WRITE_BUFFER_SIZE.to_string())])
+        {
+            tracing::warn!(path = %self.db.dir, error = %e, "could not reset a store's write buffer size after its restore");
+        }
+    }
+}
+
+impl RestoreWriter<'_> {
+    /// Add a changelog record: a put, or a delete (a tombstone).
+    pub fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        match value {
+            Some(v) => self.batch.put_cf(self.cf, key, v),
+            None => self.batch.delete_cf(self.cf, key),
+        }
+    }
+
+    /// Records added since the last write.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Write the records added so far and `offset` (the next changelog
+    /// record to replay) in one atomic write, without the WAL.
+    pub fn write(&mut self, offset: i64) -> Result<(), StoreError> {
+        self.capacity = self.capacity.max(self.batch.size_in_bytes());
+        let mut batch = std::mem::replace(&mut self.batch, WriteBatch::with_capacity_bytes(self.capacity));
+        batch.put_cf(self.meta, &self.offset_key, offset.to_be_bytes());
+        self.db.db.write_opt(batch, &self.write).map_err(|e| self.db.failed(e))
     }
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kafka::partition_for;
 use crate::processor::{Origin, Output, OutputKind, ProcessError, Task};
+use crate::state::global::GlobalTables;
 use crate::topology::{NodeKind, Topology};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,8 @@ pub(crate) struct Driver<'t> {
     /// "Now" for the tasks: the largest input timestamp piped so far (see
     /// the module doc).
     clock_ms: i64,
+    /// The global tables' rows, as their topics' input records set them.
+    globals: std::sync::Arc<GlobalTables>,
 }
 
 impl<'t> Driver<'t> {
@@ -101,6 +104,7 @@ impl<'t> Driver<'t> {
             partitions: partitions.max(1),
             output: Vec::new(),
             clock_ms: i64::MIN,
+            globals: std::sync::Arc::new(GlobalTables::new(topo.global_tables.len())),
         }
     }
 
@@ -125,6 +129,14 @@ impl<'t> Driver<'t> {
         value: Option<&[u8]>,
     ) -> Result<(), ProcessError> {
         self.clock_ms = self.clock_ms.max(timestamp);
+        // A global table's record updates its row, read by every task from
+        // the next record on (the order of the input).
+        if let Some(g) = self.topo.global_tables.iter().position(|g| g.topic == topic) {
+            if let Err(reason) = self.globals.apply(g, key.unwrap_or_default(), value) {
+                tracing::warn!(topic, reason, "global table record ignored");
+            }
+            return Ok(());
+        }
         let mut queue: VecDeque<(String, i32, Output)> = VecDeque::new();
         self.run_one(topic, partition, timestamp, key, value, &mut queue)?;
         self.drain(queue)
@@ -148,9 +160,12 @@ impl<'t> Driver<'t> {
 
     fn task(&mut self, sub: usize, partition: i32) -> &mut Task {
         let topo = self.topo;
-        self.tasks
-            .entry((sub, partition))
-            .or_insert_with(|| Task::in_memory(topo, sub, partition))
+        let globals = &self.globals;
+        self.tasks.entry((sub, partition)).or_insert_with(|| {
+            let mut task = Task::in_memory(topo, sub, partition);
+            task.set_global_tables(globals.clone());
+            task
+        })
     }
 
     fn run_one(

@@ -78,6 +78,20 @@ pub fn text(topo: &Topology) -> String {
         }
         out.push('\n');
     }
+    // Kafka Streams prints each global store as a sub-topology of its own
+    // that generates no tasks.
+    for (i, g) in topo.global_tables.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  Sub-topology: {} for global store (will not generate tasks)",
+            topo.subtopologies.len() + i
+        );
+        let _ = writeln!(out, "    Source: {}-source (topics: [{}])", g.name, g.topic);
+        let _ = writeln!(out, "      --> {}-global", g.name);
+        let _ = writeln!(out, "    Processor: {}-global (stores: [{}])", g.name, g.name);
+        let _ = writeln!(out, "      --> none");
+        let _ = writeln!(out, "      <-- {}-source\n", g.name);
+    }
     out
 }
 
@@ -87,7 +101,7 @@ fn mermaid_id(name: &str) -> String {
         .collect()
 }
 
-fn op_label(kind: &NodeKind) -> String {
+fn op_label(topo: &Topology, kind: &NodeKind) -> String {
     match kind {
         NodeKind::Filter(e) => format!("filter: {}", e.source()),
         NodeKind::Map(m) => {
@@ -116,6 +130,13 @@ fn op_label(kind: &NodeKind) -> String {
                 None => emit,
             }
         }
+        NodeKind::Join(j) => format!(
+            "{} join {} on {}: {}",
+            if j.left { "left" } else { "inner" },
+            topo.global_tables[j.global].name,
+            j.key.source(),
+            j.fields.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(", ")
+        ),
         NodeKind::TableAggregate(a) => {
             let emit = match a.emit {
                 TableEmitSpec::OnUpdate => "",
@@ -162,8 +183,15 @@ pub fn mermaid(topo: &Topology) -> String {
                     let _ = writeln!(edges, "  {nid} --> {t}");
                 }
                 kind => {
-                    let label = op_label(kind).replace('"', "#quot;");
+                    let label = op_label(topo, kind).replace('"', "#quot;");
                     let _ = writeln!(out, "    {nid}[\"{}<br/>{label}\"]", node.name);
+                    if let NodeKind::Join(j) = kind {
+                        let topic = &topo.global_tables[j.global].topic;
+                        if !topics.contains(topic) {
+                            topics.push(topic.clone());
+                        }
+                        let _ = writeln!(edges, "  t_{} -. lookup .-> {nid}", mermaid_id(topic));
+                    }
                     for store in stores_of_node(topo, id) {
                         let sid = format!("s_{}", mermaid_id(store));
                         let _ = writeln!(out, "    {sid}[(\"store: {store}\")]");

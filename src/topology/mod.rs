@@ -25,7 +25,7 @@ use chrono_tz::Tz;
 
 pub use crate::support::diag::{Diagnostic, Diagnostics};
 pub(crate) use expr::Expr;
-pub(crate) use spec::{EmitSpec, Guarantee, LateSpec, TableEmitSpec, ValueFormat};
+pub(crate) use spec::{EmitSpec, Guarantee, JoinHow, LateSpec, TableEmitSpec, ValueFormat};
 
 /// Largest record value weir processes; bigger ones go to the dead-letter
 /// topic. Below the producer's `message.max.bytes` (1,000,000) with room to
@@ -45,6 +45,9 @@ pub struct Topology {
     pub(crate) nodes: Vec<Node>,
     pub(crate) subtopologies: Vec<SubTopology>,
     pub stores: Vec<StoreDef>,
+    /// Read in full by every instance before it processes (see
+    /// `runtime::global`), looked up by join steps.
+    pub global_tables: Vec<GlobalTableDef>,
     /// The file's `kafka:` client settings, checked but not yet resolved.
     pub kafka: Vec<crate::kafka::settings::FileSetting>,
 }
@@ -67,6 +70,8 @@ pub(crate) enum NodeKind {
     Map(MapNode),
     Window(WindowNode),
     Table(TableNode),
+    /// A lookup in a global table.
+    Join(JoinNode),
     /// The aggregate of a table's rows by group, fed by a [`Regroup`]
     /// through a repartition topic.
     TableAggregate(TableAggregateNode),
@@ -169,6 +174,24 @@ pub(crate) struct TableNode {
     /// the value they replace (`Record::old`): set when a table_aggregate
     /// reads the table, so it can subtract what a row contributed.
     pub keep_values: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct JoinNode {
+    /// Index into [`Topology::global_tables`].
+    pub global: usize,
+    pub key: Expr,
+    /// A record without a row goes on (fields null) instead of dropped.
+    pub left: bool,
+    /// (output field, field of the row's value).
+    pub fields: Vec<(std::sync::Arc<String>, String)>,
+}
+
+/// A global table: a compacted topic every instance reads in full.
+#[derive(Debug, Clone)]
+pub struct GlobalTableDef {
+    pub name: String,
+    pub topic: String,
 }
 
 #[derive(Debug)]

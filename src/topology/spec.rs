@@ -49,6 +49,10 @@ pub struct TopologySpec {
     pub kafka: crate::kafka::settings::FileMap,
     /// Input streams by name.
     pub sources: IndexMap<String, SourceSpec>,
+    /// Global tables, by name: compacted topics read in full by every
+    /// instance (Kafka Streams' `GlobalKTable`), looked up by `join` steps.
+    #[serde(default)]
+    pub global_tables: IndexMap<String, GlobalTableSpec>,
     /// Processing steps, in order. A step reads the previous step's output
     /// unless `from` names another step or a source.
     pub steps: Vec<StepSpec>,
@@ -190,6 +194,9 @@ pub struct StepSpec {
     /// old value when it changes or leaves (reads a `table` step).
     #[serde(default)]
     pub table_aggregate: Option<TableAggregateSpec>,
+    /// Look each record up in a global table and add fields of the row.
+    #[serde(default)]
+    pub join: Option<JoinSpec>,
     /// Write this step's output to a topic.
     #[serde(default)]
     pub to: Option<ToSpec>,
@@ -306,6 +313,43 @@ pub struct TableSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ttl: Option<Str>,
+}
+
+/// A compacted topic every instance reads in full: keys as text, values
+/// as JSON objects (a null value deletes the key).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalTableSpec {
+    #[schemars(with = "String")]
+    pub topic: Str,
+}
+
+/// Stream–global-table join (Kafka Streams' `KStream.join(GlobalKTable,
+/// keySelector, joiner)` and `leftJoin`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// The global table (a name under `global_tables`).
+    #[schemars(with = "String")]
+    pub global: Str,
+    /// The table key to look up: a CEL expression over the record, as text.
+    #[schemars(with = "String")]
+    pub key: Str,
+    /// `inner` (default): a record without a row is dropped; `left`: it
+    /// goes on with the fields null.
+    #[serde(default)]
+    pub how: JoinHow,
+    /// Fields to add: output field name → field of the table row's value.
+    #[schemars(with = "IndexMap<String, String>")]
+    pub fields: IndexMap<String, Str>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinHow {
+    #[default]
+    Inner,
+    Left,
 }
 
 /// Aggregation of a table's current rows (Kafka Streams'

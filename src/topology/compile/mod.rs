@@ -4,6 +4,7 @@
 //! tables and their aggregations in `table`, the split into sub-topologies
 //! is in `split`.
 
+mod join;
 mod project;
 mod split;
 mod table;
@@ -32,6 +33,7 @@ fn millis(d: Duration) -> i64 {
 pub(super) struct Compiler {
     nodes: Vec<Node>,
     stores: Vec<StoreDef>,
+    global_tables: Vec<GlobalTableDef>,
     errors: Vec<Diagnostic>,
     app: String,
 }
@@ -101,7 +103,8 @@ impl Compiler {
             Some(s) => parse_tz(s).map_err(|d| self.errors.push(d)).unwrap_or(Tz::UTC),
             None => Tz::UTC,
         };
-        let (mut named, source_topics) = self.sources(&spec);
+        let (mut named, mut source_topics) = self.sources(&spec);
+        self.global_tables(&spec, &mut source_topics);
         self.steps(&spec, &mut named, &source_topics);
         self.dead_letter(&spec, &source_topics);
         if !self.errors.is_empty() {
@@ -119,6 +122,7 @@ impl Compiler {
             nodes: self.nodes,
             subtopologies,
             stores: self.stores,
+            global_tables: self.global_tables,
             kafka,
         })
     }
@@ -434,13 +438,14 @@ impl Compiler {
             step.window.is_some(),
             step.table.is_some(),
             step.table_aggregate.is_some(),
+            step.join.is_some(),
         ];
         let count = kinds.iter().filter(|k| **k).count();
         if count > 1 {
             self.errors.push(
                 Diagnostic::at(
                     &step.name,
-                    format!("step `{name}` has more than one of filter, map, window, table, table_aggregate"),
+                    format!("step `{name}` has more than one of filter, map, window, table, table_aggregate, join"),
                 )
                 .with_hint("split it into several steps"),
             );
@@ -449,7 +454,7 @@ impl Compiler {
         if count == 0 && step.to.is_none() {
             self.errors.push(
                 Diagnostic::at(&step.name, format!("step `{name}` does nothing"))
-                    .with_hint("give it one of filter, map, window, table, table_aggregate, or a `to`"),
+                    .with_hint("give it one of filter, map, window, table, table_aggregate, join, or a `to`"),
             );
             return None;
         }
@@ -488,6 +493,9 @@ impl Compiler {
         }
         if let Some(a) = &step.table_aggregate {
             return self.table_aggregate(a, name, &step.name, input);
+        }
+        if let Some(j) = &step.join {
+            return self.join(j, name, input);
         }
         Some(self.add(name.to_string(), NodeKind::Pass, Some(input)))
     }

@@ -77,6 +77,7 @@ fn needed(nodes: &[Node], source: NodeId, s: &SourceNode) -> Option<Vec<String>>
                     add(&mut fields, e)?;
                 }
             }
+            NodeKind::Join(j) => add(&mut fields, &j.key)?,
             NodeKind::TableAggregate(_) => {
                 // It reads the changes its repartition source decodes.
                 fields.extend([REGROUP_SUB.to_string(), REGROUP_ADD.to_string()]);
