@@ -10,7 +10,8 @@
 //! has neither: the Java side writes them with the Processor API, as users
 //! do, the second emulating weir's documented TTL), and `table_aggregate`
 //! (Kafka Streams' `KTable.groupBy(...).aggregate(init, add, subtract)`),
-//! over a plain, a `newest_by` and a ttl table. Each runs on hand-written
+//! over a plain, a `newest_by` and a ttl table, and `join` with a global
+//! table (`KStream.join`/`leftJoin` with a `GlobalKTable`). Each runs on hand-written
 //! edge cases and on seeded random input (a small key space, so keys
 //! collide, and out-of-order timestamps).
 //!
@@ -714,6 +715,137 @@ fn newest_by_ttl_random() {
     let out = compare("newest_by_ttl_random", NEWEST_BY_TTL, "newest-by-ttl", &recs);
     let tombstones = out.iter().filter(|r| r.value.is_null()).count();
     assert!(tombstones > 20, "only {tombstones} keys expired");
+}
+
+// ------------------------------------------------------------------ join with a global table
+
+fn join_yaml(how: &str) -> String {
+    format!(
+        "application_id: ks-join
+dead_letter: dlq
+global_tables:
+  regions:
+    topic: regions
+sources:
+  s: {{ topic: in }}
+steps:
+  - name: joined
+    join:
+      global: regions
+      key: value.R
+      how: {how}
+      fields: {{ RNAME: name }}
+    to: {{ topic: out }}
+"
+    )
+}
+
+fn region(key: &str, value: Option<Value>) -> Value {
+    let mut r = input(0, T0, key, value);
+    r["topic"] = json!("regions");
+    r
+}
+
+fn join_edge_input() -> Vec<Value> {
+    let t = |s: i64| T0 + s * 1000;
+    vec![
+        region("r1", v(json!({"name": "One"}))),
+        region("r2", v(json!({"other": 2}))), // no `name`: RNAME null
+        input(0, t(1), "x", v(json!({"R": "r1", "N": 1}))),
+        input(1, t(1), "y", v(json!({"R": "r2", "N": 2}))),
+        input(0, t(2), "z", v(json!({"R": "r3", "N": 3}))), // no row: left null, inner dropped
+        region("r3", v(json!({"name": "Three"}))),
+        input(0, t(3), "z", v(json!({"R": "r3", "N": 4}))),
+        // A late stream record sees the row the table holds now (no time
+        // synchronisation, in either).
+        input(1, t(0), "z", v(json!({"R": "r3", "N": 5}))),
+        region("r1", None), // a tombstone deletes the row
+        input(0, t(4), "x", v(json!({"R": "r1", "N": 6}))),
+        region("r1", v(json!({"name": "Uno"}))),
+        input(1, t(5), "x", v(json!({"R": "r1", "N": 7}))),
+        // A number as the key: looked up as its text.
+        region("7", v(json!({"name": "Seven"}))),
+        input(0, t(6), "w", v(json!({"R": 7, "N": 8}))),
+        // A task created after the table's records has them all.
+        input(2, t(7), "v", v(json!({"R": "r3", "N": 9}))),
+    ]
+}
+
+#[test]
+fn join_left_edge_cases() {
+    let out = compare(
+        "join_left_edge_cases",
+        &join_yaml("left"),
+        "join-left",
+        &join_edge_input(),
+    );
+    let names: Vec<&Value> = out.iter().map(|r| &r.value["RNAME"]).collect();
+    assert_eq!(
+        names,
+        [
+            &json!("One"),
+            &Value::Null,
+            &Value::Null,
+            &json!("Three"),
+            &json!("Three"),
+            &Value::Null,
+            &json!("Uno"),
+            &json!("Seven"),
+            &json!("Three")
+        ]
+    );
+}
+
+#[test]
+fn join_inner_edge_cases() {
+    let out = compare(
+        "join_inner_edge_cases",
+        &join_yaml("inner"),
+        "join-inner",
+        &join_edge_input(),
+    );
+    assert_eq!(out.len(), 7, "two records without a row dropped: {out:#?}");
+}
+
+fn join_random_input(seed: u64) -> Vec<Value> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut clocks = [T0, T0];
+    (0..300)
+        .map(|i| {
+            if rng.gen_bool(0.2) {
+                let key = format!("r{}", rng.gen_range(0..5));
+                let value = match rng.gen_range(0..10) {
+                    0 => None,
+                    1 => v(json!({"other": i})),
+                    _ => v(json!({"name": format!("n{i}")})),
+                };
+                return region(&key, value);
+            }
+            let p = rng.gen_range(0..2);
+            let ts = random_times(&mut rng, &mut clocks, p);
+            let key = format!("k{}", rng.gen_range(0..8));
+            // r5 is never in the table.
+            input(
+                p as i32,
+                ts,
+                &key,
+                v(json!({"R": format!("r{}", rng.gen_range(0..6)), "N": i})),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn join_random() {
+    let recs = join_random_input(SEED + 12);
+    for how in ["left", "inner"] {
+        compare(
+            &format!("join_{how}_random"),
+            &join_yaml(how),
+            &format!("join-{how}"),
+            &recs,
+        );
+    }
 }
 
 // ------------------------------------------------------------------ table_aggregate

@@ -38,11 +38,15 @@ import org.apache.kafka.streams.TestOutputTopic;
 import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.TopologyTestDriver;
 import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.GlobalKTable;
 import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.KeyValueMapper;
 import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Named;
 import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.kstream.ValueJoiner;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
@@ -87,6 +91,8 @@ import org.apache.kafka.streams.test.TestRecord;
  *       an expired key retracts its row.</li>
  *   <li>{@code table-agg-newest-by}, {@code table-agg-newest-by-ttl}: the same aggregation over the
  *       {@code newest-by} and {@code newest-by-ttl} processors' outputs made tables.</li>
+ *   <li>{@code join-left}, {@code join-inner}: weir's {@code join} with a global table (topic
+ *       {@code regions}): a {@code GlobalKTable}, {@code KStream.leftJoin} / {@code join}.</li>
  * </ul>
  */
 public final class Semantics {
@@ -441,6 +447,34 @@ public final class Semantics {
         return b.build();
     }
 
+    // ---------------------------------------------------------------- join with a global table
+
+    static final String REGIONS = "regions";
+
+    /**
+     * weir's {@code join: {global: regions, key: value.R, how: left|inner, fields: {RNAME: name}}}: a
+     * {@code GlobalKTable} and {@code KStream.leftJoin}/{@code join} with a key selector; the row's field is set
+     * on the record's value ({@code null} where the row lacks it or, left, where there is no row).
+     */
+    static Topology join(boolean left) {
+        StreamsBuilder b = new StreamsBuilder();
+        GlobalKTable<String, String> regions = b.globalTable(REGIONS,
+            Consumed.with(Serdes.String(), Serdes.String()).withName("regions"));
+        KStream<String, String> s = b.stream(IN, Consumed.with(Serdes.String(), Serdes.String()).withName("s"));
+        KeyValueMapper<String, String, String> key = (k, v) -> field(parse(v), "R").asText();
+        ValueJoiner<String, String, String> joiner = (v, row) -> {
+            ObjectNode o = (ObjectNode) parse(v);
+            JsonNode name = row == null ? null : parse(row).get("name");
+            o.set("RNAME", name == null ? NullNode.getInstance() : name);
+            return o.toString();
+        };
+        KStream<String, String> joined = left
+            ? s.leftJoin(regions, key, joiner, Named.as("joined"))
+            : s.join(regions, key, joiner, Named.as("joined"));
+        joined.to(OUT, Produced.with(Serdes.String(), Serdes.String()).withName("joined-to"));
+        return b.build();
+    }
+
     // ---------------------------------------------------------------- driver
 
     record Scenario(Supplier<Topology> topology, boolean repartitions) { }
@@ -455,10 +489,12 @@ public final class Semantics {
                 () -> tableAgg(List.of(new String[] {"g", "G"}, new String[] {"h", "H"})), true);
             case "table-agg-ttl" -> new Scenario(() -> tableAggTtl(null), true);
             case "table-agg-newest-by-ttl" -> new Scenario(() -> tableAggTtl("V"), true);
+            case "join-left" -> new Scenario(() -> join(true), false);
+            case "join-inner" -> new Scenario(() -> join(false), false);
             case "table-agg-newest-by" -> new Scenario(Semantics::tableAggNewestBy, true);
             default -> throw new IllegalArgumentException(
                 "scenario: newest-by | ttl | newest-by-ttl | table-agg | table-agg-2 | table-agg-ttl"
-                    + " | table-agg-newest-by | table-agg-newest-by-ttl, not "
+                    + " | table-agg-newest-by | table-agg-newest-by-ttl | join-left | join-inner, not "
                     + name);
         };
     }
@@ -469,6 +505,7 @@ public final class Semantics {
         final TopologyTestDriver driver;
         final TestInputTopic<String, String> in;
         final Map<String, TestOutputTopic<String, String>> outs = new TreeMap<>();
+        final Map<String, TestInputTopic<String, String>> globals = new TreeMap<>();
 
         Task(Topology topo) throws IOException {
             stateDir = Files.createTempDirectory("weir-semantics-");
@@ -480,6 +517,12 @@ public final class Semantics {
             p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0L);
             driver = new TopologyTestDriver(topo, p);
             in = driver.createInputTopic(IN, new StringSerializer(), new StringSerializer());
+        }
+
+        TestInputTopic<String, String> input(String topic) {
+            return topic.equals(IN) ? in
+                : globals.computeIfAbsent(topic,
+                    t -> driver.createInputTopic(t, new StringSerializer(), new StringSerializer()));
         }
 
         /** What the driver wrote to output topics (not the internal ones) since the last call. */
@@ -507,6 +550,13 @@ public final class Semantics {
         }
     }
 
+    static void pipe(Task task, JsonNode r) {
+        JsonNode v = r.get("value");
+        JsonNode k = r.get("key");
+        task.input(r.get("topic").asText()).pipeInput(k == null || k.isNull() ? null : k.asText(),
+            v == null || v.isNull() ? null : v.asText(), r.get("timestamp").asLong());
+    }
+
     public static void main(String[] args) throws Exception {
         if (args.length != 2) {
             System.err.println("usage: Semantics SCENARIO IN.jsonl");
@@ -522,8 +572,8 @@ public final class Semantics {
         int partitions = 1;
         for (JsonNode r : input) {
             partitions = Math.max(partitions, r.path("partition").asInt(0) + 1);
-            if (!IN.equals(r.path("topic").asText())) {
-                throw new IllegalArgumentException("input topic must be " + IN + ": " + r);
+            if (!IN.equals(r.path("topic").asText()) && !REGIONS.equals(r.path("topic").asText())) {
+                throw new IllegalArgumentException("input topic must be " + IN + " or " + REGIONS + ": " + r);
             }
         }
         if (sc.repartitions() && partitions > 1) {
@@ -535,17 +585,29 @@ public final class Semantics {
         Map<Integer, Task> tasks = new TreeMap<>();
         BufferedWriter w = new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8));
         try {
+            // A global table's records go to every task (each driver holds its own copy, as each Kafka
+            // Streams instance does), in input order; a task created later reads those before it.
+            List<JsonNode> globalSoFar = new ArrayList<>();
             for (JsonNode r : input) {
+                if (!IN.equals(r.path("topic").asText())) {
+                    for (Task t : tasks.values()) {
+                        pipe(t, r);
+                        t.drain();
+                    }
+                    globalSoFar.add(r);
+                    continue;
+                }
                 int partition = r.path("partition").asInt(0);
                 Task task = tasks.get(partition);
                 if (task == null) {
                     task = new Task(topo);
                     tasks.put(partition, task);
+                    for (JsonNode g : globalSoFar) {
+                        pipe(task, g);
+                    }
+                    task.drain();
                 }
-                JsonNode v = r.get("value");
-                JsonNode k = r.get("key");
-                task.in.pipeInput(k == null || k.isNull() ? null : k.asText(),
-                    v == null || v.isNull() ? null : v.asText(), r.get("timestamp").asLong());
+                pipe(task, r);
                 for (String[] o : task.drain()) {
                     ObjectNode line = M.createObjectNode();
                     line.put("topic", o[0]);
