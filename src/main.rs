@@ -105,7 +105,8 @@ enum Command {
         /// JSONL input records (see docs/topology.md).
         #[arg(long)]
         input: PathBuf,
-        /// At end of input, close every open window.
+        /// At end of input, move stream time to the end of time: every open
+        /// window closes, and tables with a `ttl` forget every key.
         #[arg(long)]
         flush: bool,
     },
