@@ -7,9 +7,7 @@
 //! `inner`: a record without a row is dropped (counted as
 //! `reason="join_miss"`); `left`: it goes on with the fields null.
 
-use std::sync::Arc;
-
-use cel::objects::{Key, Map};
+use cel::objects::Key;
 use cel::Value;
 
 use super::{codec, Ctx, ProcessError, Record};
@@ -35,29 +33,11 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, j: &JoinNode, rec: Reco
             return Ok(());
         }
     };
-    let Record {
-        key,
-        value,
-        timestamp,
-        raw,
-        tombstone,
-        old,
-    } = rec;
-    let Value::Map(map) = value else {
-        unreachable!("checked above")
-    };
-    let mut fields = Arc::try_unwrap(map.map).unwrap_or_else(|shared| (*shared).clone());
-    for ((name, _), v) in j.fields.iter().zip(values) {
-        fields.insert(Key::String(name.clone()), codec::from_json(v));
-    }
-    let out = Record {
-        key,
-        value: Value::Map(Map { map: Arc::new(fields) }),
-        timestamp,
-        raw,
-        tombstone,
-        old,
-    };
+    let out = rec.edit_fields(|fields| {
+        for ((name, _), v) in j.fields.iter().zip(values) {
+            fields.insert(Key::String(name.clone()), codec::from_json(v));
+        }
+    });
     ctx.forward(id, out)
 }
 

@@ -58,6 +58,20 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The record with its value's fields (a JSON object's: callers check)
+    /// edited by `edit`, in place unless another branch still holds it.
+    pub(crate) fn edit_fields(self, edit: impl FnOnce(&mut std::collections::HashMap<Key, Value>)) -> Record {
+        let Value::Map(map) = self.value else {
+            return self;
+        };
+        let mut fields = Arc::try_unwrap(map.map).unwrap_or_else(|shared| (*shared).clone());
+        edit(&mut fields);
+        Record {
+            value: Value::Map(Map { map: Arc::new(fields) }),
+            ..self
+        }
+    }
+
     /// The whole value: `value` itself, or the raw record decoded in full
     /// with `value`'s fields (as read or set by maps) over it.
     pub(crate) fn full_value(&self) -> std::borrow::Cow<'_, Value> {
@@ -494,36 +508,17 @@ impl Ctx<'_, '_> {
                         }
                     }
                 }
-                let Record {
-                    key,
-                    value,
-                    timestamp,
-                    raw,
-                    tombstone,
-                    old,
-                } = rec;
-                let Value::Map(map) = value else {
-                    unreachable!("checked above")
-                };
-                // In place unless another branch still holds the record.
-                let mut fields = Arc::try_unwrap(map.map).unwrap_or_else(|shared| (*shared).clone());
-                for (name, v) in set {
-                    fields.insert(Key::String(name.clone()), v);
-                }
-                for name in &m.drop {
-                    fields.remove(&Key::String(Arc::new(name.clone())));
-                }
-                if let Some(keep) = &m.keep {
-                    fields.retain(|k, _| matches!(k, Key::String(s) if keep.iter().any(|f| f == s.as_str())));
-                }
-                let out = Record {
-                    key,
-                    value: Value::Map(Map { map: Arc::new(fields) }),
-                    timestamp,
-                    raw,
-                    tombstone,
-                    old,
-                };
+                let out = rec.edit_fields(|fields| {
+                    for (name, v) in set {
+                        fields.insert(Key::String(name.clone()), v);
+                    }
+                    for name in &m.drop {
+                        fields.remove(&Key::String(Arc::new(name.clone())));
+                    }
+                    if let Some(keep) = &m.keep {
+                        fields.retain(|k, _| matches!(k, Key::String(s) if keep.iter().any(|f| f == s.as_str())));
+                    }
+                });
                 self.forward(id, out)
             }
             NodeKind::Window(w) => window::process(self, id, w, &rec),
