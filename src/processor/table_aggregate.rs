@@ -216,7 +216,13 @@ pub(crate) fn process(
         Some(bytes) => Some(decode::<GroupState>(store_name, &bytes)?),
         None => None,
     };
-    let before = stored.as_ref().map(|state| result_value(a, &group, state));
+    let parts = group_parts(&String::from_utf8_lossy(&group));
+    // The group's value before, for its tombstone's `to.key`: only a
+    // subtraction without an addition can empty it.
+    let before = match (&sub, &add, &stored) {
+        (Some(_), None, Some(state)) => Some(result_value(a, &parts, state)),
+        _ => None,
+    };
     let mut state = stored.unwrap_or_else(|| GroupState {
         rows: 0,
         accs: a.aggregates.iter().map(|agg| Acc::for_table(agg.kind)).collect(),
@@ -241,7 +247,7 @@ pub(crate) fn process(
             }
         }
     }
-    let key = Value::String(Arc::new(output_key(&group)));
+    let key = Value::String(Arc::new(output_key(&parts)));
     let out = if state.rows == 0 {
         if before.is_none() {
             return Ok(());
@@ -256,7 +262,7 @@ pub(crate) fn process(
             old: before,
         }
     } else {
-        let value = result_value(a, &group, &state);
+        let value = result_value(a, &parts, &state);
         ctx.store(a.store)?.put(group.clone(), encode(&state));
         Record {
             key,
@@ -281,20 +287,15 @@ pub(crate) fn process(
 }
 
 /// The output key: the group values as text, joined by `|`.
-fn output_key(group: &[u8]) -> String {
-    group_parts(&String::from_utf8_lossy(group))
-        .iter()
-        .map(codec::to_text)
-        .collect::<Vec<_>>()
-        .join("|")
+fn output_key(parts: &[Value]) -> String {
+    parts.iter().map(codec::to_text).collect::<Vec<_>>().join("|")
 }
 
 /// A group's value: its fields, then the aggregates.
-fn result_value(a: &TableAggregateNode, group: &[u8], state: &GroupState) -> Value {
+fn result_value(a: &TableAggregateNode, parts: &[Value], state: &GroupState) -> Value {
     let mut fields = std::collections::HashMap::new();
-    let parts = group_parts(&String::from_utf8_lossy(group));
     for (name, v) in a.group_names.iter().zip(parts) {
-        fields.insert(Key::String(Arc::new(name.clone())), v);
+        fields.insert(Key::String(Arc::new(name.clone())), v.clone());
     }
     for (agg, acc) in a.aggregates.iter().zip(&state.accs) {
         fields.insert(Key::String(Arc::new(agg.name.clone())), acc.result());
