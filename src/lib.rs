@@ -50,6 +50,7 @@ mod ingest;
 mod kafka;
 mod metrics;
 mod processor;
+mod query;
 mod reset;
 mod runtime;
 mod shutdown;
@@ -76,6 +77,11 @@ pub use state::{rocks::TaskDb, Backend, StoreError, DEFAULT_STATE_DIR};
 // `weir run`.
 pub use runtime::{detach_queue, run, InstanceId, RunOptions, RuntimeError};
 pub use shutdown::{on_leave_signal, on_signal};
+
+// Interactive queries: `weir run --query-addr`, `weir query`.
+pub use query::{
+    query_command, serve as serve_queries, QueryArgs, Registry as QueryRegistry, ServeError as QueryServeError,
+};
 
 // `weir sink`.
 pub use sink::{

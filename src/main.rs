@@ -88,7 +88,19 @@ enum Command {
         /// `none`: dynamic membership.
         #[arg(long, env = "WEIR_INSTANCE_ID", default_value = "auto")]
         instance_id: weir::InstanceId,
+        /// Serve interactive queries into the stores over HTTP on this
+        /// address (docs/queries.md): any instance answers for any key.
+        #[arg(long, env = "WEIR_QUERY_ADDR")]
+        query_addr: Option<std::net::SocketAddr>,
+        /// The host:port other instances reach this one's query server at
+        /// (behind NAT or in a container). Default: --query-addr, with an
+        /// unspecified IP (0.0.0.0) replaced by this host's name.
+        #[arg(long, env = "WEIR_QUERY_ADVERTISED_ADDR", requires = "query_addr")]
+        query_advertised_addr: Option<String>,
     },
+    /// Ask a running `weir run --query-addr` what a store holds now: a
+    /// key's row, rows by prefix, or a group's open windows (JSON).
+    Query(weir::QueryArgs),
     /// Make an application reprocess from scratch: its source offsets to the
     /// start (or a time), its internal topics and local state deleted.
     Reset(weir::ResetArgs),
@@ -112,6 +124,20 @@ enum Command {
     },
     /// Print the JSON Schema of the topology file format.
     Schema,
+}
+
+/// The address other instances reach a query server bound to `addr` at:
+/// `addr` itself, or for an unspecified IP this host's name.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", addr.port())
 }
 
 /// `--state-memory`: a size, at least 16 MiB (the write buffers are flushed
@@ -203,6 +229,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             state_memory,
             kafka,
             instance_id,
+            query_addr,
+            query_advertised_addr,
         } => {
             let shutdown = weir::on_signal();
             let leave_group = weir::on_leave_signal(&shutdown);
@@ -223,6 +251,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 weir::serve_metrics(addr)?;
                 tracing::info!(%addr, "serving Prometheus metrics on /metrics");
             }
+            let topo = std::sync::Arc::new(topo);
+            let query = match query_addr {
+                Some(addr) => {
+                    let advertised = query_advertised_addr.unwrap_or_else(|| advertised(addr));
+                    let registry = weir::QueryRegistry::new(topo.clone(), advertised.clone(), bootstrap.clone());
+                    weir::serve_queries(addr, registry.clone())?;
+                    tracing::info!(%addr, %advertised, "serving interactive queries");
+                    Some(registry)
+                }
+                None => None,
+            };
             let opts = weir::RunOptions {
                 bootstrap,
                 state_dir,
@@ -233,11 +272,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 state_memory,
                 instance_id,
                 leave_group,
+                query,
             };
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || weir::run(topo, opts, shutdown, handle)).await??;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query(args) => Ok(ExitCode::from(weir::query_command(args).await?)),
         Command::Reset(args) => {
             let topo = match load(&args.file) {
                 Some(t) => t,

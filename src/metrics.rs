@@ -96,10 +96,28 @@ fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, InstallError> {
     tokio::net::TcpListener::from_std(std_listener).map_err(err)
 }
 
-/// Accept connections until the process ends, at most [`MAX_CONNECTIONS`]
-/// at once.
+/// Serve `/metrics`, `/healthz` and `/readyz` until the process ends.
 async fn serve(listener: tokio::net::TcpListener, metrics: Option<PrometheusHandle>, health: &'static Health) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    accept_loop(listener, "metrics", MAX_CONNECTIONS, move |req| {
+        let response = respond(&req, metrics.as_ref(), health);
+        async move { response }
+    })
+    .await
+}
+
+/// Accept connections until the process ends, at most `max_connections`
+/// at once, each served by `handler` within the limits above (also the
+/// query server's, `query`).
+pub(crate) async fn accept_loop<H, F>(
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+    max_connections: usize,
+    handler: H,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     // Without a timer hyper ignores the header read timeout (silently).
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -112,34 +130,35 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Option<PrometheusHand
             Err(e) => {
                 // EMFILE/ENFILE included: the connection waits in the
                 // backlog, nothing is taken from the process meanwhile.
-                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tracing::warn!(error = %e, "{name} listener: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
         // Full: close it now (its descriptor freed at once) rather than
         // keep it waiting for a slot.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(
-                max = MAX_CONNECTIONS,
-                "metrics listener: too many connections, closing one"
+                max = max_connections,
+                "{name} listener: too many connections, closing one"
             );
             drop(stream);
             continue;
         };
-        let metrics = metrics.clone();
+        let handler = handler.clone();
         let http = http.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, metrics.as_ref(), health);
-                async move { Ok::<_, Infallible>(response) }
+                let response = handler(req);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, "metrics listener: connection ended"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "{name} listener: connection ended"),
                 Ok(Ok(())) => {}
-                Err(_) => tracing::debug!("metrics listener: connection open too long, closed"),
+                Err(_) => tracing::debug!("{name} listener: connection open too long, closed"),
             }
         });
     }

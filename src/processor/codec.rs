@@ -199,6 +199,12 @@ pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
     out
 }
 
+/// A CEL value as a JSON document, map keys sorted as [`json_bytes`]
+/// writes them.
+pub(crate) fn json_value(v: &Value) -> serde_json::Value {
+    serde_json::to_value(JsonOut(v)).unwrap_or(serde_json::Value::Null)
+}
+
 struct JsonOut<'a>(&'a Value);
 
 impl serde::Serialize for JsonOut<'_> {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::Scalar;
 use super::{Ctx, ProcessError, Record};
-use crate::state::{decode, encode, key_after, Store};
+use crate::state::{decode, encode, key_after, Store, StoreError};
 use crate::topology::{NodeId, TableEmitSpec, TableNode};
 
 /// A table's keys by last update: (record timestamp, key).
@@ -64,7 +64,7 @@ struct EntryWithoutValue {
     timestamp: i64,
 }
 
-fn decode_entry(store: &str, bytes: &[u8]) -> Result<Entry, crate::state::StoreError> {
+fn decode_entry(store: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
     decode::<Entry>(store, bytes).or_else(|e| match decode::<EntryWithoutValue>(store, bytes) {
         Ok(old) => Ok(Entry {
             order: old.order,
@@ -73,6 +73,20 @@ fn decode_entry(store: &str, bytes: &[u8]) -> Result<Entry, crate::state::StoreE
         }),
         Err(_) => Err(e),
     })
+}
+
+/// A stored row as an interactive query answers it (see `query`): its
+/// value (none when the table keeps no values) and timestamp.
+pub(crate) fn queried_row(store: &str, bytes: &[u8]) -> Result<(Option<serde_json::Value>, i64), StoreError> {
+    let entry = decode_entry(store, bytes)?;
+    let value = match entry.value.as_deref() {
+        Some(json) => Some(serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+            store: store.to_string(),
+            reason: format!("stored value: {e}"),
+        })?),
+        None => None,
+    };
+    Ok((value, entry.timestamp))
 }
 
 /// A stored value, as the record value it was.
@@ -122,8 +136,13 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         timestamp: rec.timestamp,
         // What the topology reads of it (a JSON source decodes only those
         // fields, see `topology/compile/project.rs`): enough to evaluate
-        // the table_aggregate's group and arguments on it again.
-        value: t.keep_values.then(|| super::codec::json_bytes(&rec.value)),
+        // the table_aggregate's group and arguments on it again. A
+        // queryable table keeps the whole value, as it goes downstream.
+        value: match (t.queryable, t.keep_values) {
+            (true, _) => Some(super::codec::json_bytes(&rec.full_value())),
+            (false, true) => Some(super::codec::json_bytes(&rec.value)),
+            (false, false) => None,
+        },
     };
     if t.keep_values {
         super::table_aggregate::check(ctx, id, rec);
@@ -132,7 +151,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     // The value this one replaces, unless a record of the key is held for
     // the commit: that one's `old` is what downstream saw last (`hold`).
     let held = t.emit == TableEmitSpec::OnCommit && ctx.table_cache[id].contains_key(&key);
-    if !held {
+    if !held && t.keep_values {
         rec.old = old_bytes.and_then(|bytes| super::codec::parse_json_bytes(&bytes).ok());
     }
     if let Some(ttl) = t.ttl_ms {

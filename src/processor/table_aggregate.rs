@@ -286,6 +286,19 @@ pub(crate) fn process(
     }
 }
 
+/// A stored group as an interactive query answers it (see `query`): the
+/// value its last output carried.
+pub(crate) fn queried_group(
+    a: &TableAggregateNode,
+    store: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<serde_json::Value, crate::state::StoreError> {
+    let state = decode::<GroupState>(store, bytes)?;
+    let parts = group_parts(&String::from_utf8_lossy(key));
+    Ok(codec::json_value(&result_value(a, &parts, &state)))
+}
+
 /// The output key: the group values as text, joined by `|`.
 fn output_key(parts: &[Value]) -> String {
     parts.iter().map(codec::to_text).collect::<Vec<_>>().join("|")

@@ -154,7 +154,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode, rec: &R
             start.saturating_add(w.size_ms).saturating_add(w.grace_ms),
         );
         if w.emit == EmitSpec::OnUpdate {
-            let out = result_record(ctx, w, start, &group, &state);
+            let out = result_record(ctx.topo.time_zone, w, start, &group, &state);
             ctx.forward(id, out)?;
         }
     }
@@ -186,7 +186,7 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result
             let state = decode::<WindowState>(&store_name, &bytes)?;
             let start = time_from(&key);
             if w.emit == EmitSpec::OnWindowClose {
-                let out = result_record(ctx, w, start, &key[8..], &state);
+                let out = result_record(ctx.topo.time_zone, w, start, &key[8..], &state);
                 ctx.forward(id, out)?;
             }
             ctx.store(w.store)?.delete(key);
@@ -203,6 +203,22 @@ pub(crate) fn close(ctx: &mut Ctx<'_, '_>, id: NodeId, w: &WindowNode) -> Result
     Ok(())
 }
 
+/// A stored window as an interactive query answers it (see `query`):
+/// from a key of the window store, the window's start and group key, and
+/// the result the window would emit now, with its timestamp.
+pub(crate) fn queried_window(
+    tz: chrono_tz::Tz,
+    w: &WindowNode,
+    store: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<(i64, serde_json::Value, i64), crate::state::StoreError> {
+    let state = decode::<WindowState>(store, bytes)?;
+    let start = time_from(key);
+    let out = result_record(tz, w, start, &key[8..], &state);
+    Ok((start, codec::json_value(&out.value), out.timestamp))
+}
+
 /// The group values of a repartitioned group key (a JSON array).
 pub(crate) fn group_parts(text: &str) -> Vec<Value> {
     match serde_json::from_str::<Vec<serde_json::Value>>(text) {
@@ -214,8 +230,7 @@ pub(crate) fn group_parts(text: &str) -> Vec<Value> {
 /// Window result: group fields, `window_start`, `window_end` (RFC 3339 in
 /// the topology's time zone), then the aggregates. Key:
 /// `<group parts joined by |>@<window_start>`.
-fn result_record(ctx: &Ctx<'_, '_>, w: &WindowNode, start: i64, group: &[u8], state: &WindowState) -> Record {
-    let tz = ctx.topo.time_zone;
+fn result_record(tz: chrono_tz::Tz, w: &WindowNode, start: i64, group: &[u8], state: &WindowState) -> Record {
     let fmt = |ms: i64| match tz.timestamp_millis_opt(ms) {
         chrono::LocalResult::Single(t) => t.to_rfc3339(),
         _ => ms.to_string(),

@@ -174,6 +174,9 @@ pub struct RunOptions {
     /// Set (by SIGUSR1) to leave the consumer group when stopping even as
     /// a static member: scaling in, not restarting.
     pub leave_group: Arc<AtomicBool>,
+    /// Interactive queries (`--query-addr`): kept told which tasks are
+    /// open, its address carried in the consumer's `client.id`.
+    pub query: Option<Arc<crate::query::Registry>>,
 }
 
 /// `weir run --instance-id`: the consumer's `group.instance.id`.
@@ -613,7 +616,7 @@ pub(crate) fn open_app_dir(app_dir: &Path) -> Result<std::fs::File, RuntimeError
 /// Run `topo` until `shutdown` is set. Blocking: call it from a dedicated
 /// thread (`spawn_blocking`).
 pub fn run(
-    topo: Topology,
+    topo: Arc<Topology>,
     opts: RunOptions,
     shutdown: Arc<AtomicBool>,
     rt: tokio::runtime::Handle,
@@ -626,7 +629,6 @@ pub fn run(
     if !crate::kafka::wait_for_brokers(&opts.bootstrap, crate::kafka::BROKER_WAIT, &shutdown)? {
         return Ok(());
     }
-    let topo = Arc::new(topo);
     let partitions = rt.block_on(prepare_topics(&topo, &opts.bootstrap, opts.replication_factor))?;
     let exactly_once = topo.guarantee == Guarantee::ExactlyOnce;
     // One id per state directory names this instance to the broker twice:
@@ -650,6 +652,9 @@ pub fn run(
     let Some(globals) = global::start(&topo, &opts.bootstrap, &shutdown)? else {
         return Ok(());
     };
+    if let Some(q) = &opts.query {
+        q.set_partitions(&partitions);
+    }
     let collector = Collector::new(&opts.bootstrap, &topo.application_id, transactional_id.as_deref())?;
     let engine = Arc::new(Mutex::new(Engine {
         app: topo.application_id.clone(),
@@ -659,6 +664,7 @@ pub fn run(
             opts.state_dir.clone(),
             partitions,
             globals,
+            opts.query.clone(),
         ),
         collector,
         purge: Purge::new(
@@ -703,6 +709,12 @@ pub fn run(
         // the loop's worst round (see `timeouts`).
         .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
         .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string());
+    if let Some(q) = &opts.query {
+        // Other instances find this one's query server by its client id
+        // in the group (see `query::route`).
+        let id = crate::query::client_id(config.get("client.id"), &topo.application_id, q.advertised());
+        config.set("client.id", id);
+    }
     let consumer = group_consumer(&config, &engine, &topo)?;
     let topics = topo.source_topics();
     tracing::info!(

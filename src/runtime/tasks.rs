@@ -41,7 +41,7 @@ use crate::processor::{Origin, Output, OutputKind, Task, TaskStats};
 use crate::state::rocks::TaskDb;
 use crate::state::{Change, StoreError};
 use crate::support::dead_letter;
-use crate::topology::{NodeKind, Topology};
+use crate::topology::Topology;
 
 /// How often consumer lag is measured (from the consumer's cached
 /// watermarks: no broker round trip).
@@ -125,6 +125,8 @@ pub(super) struct TaskManager {
     /// The instance's global tables, handed to every task it starts.
     globals: Arc<crate::state::global::GlobalTables>,
     meters: Meters,
+    /// Told which tasks are open (interactive queries).
+    query: Option<Arc<crate::query::Registry>>,
 }
 
 impl TaskManager {
@@ -134,6 +136,7 @@ impl TaskManager {
         state_dir: PathBuf,
         partitions: HashMap<String, i32>,
         globals: Arc<crate::state::global::GlobalTables>,
+        query: Option<Arc<crate::query::Registry>>,
     ) -> Self {
         let app = topo.application_id.clone();
         TaskManager {
@@ -151,6 +154,7 @@ impl TaskManager {
             last_lag: Instant::now(),
             lag: Default::default(),
             globals,
+            query,
             meters: Meters {
                 e2e_latency: histogram!("weir_record_e2e_latency_seconds", "topology" => app.clone()),
                 produced: HashMap::new(),
@@ -254,14 +258,7 @@ impl TaskManager {
 
     /// The source topics of a sub-topology.
     fn sources(&self, sub: usize) -> Vec<String> {
-        self.topo.subtopologies[sub]
-            .nodes
-            .iter()
-            .filter_map(|&id| match &self.topo.nodes[id].kind {
-                NodeKind::Source(s) => Some(s.topic.clone()),
-                _ => None,
-            })
-            .collect()
+        self.topo.subtopology_sources(sub)
     }
 
     /// The stream time a task committed last (the largest over its input
@@ -320,6 +317,9 @@ impl TaskManager {
             let dir = super::task_dir(&self.state_dir, &self.app, sub, partition);
             let names: Vec<String> = stores.iter().map(|(n, _)| n.clone()).collect();
             let db = TaskDb::open(&dir.join("rocksdb"), &names)?;
+            if let Some(q) = &self.query {
+                q.opened(sub, partition, &db);
+            }
             let r = Restoring::start(&self.bootstrap, &self.app, id, partition, stores, db, stream_time)?;
             self.restoring.insert((sub, partition), r);
             gauge!("weir_tasks_restoring", "topology" => self.app.clone()).set(self.restoring.len() as f64);
@@ -398,6 +398,9 @@ impl TaskManager {
                 Ok(Box::new(db.store(&topo.stores[i].name)))
             })?;
             self.start_task(key.0, key.1, r.id.clone(), task, Some(r.db.clone()), r.stream_time);
+            if let Some(q) = &self.query {
+                q.restored(key.0, key.1);
+            }
             for ((topic, partition), offset) in r.skipped.drain() {
                 consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))?;
                 resumed.push((topic, partition));
@@ -740,6 +743,9 @@ impl TaskManager {
             self.positions.remove(&(topic.clone(), *partition));
             self.committed.remove(&(topic.clone(), *partition));
             if let Some((sub, _)) = self.topo.source_for(topic) {
+                if let Some(q) = &self.query {
+                    q.closed(sub, *partition);
+                }
                 if let Some(entry) = self.tasks.remove(&(sub, *partition)) {
                     if let Some(db) = &entry.db {
                         crate::state::rocks::export_properties(db, &self.app, &entry.id, false);
@@ -773,6 +779,9 @@ impl TaskManager {
     /// commit is forgotten (their RocksDB holds the committed state), and
     /// they are opened again from it when their partitions deliver.
     pub(super) fn drop_all(&mut self) {
+        if let Some(q) = &self.query {
+            q.clear();
+        }
         let restoring: Vec<_> = self.restoring.drain().collect();
         self.stop_restores(restoring);
         if !self.tasks.is_empty() {

@@ -128,6 +128,18 @@ pub(crate) fn state_memory() -> StateMemory {
         .clone()
 }
 
+/// Tries to open a task database whose RocksDB LOCK is held, 50 ms
+/// apart (see [`TaskDb::open_in`]).
+const LOCK_TRIES: u32 = 40;
+
+/// A store's column family options.
+fn cf_options(memory: &StateMemory) -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(WRITE_BUFFER_SIZE);
+    memory.apply(&mut o);
+    o
+}
+
 /// A task's RocksDB database (clones share it).
 #[derive(Clone)]
 pub struct TaskDb {
@@ -172,19 +184,29 @@ impl TaskDb {
         // disk (the WAL's preallocation block follows the largest write
         // buffer): 64 MiB per task, reserved on the state disk.
         let default = (!stores.iter().any(|s| s == DEFAULT_COLUMN_FAMILY_NAME)).then_some(DEFAULT_COLUMN_FAMILY_NAME);
-        let cfs = stores
+        let families: Vec<&str> = stores
             .iter()
             .map(String::as_str)
             .chain([META_CF])
             .chain(default)
-            .map(|s| {
-                let mut o = Options::default();
-                o.set_write_buffer_size(WRITE_BUFFER_SIZE);
-                memory.apply(&mut o);
-                ColumnFamilyDescriptor::new(s, o)
-            });
-        let db =
-            DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| write_error(&dir.display().to_string(), stores, e))?;
+            .collect();
+        // An interactive query reading the task's database when it was
+        // closed keeps it open for the few milliseconds the read takes: a
+        // task opened again at once waits for it (RocksDB's LOCK file).
+        let mut tries = 0;
+        let db = loop {
+            let cfs = families
+                .iter()
+                .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(memory)));
+            match DB::open_cf_descriptors(&opts, dir, cfs) {
+                Ok(db) => break db,
+                Err(e) if tries < LOCK_TRIES && e.as_ref().contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(write_error(&dir.display().to_string(), stores, e)),
+            }
+        };
         Ok(TaskDb {
             db: Arc::new(db),
             stores: Arc::new(stores.to_vec()),
@@ -217,6 +239,17 @@ impl TaskDb {
             ));
         }
         out
+    }
+
+    /// A handle that does not keep the database open (interactive
+    /// queries hold one per task: a task closed and opened again must find
+    /// its database closed).
+    pub fn downgrade(&self) -> WeakTaskDb {
+        WeakTaskDb {
+            db: Arc::downgrade(&self.db),
+            stores: self.stores.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     pub fn store(&self, name: &str) -> RocksBackend {
@@ -417,6 +450,25 @@ fn write_error(dir: &str, stores: &[String], source: rocksdb::Error) -> StoreErr
         path: dir.to_string(),
         stores: stores.join(","),
         source,
+    }
+}
+
+/// A [`TaskDb`] that is not kept open by this handle.
+#[derive(Clone)]
+pub struct WeakTaskDb {
+    db: std::sync::Weak<DB>,
+    stores: Arc<Vec<String>>,
+    dir: Arc<str>,
+}
+
+impl WeakTaskDb {
+    /// The database, if its task still has it open.
+    pub fn upgrade(&self) -> Option<TaskDb> {
+        Some(TaskDb {
+            db: self.db.upgrade()?,
+            stores: self.stores.clone(),
+            dir: self.dir.clone(),
+        })
     }
 }
 

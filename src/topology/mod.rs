@@ -174,6 +174,9 @@ pub(crate) struct TableNode {
     /// the value they replace (`Record::old`): set when a table_aggregate
     /// reads the table, so it can subtract what a row contributed.
     pub keep_values: bool,
+    /// The store keeps each key's whole value (`queryable: true`), for
+    /// interactive queries (see `query`).
+    pub queryable: bool,
 }
 
 #[derive(Debug)]
@@ -343,6 +346,18 @@ impl Topology {
 
     /// How many sub-topologies the graph was split into (one task per
     /// sub-topology and input partition).
+    /// The topics a sub-topology reads.
+    pub fn subtopology_sources(&self, sub: usize) -> Vec<String> {
+        self.subtopologies[sub]
+            .nodes
+            .iter()
+            .filter_map(|&id| match &self.nodes[id].kind {
+                NodeKind::Source(s) => Some(s.topic.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn subtopology_count(&self) -> usize {
         self.subtopologies.len()
     }

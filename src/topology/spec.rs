@@ -313,6 +313,12 @@ pub struct TableSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ttl: Option<Str>,
+    /// Keep each key's whole value in the store, so `weir run
+    /// --query-addr` can serve it (interactive queries; Kafka Streams'
+    /// `Materialized.as`). Default false: the store keeps what ordering
+    /// needs, and the values go downstream only.
+    #[serde(default)]
+    pub queryable: bool,
 }
 
 /// A compacted topic every instance reads in full: keys as text, values

@@ -42,6 +42,7 @@ impl Compiler {
                 store,
                 ttl_ms,
                 keep_values: false,
+                queryable: t.queryable,
             }),
             Some(parent),
         );
