@@ -8,6 +8,8 @@ DEMO_SEED="${WEIR_DEMO_SEED:-7}"
 DEMO_SPEEDUP="${WEIR_DEMO_SPEEDUP:-720}"
 DEMO_DURATION="${WEIR_DEMO_DURATION:-45s}"
 DEMO_DIR="$ROOT/.cache/demo"
+# Where the demo's weir run serves interactive queries (docs/queries.md).
+DEMO_QUERY_ADDR="127.0.0.1:9470"
 # `./dev demo --live`: the real city API instead of the simulator.
 DEMO_LIVE_CYCLES="${WEIR_DEMO_LIVE_CYCLES:-3}"
 DEMO_LIVE_INTERVAL="${WEIR_DEMO_LIVE_INTERVAL:-30s}"
@@ -105,9 +107,10 @@ demo_create_topic() {
 
 demo_start_engine() {
   "$WEIR_BIN" run "$ROOT/topology/parking.yaml" --bootstrap "$WEIR_BOOTSTRAP" \
-    --state-dir "$DEMO_DIR/state" --metrics-addr 127.0.0.1:9464 >"$DEMO_DIR/run.log" 2>&1 &
+    --state-dir "$DEMO_DIR/state" --metrics-addr 127.0.0.1:9464 --query-addr "$DEMO_QUERY_ADDR" \
+    >"$DEMO_DIR/run.log" 2>&1 &
   DEMO_PIDS+=("$!")
-  echo "weir run: pid $!, log $DEMO_DIR/run.log, metrics http://127.0.0.1:9464/metrics"
+  echo "weir run: pid $!, log $DEMO_DIR/run.log, metrics http://127.0.0.1:9464/metrics, queries http://$DEMO_QUERY_ADDR/v1/stores"
 }
 
 demo_start_sink() {
@@ -228,13 +231,34 @@ demo_show_free_now() {
     FROM parking.parking_free_now ORDER BY available_spots DESC, region_code LIMIT 15"
 }
 
+# Interactive queries into the running engine's stores (`weir run
+# --query-addr`, docs/queries.md): a lot's latest status and a region's
+# free spots now, as a client would ask (python3, not curl: curl is not on
+# every fresh machine).
+demo_show_queries() {
+  say "interactive queries into weir run's stores (http://$DEMO_QUERY_ADDR, docs/queries.md)"
+  python3 - "$DEMO_QUERY_ADDR" <<'PY' || warn "the query server did not answer (see $DEMO_DIR/run.log)"
+import json, sys, urllib.parse, urllib.request
+base = f"http://{sys.argv[1]}"
+def get(path):
+    print(f"$ curl -s '{base}{path}'")
+    body = json.load(urllib.request.urlopen(base + path, timeout=10))
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return body
+lot = json.load(urllib.request.urlopen(base + "/v1/stores/latest-per-lot/keys?limit=1", timeout=10))["rows"][0]["key"]
+get("/v1/stores/latest-per-lot/keys/" + urllib.parse.quote(lot, safe=""))
+get("/v1/stores/free-now-by-region/keys?prefix=" + urllib.parse.quote('["POI001",', safe=""))
+PY
+}
+
 cmd_demo() {
-  local live=0 a
+  local live=0 keep=0 a
   take_monitoring_flag "$@"
   for a in ${ARGS[@]+"${ARGS[@]}"}; do
     case "$a" in
       --live) live=1 ;;
-      *) die "demo: unknown option $a (usage: ./dev demo [--live] [--monitoring])" ;;
+      --keep) keep=1 ;;
+      *) die "demo: unknown option $a (usage: ./dev demo [--live] [--monitoring] [--keep])" ;;
     esac
   done
   if ((live)) && [[ -z "${WEIR_CITYDATA_KEY:-}" ]]; then
@@ -270,6 +294,7 @@ cmd_demo() {
     sleep 3
     demo_show_postgres
   fi
+  demo_show_queries
   say "what the engine counted (weir run's /metrics)"
   demo_report_engine
   if ((MONITORING)); then
@@ -279,6 +304,10 @@ cmd_demo() {
   fi
   say "memory"
   demo_report_memory
+  if ((keep)); then
+    say "weir run and weir sink keep running (--keep): queries on http://$DEMO_QUERY_ADDR/v1/stores, metrics on :9464; Ctrl-C stops them"
+    wait "${DEMO_PIDS[@]}" || true
+  fi
   demo_stop_background
   trap - EXIT
   grep -E "ERROR" "$DEMO_DIR"/*.log || true

@@ -29,7 +29,7 @@ fn parking_with(dir: &tempfile::TempDir, name: &str, from: &str, to: &str) -> st
 fn help_lists_every_subcommand() {
     let out = String::from_utf8(weir(&["--help"]).stdout).unwrap();
     for cmd in [
-        "validate", "describe", "run", "reset", "sink", "simulate", "ingest", "test", "schema",
+        "validate", "describe", "run", "reset", "sink", "simulate", "ingest", "test", "schema", "query",
     ] {
         assert!(
             out.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -37,7 +37,14 @@ fn help_lists_every_subcommand() {
         );
     }
     let run = String::from_utf8(weir(&["run", "--help"]).stdout).unwrap();
-    for opt in ["--bootstrap", "--metrics-addr", "--state-dir", "--state-memory"] {
+    for opt in [
+        "--bootstrap",
+        "--metrics-addr",
+        "--state-dir",
+        "--state-memory",
+        "--query-addr",
+        "--query-advertised-addr",
+    ] {
         assert!(run.contains(opt), "{opt} missing from run --help");
     }
     let reset = String::from_utf8(weir(&["reset", "--help"]).stdout).unwrap();
@@ -402,4 +409,37 @@ fn dev_demo_passes_no_password_on_a_command_line() {
             );
         }
     }
+}
+
+#[test]
+fn query_checks_the_store_and_says_when_no_instance_answers() {
+    let out = weir(&["query", PARKING, "no-such-store", "k", "--wait", "0s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no store `no-such-store`") && err.contains("latest-per-lot"),
+        "{err}"
+    );
+    // A window store needs a group key.
+    let out = weir(&["query", PARKING, "hourly-by-region", "--wait", "0s"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("window store"));
+    // Nothing listens there: exit 2, after --wait.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = weir(&[
+        "query",
+        PARKING,
+        "latest-per-lot",
+        "1426397",
+        "--addr",
+        &addr,
+        "--wait",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer from"));
 }

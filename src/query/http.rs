@@ -445,11 +445,10 @@ async fn scan(
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
         Some(_) => return error(StatusCode::BAD_REQUEST, format!("`limit`: 1 to {MAX_LIMIT}")),
     };
+    if params.contains_key("prefix") && (params.contains_key("from") || params.contains_key("to")) {
+        return error(StatusCode::BAD_REQUEST, "give `prefix` or `from`/`to`, not both");
+    }
     let (from, to) = match params.get("prefix") {
-        Some(p) if params.contains_key("from") || params.contains_key("to") => {
-            let _ = p;
-            return error(StatusCode::BAD_REQUEST, "give `prefix` or `from`/`to`, not both");
-        }
         Some(p) => (p.as_bytes().to_vec(), read::prefix_end(p.as_bytes())),
         None => (
             params.get("from").map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
@@ -639,7 +638,10 @@ pub async fn query_command(args: QueryArgs) -> anyhow::Result<u8> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            Err(e) => anyhow::bail!("no answer from {}: {e}", args.addr),
+            Err(e) => {
+                eprintln!("no answer from {}: {e}", args.addr);
+                return Ok(2);
+            }
         };
         if status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
