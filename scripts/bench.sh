@@ -49,3 +49,18 @@ cmd_bench_eos() {
   [[ -x "$WEIR_BIN" ]] || die "cargo build did not produce $WEIR_BIN"
   WEIR_BIN="$WEIR_BIN" bash "$ROOT/benches/eos/run.sh"
 }
+
+# Interactive queries: lookup latency while the parking job runs at a fixed
+# rate, and the job's throughput with and without a query load
+# (benches/query/run.sh).
+cmd_bench_queries() {
+  ensure_build_prereqs
+  cmd_up
+  cargo build "${CARGO_FEATURES[@]}" --bin weir
+  [[ -x "$WEIR_BIN" ]] || die "cargo build did not produce $WEIR_BIN"
+  local bin
+  # A private copy: other builds sharing CARGO_TARGET_DIR may replace the binary mid-run.
+  bin="$(mktemp -d)/weir"
+  cp "$WEIR_BIN" "$bin"
+  WEIR_BIN="$bin" bash "$ROOT/benches/query/run.sh"
+}
