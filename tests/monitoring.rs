@@ -235,10 +235,15 @@ struct Run {
 
 impl Run {
     fn start(topo: &Path, state: &Path, metrics: &str, log: PathBuf) -> Run {
+        Run::start_with(topo, state, metrics, log, &[])
+    }
+
+    fn start_with(topo: &Path, state: &Path, metrics: &str, log: PathBuf, extra: &[&str]) -> Run {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(weir_bin())
             .args(["run", topo.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
             .args(["--metrics-addr", metrics, "--repartition-purge-interval", "500ms"])
+            .args(extra)
             .env("WEIR_BOOTSTRAP", bootstrap())
             .env("RUST_LOG", "info,librdkafka=warn")
             .stdout(Stdio::null())
@@ -675,7 +680,14 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     let state = dir.path().join("state");
 
     produce_inputs(&status, &inputs);
-    let run = Run::start(&topo, &state, &run_addr, dir.path().join("run1.log"));
+    let query_addr = format!("127.0.0.1:{}", free_port());
+    let run = Run::start_with(
+        &topo,
+        &state,
+        &run_addr,
+        dir.path().join("run1.log"),
+        &["--query-addr", &query_addr],
+    );
     let sink = start_sink(&sink_cfg, &["--metrics-addr", &sink_addr]);
     let results = close_windows_and_collect(&id, &status, &hourly, &inputs, want.len());
     check_results(&results, &want);
@@ -712,6 +724,9 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         sum(&m, "weir_records_processed_total", is_source_task) >= sent - dead_letters.len() as f64,
         "records processed"
     );
+    // One interactive query, so its series exist (tests/queries.rs tests
+    // the queries themselves).
+    assert_eq!(get(&query_addr, "/v1/stores").map(|r| r.0), Some(200));
     // Lag back to 0 on every consumed partition: 3 of the input and 3 of
     // each repartition topic (hourly-by-region's and free-now-by-region's).
     wait_for("consumer lag to return to 0", Duration::from_secs(60), || {
@@ -740,6 +755,11 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         "3 sub-topologies x 3 partitions"
     );
     assert!(sum(&m, "weir_commit_latency_seconds_count", |_| true) > 0.0);
+    assert_eq!(
+        sum(&m, "weir_queries_total", |l| l["route"] == "stores"
+            && l["status"] == "200"),
+        1.0
+    );
     // Histograms: cumulative buckets ending in +Inf = _count.
     let inf = sum(&m, "weir_process_latency_seconds_bucket", |l| l["le"] == "+Inf");
     assert_eq!(inf, sum(&m, "weir_process_latency_seconds_count", |_| true));
