@@ -11,7 +11,10 @@ queued) on one keep-alive connection per address, for SECONDS after WARMUP
 seconds, and prints one line per kind of answer:
 
   result local|forwarded N p50_ms p90_ms p99_ms max_ms
-  status CODE N
+  status lot|region CODE N
+
+(A region's row leaves the store when its last lot moves to another region
+or expires: a region picked at the start may answer 404 later.)
 
 "local" answers came from the instance asked (`served_by`), "forwarded"
 ones from another instance through it. Latency is measured in this client:
@@ -109,10 +112,12 @@ def queries(seconds, rate, warmup, addrs):
             skipped += 1
             n += 1
             continue
-        conn = conns[n % len(conns)]
+        conn = rnd.choice(conns)
         if n % 4 == 0:
+            what = "region"
             path = "/v1/stores/free-now-by-region/keys/" + urllib.parse.quote(rnd.choice(regions), safe="")
         else:
+            what = "lot"
             path = "/v1/stores/latest-per-lot/keys/" + urllib.parse.quote(rnd.choice(lots), safe="")
         t0 = time.perf_counter()
         status, body = conn.get(path)
@@ -120,14 +125,14 @@ def queries(seconds, rate, warmup, addrs):
         n += 1
         if time.time() < measure_from:
             continue
-        statuses[status] = statuses.get(status, 0) + 1
+        statuses[(what, status)] = statuses.get((what, status), 0) + 1
         if status == 200:
             kind = "local" if json.loads(body).get("served_by") == conn.addr else "forwarded"
             lat[kind].append(ms)
     for kind, v in lat.items():
         print(f"result {kind} {len(v)} {pct(v, 50):.2f} {pct(v, 90):.2f} {pct(v, 99):.2f} {max(v) if v else float('nan'):.2f}")
-    for code, count in sorted(statuses.items()):
-        print(f"status {code} {count}")
+    for (what, code), count in sorted(statuses.items()):
+        print(f"status {what} {code} {count}")
     print(f"skipped {skipped}")
 
 

@@ -13,7 +13,7 @@
 # 1. Latency. `weir simulate --rate R` feeds the input for WARMUP + SECONDS
 #    (default 10,000 records/s for 10 + 50 s); meanwhile benches/query/load.py
 #    sends Q point lookups per second (default 200; three lots for one
-#    region), alternating between the two instances, and reports p50/p90/
+#    region), sending each to one of the two instances at random, and reports p50/p90/
 #    p99/max of the answers the instance asked read itself ("local") and of
 #    those it forwarded to the other ("forwarded"), after the warm-up, with
 #    the count of each HTTP status (503: a partition restoring or moving).
@@ -130,7 +130,7 @@ echo
 echo "Latency at ${rate} records/s offered, ${qps} lookups/s, after ${warmup} s, for ${seconds} s:"
 printf '%-10s %8s %8s %8s %8s %8s\n' answer count p50_ms p90_ms p99_ms max_ms
 awk '$1 == "result" { printf "%-10s %8s %8s %8s %8s %8s\n", $2, $3, $4, $5, $6, $7 }' "$work/latency.out"
-awk '$1 == "status" { printf "HTTP %s: %s\n", $2, $3 } $1 == "skipped" && $2 > 0 { printf "lookups skipped (sent over 1 s late): %s\n", $2 }' "$work/latency.out"
+awk '$1 == "status" { printf "%s lookups, HTTP %s: %s\n", $2, $3, $4 } $1 == "skipped" && $2 > 0 { printf "lookups skipped (sent over 1 s late): %s\n", $2 }' "$work/latency.out"
 echo
 echo "Throughput of a ${records}-record backlog, two instances (records/s):"
 awk -v n="$records" '$1 == "throughput" { r = n / $3; if ($2 == "none") { a += r; na++ } else { b += r; nb++; q = $2 }
