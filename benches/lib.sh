@@ -118,9 +118,11 @@ bench_on_exit() { # KEEP TOPICS LABEL
 #
 # Writes OUT: the shipped topology with the app's own names (APP as
 # application_id, INPUT as the source topic, APP-dlq, APP-hourly, APP-lots)
-# and GUARANTEE, without its free-now-by-region step (the job the Kafka
-# Streams and Quix peers implement: hourly averages and the lot table),
-# then each SED_EXPR. Checks that every replaced value and
+# and GUARANTEE, without its free-now-by-region step and without the
+# hotspot join (its `global_tables` and `with-hotspot` step; the lot table
+# reads `available` again): the job the Kafka Streams and Quix peers
+# implement, hourly averages and the lot table, so their lot statuses equal
+# weir's field for field. Then each SED_EXPR. Checks that every replaced value and
 # each LINE is in OUT (topology/parking.yaml changing shape must not go
 # unnoticed) and that `weir validate` accepts it; otherwise says why on
 # stderr and returns 1.
@@ -140,9 +142,13 @@ parking_topology() {
     -e "s/parking_lot_status/$app-lots/g" \
     -e "s/^processing_guarantee:.*/processing_guarantee: $g/" \
     -e '/^  # Free spots per region now/,$d' \
+    -e '/^# The hotspot reference table/,/^    topic: parking_hotspots$/d' \
+    -e "/^  # The lot's hotspot/,/^        HOTSPOT_CATEGORY: category\$/d" \
+    -e 's/^    from: with-hotspot$/    from: available/' \
     "${seds[@]}" \
     "$ROOT/topology/parking.yaml" >"$out" || return 1
   ! grep -q "free-now-by-region" "$out" || { echo "topology/parking.yaml changed shape: free-now-by-region not removed from $out" >&2; return 1; }
+  ! grep -qE "global_tables|join:|with-hotspot|parking_hotspots|DISTRICT" "$out" || { echo "topology/parking.yaml changed shape: the hotspot join not removed from $out" >&2; return 1; }
   for w in "application_id: $app" "processing_guarantee: $g" "topic: $input" "dead_letter: $app-dlq" \
       "topic: $app-hourly" "topic: $app-lots" "$@"; do
     grep -qF -- "$w" "$out" || { echo "topology/parking.yaml changed shape: '$w' missing in $out" >&2; return 1; }

@@ -75,7 +75,7 @@ demo_stop_background() {
 demo_reset() {
   local topics
   topics="$(kafka_topics_matching "$WEIR_BOOTSTRAP" \
-    -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking_free_now|parking-hourly-.*|parking_sink_dlq)$')" || true
+    -E '^(parking_status|parking_status_dlq|parking_hourly_avg|parking_lot_status|parking_free_now|parking_hotspots|parking-hourly-.*|parking_sink_dlq)$')" || true
   if [[ -n "$topics" ]]; then
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$WEIR_BOOTSTRAP" --delete --topic "$topics" >/dev/null 2>&1 || true
     sleep 2
@@ -103,6 +103,13 @@ demo_create_topic() {
   local topic="$1" partitions="$2"
   kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$WEIR_BOOTSTRAP" \
     --create --if-not-exists --topic "$topic" --partitions "$partitions" --replication-factor 1 >/dev/null
+}
+
+# The hotspot reference table the topology joins (its `global_tables`):
+# `weir run` reads it in full at start, so it is loaded first.
+demo_load_hotspots() {
+  NO_COLOR=1 "$WEIR_BIN" ingest hotspots --topic parking_hotspots --bootstrap "$WEIR_BOOTSTRAP" ||
+    die "weir ingest hotspots failed"
 }
 
 demo_start_engine() {
@@ -173,7 +180,7 @@ demo_show_live_lots() {
   [[ -f "$ROOT/topology/parking-sink.yaml" ]] || return 0
   say "Postgres: latest real-time lots (parking.parking_lot_status)"
   demo_psql -P pager=off -c "
-    SELECT region_code, left(parking_name, 24) AS parking_name, capacity, occupied_spots, available_spots, last_update
+    SELECT region_code, district, left(parking_name, 24) AS parking_name, capacity, occupied_spots, available_spots, last_update
     FROM parking.parking_lot_status ORDER BY last_update DESC NULLS LAST, parking_code LIMIT 15"
   demo_psql -P pager=off -c "SELECT count(*) AS lots, count(DISTINCT region_code) AS regions FROM parking.parking_lot_status"
   demo_show_free_now
@@ -223,12 +230,18 @@ demo_show_postgres() {
   demo_show_free_now
 }
 
-# Free spots per region now (free-now-by-region, kept as lots change).
+# Free spots per region now (free-now-by-region, kept as lots change), with
+# the region's district from the hotspot table, and summed per district.
 demo_show_free_now() {
   say "Postgres: free spots per region now (parking.parking_free_now)"
   demo_psql -P pager=off -c "
-    SELECT region_code, region, available_spots, realtime_lots, updated_at
+    SELECT region_code, region, district, available_spots, realtime_lots, updated_at
     FROM parking.parking_free_now ORDER BY available_spots DESC, region_code LIMIT 15"
+  say "Postgres: free spots per district now"
+  demo_psql -P pager=off -c "
+    SELECT coalesce(district, '(unknown)') AS district, sum(available_spots) AS available_spots,
+           sum(realtime_lots) AS realtime_lots, count(*) AS regions
+    FROM parking.parking_free_now GROUP BY 1 ORDER BY 2 DESC, 1"
 }
 
 # Interactive queries into the running engine's stores (`weir run
@@ -271,6 +284,8 @@ cmd_demo() {
   say "resetting the demo topics and state"
   demo_reset
   demo_create_topic "$DEMO_TOPIC" "$DEMO_PARTITIONS"
+  say "loading the hotspot table (data/seoul_hotspots.json → parking_hotspots)"
+  demo_load_hotspots
   trap demo_stop_background EXIT
   say "starting the engine and the sink"
   demo_start_engine

@@ -849,10 +849,10 @@ fn execute(plan: &Plan, dir: &Path, id: &str, f: &mut Findings) {
         )) > 0;
         let free: checker::FreeNow = if free_exists {
             pg.query(&format!(
-                "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
+                "SELECT region_code, region, district, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
             ))
             .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
             .collect()
         } else {
             BTreeMap::new()

@@ -144,7 +144,7 @@ fn weir_run_survives_a_broker_restart_and_results_stay_exact() {
     });
     assert_eq!(passed.len(), json, "the late starter's output");
     late.terminate();
-    delete_topics(&[&status, &dlq, &hourly, &lots, &late_out]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id), &late_out]);
 }
 
 /// SIGSTOP the broker for `how_long`, then SIGCONT it (also when the
@@ -244,7 +244,7 @@ fn run_through_a_stall(
     );
     drop(_tail);
     run.terminate();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }
 
 /// A static member (the default) whose broker stalls past its session

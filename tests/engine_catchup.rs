@@ -63,7 +63,7 @@ fn a_backlog_of_hours_is_caught_up_without_late_drops() {
     assert_eq!(late, 0.0, "records dropped as late while catching up");
     assert_no_offset_regression(&text);
     check_results(&results, &want);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }
 
 #[test]
@@ -93,5 +93,5 @@ fn a_run_stopped_longer_than_the_grace_catches_up_without_late_drops() {
     assert_eq!(late, 0.0, "records dropped as late after the downtime");
     assert_no_offset_regression(&text);
     check_results(&results, &want);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }

@@ -150,6 +150,6 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
         "no commit since"
     );
     run.terminate();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
     eprintln!("test: done in {:?}", began.elapsed());
 }

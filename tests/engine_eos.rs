@@ -264,12 +264,12 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
-    let free_rows = |pg: &mut Pg| -> BTreeMap<String, (String, i64, i64)> {
+    let free_rows = |pg: &mut Pg| -> FreeNow {
         pg.query(&format!(
-            "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
+            "SELECT region_code, region, district, available_spots, realtime_lots::bigint FROM {id}.parking_free_now"
         ))
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
         .collect()
     };
     wait_for("parking_free_now in Postgres", Duration::from_secs(120), || {
@@ -280,7 +280,15 @@ fn exactly_once_survives_sigkill_of_run_and_sink() {
     sink.terminate();
     pg.exec(&format!("DROP SCHEMA IF EXISTS {id} CASCADE"));
     pg.exec(&format!("DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{id}'"));
-    delete_topics(&[&status, &dlq, &hourly, &lots, &free_now, &sink_dlq]);
+    delete_topics(&[
+        &status,
+        &dlq,
+        &hourly,
+        &lots,
+        &hotspots_topic(&id),
+        &free_now,
+        &sink_dlq,
+    ]);
     eprintln!("test: done in {:?}", began.elapsed());
 }
 
@@ -343,7 +351,7 @@ fn stalled_instance_is_fenced() {
     }
     drop(a);
     drop(b);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
     eprintln!("test: done in {:?}", began.elapsed());
 }
 
@@ -476,7 +484,7 @@ fn restart_and_rebalance_with_real_grace_never_emit_a_window_twice() {
     }
     check_results(&results, &want);
     drop(b);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
     eprintln!("test: done in {:?}", began.elapsed());
 }
 

@@ -139,7 +139,7 @@ fn hourly_averages_match_and_state_is_restored_from_the_changelog() {
     let want_lots = expected_lots(&inputs);
     assert!(want_lots.len() > 100, "{} lots", want_lots.len());
     check_lots(&read_lots(&lots, &want_lots), &want_lots);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn two_instances_share_the_work_and_results_stay_exact() {
     b.terminate();
     check_results(&results, &want);
     assert!(dirs_b > 0, "the second instance ran tasks (a: {dirs_a}, b: {dirs_b})");
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }
 
 /// A record near the broker's size limit (over the producer's
@@ -299,7 +299,7 @@ fn a_record_near_the_size_limit_is_dead_lettered_and_processing_goes_on() {
     assert!(d.headers.contains_key("weir.value_dropped"), "{:?}", d.headers);
     assert!(d.value.is_none(), "its value is dropped");
     run.terminate();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }
 
 /// A record the broker refuses for good (here every lot record: the lot
@@ -345,5 +345,5 @@ fn an_output_record_the_broker_refuses_for_good_stops_weir_run_with_the_topic_na
         !log.contains("transaction aborted: rebuilding"),
         "no rebuild for a refusal every attempt meets: {log}"
     );
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }

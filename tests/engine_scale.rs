@@ -138,7 +138,14 @@ fn scale_one_three_one_while_the_feed_runs_keeps_every_window_exact_and_once() {
     pg.exec(&format!(
         "DELETE FROM weir.weir_sink_offsets WHERE sink_name = '{sink_id}'"
     ));
-    delete_topics(&[&status, &dlq, &hourly, &lots, &format!("{sink_id}_dlq")]);
+    delete_topics(&[
+        &status,
+        &dlq,
+        &hourly,
+        &lots,
+        &hotspots_topic(&id),
+        &format!("{sink_id}_dlq"),
+    ]);
 }
 
 #[test]
@@ -219,5 +226,5 @@ fn tasks_that_stay_keep_running_when_an_instance_joins() {
     check_results(&results, &want);
     a.sigterm();
     b.sigterm();
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }

@@ -132,5 +132,5 @@ fn a_record_dated_2099_is_dead_lettered_and_the_hourly_results_stay_exact() {
             "{topic}"
         );
     }
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
 }

@@ -22,7 +22,8 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
     let id = unique("it-global");
     let (input, out, hotspots) = (format!("{id}-in"), format!("{id}-out"), format!("{id}-hotspots"));
     create_topic(&input, 3);
-    // The shipped list, whose names are what every record must carry.
+    // The shipped list, whose names and districts are what every record
+    // must carry (`ingest hotspots` writes every field of an entry).
     let list: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(checkout().join("data/seoul_hotspots.json")).unwrap()).unwrap();
     let names: BTreeMap<String, String> = list
@@ -34,6 +35,15 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
             )
         })
         .collect();
+    let districts: BTreeMap<String, String> = list
+        .iter()
+        .map(|h| {
+            (
+                h["code"].as_str().unwrap().to_string(),
+                h["district"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     run_weir(&["ingest", "hotspots", "--topic", &hotspots, "--partitions", "2"]);
     let topo = dir.path().join("join.yaml");
     std::fs::write(
@@ -41,7 +51,7 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
         format!(
             "application_id: {id}\nprocessing_guarantee: exactly_once\ncommit_interval: 200ms\n\
              sources:\n  s: {{ topic: {input} }}\nglobal_tables:\n  hotspots: {{ topic: {hotspots} }}\n\
-             steps:\n  - name: named\n    join: {{ global: hotspots, key: value.REGION_CODE, how: left, fields: {{ HOTSPOT: name }} }}\n    \
+             steps:\n  - name: named\n    join: {{ global: hotspots, key: value.REGION_CODE, how: left, fields: {{ HOTSPOT: name, DISTRICT: district }} }}\n    \
              to: {{ topic: {out}, partitions: 3 }}\n"
         ),
     )
@@ -90,6 +100,13 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
         for r in records {
             let code = r["REGION_CODE"].as_str().unwrap();
             assert_eq!(r["HOTSPOT"].as_str(), Some(want(code).as_str()), "record {r}");
+            // The renamed row below has no district.
+            let district = if r["HOTSPOT"] == "renamed" {
+                None
+            } else {
+                Some(districts[code].as_str())
+            };
+            assert_eq!(r["DISTRICT"].as_str(), district, "record {r}");
         }
     };
     let first = joined(300);

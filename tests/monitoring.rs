@@ -794,12 +794,12 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         Duration::from_secs(60),
         || {
             sink.assert_running();
-            let rows: BTreeMap<String, (String, i64, i64)> = pg
+            let rows: FreeNow = pg
                 .query(&format!(
-                    "SELECT region_code, region, available_spots, realtime_lots::bigint FROM {schema}.parking_free_now"
+                    "SELECT region_code, region, district, available_spots, realtime_lots::bigint FROM {schema}.parking_free_now"
                 ))
                 .iter()
-                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
                 .collect();
             rows == want_free
         },
@@ -883,6 +883,37 @@ fn metrics_health_and_dashboards_on_a_real_run() {
         let rows = pg.query(&sql);
         assert!(!rows.is_empty(), "panel {title}: no rows from {sql}");
     }
+    // The district panel: the regions' free spots now summed per district
+    // (each region's district read from data/seoul_hotspots.json by the
+    // expectation, `(unknown)` for the hotspot the test's table leaves out).
+    let (_, district_sql) = queries(&parking, "rawSql")
+        .into_iter()
+        .find(|(t, _)| t.contains("by district"))
+        .expect("a district panel");
+    let got: BTreeMap<String, i64> = pg
+        .query(&substitute_sql(district_sql, &schema, &vars))
+        .iter()
+        .map(|r| (r.get("district"), r.get("free spots")))
+        .collect();
+    let mut by_district: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (code, (_, district, spots, lots)) in &want_free {
+        if regions.contains(code) {
+            let e = by_district
+                .entry(district.clone().unwrap_or_else(|| "(unknown)".into()))
+                .or_default();
+            e.0 += spots;
+            e.1 += lots;
+        }
+    }
+    let want_districts: BTreeMap<String, i64> = by_district
+        .into_iter()
+        .map(|(d, (spots, lots))| (format!("{d} ({lots} lots)"), spots))
+        .collect();
+    assert!(
+        want_districts.len() >= 3 && want_districts.keys().any(|d| d.starts_with("(unknown)")),
+        "{want_districts:?}"
+    );
+    assert_eq!(got, want_districts, "free spots now by district");
     // The all-regions line is the sample-weighted average of the regions.
     let (_, all_sql) = queries(&parking, "rawSql")
         .into_iter()
@@ -959,5 +990,5 @@ fn metrics_health_and_dashboards_on_a_real_run() {
     run2.stop();
     sink.terminate();
     pg.exec(&format!("DROP SCHEMA {schema} CASCADE"));
-    delete_topics(&[&status, &dlq, &hourly, &lots, &free_now]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id), &free_now]);
 }

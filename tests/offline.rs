@@ -421,3 +421,107 @@ steps:
     assert_eq!(got.len(), 29, "Kafka Streams emits 29 updates: {got:#?}");
     assert_eq!(got, want);
 }
+
+/// The hotspot join (`with-hotspot`) and the district in
+/// `free-now-by-region`, hand-computed: records of the global table's topic
+/// set its rows in input order, so a lot seen before its hotspot's row has
+/// no district and one after has; a lot of a hotspot the table lacks, or
+/// without `REGION_CODE`, goes on with both fields null (a left join). The
+/// region whose lots move from the null district to 마포구 is subtracted
+/// from its old group (emptied: a tombstone keyed by the region) and added
+/// to the new one.
+#[test]
+fn lots_are_joined_with_their_hotspot_and_free_now_carries_the_district() {
+    let hongdae = "홍대 관광특구";
+    let hotspot = |ts: i64, code: &str, district: &str, category: &str| {
+        let v = json!({"code": code, "name": hongdae, "district": district, "category": category});
+        json!({"topic": "parking_hotspots", "partition": 0, "timestamp": ts, "key": code, "value": v.to_string()})
+            .to_string()
+    };
+    let mut no_code = lot("어딘가", "POI001", "G", "5", "1", "Y", (10, 40));
+    no_code.as_object_mut().unwrap().remove("REGION_CODE");
+    let input = [
+        line(
+            0,
+            kst(10, 5),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "2", "Y", (10, 5)),
+        ), // 20, before the row
+        hotspot(kst(10, 6), "POI007", "마포구", "관광특구"),
+        line(
+            0,
+            kst(10, 10),
+            "B",
+            &lot(hongdae, "POI007", "B", "10", "0", "Y", (10, 10)),
+        ), // 10
+        line(
+            0,
+            kst(10, 20),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "12", "Y", (10, 20)),
+        ), // 10
+        line(
+            0,
+            kst(10, 30),
+            "F",
+            &lot("미등록", "POI999", "F", "8", "0", "Y", (10, 30)),
+        ), // 8, no row
+        line(0, kst(10, 40), "G", &no_code),
+    ]
+    .join("\n");
+    let out = weir_test(std::path::Path::new(PARKING), &input, false);
+
+    let lot_records = on(&out, "parking_lot_status");
+    let lots: Vec<(&str, &Value, &Value)> = lot_records
+        .iter()
+        .map(|r| {
+            let v = &r["value"];
+            (r["key"].as_str().unwrap(), &v["DISTRICT"], &v["HOTSPOT_CATEGORY"])
+        })
+        .collect();
+    let null = Value::Null;
+    let (mapo, zone) = (json!("마포구"), json!("관광특구"));
+    assert_eq!(
+        lots,
+        [
+            ("A", &null, &null),
+            ("B", &mapo, &zone),
+            ("A", &mapo, &zone),
+            ("F", &null, &null),
+            ("G", &null, &null),
+        ],
+        "{out:#?}"
+    );
+
+    let free: Vec<(String, Value)> = on(&out, "parking_free_now")
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r["value"].clone()))
+        .collect();
+    let row = |code: &str, region: &str, district: Value, spots: i64, n: i64| {
+        (
+            code.to_string(),
+            json!({"region_code": code, "region": region, "district": district,
+                   "available_spots": spots, "realtime_lots": n}),
+        )
+    };
+    assert_eq!(
+        free,
+        [
+            row("POI007", hongdae, Value::Null, 20, 1),
+            row("POI007", hongdae, mapo.clone(), 10, 1),
+            // A moves to 마포구: its old group empties first.
+            ("POI007".to_string(), Value::Null),
+            row("POI007", hongdae, mapo.clone(), 20, 2),
+            row("POI999", "미등록", Value::Null, 8, 1),
+        ],
+        "{out:#?}"
+    );
+    // Without REGION_CODE: the join looked up "" (no dead letter of its
+    // own); the steps grouping by the code dead-letter it, as before.
+    let dlq = on(&out, "parking_status_dlq");
+    assert!(
+        dlq.iter()
+            .all(|d| d["key"] == "G" && d["headers"]["weir.processor"] != "with-hotspot"),
+        "{dlq:#?}"
+    );
+}

@@ -10,7 +10,6 @@
 mod common;
 mod engine_common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,19 +45,23 @@ fn lot_path(lot: &str) -> String {
     format!("/v1/stores/latest-per-lot/keys/{}", enc(lot))
 }
 
-/// The free-now store's key of a region: its group key, a JSON array.
-fn region_key(code: &str, region: &str) -> String {
-    serde_json::json!([code, region]).to_string()
+/// The free-now store's key of a region: its group key, a JSON array of
+/// the group values (code, name, district: null for a hotspot the table
+/// does not list).
+fn region_key(code: &str, (region, district, _, _): &(String, Option<String>, i64, i64)) -> String {
+    serde_json::json!([code, region, district]).to_string()
 }
 
-fn region_path(code: &str, region: &str) -> String {
-    format!("/v1/stores/free-now-by-region/keys/{}", enc(&region_key(code, region)))
+fn region_path(code: &str, want: &(String, Option<String>, i64, i64)) -> String {
+    format!("/v1/stores/free-now-by-region/keys/{}", enc(&region_key(code, want)))
 }
 
-/// What a region's answer must say: (region, available spots, lots).
-fn region_of(v: &Value) -> (String, i64, i64) {
+/// What a region's answer says, as `expected_free_now` has it: (region,
+/// district, available spots, lots).
+fn region_of(v: &Value) -> (String, Option<String>, i64, i64) {
     (
         v["region"].as_str().unwrap_or_default().to_string(),
+        v["district"].as_str().map(str::to_string),
         v["available_spots"].as_i64().unwrap_or(-1),
         v["realtime_lots"].as_i64().unwrap_or(-1),
     )
@@ -139,7 +142,7 @@ fn any_instance_answers_for_any_key_and_a_rebalance_answers_right_or_503() {
             }
         }
         for (code, want) in &regions {
-            let (status, body) = wait_answer(&inst.addr, &region_path(code, &want.0));
+            let (status, body) = wait_answer(&inst.addr, &region_path(code, want));
             assert_eq!(status, 200, "region {code} via {}: {body}", inst.addr);
             assert_eq!(&region_of(&body["value"]), want, "region {code} via {}", inst.addr);
         }
@@ -149,7 +152,7 @@ fn any_instance_answers_for_any_key_and_a_rebalance_answers_right_or_503() {
         // The whole table by a scan over every partition (every instance).
         let (status, body) = wait_answer(&inst.addr, "/v1/stores/free-now-by-region/keys?limit=1000");
         assert_eq!(status, 200, "{body}");
-        let scanned: BTreeMap<String, (String, i64, i64)> = body["rows"]
+        let scanned: FreeNow = body["rows"]
             .as_array()
             .unwrap()
             .iter()
@@ -196,7 +199,7 @@ fn any_instance_answers_for_any_key_and_a_rebalance_answers_right_or_503() {
                     let (path, check): (String, Check) = if i % 3 == 0 {
                         let code = region_keys[i % region_keys.len()];
                         let want = regions[code].clone();
-                        (region_path(code, &want.0), Box::new(move |v| region_of(v) == want))
+                        (region_path(code, &want), Box::new(move |v| region_of(v) == want))
                     } else {
                         let lot = lot_keys[i % lot_keys.len()];
                         let want = lots[lot].clone();
@@ -264,7 +267,14 @@ fn any_instance_answers_for_any_key_and_a_rebalance_answers_right_or_503() {
         }
     }
     drop(instances);
-    delete_topics(&[&status, &dlq, &hourly, &lots_topic, &free_now_topic(&id)]);
+    delete_topics(&[
+        &status,
+        &dlq,
+        &hourly,
+        &lots_topic,
+        &free_now_topic(&id),
+        &hotspots_topic(&id),
+    ]);
 }
 
 /// The answer once it is not 503 (a task still opening), within 60 s.

@@ -165,7 +165,7 @@ fn reset_makes_the_next_run_reprocess_everything_with_the_same_results() {
         .collect();
     check_results(&second, &want);
     assert_eq!(committed_offsets(&id, &status, 3), ends);
-    delete_topics(&[&status, &dlq, &hourly, &lots]);
+    delete_topics(&[&status, &dlq, &hourly, &lots, &hotspots_topic(&id)]);
     let internal: Vec<&str> = internal.iter().map(String::as_str).collect();
     delete_topics(&internal);
 }

@@ -2,7 +2,7 @@
 
     quix_app.py BOOTSTRAP GROUP INPUT HOURLY LOTS GUARANTEE GRACE_SECONDS COMMIT_INTERVAL_S STATE_DIR
 
-Same steps as topology/parking.yaml (without free-now-by-region): keep IS_REALTIME_STATUS_PROVIDED == "Y",
+Same steps as topology/parking.yaml (without free-now-by-region and the hotspot join): keep IS_REALTIME_STATUS_PROVIDED == "Y",
 AVAILABLE_SPOTS = max(CAPACITY - OCCUPIED_SPOTS, 0) (missing or empty = 0),
 repartition by (REGION_CODE, REGION) (group_by), 1 h tumbling windows with the
 given grace, final results only (.final(), closed per partition), written as

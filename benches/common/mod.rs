@@ -39,21 +39,52 @@ pub fn status_origin(recs: &[(Vec<u8>, Vec<u8>)], i: usize) -> weir::Origin<'_> 
     }
 }
 
-/// `topology/parking.yaml` without its `free-now-by-region` step, the job
-/// the Kafka Streams peers implement (hourly averages and the lot table),
-/// so both sides do the same work.
+/// `topology/parking.yaml` without its `free-now-by-region` step and
+/// without the hotspot join (its `global_tables` and `with-hotspot` step;
+/// the lot table reads `available` again): the job the Kafka Streams and
+/// Quix peers implement (hourly averages and the lot table), so both sides
+/// do the same work and write the same lot statuses.
 #[allow(dead_code)]
 pub fn parking_yaml() -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml")).unwrap();
     let end = text
         .find(FREE_NOW_STEP)
         .expect("free-now-by-region in topology/parking.yaml");
-    text[..end].to_string()
+    let text = cut(&text[..end], GLOBAL_TABLES, "    topic: parking_hotspots\n");
+    let text = cut(&text, JOIN_STEP, "        HOTSPOT_CATEGORY: category\n");
+    let from = "    from: with-hotspot\n";
+    assert!(
+        text.contains(from),
+        "the lot table reads the join in topology/parking.yaml"
+    );
+    let text = text.replace(from, "    from: available\n");
+    for gone in ["global_tables", "join:", "with-hotspot", "DISTRICT"] {
+        assert!(!text.contains(gone), "{gone} left in the peers' parking job:\n{text}");
+    }
+    text
+}
+
+/// `text` without the lines from the one starting with `first` through
+/// the one ending with `last` (which must both be there).
+fn cut(text: &str, first: &str, last: &str) -> String {
+    let start = text
+        .find(first)
+        .unwrap_or_else(|| panic!("{first:?} in topology/parking.yaml"));
+    let end = start
+        + text[start..]
+            .find(last)
+            .unwrap_or_else(|| panic!("{last:?} after {first:?} in topology/parking.yaml"))
+        + last.len();
+    format!("{}{}", &text[..start], &text[end..])
 }
 
 /// The first line of the parking topology's `free-now-by-region` step (its
 /// comment); everything from it on is that step.
 pub const FREE_NOW_STEP: &str = "  # Free spots per region now";
+/// The first line of its `global_tables` (their comment).
+const GLOBAL_TABLES: &str = "# The hotspot reference table";
+/// The first line of its `with-hotspot` join step (its comment).
+const JOIN_STEP: &str = "  # The lot's hotspot";
 
 /// The parking job as the peers run it ([`parking_yaml`]), compiled.
 #[allow(dead_code)]

@@ -56,9 +56,13 @@ topology() { # APP INPUT OUT
   sed -e "s/^application_id: parking-hourly\$/application_id: $1/" \
     -e "s/parking_status_dlq/$1-dlq/g" -e "s/parking_status/$2/g" \
     -e "s/parking_hourly_avg/$1-hourly/g" -e "s/parking_lot_status/$1-lots/g" \
-    -e "s/parking_free_now/$1-free-now/g" \
+    -e "s/parking_free_now/$1-free-now/g" -e "s/parking_hotspots/$1-hotspots/g" \
     "$ROOT/topology/parking.yaml" >"$3"
   grep -q "queryable: true" "$3" || die "topology/parking.yaml changed shape: no queryable table in $3"
+  grep -q "topic: $1-hotspots" "$3" || die "topology/parking.yaml changed shape: no hotspot table in $3"
+  # Its global table, loaded before any instance starts.
+  "$weir" ingest hotspots --bootstrap "$bootstrap" --topic "$1-hotspots" >/dev/null 2>&1 \
+    || die "weir ingest hotspots --topic $1-hotspots failed"
   "$weir" validate "$3" >/dev/null
 }
 

@@ -669,6 +669,7 @@ fn the_parking_source_decodes_only_the_fields_its_steps_read() {
             &[
                 "AVAILABLE_SPOTS",
                 "CAPACITY",
+                "DISTRICT",
                 "IS_REALTIME_STATUS_PROVIDED",
                 "LAST_UPDATE",
                 "OCCUPIED_SPOTS",

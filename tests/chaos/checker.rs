@@ -190,8 +190,8 @@ pub fn check_lots(records: &[Rec], want: &BTreeMap<String, Value>, f: &mut Findi
     f.lots_wrong += last.keys().filter(|k| !want.contains_key(*k)).count();
 }
 
-/// Free spots per region: region code → (region, spots, lots).
-pub type FreeNow = BTreeMap<String, (String, i64, i64)>;
+/// Free spots per region: region code → (region, district, spots, lots).
+pub type FreeNow = BTreeMap<String, (String, Option<String>, i64, i64)>;
 
 /// Regions of `got` missing from, extra to or different from `want`, and
 /// the first difference.

@@ -1,6 +1,7 @@
 //! Shared by the engine integration tests: the parking topology renamed per
-//! test, simulator input, the expected hourly averages computed
-//! independently of the engine, and the sentinels that close every window.
+//! test with its hotspot table loaded, simulator input, the expected
+//! results (hourly averages, lots, free spots now) computed independently
+//! of the engine, and the sentinels that close every window.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -117,11 +118,52 @@ pub fn expected(inputs: &[Input]) -> BTreeMap<(String, i64), (String, f64, u64)>
     out
 }
 
+/// The hotspot the per-test hotspot table leaves out (see
+/// `load_hotspots`): its lots are joined with no row, so every engine test
+/// also covers the left join's miss (district null) end to end.
+pub const UNLISTED_HOTSPOT: &str = "POI091";
+
+/// The hotspot table the engine tests load, read from
+/// data/seoul_hotspots.json on its own (not through weir): code →
+/// (district, category), without `UNLISTED_HOTSPOT`.
+pub fn hotspot_table() -> BTreeMap<String, (String, String)> {
+    let list: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(checkout().join("data/seoul_hotspots.json")).unwrap()).unwrap();
+    let table: BTreeMap<String, (String, String)> = list
+        .iter()
+        .filter(|h| h["code"] != UNLISTED_HOTSPOT)
+        .map(|h| {
+            let text = |f: &str| {
+                h[f].as_str()
+                    .unwrap_or_else(|| panic!("hotspot {h}: no {f}"))
+                    .to_string()
+            };
+            (text("code"), (text("district"), text("category")))
+        })
+        .collect();
+    assert_eq!(table.len(), list.len() - 1, "{UNLISTED_HOTSPOT} in the list once");
+    table
+}
+
+/// The hotspot join's rules, written out independently of the engine: the
+/// lot's `DISTRICT` and `HOTSPOT_CATEGORY` from its `REGION_CODE`'s row,
+/// both null when the table has no row for it (or it has no code).
+pub fn add_hotspot(v: &mut serde_json::Map<String, Value>, table: &BTreeMap<String, (String, String)>) {
+    let row = v.get("REGION_CODE").and_then(Value::as_str).and_then(|c| table.get(c));
+    let (district, category) = match row {
+        Some((d, c)) => (Value::from(d.as_str()), Value::from(c.as_str())),
+        None => (Value::Null, Value::Null),
+    };
+    v.insert("DISTRICT".into(), district);
+    v.insert("HOTSPOT_CATEGORY".into(), category);
+}
+
 /// The lot table's rules, written out independently of the engine: per lot
 /// (input key), the newest status by `LAST_UPDATE` (ties: the later record)
 /// among the records that pass the filter and the map, with the map's
-/// `AVAILABLE_SPOTS` added.
+/// `AVAILABLE_SPOTS` and the hotspot join's fields (`add_hotspot`) added.
 pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
+    let hotspots = hotspot_table();
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     for i in inputs {
         let (Some(key), Some((mut v, available))) = (&i.key, filtered_and_mapped(&i.payload)) else {
@@ -131,6 +173,7 @@ pub fn expected_lots(inputs: &[Input]) -> BTreeMap<String, Value> {
             continue;
         };
         v.insert("AVAILABLE_SPOTS".into(), Value::from(available as i64));
+        add_hotspot(&mut v, &hotspots);
         let newer = match out.get(key) {
             Some(old) => updated.as_str() >= old["LAST_UPDATE"].as_str().unwrap(),
             None => true,
@@ -156,24 +199,31 @@ pub fn expected_lots_with_sentinels(inputs: &[Input]) -> BTreeMap<String, Value>
     expected_lots(&all)
 }
 
+/// Free spots per region now: region code → (region, district (`None`:
+/// the hotspot table has no row for the region), available spots, lots).
+pub type FreeNow = BTreeMap<String, (String, Option<String>, i64, i64)>;
+
 /// `free-now-by-region`'s rules, written out independently of the engine:
 /// over each lot's latest status (`lots`, from `expected_lots`), per region
-/// code: (region, sum of available spots, number of lots).
-pub fn expected_free_now(lots: &BTreeMap<String, Value>) -> BTreeMap<String, (String, i64, i64)> {
-    let mut out: BTreeMap<String, (String, i64, i64)> = BTreeMap::new();
+/// code: (region, its district, sum of available spots, number of lots).
+pub fn expected_free_now(lots: &BTreeMap<String, Value>) -> FreeNow {
+    let mut out = FreeNow::new();
     for v in lots.values() {
         let (Some(code), Some(region)) = (v["REGION_CODE"].as_str(), v["REGION"].as_str()) else {
             continue;
         };
-        let e = out.entry(code.to_string()).or_insert((region.to_string(), 0, 0));
-        e.1 += v["AVAILABLE_SPOTS"].as_i64().unwrap();
-        e.2 += 1;
+        let district = v["DISTRICT"].as_str().map(str::to_string);
+        let e = out
+            .entry(code.to_string())
+            .or_insert((region.to_string(), district, 0, 0));
+        e.2 += v["AVAILABLE_SPOTS"].as_i64().unwrap();
+        e.3 += 1;
     }
     out
 }
 
 /// What the free-now topic says last per region (a tombstone removes it).
-pub fn free_now_of(records: &[Rec]) -> BTreeMap<String, (String, i64, i64)> {
+pub fn free_now_of(records: &[Rec]) -> FreeNow {
     let mut last = BTreeMap::new();
     for r in records {
         let key = String::from_utf8(r.key.clone().expect("free-now without key")).unwrap();
@@ -184,10 +234,12 @@ pub fn free_now_of(records: &[Rec]) -> BTreeMap<String, (String, i64, i64)> {
             Some(bytes) => {
                 let v: Value = serde_json::from_slice(bytes).unwrap();
                 let region = v["region"].as_str().unwrap().to_string();
+                assert!(v.get("district").is_some(), "free-now without district: {v}");
                 last.insert(
                     key,
                     (
                         region,
+                        v["district"].as_str().map(str::to_string),
                         v["available_spots"].as_i64().unwrap(),
                         v["realtime_lots"].as_i64().unwrap(),
                     ),
@@ -200,7 +252,7 @@ pub fn free_now_of(records: &[Rec]) -> BTreeMap<String, (String, i64, i64)> {
 
 /// Read the free-now topic until its last record per region says `want`
 /// (or 120 s), and return what it says.
-pub fn read_free_now(topic: &str, want: &BTreeMap<String, (String, i64, i64)>) -> BTreeMap<String, (String, i64, i64)> {
+pub fn read_free_now(topic: &str, want: &FreeNow) -> FreeNow {
     free_now_of(&consume_until(
         topic,
         Duration::from_secs(120),
@@ -238,9 +290,33 @@ pub fn read_lots(lots: &str, want: &BTreeMap<String, Value>) -> Vec<Rec> {
     })
 }
 
+/// The renamed topology's hotspot table topic (its global table).
+pub fn hotspots_topic(id: &str) -> String {
+    format!("{id}-hotspots")
+}
+
+/// `weir ingest hotspots` into `hotspots_topic(id)`, from a copy of
+/// data/seoul_hotspots.json without `UNLISTED_HOTSPOT`.
+pub fn load_hotspots(dir: &std::path::Path, id: &str) {
+    let mut list: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(checkout().join("data/seoul_hotspots.json")).unwrap()).unwrap();
+    list.retain(|h| h["code"] != UNLISTED_HOTSPOT);
+    let path = dir.join("hotspots.json");
+    std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
+    run_weir(&[
+        "ingest",
+        "hotspots",
+        "--hotspots",
+        path.to_str().unwrap(),
+        "--topic",
+        &hotspots_topic(id),
+    ]);
+}
+
 /// The shipped parking topology (exactly_once) with this test's names and
 /// 200 ms commits; `long_grace` replaces the 1 m grace and 2 m idle close
-/// with a day.
+/// with a day. Its hotspot table (`hotspots_topic`) is loaded here, before
+/// any instance starts (as `./dev demo` does).
 fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::path::PathBuf, [String; 4]) {
     let names = [
         format!("{id}-status"),
@@ -256,6 +332,7 @@ fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::
         .replace("parking_hourly_avg", &names[2])
         .replace("parking_lot_status", &names[3])
         .replace("parking_free_now", &free_now_topic(id))
+        .replace("topic: parking_hotspots", &format!("topic: {}", hotspots_topic(id)))
         .replace("commit_interval: 1s", "commit_interval: 200ms")
         // The sentinels come 26 h after the data (see `sentinel_time`):
         // with the shipped 1-day ttl they would make the lot table forget
@@ -264,7 +341,10 @@ fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::
         // tests.
         .replace("ttl: 1d", "ttl: 7d");
     assert!(
-        text.contains("grace: 1m") && text.contains("close_idle_after: 2m") && text.contains("ttl: 7d"),
+        text.contains("grace: 1m")
+            && text.contains("close_idle_after: 2m")
+            && text.contains("ttl: 7d")
+            && text.contains(&hotspots_topic(id)),
         "{text}"
     );
     if long_grace {
@@ -274,6 +354,7 @@ fn renamed_topology(dir: &std::path::Path, id: &str, long_grace: bool) -> (std::
     }
     let path = dir.join("parking.yaml");
     std::fs::write(&path, text).unwrap();
+    load_hotspots(dir, id);
     (path, names)
 }
 

@@ -54,7 +54,7 @@ import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.WindowStore;
 
 /**
- * Kafka Streams equivalent of weir's topology/parking.yaml (without its free-now-by-region step), driven by
+ * Kafka Streams equivalent of weir's topology/parking.yaml (without its free-now-by-region step and hotspot join), driven by
  * TopologyTestDriver (no broker) on the same records as weir's
  * benches/engine.rs and benches/peer/weir_peer.rs.
  *

@@ -32,7 +32,7 @@ import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.WindowStore;
 
 /**
- * The parking job (topology/parking.yaml without free-now-by-region) as a real {@link KafkaStreams} application against a broker, for
+ * The parking job (topology/parking.yaml without free-now-by-region and the hotspot join) as a real {@link KafkaStreams} application against a broker, for
  * benches/broker/run.sh. Same steps as {@link ParkingPeer#build()}: filter real-time, AVAILABLE_SPOTS, dead
  * letters, repartition by region, 1 h tumbling windows with final results only (suppress until the window
  * closes, evaluated on every record, so the last closed windows are emitted too), latest status per lot.
