@@ -4,19 +4,20 @@
 //! in-memory stores (RocksDB and Kafka are outside this measurement).
 //!
 //! `whole_job` runs every sub-topology, with and without the parking
-//! job's table aggregation.
+//! job's hotspot join and table aggregation.
 //!
 //! Run: `cargo bench --profile dev --bench engine`
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir::Topology;
-use weir::{Origin, Output, Task};
+use weir::{GlobalTables, Origin, Output, Task};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{parking_topology, parking_yaml, records, status_origin};
+use common::{parking_topology, parking_yaml, records, status_origin, FREE_NOW_STEP};
 
 /// Feed `n` records of the captured poll (cycled, one second apart) to a
 /// sub-topology 0 task; `keep` keeps the outputs, else they are dropped after
@@ -111,33 +112,55 @@ fn bench(c: &mut Criterion) {
 
 /// Every record through the whole job (every sub-topology, repartition
 /// records handed to the task reading them), committing every
-/// `COMMIT_EVERY` records: the job the peers run, and the shipped job with
-/// the hotspot join (its global table empty here: every lookup misses, as
-/// a left join each record still goes on with null fields) and
-/// `free-now-by-region` (a table_aggregate over the lot table), in one run,
-/// so their ratio is the cost of those two per input record.
+/// `COMMIT_EVERY` records, three ways in one run: the job the peers run
+/// (hourly averages and the lot table), with the hotspot join (its global
+/// table loaded with data/seoul_hotspots.json), and the shipped job, which
+/// adds `free-now-by-region` (a table_aggregate over the joined lot table,
+/// grouped by the district the join adds). Their ratios are the join's and
+/// then the table aggregation's cost per input record.
 fn whole_job(c: &mut Criterion, recs: &[(Vec<u8>, Vec<u8>)]) {
     const COMMIT_EVERY: usize = 1000;
     let n = 20_000usize;
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/parking.yaml")).unwrap();
+    let free_now_at = shipped
+        .find(FREE_NOW_STEP)
+        .expect("free-now-by-region in topology/parking.yaml");
+    let parse = |text: &str| Topology::parse(text).expect("topology");
     let jobs = [
-        ("without_free_now", parking_topology()),
+        ("peers_job", parking_topology()),
+        ("with_join", parse(&shipped[..free_now_at])),
+        ("shipped_join_and_free_now", parse(&shipped)),
         (
-            "with_free_now",
-            Topology::load(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/topology/parking.yaml"
-            )))
-            .expect("topology"),
+            "shipped_not_queryable",
+            parse(&shipped.replace("      queryable: true\n", "")),
         ),
     ];
+    let hotspots: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/seoul_hotspots.json")).unwrap(),
+    )
+    .unwrap();
     let mut group = c.benchmark_group("whole_job");
     group.throughput(Throughput::Elements(n as u64));
     group.measurement_time(Duration::from_secs(10));
     for (name, topo) in &jobs {
+        // The hotspot table, as `weir run` holds it once loaded.
+        let globals = Arc::new(GlobalTables::new(topo.global_tables.len()));
+        if !topo.global_tables.is_empty() {
+            for h in &hotspots {
+                let code = h["code"].as_str().unwrap();
+                globals
+                    .apply(0, code.as_bytes(), Some(h.to_string().as_bytes()))
+                    .unwrap();
+            }
+        }
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let mut tasks: Vec<Task> = (0..topo.subtopology_count())
-                    .map(|s| Task::in_memory(topo, s, 0))
+                    .map(|s| {
+                        let mut t = Task::in_memory(topo, s, 0);
+                        t.set_global_tables(globals.clone());
+                        t
+                    })
                     .collect();
                 let mut out = Vec::with_capacity(64);
                 let mut next = Vec::with_capacity(64);

@@ -72,7 +72,7 @@ pub use testkit::{read_input as read_test_input, run as run_offline, InputRecord
 // A processor graph by hand, and its state.
 pub use processor::{Origin, Output, OutputKind, ProcessError, Task, TaskStats};
 pub use runtime::restore::{reader as changelog_reader, restore, StoreRef};
-pub use state::{rocks::TaskDb, Backend, StoreError, DEFAULT_STATE_DIR};
+pub use state::{global::GlobalTables, rocks::TaskDb, Backend, StoreError, DEFAULT_STATE_DIR};
 
 // `weir run`.
 pub use runtime::{detach_queue, run, InstanceId, RunOptions, RuntimeError};

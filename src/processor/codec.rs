@@ -199,6 +199,31 @@ pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
     out
 }
 
+/// A projected record as JSON without decoding its source bytes again: the
+/// source's JSON object `raw` with the fields of `over` (the projection:
+/// the fields read, and those maps set) written after its own. A field in
+/// both appears twice; every JSON reader of weir (and serde_json's maps)
+/// keeps the last, `over`'s. For a table's stored value (`queryable`),
+/// where decoding each record whole (`Record::full_value`) cost more than
+/// the rest of the job.
+pub(crate) fn merged_json_bytes(raw: &[u8], over: &Value) -> Option<Vec<u8>> {
+    let over = json_bytes(over);
+    let end = raw.iter().rposition(|&b| b == b'}')?;
+    let body = &raw[..end];
+    let over_fields = over.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let raw_empty = body.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut out = Vec::with_capacity(raw.len() + over.len() + 1);
+    out.extend_from_slice(body);
+    if !over_fields.is_empty() {
+        if !raw_empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(over_fields);
+    }
+    out.push(b'}');
+    Some(out)
+}
+
 /// A CEL value as a JSON document, map keys sorted as [`json_bytes`]
 /// writes them.
 pub(crate) fn json_value(v: &Value) -> serde_json::Value {
@@ -285,6 +310,30 @@ mod tests {
 
     fn record(json: &str) -> Value {
         from_json(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn a_merged_record_reads_as_its_fields_with_the_projection_last() {
+        let raw = br#"{"A":"1","B":"x","C":{"d":[1,2]}} "#;
+        let over = record(r#"{"A":"1","N":7}"#);
+        let merged = merged_json_bytes(raw, &over).unwrap();
+        let read: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(read, serde_json::json!({"A":"1","B":"x","C":{"d":[1,2]},"N":7}));
+        assert_eq!(to_json(&parse_json_bytes(&merged).unwrap()), read);
+        // A set field replaces the source's.
+        let over = record(r#"{"B":"y"}"#);
+        let read: serde_json::Value = serde_json::from_slice(&merged_json_bytes(raw, &over).unwrap()).unwrap();
+        assert_eq!(read["B"], "y");
+        // Empty on either side.
+        assert_eq!(
+            merged_json_bytes(b"{ }", &record(r#"{"N":1}"#)).unwrap(),
+            br#"{ "N":1}"#.to_vec()
+        );
+        assert_eq!(
+            merged_json_bytes(br#"{"A":1}"#, &record("{}")).unwrap(),
+            br#"{"A":1}"#.to_vec()
+        );
+        assert_eq!(merged_json_bytes(b"[1]", &record("{}")), None);
     }
 
     #[test]

@@ -75,6 +75,34 @@ fn decode_entry(store: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
     })
 }
 
+/// A queryable table's stored value: the record as its `to` writes it,
+/// without decoding the source's bytes again ([`super::codec::merged_json_bytes`]).
+fn whole_value(rec: &Record) -> Vec<u8> {
+    match &rec.raw {
+        Some(raw) => super::codec::merged_json_bytes(raw, &rec.value)
+            .unwrap_or_else(|| super::codec::json_bytes(&rec.full_value())),
+        None => super::codec::json_bytes(&rec.value),
+    }
+}
+
+/// The fields the topology reads of the records of table `id`'s
+/// sub-topology (its one source's projection); `None` for all, or when
+/// the sub-topology reads several topics.
+fn source_fields<'a>(ctx: &Ctx<'a, '_>, id: NodeId) -> Option<&'a [String]> {
+    let topo = ctx.topo;
+    let mut sources = topo.subtopologies[topo.nodes[id].subtopology]
+        .nodes
+        .iter()
+        .filter_map(|&n| match &topo.nodes[n].kind {
+            crate::topology::NodeKind::Source(s) => Some(s),
+            _ => None,
+        });
+    match (sources.next(), sources.next()) {
+        (Some(s), None) => s.project.as_deref(),
+        _ => None,
+    }
+}
+
 /// A stored row as an interactive query answers it (see `query`): its
 /// value (none when the table keeps no values) and timestamp.
 pub(crate) fn queried_row(store: &str, bytes: &[u8]) -> Result<(Option<serde_json::Value>, i64), StoreError> {
@@ -139,7 +167,7 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
         // the table_aggregate's group and arguments on it again. A
         // queryable table keeps the whole value, as it goes downstream.
         value: match (t.queryable, t.keep_values) {
-            (true, _) => Some(super::codec::json_bytes(&rec.full_value())),
+            (true, _) => Some(whole_value(rec)),
             (false, true) => Some(super::codec::json_bytes(&rec.value)),
             (false, false) => None,
         },
@@ -152,7 +180,11 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     // the commit: that one's `old` is what downstream saw last (`hold`).
     let held = t.emit == TableEmitSpec::OnCommit && ctx.table_cache[id].contains_key(&key);
     if !held && t.keep_values {
-        rec.old = old_bytes.and_then(|bytes| super::codec::parse_json_bytes(&bytes).ok());
+        rec.old = old_bytes.and_then(|bytes| match (t.queryable, source_fields(ctx, id)) {
+            // A whole stored value: only what the topology reads of it.
+            (true, Some(fields)) => super::codec::parse_json_projected(&bytes, fields).ok(),
+            _ => super::codec::parse_json_bytes(&bytes).ok(),
+        });
     }
     if let Some(ttl) = t.ttl_ms {
         if let Some(index) = &mut ctx.ttl_index[id] {
