@@ -156,6 +156,19 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, t: &TableNode, rec: &Re
     }
 }
 
+/// The row a join finds for `key` in table `t`: `None` without one (never
+/// written, or forgotten by `ttl`: [`expire`] runs after each record, so
+/// the record that moves stream time past a key's expiry still finds it,
+/// as the records after it do not), else its value (`None` when it was
+/// stored before the table kept values: a join added to a running table).
+pub(crate) fn row(ctx: &mut Ctx<'_, '_>, t: &TableNode, key: &[u8]) -> Result<Option<Option<Value>>, ProcessError> {
+    let Some(bytes) = ctx.store(t.store)?.get(key)? else {
+        return Ok(None);
+    };
+    let entry = decode_entry(&ctx.topo.stores[t.store].name, &bytes)?;
+    Ok(Some(stored_value(&entry)))
+}
+
 /// Hold `rec` back until the commit, replacing the record held for its
 /// key. What downstream saw last is the value before the first held one,
 /// so the held record keeps that as its `old`.
