@@ -90,6 +90,8 @@ pub enum RuntimeError {
     Process(#[from] crate::processor::ProcessError),
     #[error("source topic {0} does not exist (create it, or start its producer first)")]
     MissingSource(String),
+    #[error("{0}")]
+    NotCopartitioned(String),
     #[error("could not deliver records to Kafka: {0}")]
     Delivery(collector::DeliveryError),
     #[error("{topic} [{partition}]: record at offset {offset} came after the position {expected} (out of order)")]

@@ -14,6 +14,7 @@ pub(crate) mod describe;
 mod direct;
 pub(crate) mod expr;
 pub(crate) mod functions;
+mod partitions;
 pub(crate) mod spec;
 
 use std::path::Path;
