@@ -62,7 +62,12 @@ pub(crate) fn process(ctx: &mut Ctx<'_, '_>, id: NodeId, j: &JoinNode, rec: Reco
 /// The joined fields of the table row keyed by the record's key (a field
 /// the row lacks is null), or `None` without a row. A record without a
 /// key finds none (Kafka Streams' left join since KIP-962 too).
-fn table_row(ctx: &mut Ctx<'_, '_>, node: NodeId, j: &JoinNode, rec: &Record) -> Result<Option<Vec<Value>>, ProcessError> {
+fn table_row(
+    ctx: &mut Ctx<'_, '_>,
+    node: NodeId,
+    j: &JoinNode,
+    rec: &Record,
+) -> Result<Option<Vec<Value>>, ProcessError> {
     let topo = ctx.topo;
     let NodeKind::Table(t) = &topo.nodes[node].kind else {
         return Ok(None);
@@ -252,7 +257,15 @@ steps:
         vec![
             // Before the table has the row: a miss.
             on(0, rec("in", 10, "A", Some(json!({"N": 1})))),
-            on(0, rec("lots", 20, "A", Some(json!({"name": "Alpha", "capacity": 5, "extra": true})))),
+            on(
+                0,
+                rec(
+                    "lots",
+                    20,
+                    "A",
+                    Some(json!({"name": "Alpha", "capacity": 5, "extra": true})),
+                ),
+            ),
             // Partition 1's task has its own rows: B only.
             on(1, rec("lots", 21, "B", Some(json!({"name": "Beta"})))),
             on(0, rec("in", 30, "A", Some(json!({"N": 2})))),
@@ -340,9 +353,21 @@ steps:
         assert_eq!(
             joined(&t, &input),
             [
-                (3, "A".to_string(), json!({"LOT": "A", "N": 1, "LOT_NAME": "Alpha", "CAP": null})),
-                (4, b.to_string(), json!({"LOT": b, "N": 2, "LOT_NAME": "Beta", "CAP": null})),
-                (5, "Z".to_string(), json!({"LOT": "Z", "N": 3, "LOT_NAME": null, "CAP": null})),
+                (
+                    3,
+                    "A".to_string(),
+                    json!({"LOT": "A", "N": 1, "LOT_NAME": "Alpha", "CAP": null})
+                ),
+                (
+                    4,
+                    b.to_string(),
+                    json!({"LOT": b, "N": 2, "LOT_NAME": "Beta", "CAP": null})
+                ),
+                (
+                    5,
+                    "Z".to_string(),
+                    json!({"LOT": "Z", "N": 3, "LOT_NAME": null, "CAP": null})
+                ),
             ]
         );
         let text = crate::topology::describe::text(&t);
@@ -447,13 +472,22 @@ steps:
                 "13: join `j` names both a global table and a table",
             ),
             ("{ key: key, fields: { X: x } }", "11: join `j` names no table"),
-            ("{ table: rowz, key: key, fields: { X: x } }", "13: unknown table step `rowz` (did you mean `rows`?)"),
+            (
+                "{ table: rowz, key: key, fields: { X: x } }",
+                "13: unknown table step `rowz` (did you mean `rows`?)",
+            ),
             (
                 "{ table: only-some, key: key, fields: { X: x } }",
                 "13: join `j`: `only-some` is a filter step, not a `table` step",
             ),
-            ("{ table: l, key: key, fields: { X: x } }", "13: join `j`: `l` is a source, not a `table` step"),
-            ("{ table: spots, key: key, fields: { X: x } }", "13: join `j`: `spots` is a global table"),
+            (
+                "{ table: l, key: key, fields: { X: x } }",
+                "13: join `j`: `l` is a source, not a `table` step",
+            ),
+            (
+                "{ table: spots, key: key, fields: { X: x } }",
+                "13: join `j`: `spots` is a global table",
+            ),
         ];
         for (join, expected) in cases {
             let errs = errors(&format!("  - name: j\n    from: s\n    join: {join}\n"));

@@ -231,7 +231,8 @@ async fn prepare_topics_once(
             parts.insert(spec.name.clone(), l.len() as i32);
         }
     }
-    topo.check_copartitioned(&parts).map_err(RuntimeError::NotCopartitioned)?;
+    topo.check_copartitioned(&parts)
+        .map_err(RuntimeError::NotCopartitioned)?;
     Ok(parts)
 }
 

@@ -73,9 +73,7 @@ impl Topology {
                     (Some(p), _) => Some(p),
                     // The table side's count: the join's sub-topology's other sources.
                     (None, Some(_)) => self.source_for(&w.topic).and_then(|(reader, _)| {
-                        let mut others = self
-                            .sources_of(reader)
-                            .filter(|t| self.join_fed_by(t).is_none());
+                        let mut others = self.sources_of(reader).filter(|t| self.join_fed_by(t).is_none());
                         largest(&topics, &mut others)
                     }),
                     (None, None) => {
@@ -93,7 +91,12 @@ impl Topology {
             }
         }
         let subtopologies = (0..self.subtopologies.len())
-            .map(|sub| self.sources_of(sub).filter_map(|t| topics.get(t).copied()).max().unwrap_or(1))
+            .map(|sub| {
+                self.sources_of(sub)
+                    .filter_map(|t| topics.get(t).copied())
+                    .max()
+                    .unwrap_or(1)
+            })
             .collect();
         PartitionPlan { subtopologies, topics }
     }
@@ -186,7 +189,10 @@ steps:
         let plan = t.partition_plan(&counts(&[("lots", 3), ("in", 4)]));
         let err = t.check_copartitioned(&plan.topics).unwrap_err();
         assert!(err.contains("join `j` with table `rows`"), "{err}");
-        assert!(err.contains("lots (3), in (4)") || err.contains("in (4), lots (3)"), "{err}");
+        assert!(
+            err.contains("lots (3), in (4)") || err.contains("in (4), lots (3)"),
+            "{err}"
+        );
         assert!(t.check_copartitioned(&counts(&[("lots", 3), ("in", 3)])).is_ok());
     }
 }

@@ -64,13 +64,11 @@ impl Compiler {
                 return None;
             }
             (None, None) => {
-                self.errors.push(
-                    Diagnostic::at(at, format!("join `{name}` names no table"))
-                        .with_hint(
-                            "add `table: STEP` (a `table` step before it, co-partitioned) or `global: NAME` \
+                self.errors
+                    .push(Diagnostic::at(at, format!("join `{name}` names no table")).with_hint(
+                        "add `table: STEP` (a `table` step before it, co-partitioned) or `global: NAME` \
                              (a table under `global_tables:`)",
-                        ),
-                );
+                    ));
                 return None;
             }
             (Some(global), None) => self.global_side(global)?,
@@ -138,7 +136,12 @@ impl Compiler {
             let message = if wanted == name {
                 format!("join `{name}` names itself as its table")
             } else if self.global_tables.iter().any(|g| g.name == wanted) {
-                return self.wrong_table(table, name, format!("`{wanted}` is a global table"), "write `global: NAME` for a global table");
+                return self.wrong_table(
+                    table,
+                    name,
+                    format!("`{wanted}` is a global table"),
+                    "write `global: NAME` for a global table",
+                );
             } else {
                 format!("unknown table step `{wanted}`")
             };

@@ -102,7 +102,8 @@ impl Compiler {
         while next < count {
             // The first component in creation order whose writers all have
             // their number (the graph of steps has no cycle, so one has).
-            let Some(c) = (0..count).find(|&c| number[c] == usize::MAX && before[c].iter().all(|&w| number[w] != usize::MAX))
+            let Some(c) =
+                (0..count).find(|&c| number[c] == usize::MAX && before[c].iter().all(|&w| number[w] != usize::MAX))
             else {
                 // Unreachable; keep creation order for what is left.
                 for c in 0..count {
