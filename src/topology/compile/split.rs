@@ -106,11 +106,9 @@ impl Compiler {
                 (0..count).find(|&c| number[c] == usize::MAX && before[c].iter().all(|&w| number[w] != usize::MAX))
             else {
                 // Unreachable; keep creation order for what is left.
-                for c in 0..count {
-                    if number[c] == usize::MAX {
-                        number[c] = next;
-                        next += 1;
-                    }
+                for n in number.iter_mut().filter(|n| **n == usize::MAX) {
+                    *n = next;
+                    next += 1;
                 }
                 break;
             };
