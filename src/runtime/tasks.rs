@@ -249,7 +249,41 @@ impl TaskManager {
                 self.ensure_open(sub, *partition, consumer)?;
             }
         }
+        self.warn_split(assigned, consumer);
         Ok(())
+    }
+
+    /// A task reading several topics (a join with a table step) needs all
+    /// of its partitions on this instance; the group's assignor assigns
+    /// each topic's partitions on its own, so with several instances one
+    /// may hold the stream's and another the table's. Not prevented yet
+    /// (docs/topology.md says to run such a topology as one instance):
+    /// said, so that it is seen. (Right after a cooperative rebalance a
+    /// partition on its way here can be missing for a moment too.)
+    fn warn_split<C: ConsumerContext>(&self, assigned: &[(String, i32)], consumer: &BaseConsumer<C>) {
+        let Ok(holding) = consumer.assignment() else { return };
+        let mut warned = HashSet::new();
+        for (topic, partition) in assigned {
+            let Some((sub, _)) = self.topo.source_for(topic) else {
+                continue;
+            };
+            let sources = self.sources(sub);
+            if sources.len() < 2 || !warned.insert((sub, *partition)) {
+                continue;
+            }
+            let missing: Vec<&String> = sources
+                .iter()
+                .filter(|t| holding.find_partition(t, *partition).is_none())
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    task = %format!("{sub}_{partition}"),
+                    ?missing,
+                    "a join task's partitions are not all assigned to this instance: its stream and its table \
+                     would be processed apart (run a topology joining a table step as one instance)"
+                );
+            }
+        }
     }
 
     /// The source topics of a sub-topology.
