@@ -4,7 +4,9 @@
 //! (`value.LOT`), so weir repartitions the stream into the table's 2
 //! partitions. The table changes between batches of readings; `weir run`
 //! is SIGKILLed and restarted on its state directory, and once on an empty
-//! one (the table's rows come back from its changelog). Each reading's
+//! one (the table's rows come back from its changelog), and a second
+//! instance joins the group for a while (the `range` assignor keeps
+//! partition p of both topics together). Each reading's
 //! output is what the lot's row held when it was sent, computed here from
 //! what the test wrote, and comes out once.
 
@@ -17,7 +19,6 @@ use common::*;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
-const BASE: i64 = 1_700_000_000_000;
 
 #[test]
 fn readings_are_joined_with_their_lots_current_row_across_partitions_restarts_and_a_lost_state_directory() {
@@ -49,7 +50,13 @@ fn readings_are_joined_with_their_lots_current_row_across_partitions_restarts_an
         lots: lots.clone(),
         readings: readings.clone(),
         rows: BTreeMap::new(),
-        clock: BASE,
+        // Recent: records older than the topics' retention (7 days) may
+        // be deleted by the broker while the test reads them.
+        clock: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 600_000,
         expected: BTreeMap::new(),
         seq: 0,
     };
@@ -96,6 +103,34 @@ fn readings_are_joined_with_their_lots_current_row_across_partitions_restarts_an
     run.kill();
     let run = run_in("b", "run-b.log");
     feed.send_readings(200);
+    wait_joined(&out, &feed.expected);
+    // A second instance joins the group: the tasks are split between the
+    // two (partition p of the lots and of the repartitioned readings on
+    // one of them, or its joins would miss rows), then it leaves again.
+    let second = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("c").to_str().unwrap(),
+            "--instance-id",
+            "none",
+        ],
+        &dir.path().join("run-c.log"),
+    );
+    wait_for("the second instance to get partitions", T, || {
+        second
+            .log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("partitions=0"))
+    });
+    table_records += feed.set_lots(&[(1, "v4"), (8, "v4"), (9, "v4")]);
+    table_done(table_records);
+    feed.send_readings(200);
+    wait_joined(&out, &feed.expected);
+    second.assert_running();
+    second.terminate();
+    feed.send_readings(100);
     let got = wait_joined(&out, &feed.expected);
     run.assert_running();
     run.terminate();

@@ -254,12 +254,12 @@ impl TaskManager {
     }
 
     /// A task reading several topics (a join with a table step) needs all
-    /// of its partitions on this instance; the group's assignor assigns
-    /// each topic's partitions on its own, so with several instances one
-    /// may hold the stream's and another the table's. Not prevented yet
-    /// (docs/topology.md says to run such a topology as one instance):
-    /// said, so that it is seen. (Right after a cooperative rebalance a
-    /// partition on its way here can be missing for a moment too.)
+    /// of its partitions on this instance. The `range` assignor such a
+    /// topology's group uses gives them to one member (see
+    /// `assignment_strategy`); a member that got only some (another
+    /// assignor in the group, racks: librdkafka's range assignor prefers
+    /// rack-local partitions when `client.rack` is set) would join a
+    /// stream with a table it does not update: said, so that it is seen.
     fn warn_split<C: ConsumerContext>(&self, assigned: &[(String, i32)], consumer: &BaseConsumer<C>) {
         let Ok(holding) = consumer.assignment() else { return };
         let mut warned = HashSet::new();
@@ -280,7 +280,7 @@ impl TaskManager {
                     task = %format!("{sub}_{partition}"),
                     ?missing,
                     "a join task's partitions are not all assigned to this instance: its stream and its table \
-                     would be processed apart (run a topology joining a table step as one instance)"
+                     are processed apart, and its joins miss rows (is `client.rack` set?)"
                 );
             }
         }

@@ -101,6 +101,12 @@ impl Topology {
         PartitionPlan { subtopologies, topics }
     }
 
+    /// Whether a sub-topology reads several topics (a join with a table
+    /// step): partition `p` of each must be assigned to one instance.
+    pub fn needs_copartitioned_assignment(&self) -> bool {
+        self.subtopologies.iter().any(|sub| sub.source_topics.len() > 1)
+    }
+
     /// Every join with a table step needs its sub-topology's source topics
     /// to have one partition count (`topics`: the counts the broker has):
     /// otherwise partition `p` of the stream would not meet the rows of
