@@ -450,6 +450,42 @@ steps:
         assert!(m.contains("inner join lots-table on value.LOT: LOT_NAME"), "{m}");
     }
 
+    #[test]
+    fn a_stream_and_a_table_of_one_topic_join_through_a_repartition_topic_their_task_reads_too() {
+        // Lots with their region's row: the table and the stream are the
+        // same topic, the stream re-keyed by region.
+        let t = Topology::parse(
+            r#"
+application_id: t
+sources:
+  l: { topic: lots }
+steps:
+  - name: rows
+    table: { key: key }
+  - name: with-region
+    from: l
+    join: { table: rows, key: value.REGION, how: left, fields: { REGION_NAME: name } }
+    to: { topic: out }
+"#,
+        )
+        .unwrap();
+        assert_eq!(t.subtopology_count(), 1, "{}", crate::topology::describe::text(&t));
+        let plan = t.partition_plan(&[("lots".to_string(), 3)].into_iter().collect());
+        assert_eq!(plan.topics["t-with-region-repartition"], 3);
+        let input = vec![
+            rec("lots", 1, "R1", Some(json!({"name": "Region one", "REGION": "-"}))),
+            rec("lots", 2, "L1", Some(json!({"name": "Lot one", "REGION": "R1"}))),
+        ];
+        let names: Vec<(String, Json)> = joined(&t, &input)
+            .into_iter()
+            .map(|(_, k, v)| (k, v["REGION_NAME"].clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [("-".to_string(), Json::Null), ("R1".to_string(), json!("Region one"))]
+        );
+    }
+
     fn errors(steps: &str) -> Vec<String> {
         let yaml = format!(
             "application_id: t\nsources: {{ s: {{ topic: in }}, l: {{ topic: lots }} }}\n\

@@ -46,7 +46,7 @@ impl Compiler {
 
     /// A join step: with `global`, a lookup in a global table; with
     /// `table`, in a table step's store, in the same task as the table
-    /// (see [`Compiler::table_join`]).
+    /// (see [`Compiler::table_side`]).
     pub(super) fn join(
         &mut self,
         j: &spec::JoinSpec,

@@ -101,11 +101,13 @@ impl Compiler {
         let mut next = 0;
         while next < count {
             // The first component in creation order whose writers all have
-            // their number (the graph of steps has no cycle, so one has).
+            // their number.
             let Some(c) =
                 (0..count).find(|&c| number[c] == usize::MAX && before[c].iter().all(|&w| number[w] != usize::MAX))
             else {
-                // Unreachable; keep creation order for what is left.
+                // A cycle (joins whose streams and tables come from each
+                // other's sub-topologies): creation order for what is left;
+                // `topology/partitions.rs` does not depend on the order.
                 for n in number.iter_mut().filter(|n| **n == usize::MAX) {
                     *n = next;
                     next += 1;
