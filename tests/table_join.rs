@@ -235,3 +235,46 @@ fn wait_joined(out: &str, expected: &BTreeMap<u64, Option<Value>>) -> BTreeMap<u
     assert_eq!(got.len(), n, "joined readings so far");
     got
 }
+
+/// A stream joined by its own key with a table of another partition count
+/// cannot be co-partitioned: `weir run` stops at start, naming the join
+/// and each topic's count, before it processes anything.
+#[test]
+fn run_refuses_a_join_whose_stream_and_table_have_different_partition_counts() {
+    let dir = test_dir();
+    let id = unique("it-tjoin-count");
+    let (lots, readings, out) = (format!("{id}-lots"), format!("{id}-readings"), format!("{id}-out"));
+    create_topic(&lots, 2);
+    create_topic(&readings, 3);
+    let topo = dir.path().join("join.yaml");
+    std::fs::write(
+        &topo,
+        format!(
+            "application_id: {id}\nsources:\n  l: {{ topic: {lots} }}\n  r: {{ topic: {readings} }}\n\
+             steps:\n  - name: lot-rows\n    from: l\n    table: {{ key: key }}\n  \
+             - name: with-lot\n    from: r\n    join: {{ table: lot-rows, key: key, fields: {{ N: name }} }}\n    \
+             to: {{ topic: {out} }}\n"
+        ),
+    )
+    .unwrap();
+    let run = WeirProc::spawn(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+        ],
+        &dir.path().join("run.log"),
+    );
+    run.unwatch();
+    wait_for("weir run to stop", T, || run.exited().is_some());
+    assert!(!run.exited().unwrap().success());
+    let log = run.log_text();
+    assert!(
+        log.contains("join `with-lot` with table `lot-rows`")
+            && log.contains(&format!("{lots} (2)"))
+            && log.contains(&format!("{readings} (3)")),
+        "{log}"
+    );
+    delete_topics(&[&lots, &readings, &out, &format!("{id}-lot-rows-changelog")]);
+}
