@@ -525,3 +525,146 @@ fn lots_are_joined_with_their_hotspot_and_free_now_carries_the_district() {
         "{dlq:#?}"
     );
 }
+
+/// The parking feed joined with a table of lot details from another topic,
+/// by the lot code (the records' key) and, re-keyed, by region: `weir
+/// test` on two partitions, `weir describe` and `weir validate` of a join
+/// naming a step that is not a table.
+#[test]
+fn parking_records_join_a_lot_table_co_partitioned_and_by_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("join.yaml");
+    std::fs::write(
+        &topo,
+        "application_id: lot-join
+sources:
+  parking: { topic: parking_status }
+  details: { topic: lot_details }
+steps:
+  - name: lot-details
+    from: details
+    table: { key: key }
+  - name: with-details
+    from: parking
+    join: { table: lot-details, key: key, how: left, fields: { OPERATOR: operator } }
+    to: { topic: with_details, fields: [PARKING_CODE, OPERATOR] }
+  - name: with-region
+    from: parking
+    join: { table: lot-details, key: value.REGION_CODE, how: inner, fields: { REGION_OPERATOR: operator } }
+    to: { topic: with_region, fields: [PARKING_CODE, REGION_OPERATOR] }
+",
+    )
+    .unwrap();
+    let detail = |partition: i32, ts: i64, key: &str, operator: &str| {
+        json!({"topic": "lot_details", "partition": partition, "timestamp": ts, "key": key,
+               "value": json!({"operator": operator}).to_string()})
+        .to_string()
+    };
+    let hongdae = "홍대 관광특구";
+    let p = |key: &str| weir::partition_for(Some(key.as_bytes()), 2, 0);
+    let input = [
+        detail(p("A"), kst(10, 0), "A", "Mapo-gu"),
+        detail(p("POI007"), kst(10, 0), "POI007", "Seoul Tourism"),
+        line(
+            p("A"),
+            kst(10, 5),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "2", "Y", (10, 5)),
+        ),
+        // No row for B (left: OPERATOR null).
+        line(
+            p("B"),
+            kst(10, 6),
+            "B",
+            &lot(hongdae, "POI007", "B", "10", "2", "Y", (10, 6)),
+        ),
+        detail(p("A"), kst(10, 7), "A", "Mapo-gu 2"),
+        line(
+            p("A"),
+            kst(10, 8),
+            "A",
+            &lot(hongdae, "POI007", "A", "22", "3", "Y", (10, 8)),
+        ),
+        // Neither C nor its region has a row: null on the left, dropped
+        // by the inner join.
+        line(
+            p("C"),
+            kst(10, 9),
+            "C",
+            &lot("x", "POI999", "C", "5", "1", "Y", (10, 9)),
+        ),
+    ]
+    .join("\n");
+    let out = weir_test(&topo, &input, false);
+    let fields = |topic: &str, field: &str| -> Vec<(String, Value, i64)> {
+        on(&out, topic)
+            .iter()
+            .map(|r| {
+                let v: &Value = &r["value"];
+                (
+                    r["key"].as_str().unwrap().to_string(),
+                    v[field].clone(),
+                    r["timestamp"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields("with_details", "OPERATOR"),
+        [
+            ("A".to_string(), json!("Mapo-gu"), kst(10, 5)),
+            ("B".to_string(), Value::Null, kst(10, 6)),
+            ("A".to_string(), json!("Mapo-gu 2"), kst(10, 8)),
+            ("C".to_string(), Value::Null, kst(10, 9)),
+        ]
+    );
+    // Re-keyed by region: the output's key is the region code.
+    assert_eq!(
+        fields("with_region", "REGION_OPERATOR"),
+        [
+            ("POI007".to_string(), json!("Seoul Tourism"), kst(10, 5)),
+            ("POI007".to_string(), json!("Seoul Tourism"), kst(10, 6)),
+            ("POI007".to_string(), json!("Seoul Tourism"), kst(10, 8)),
+        ]
+    );
+
+    let describe = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("describe")
+        .arg(&topo)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&describe.stdout);
+    assert!(
+        text.contains("Processor: with-details (stores: [lot-details])"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Processor: with-region (stores: [lot-details])"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Sink: with-region-repartition-sink (topic: with-region-repartition)"),
+        "{text}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&topo)
+            .unwrap()
+            .replace("table: lot-details, key: key", "table: details, key: key"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:11:") && err.contains("join `with-details`: `details` is a source, not a `table` step"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}

@@ -16,7 +16,9 @@
 //! `enable.partition.eof`) or it has been empty for `max_idle` (like Kafka Streams'
 //! `max.task.idle.ms`): one idle partition cannot stall the others for
 //! long. librdkafka keeps fetching only up to its queue limits, so what a
-//! partition buffers here is one record.
+//! partition buffers here is one record. A sub-topology reading several
+//! topics (a join with a table step) is aligned too: its table's updates
+//! and its stream's records go in event-time order, as in Kafka Streams.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -145,14 +147,20 @@ pub(super) struct Aligner<C: ConsumerContext + 'static> {
 const SKEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<C: ConsumerContext + 'static> Aligner<C> {
-    /// Sub-topologies whose tasks feed a repartition topic.
+    /// Sub-topologies whose tasks feed a repartition topic, and those that
+    /// read several topics (a join with a table step: the table's updates
+    /// and the stream's records are handed over in event-time order, as
+    /// Kafka Streams orders a task's input partitions, so a backlog is
+    /// joined with the rows the table had at each record's time).
     fn aligned_subs(topo: &Topology) -> HashSet<usize> {
         topo.subtopologies
             .iter()
             .filter(|sub| {
-                sub.nodes
-                    .iter()
-                    .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::ToTopic(s) if s.internal))
+                sub.source_topics.len() > 1
+                    || sub
+                        .nodes
+                        .iter()
+                        .any(|&id| matches!(&topo.nodes[id].kind, NodeKind::ToTopic(s) if s.internal))
             })
             .map(|sub| sub.id)
             .collect()

@@ -90,6 +90,8 @@ pub enum RuntimeError {
     Process(#[from] crate::processor::ProcessError),
     #[error("source topic {0} does not exist (create it, or start its producer first)")]
     MissingSource(String),
+    #[error("{0}")]
+    NotCopartitioned(String),
     #[error("could not deliver records to Kafka: {0}")]
     Delivery(collector::DeliveryError),
     #[error("{topic} [{partition}]: record at offset {offset} came after the position {expected} (out of order)")]
@@ -693,9 +695,7 @@ pub fn run(
         .set("isolation.level", "read_committed")
         // End-of-partition events tell the aligner a partition is caught up.
         .set("enable.partition.eof", "true")
-        // Incremental rebalancing: tasks that stay on this instance keep
-        // running through a rebalance; only moved partitions are revoked.
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("partition.assignment.strategy", assignment_strategy(&topo))
         // What librdkafka prefetches per partition (defaults: 100,000
         // records or 64 MiB each). Under a backlog it filled them all, and
         // weir's memory grew with the backlog (440 MiB at 1M records).
@@ -764,6 +764,24 @@ pub fn run(
         thread.run_once()?;
     }
     thread.shut_down()
+}
+
+/// Incremental rebalancing (`cooperative-sticky`): tasks that stay on
+/// this instance keep running through a rebalance; only moved partitions
+/// are revoked. But it assigns each topic's partitions on its own, and a
+/// task of a join with a table step reads partition `p` of two topics,
+/// which must be on one instance: there, `range`, which gives every
+/// member the same partition numbers of every topic with as many
+/// partitions (checked at start, `topology/partitions.rs`), as Kafka
+/// Streams' joins relied on before its own assignor. Its rebalances are
+/// eager: every task is committed and closed, then reopened (restoring
+/// only what its local store lacks).
+fn assignment_strategy(topo: &Topology) -> &'static str {
+    if topo.needs_copartitioned_assignment() {
+        "range"
+    } else {
+        "cooperative-sticky"
+    }
 }
 
 /// The group's consumer, subscribed to the topology's source topics.

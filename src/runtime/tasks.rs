@@ -253,7 +253,41 @@ impl TaskManager {
                 self.ensure_open(sub, *partition, consumer)?;
             }
         }
+        self.warn_split(assigned, consumer);
         Ok(())
+    }
+
+    /// A task reading several topics (a join with a table step) needs all
+    /// of its partitions on this instance. The `range` assignor such a
+    /// topology's group uses gives them to one member (see
+    /// `assignment_strategy`); a member that got only some (another
+    /// assignor in the group, racks: librdkafka's range assignor prefers
+    /// rack-local partitions when `client.rack` is set) would join a
+    /// stream with a table it does not update: said, so that it is seen.
+    fn warn_split<C: ConsumerContext>(&self, assigned: &[(String, i32)], consumer: &BaseConsumer<C>) {
+        let Ok(holding) = consumer.assignment() else { return };
+        let mut warned = HashSet::new();
+        for (topic, partition) in assigned {
+            let Some((sub, _)) = self.topo.source_for(topic) else {
+                continue;
+            };
+            let sources = self.sources(sub);
+            if sources.len() < 2 || !warned.insert((sub, *partition)) {
+                continue;
+            }
+            let missing: Vec<&String> = sources
+                .iter()
+                .filter(|t| holding.find_partition(t, *partition).is_none())
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    task = %format!("{sub}_{partition}"),
+                    ?missing,
+                    "a join task's partitions are not all assigned to this instance: its stream and its table \
+                     are processed apart, and its joins miss rows (is `client.rack` set?)"
+                );
+            }
+        }
     }
 
     /// The source topics of a sub-topology.

@@ -134,30 +134,26 @@ async fn prepare_topics_once(
     replication: i32,
 ) -> Result<HashMap<String, i32>, RuntimeError> {
     let existing = topic_partitions(bootstrap)?;
-    let mut parts: HashMap<String, i32> = HashMap::new();
-    let mut sub_parts = vec![1i32; topo.subtopologies.len()];
+    if let Some(missing) = topo
+        .external_source_topics()
+        .into_iter()
+        .find(|t| !existing.contains_key(t))
+    {
+        return Err(RuntimeError::MissingSource(missing));
+    }
+    // Task counts per sub-topology, repartition topics' counts (a join's
+    // stream takes its table's: see `topology/partitions.rs`).
+    let plan = topo.partition_plan(&existing);
+    let mut parts: HashMap<String, i32> = plan.topics.clone();
+    let sub_parts = plan.subtopologies;
     let mut specs = Vec::new();
-    // Sub-topologies are numbered so that a repartition topic's writer
-    // comes before its reader.
     for sub in &topo.subtopologies {
-        let mut n = 0;
-        for &id in &sub.nodes {
-            if let NodeKind::Source(s) = &topo.nodes[id].kind {
-                let p = if s.internal {
-                    *parts.get(&s.topic).unwrap_or(&1)
-                } else {
-                    *existing
-                        .get(&s.topic)
-                        .ok_or_else(|| RuntimeError::MissingSource(s.topic.clone()))?
-                };
-                parts.insert(s.topic.clone(), p);
-                n = n.max(p);
-            }
-        }
-        sub_parts[sub.id] = n.max(1);
         for &id in &sub.nodes {
             if let NodeKind::ToTopic(s) = &topo.nodes[id].kind {
-                let p = s.partitions.unwrap_or(sub_parts[sub.id]);
+                let p = match s.internal {
+                    true => plan.topics.get(&s.topic).copied().unwrap_or(sub_parts[sub.id]),
+                    false => s.partitions.unwrap_or(sub_parts[sub.id]),
+                };
                 let spec = if s.internal {
                     TopicSpec::new(&s.topic, p)
                         .with_config("cleanup.policy", "delete")
@@ -235,6 +231,8 @@ async fn prepare_topics_once(
             parts.insert(spec.name.clone(), l.len() as i32);
         }
     }
+    topo.check_copartitioned(&parts)
+        .map_err(RuntimeError::NotCopartitioned)?;
     Ok(parts)
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{NodeKind, TableEmitSpec, Topology};
+use super::{JoinNode, JoinSide, NodeKind, TableEmitSpec, Topology};
 
 /// Kafka Streams prints internal topics without the application id prefix.
 fn shown_topic<'a>(topo: &Topology, topic: &'a str, internal: bool) -> &'a str {
@@ -30,12 +30,30 @@ fn names(topo: &Topology, ids: &[usize]) -> String {
     v.into_iter().map(|(_, n)| n).collect::<Vec<_>>().join(", ")
 }
 
+/// The stores a node uses: its own, and for a join with a table step the
+/// table's (Kafka Streams lists it on the join processor too).
 fn stores_of_node(topo: &Topology, id: usize) -> Vec<&str> {
+    let joined = match &topo.nodes[id].kind {
+        NodeKind::Join(JoinNode {
+            side: JoinSide::Table { store, .. },
+            ..
+        }) => Some(*store),
+        _ => None,
+    };
     topo.stores
         .iter()
-        .filter(|s| s.node == id)
-        .map(|s| s.name.as_str())
+        .enumerate()
+        .filter(|(i, s)| s.node == id || joined == Some(*i))
+        .map(|(_, s)| s.name.as_str())
         .collect()
+}
+
+/// What a join looks up: the global table's name, or the table step's.
+fn join_target<'t>(topo: &'t Topology, j: &JoinNode) -> &'t str {
+    match j.side {
+        JoinSide::Global(g) => &topo.global_tables[g].name,
+        JoinSide::Table { node, .. } => &topo.nodes[node].name,
+    }
 }
 
 /// Text in `Topology.describe()` format.
@@ -133,7 +151,7 @@ fn op_label(topo: &Topology, kind: &NodeKind) -> String {
         NodeKind::Join(j) => format!(
             "{} join {} on {}: {}",
             if j.left { "left" } else { "inner" },
-            topo.global_tables[j.global].name,
+            join_target(topo, j),
             j.key.source(),
             j.fields.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(", ")
         ),
@@ -185,14 +203,28 @@ pub fn mermaid(topo: &Topology) -> String {
                 kind => {
                     let label = op_label(topo, kind).replace('"', "#quot;");
                     let _ = writeln!(out, "    {nid}[\"{}<br/>{label}\"]", node.name);
-                    if let NodeKind::Join(j) = kind {
-                        let topic = &topo.global_tables[j.global].topic;
-                        if !topics.contains(topic) {
-                            topics.push(topic.clone());
+                    match kind {
+                        NodeKind::Join(JoinNode {
+                            side: JoinSide::Global(g),
+                            ..
+                        }) => {
+                            let topic = &topo.global_tables[*g].topic;
+                            if !topics.contains(topic) {
+                                topics.push(topic.clone());
+                            }
+                            let _ = writeln!(edges, "  t_{} -. lookup .-> {nid}", mermaid_id(topic));
                         }
-                        let _ = writeln!(edges, "  t_{} -. lookup .-> {nid}", mermaid_id(topic));
+                        NodeKind::Join(JoinNode {
+                            side: JoinSide::Table { store, .. },
+                            ..
+                        }) => {
+                            // The table's store (drawn with the table).
+                            let sid = format!("s_{}", mermaid_id(&topo.stores[*store].name));
+                            let _ = writeln!(edges, "  {sid} -. lookup .-> {nid}");
+                        }
+                        _ => {}
                     }
-                    for store in stores_of_node(topo, id) {
+                    for store in topo.stores.iter().filter(|s| s.node == id).map(|s| s.name.as_str()) {
                         let sid = format!("s_{}", mermaid_id(store));
                         let _ = writeln!(out, "    {sid}[(\"store: {store}\")]");
                         let _ = writeln!(edges, "  {nid} -.- {sid}");

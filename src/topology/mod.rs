@@ -14,6 +14,7 @@ pub(crate) mod describe;
 mod direct;
 pub(crate) mod expr;
 pub(crate) mod functions;
+mod partitions;
 pub(crate) mod spec;
 
 use std::path::Path;
@@ -70,7 +71,7 @@ pub(crate) enum NodeKind {
     Map(MapNode),
     Window(WindowNode),
     Table(TableNode),
-    /// A lookup in a global table.
+    /// A lookup in a global table or in a table step's store.
     Join(JoinNode),
     /// The aggregate of a table's rows by group, fed by a [`Regroup`]
     /// through a repartition topic.
@@ -181,13 +182,24 @@ pub(crate) struct TableNode {
 
 #[derive(Debug)]
 pub(crate) struct JoinNode {
-    /// Index into [`Topology::global_tables`].
-    pub global: usize,
+    pub side: JoinSide,
+    /// For a global table: the key to look up. For a table step: the
+    /// stream's key (`key`, or the expression the stream was repartitioned
+    /// by, which its key then is).
     pub key: Expr,
     /// A record without a row goes on (fields null) instead of dropped.
     pub left: bool,
     /// (output field, field of the row's value).
     pub fields: Vec<(std::sync::Arc<String>, String)>,
+}
+
+/// What a join looks records up in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JoinSide {
+    /// Index into [`Topology::global_tables`].
+    Global(usize),
+    /// A `table` step in the join's sub-topology: its node and store.
+    Table { node: NodeId, store: usize },
 }
 
 /// A global table: a compacted topic every instance reads in full.

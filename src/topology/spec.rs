@@ -194,7 +194,8 @@ pub struct StepSpec {
     /// old value when it changes or leaves (reads a `table` step).
     #[serde(default)]
     pub table_aggregate: Option<TableAggregateSpec>,
-    /// Look each record up in a global table and add fields of the row.
+    /// Look each record up in a global table or a table step and add
+    /// fields of the row.
     #[serde(default)]
     pub join: Option<JoinSpec>,
     /// Write this step's output to a topic.
@@ -330,14 +331,22 @@ pub struct GlobalTableSpec {
     pub topic: Str,
 }
 
-/// Stream–global-table join (Kafka Streams' `KStream.join(GlobalKTable,
-/// keySelector, joiner)` and `leftJoin`).
+/// Stream–table join: with `global`, Kafka Streams' `KStream.join(GlobalKTable,
+/// keySelector, joiner)` and `leftJoin`; with `table`, the co-partitioned
+/// `KStream.join(KTable, joiner)` and `leftJoin`. Exactly one of the two.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinSpec {
     /// The global table (a name under `global_tables`).
-    #[schemars(with = "String")]
-    pub global: Str,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub global: Option<Str>,
+    /// A `table` step defined before this one: the stream is joined with
+    /// its current rows in the same task (repartitioned by `key` when
+    /// `key` is not the record key).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub table: Option<Str>,
     /// The table key to look up: a CEL expression over the record, as text.
     #[schemars(with = "String")]
     pub key: Str,

@@ -285,7 +285,7 @@ impl Compiler {
                 );
                 continue;
             }
-            let output = self.step(step, &name, input);
+            let output = self.step(step, &name, input, named);
             if let (Some(out), Some(to)) = (output, &step.to) {
                 self.output_topic(to, &name, out, source_topics);
             }
@@ -431,7 +431,7 @@ impl Compiler {
 
     /// Add the nodes of one step; returns the node whose output the step
     /// produces.
-    fn step(&mut self, step: &spec::StepSpec, name: &str, input: NodeId) -> Option<NodeId> {
+    fn step(&mut self, step: &spec::StepSpec, name: &str, input: NodeId, named: &[Named]) -> Option<NodeId> {
         let kinds = [
             step.filter.is_some(),
             step.map.is_some(),
@@ -495,7 +495,7 @@ impl Compiler {
             return self.table_aggregate(a, name, &step.name, input);
         }
         if let Some(j) = &step.join {
-            return self.join(j, name, input);
+            return self.join(j, name, &step.name, input, named);
         }
         Some(self.add(name.to_string(), NodeKind::Pass, Some(input)))
     }

@@ -8,7 +8,8 @@
 //!
 //! Every expression evaluated on the source's records counts: filters, map
 //! values, aggregate arguments, table `newest_by`, `to` keys and `fields`,
-//! a table_aggregate's group key and arguments,
+//! a table_aggregate's group key and arguments, the fields joins take
+//! from a table step's rows,
 //! the event-time field. One that reads `value` as a whole (`str(value)`) or
 //! leaves the direct evaluator's subset turns projection off for the source,
 //! and so does a map with `drop` or `keep` (kept simple: rare, and it would
@@ -76,8 +77,20 @@ fn needed(nodes: &[Node], source: NodeId, s: &SourceNode) -> Option<Vec<String>>
                 if let Some(e) = &t.newest_by {
                     add(&mut fields, e)?;
                 }
+                // What joins read of its stored rows.
+                for node in nodes {
+                    if let NodeKind::Join(j) = &node.kind {
+                        if matches!(j.side, JoinSide::Table { node, .. } if node == id) {
+                            fields.extend(j.fields.iter().map(|(_, from)| from.clone()));
+                        }
+                    }
+                }
             }
-            NodeKind::Join(j) => add(&mut fields, &j.key)?,
+            NodeKind::Join(j) => {
+                if let JoinSide::Global(_) = j.side {
+                    add(&mut fields, &j.key)?
+                }
+            }
             NodeKind::TableAggregate(_) => {
                 // It reads the changes its repartition source decodes.
                 fields.extend([REGROUP_SUB.to_string(), REGROUP_ADD.to_string()]);

@@ -47,6 +47,8 @@ import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Named;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.ValueJoiner;
+import org.apache.kafka.streams.kstream.Joined;
+import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
@@ -93,6 +95,9 @@ import org.apache.kafka.streams.test.TestRecord;
  *       {@code newest-by} and {@code newest-by-ttl} processors' outputs made tables.</li>
  *   <li>{@code join-left}, {@code join-inner}: weir's {@code join} with a global table (topic
  *       {@code regions}): a {@code GlobalKTable}, {@code KStream.leftJoin} / {@code join}.</li>
+ *   <li>{@code table-join-left}, {@code table-join-inner} and their {@code -rekeyed} and {@code -ttl} forms:
+ *       weir's {@code join} with a table step over topic {@code tab} (co-partitioned: a {@code tab} record
+ *       goes to the task of its partition, as an {@code in} record does), see {@link #tableJoin}.</li>
  * </ul>
  */
 public final class Semantics {
@@ -213,9 +218,21 @@ public final class Semantics {
         }
 
         TtlTable(Duration ttl, String newestBy) {
-            this.ttlMs = ttl.toMillis();
-            this.newestBy = newestBy;
+            this(ttl, newestBy, false);
         }
+
+        /**
+         * {@code ttl} null: keys are never forgotten, and a tombstone deletes its key (and is forwarded), as a
+         * KTable does. {@code everyRecord}: the expiry also runs after records of other topics of the task (a
+         * stream-time punctuation), as weir's runs after every record of the task.
+         */
+        TtlTable(Duration ttl, String newestBy, boolean everyRecord) {
+            this.ttlMs = ttl == null ? -1 : ttl.toMillis();
+            this.newestBy = newestBy;
+            this.everyRecord = everyRecord;
+        }
+
+        private final boolean everyRecord;
 
         private boolean accepts(Record<String, String> r, ValueAndTimestamp<String> old) {
             if (old == null) {
@@ -231,12 +248,21 @@ public final class Semantics {
         public void init(ProcessorContext<String, String> context) {
             ctx = context;
             store = context.getStateStore("latest");
+            if (everyRecord && ttlMs >= 0) {
+                context.schedule(Duration.ofMillis(1), PunctuationType.STREAM_TIME,
+                    at -> expire(ctx.currentStreamTimeMs()));
+            }
         }
 
         @Override
         public void process(Record<String, String> r) {
             if (r.value() == null) {
-                throw new IllegalArgumentException("a tombstone: not in the ttl scenarios' inputs");
+                if (ttlMs >= 0) {
+                    throw new IllegalArgumentException("a tombstone: not in the ttl scenarios' inputs");
+                }
+                store.delete(r.key());
+                ctx.forward(r);
+                return;
             }
             ValueAndTimestamp<String> old = store.get(r.key());
             if (accepts(r, old)) {
@@ -247,6 +273,9 @@ public final class Semantics {
         }
 
         private void expire(long streamTime) {
+            if (ttlMs < 0) {
+                return;
+            }
             List<KeyValue<String, Long>> due = new ArrayList<>();
             try (KeyValueIterator<String, ValueAndTimestamp<String>> it = store.all()) {
                 while (it.hasNext()) {
@@ -475,6 +504,43 @@ public final class Semantics {
         return b.build();
     }
 
+    // ---------------------------------------------------------------- join with a table
+
+    static final String TAB = "tab";
+
+    /**
+     * weir's {@code table: {key: key, ttl?}} over topic {@code tab}, joined by {@code join: {table: rows, key:
+     * key | value.LOT, how: left|inner, fields: {LOT_NAME: name, CAP: capacity}}} from the stream {@code in}:
+     * the table is the {@link TtlTable} processor's output made a KTable (weir's table keeps the newest record
+     * by event time; a plain {@code builder.table} would take the last to arrive), the stream re-keyed with
+     * {@code selectKey} when weir repartitions it, and {@code KStream.join}/{@code leftJoin(KTable)}.
+     */
+    static Topology tableJoin(boolean left, boolean rekeyed, Duration ttl) {
+        StreamsBuilder b = new StreamsBuilder();
+        addTtlStore(b);
+        KTable<String, String> rows = b.stream(TAB, Consumed.with(Serdes.String(), Serdes.String()).withName("t"))
+            .process(() -> new TtlTable(ttl, null, true), Named.as("rows"), "latest")
+            .toTable(Named.as("rows-table"), Materialized.with(Serdes.String(), Serdes.String()));
+        KStream<String, String> s = b.stream(IN, Consumed.with(Serdes.String(), Serdes.String()).withName("s"));
+        if (rekeyed) {
+            s = s.selectKey((k, v) -> field(parse(v), "LOT").asText(), Named.as("by-lot"));
+        }
+        ValueJoiner<String, String, String> joiner = (v, row) -> {
+            ObjectNode o = (ObjectNode) parse(v);
+            JsonNode r = row == null ? null : parse(row);
+            for (String[] f : new String[][] {{"LOT_NAME", "name"}, {"CAP", "capacity"}}) {
+                JsonNode x = r == null ? null : r.get(f[1]);
+                o.set(f[0], x == null ? NullNode.getInstance() : x);
+            }
+            return o.toString();
+        };
+        Joined<String, String, String> joined = Joined.<String, String, String>with(Serdes.String(),
+            Serdes.String(), Serdes.String()).withName("joined");
+        (left ? s.leftJoin(rows, joiner, joined) : s.join(rows, joiner, joined))
+            .to(OUT, Produced.with(Serdes.String(), Serdes.String()).withName("joined-to"));
+        return b.build();
+    }
+
     // ---------------------------------------------------------------- driver
 
     record Scenario(Supplier<Topology> topology, boolean repartitions) { }
@@ -492,9 +558,16 @@ public final class Semantics {
             case "join-left" -> new Scenario(() -> join(true), false);
             case "join-inner" -> new Scenario(() -> join(false), false);
             case "table-agg-newest-by" -> new Scenario(Semantics::tableAggNewestBy, true);
+            case "table-join-left" -> new Scenario(() -> tableJoin(true, false, null), false);
+            case "table-join-inner" -> new Scenario(() -> tableJoin(false, false, null), false);
+            case "table-join-left-rekeyed" -> new Scenario(() -> tableJoin(true, true, null), true);
+            case "table-join-inner-rekeyed" -> new Scenario(() -> tableJoin(false, true, null), true);
+            case "table-join-left-ttl" -> new Scenario(() -> tableJoin(true, false, TTL), false);
+            case "table-join-inner-ttl" -> new Scenario(() -> tableJoin(false, false, TTL), false);
             default -> throw new IllegalArgumentException(
                 "scenario: newest-by | ttl | newest-by-ttl | table-agg | table-agg-2 | table-agg-ttl"
-                    + " | table-agg-newest-by | table-agg-newest-by-ttl | join-left | join-inner, not "
+                    + " | table-agg-newest-by | table-agg-newest-by-ttl | join-left | join-inner"
+                    + " | table-join-{left,inner}[-rekeyed|-ttl], not "
                     + name);
         };
     }
@@ -572,8 +645,10 @@ public final class Semantics {
         int partitions = 1;
         for (JsonNode r : input) {
             partitions = Math.max(partitions, r.path("partition").asInt(0) + 1);
-            if (!IN.equals(r.path("topic").asText()) && !REGIONS.equals(r.path("topic").asText())) {
-                throw new IllegalArgumentException("input topic must be " + IN + " or " + REGIONS + ": " + r);
+            String topic = r.path("topic").asText();
+            if (!IN.equals(topic) && !REGIONS.equals(topic) && !TAB.equals(topic)) {
+                throw new IllegalArgumentException("input topic must be " + IN + ", " + TAB + " or " + REGIONS
+                    + ": " + r);
             }
         }
         if (sc.repartitions() && partitions > 1) {
@@ -589,7 +664,7 @@ public final class Semantics {
             // Streams instance does), in input order; a task created later reads those before it.
             List<JsonNode> globalSoFar = new ArrayList<>();
             for (JsonNode r : input) {
-                if (!IN.equals(r.path("topic").asText())) {
+                if (REGIONS.equals(r.path("topic").asText())) {
                     for (Task t : tasks.values()) {
                         pipe(t, r);
                         t.drain();
