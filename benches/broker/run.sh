@@ -145,15 +145,15 @@ if ((latency)); then
     [[ "$x" =~ ^(floor|passthrough-alos|passthrough-eos|weir-alos|weir-eos|ks-alos|ks-eos)$ ]] ||
       { echo "run.sh: --latency runs floor, passthrough-alos, passthrough-eos, weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
   done
+  for x in "$rate" "$lat_seconds" "$warmup"; do
+    [[ "$x" =~ ^[0-9]+$ ]] || { echo "run.sh: --rate, --seconds and --warmup take whole numbers" >&2; exit 2; }
+  done
+  ((rate > 0 && lat_seconds > warmup)) || { echo "run.sh: --rate must be > 0 and --seconds > --warmup" >&2; exit 2; }
 else
   for x in ${only//,/ }; do
     [[ "$x" =~ ^(consumer-perf|passthrough-alos|passthrough-eos|weir-alos|weir-eos|ks-alos|ks-eos|quix-alos|quix-eos)$ ]] ||
       { echo "run.sh: runs consumer-perf, passthrough-alos, passthrough-eos, weir-alos, weir-eos, ks-alos, ks-eos, quix-alos, quix-eos; not $x" >&2; exit 2; }
   done
-  for x in "$rate" "$lat_seconds" "$warmup"; do
-    [[ "$x" =~ ^[0-9]+$ ]] || { echo "run.sh: --rate, --seconds and --warmup take whole numbers" >&2; exit 2; }
-  done
-  ((rate > 0 && lat_seconds > warmup)) || { echo "run.sh: --rate must be > 0 and --seconds > --warmup" >&2; exit 2; }
 fi
 seed=7
 commit_ms=1000
