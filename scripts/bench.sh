@@ -7,11 +7,13 @@ cmd_bench_offline() {
   cargo bench "${CARGO_FEATURES[@]}" --profile dev "$@"
 }
 
-# weir vs ConsumerPerformance, Kafka Streams 4.4 (a real KafkaStreams app) and
+# weir vs ConsumerPerformance, the passthrough (examples/passthrough.rs: the
+# client library's floor), Kafka Streams 4.4 (a real KafkaStreams app) and
 # Quix Streams on the broker: benches/broker/run.sh [--records N]
 # [--partitions P] [--only LIST], or with --latency [--rate R] [--seconds S]
 # [--warmup W] end-to-end latency at a fixed offered rate. Honours WEIR_BOOTSTRAP (then no broker is
-# started here) and WEIR_BIN (then nothing is built).
+# started here) and WEIR_BIN (then nothing is built; the passthrough is
+# WEIR_PASSTHROUGH_BIN, or $CARGO_TARGET_DIR/debug/examples/passthrough).
 cmd_bench() {
   ensure_build_prereqs
   command -v mvn >/dev/null 2>&1 || die "bench needs Maven and a JDK 17+ (apt-get install maven)"
@@ -23,14 +25,19 @@ cmd_bench() {
   else
     cmd_up
   fi
-  local bin="$CALLER_WEIR_BIN"
+  local bin="$CALLER_WEIR_BIN" passthrough="${WEIR_PASSTHROUGH_BIN:-}"
   if [[ -z "$bin" ]]; then
-    cargo build "${CARGO_FEATURES[@]}" --bin weir
-    # A private copy: other builds sharing CARGO_TARGET_DIR may replace the binary mid-run.
-    bin="$(mktemp -d)/weir"
-    cp "$CARGO_TARGET_DIR/debug/weir" "$bin"
+    # One build (the dev profile's artifacts, as every cargo command here).
+    cargo build "${CARGO_FEATURES[@]}" --bin weir --example passthrough
+    # Private copies: other builds sharing CARGO_TARGET_DIR may replace the binaries mid-run.
+    local dir
+    dir="$(mktemp -d)"
+    cp "$CARGO_TARGET_DIR/debug/weir" "$CARGO_TARGET_DIR/debug/examples/passthrough" "$dir/"
+    bin="$dir/weir"
+    passthrough="$dir/passthrough"
   fi
-  KAFKA_LIBS="$KAFKA_LIBS" WEIR_BIN="$bin" bash "$ROOT/benches/broker/run.sh" "$@"
+  KAFKA_LIBS="$KAFKA_LIBS" WEIR_BIN="$bin" WEIR_PASSTHROUGH_BIN="$passthrough" \
+    bash "$ROOT/benches/broker/run.sh" "$@"
 }
 
 # weir vs Kafka Streams (TopologyTestDriver) on the parking job, one core.

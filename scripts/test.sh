@@ -39,10 +39,11 @@ cmd_test() {
   step monitoring bash "$ROOT/tests/dev_monitoring.sh"
   # `./dev bench` small (issue 13): every kind of peer end to end on a few
   # thousand records, each one's hourly output compared with weir's (a
-  # mismatch fails), and the latency harness with its floor. The figures
+  # mismatch fails; the passthrough's output must hold every record), and
+  # the latency harness with its floor and the passthrough. The figures
   # mean nothing at this size; the full runs are `./dev bench [--latency]`.
-  step bench-smoke cmd_bench --records 5000 --only consumer-perf,weir-alos,weir-eos,ks-eos,quix-eos
-  step latency-smoke cmd_bench --latency --only floor,weir-eos --rate 500 --seconds 4 --warmup 1
+  step bench-smoke cmd_bench --records 5000 --only consumer-perf,passthrough-eos,weir-alos,weir-eos,ks-eos,quix-eos
+  step latency-smoke cmd_bench --latency --only floor,passthrough-alos,weir-eos --rate 500 --seconds 4 --warmup 1
   # The fault campaign, short: two fixed seeds, 45 s of feed each (seeds 42
   # and 43, 2 and 3 instances, event time from a field: records dated far
   # ahead, a black-hole network partition of one instance, a SIGSTOP past

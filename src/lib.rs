@@ -39,6 +39,9 @@
 //! - **For the integration tests**: [`detach_queue`] (how `weir run`
 //!   gives a partition of an event-time-aligned sub-topology its own queue)
 //!   and [`changelog_reader`], checked against the real broker.
+//! - **For the client library's floor** (`examples/passthrough.rs`, a row
+//!   of `./dev bench`): [`run_consumer_config`] and [`run_producer_config`],
+//!   the librdkafka settings `weir run` consumes and produces with.
 //!
 //! Each entry point's error type is here too; the causes inside them are
 //! reached through [`std::error::Error::source`].
@@ -75,6 +78,8 @@ pub use runtime::restore::{reader as changelog_reader, restore, StoreRef};
 pub use state::{global::GlobalTables, rocks::TaskDb, Backend, StoreError, DEFAULT_STATE_DIR};
 
 // `weir run`.
+#[doc(hidden)]
+pub use runtime::{consumer_config as run_consumer_config, producer_config as run_producer_config};
 pub use runtime::{detach_queue, run, InstanceId, RunOptions, RuntimeError};
 pub use shutdown::{on_leave_signal, on_signal};
 

@@ -31,6 +31,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * BenchTools dump BOOTSTRAP TOPIC
  *     prints every committed record of TOPIC (read_committed, from the beginning to the end offsets) as
  *     "KEY\tVALUE" lines (UTF-8; tabs and newlines inside are not expected in these JSON values).
+ * BenchTools count BOOTSTRAP TOPIC
+ *     prints how many committed records TOPIC holds (read_committed, from the beginning to the end offsets).
  * BenchTools assigned BOOTSTRAP GROUP INPUT TIMEOUT_S
  *     prints "assigned EPOCH_MS" once GROUP is stable and its members' assignments cover every INPUT partition.
  * BenchTools latency BOOTSTRAP INPUT VALUES RATE SECONDS WARMUP_S DRAIN_S OUTPUT_TOPIC...
@@ -41,7 +43,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *     real-time ("Y") lot, its LAST_UPDATE rewritten to that second in KST so every lot's LAST_UPDATE only grows
  *     (the lot table takes every record). Per output record read: now - its timestamp. Records stamped in the
  *     first WARMUP_S s are discarded; "in" = the "Y" records produced after that (each yields one output record
- *     per OUTPUT_TOPIC), "out" = output records read whose timestamp is in that span. Reading stops when every
+ *     per OUTPUT_TOPIC; for an OUTPUT_TOPIC given as "all:TOPIC", every record produced after that, the "N" ones too:
+ *     a passthrough's output), "out" = output records read whose timestamp is in that span. Reading stops when every
  *     topic has all of them, or DRAIN_S s after the last send. Prints "gen ..." and one "result TOPIC ..." line
  *     per topic; a percentile that falls on a record never read prints as "inf". Then, for the log, per topic a
  *     "series" line: per second of input time since the start, "SECOND:COUNT/MEDIAN_MS/MAX_MS".
@@ -52,6 +55,7 @@ public class BenchTools {
         switch (a[0]) {
             case "watch" -> watch(a[1], a[2], a[3], Long.parseLong(a[4]), Long.parseLong(a[5]), Long.parseLong(a[6]));
             case "dump" -> dump(a[1], a[2]);
+            case "count" -> count(a[1], a[2]);
             case "maxts" -> maxts(a[1], a[2]);
             case "assigned" -> assigned(a[1], a[2], a[3], Long.parseLong(a[4]));
             case "latency" -> latency(a[1], a[2], a[3], Integer.parseInt(a[4]), Integer.parseInt(a[5]),
@@ -161,6 +165,24 @@ public class BenchTools {
     }
 
     static void dump(String bootstrap, String topic) throws Exception {
+        StringBuilder b = new StringBuilder();
+        read(bootstrap, topic, r -> {
+            b.setLength(0);
+            b.append(r.key() == null ? "" : new String(r.key(), StandardCharsets.UTF_8)).append('\t')
+                .append(r.value() == null ? "" : new String(r.value(), StandardCharsets.UTF_8));
+            System.out.println(b);
+        });
+    }
+
+    static void count(String bootstrap, String topic) throws Exception {
+        long[] n = {0};
+        read(bootstrap, topic, r -> n[0]++);
+        System.out.println(n[0]);
+    }
+
+    /** Every committed record of TOPIC, from the beginning to the end offsets (read_committed), for 2 min at most. */
+    static void read(String bootstrap, String topic,
+            java.util.function.Consumer<ConsumerRecord<byte[], byte[]>> each) throws Exception {
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("isolation.level", "read_committed");
@@ -174,18 +196,13 @@ public class BenchTools {
             c.seekToBeginning(tps);
             Map<TopicPartition, Long> end = c.endOffsets(tps); // last stable offsets under read_committed
             long deadline = System.currentTimeMillis() + 120_000;
-            StringBuilder b = new StringBuilder();
             while (System.currentTimeMillis() < deadline) {
                 boolean done = true;
                 for (TopicPartition tp : tps) if (c.position(tp) < end.get(tp)) done = false;
-                if (done) break;
-                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(500))) {
-                    b.setLength(0);
-                    b.append(r.key() == null ? "" : new String(r.key(), StandardCharsets.UTF_8)).append('\t')
-                        .append(r.value() == null ? "" : new String(r.value(), StandardCharsets.UTF_8));
-                    System.out.println(b);
-                }
+                if (done) return;
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(500))) each.accept(r);
             }
+            // Not all within 2 min: what was read (the caller's check fails on it).
         }
     }
 
@@ -228,7 +245,13 @@ public class BenchTools {
     }
 
     static void latency(String bootstrap, String input, String valuesFile, int rate, int seconds, int warmupS,
-            int drainS, String[] outs) throws Exception {
+            int drainS, String[] outArgs) throws Exception {
+        String[] outs = new String[outArgs.length];
+        boolean[] every = new boolean[outArgs.length]; // every record comes out there, not just the "Y" ones
+        for (int i = 0; i < outArgs.length; i++) {
+            every[i] = outArgs[i].startsWith("all:");
+            outs[i] = every[i] ? outArgs[i].substring(4) : outArgs[i];
+        }
         List<byte[]> keys = new ArrayList<>();
         List<String> values = new ArrayList<>();
         for (String line : Files.readAllLines(Path.of(valuesFile), StandardCharsets.UTF_8)) {
@@ -307,7 +330,7 @@ public class BenchTools {
         p.put("value.serializer", ByteArraySerializer.class.getName());
         DateTimeFormatter kst = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss").withZone(ZoneOffset.ofHours(9));
         long total = (long) rate * seconds;
-        long sent = 0, inMeasured = 0, maxBehindNs = 0, errors[] = {0};
+        long sent = 0, inMeasured = 0, allMeasured = 0, maxBehindNs = 0, errors[] = {0};
         long t0ms, t0ns, lastTs = 0;
         String stamp = "";
         long stampSec = -1;
@@ -337,6 +360,7 @@ public class BenchTools {
                     }
                     producer.send(new ProducerRecord<>(input, null, t, keys.get(i), v.getBytes(StandardCharsets.UTF_8)), cb);
                     if (realtime[i] && t >= cutoff) inMeasured++;
+                    if (t >= cutoff) allMeasured++;
                     lastTs = t;
                     sent++;
                 }
@@ -357,11 +381,13 @@ public class BenchTools {
         System.out.printf("gen sent %d seconds %.3f rate %.1f in_measured %d warmup_s %d max_behind_ms %.1f errors %d%n",
             sent, (endMs - t0ms) / 1000.0, sent * 1000.0 / Math.max(1, endMs - t0ms), inMeasured, warmupS,
             maxBehindNs / 1e6, errors[0]);
+        long[] expected = new long[outs.length];
+        for (int i = 0; i < outs.length; i++) expected[i] = every[i] ? allMeasured : inMeasured;
         long drainDeadline = endMs + drainS * 1000L;
         while (System.currentTimeMillis() < drainDeadline) {
             boolean all = true;
             synchronized (ts) {
-                for (long n : counted) if (n < inMeasured) all = false;
+                for (int i = 0; i < outs.length; i++) if (counted[i] < expected[i]) all = false;
             }
             if (all) break;
             Thread.sleep(20);
@@ -389,11 +415,12 @@ public class BenchTools {
             for (int j = 0; j < ts[i].n; j++) if (ts[i].a[j] >= window[0] && ts[i].a[j] <= window[1]) l.add(lat[i].a[j]);
             long[] v = Arrays.copyOf(l.a, l.n);
             Arrays.sort(v);
-            long n = Math.max(inMeasured, v.length);
+            long in = expected[i];
+            long n = Math.max(in, v.length);
             System.out.printf("result %s in %d out %d p50 %s p99 %s p999 %s max %s read_all %s drained_after_ms %d%n",
-                outs[i], inMeasured, v.length, pct(v, n, 0.50), pct(v, n, 0.99), pct(v, n, 0.999),
-                v.length < inMeasured ? "inf" : (v.length == 0 ? "-" : Long.toString(v[v.length - 1])),
-                v.length >= inMeasured, stopMs - endMs);
+                outs[i], in, v.length, pct(v, n, 0.50), pct(v, n, 0.99), pct(v, n, 0.999),
+                v.length < in ? "inf" : (v.length == 0 ? "-" : Long.toString(v[v.length - 1])),
+                v.length >= in, stopMs - endMs);
         }
     }
 

@@ -6,7 +6,8 @@
 RESULTS: one line per run, "name|guarantee|seconds_caught_up|seconds_drained|cpu_s rss_kb|hourly.tsv|load".
 Each hourly.tsv holds "KEY\\tJSON" lines of a system's hourly output topic (every window of the input
 closed). Every system must emit exactly the reference's windows: the same windows, the same samples,
-averages within 1e-9. Exit 1 on any mismatch.
+averages within 1e-9. Exit 1 on any mismatch. The passthrough computes nothing: its hourly field is
+"out:COUNT", the records its output topic holds (run.sh checks that it is N).
 """
 
 import argparse
@@ -48,7 +49,10 @@ def kv(text):
 LATENCY_TARGET_MS = {"at_least_once": 10, "exactly_once": 1050, "exactly_once_v2": 1050}
 
 
-OUTPUT_NAMES = {"lots": "lot status", "hourly": "hourly", "in": "input (no processor)"}
+OUTPUT_NAMES = {"lots": "lot status", "hourly": "hourly", "in": "input (no processor)", "out": "input, passed through"}
+
+# Issue 21: weir's at-least-once p99 at most 2x the passthrough's (the client library's floor).
+FLOOR_RATIO_TARGET = {"at_least_once": 2}
 
 
 def latency_report(path):
@@ -63,8 +67,8 @@ def latency_report(path):
         print("no latency results")
         return 1
     # The lot-status output first: it is 1:1 with input records and carries the input's own timestamp.
-    # The floor (no processor: the reader reads the input) before them.
-    order = ["floor", "weir-alos", "weir-eos", "ks-alos", "ks-eos"]
+    # The floor (no processor: the reader reads the input) and the passthrough before them.
+    order = ["floor", "passthrough-alos", "passthrough-eos", "weir-alos", "weir-eos", "ks-alos", "ks-eos"]
     rows.sort(key=lambda r: (r["out"] == "hourly", order.index(r["name"])))
     print("| system | guarantee | output | offered rec/s | achieved rec/s | records in (after warm-up) | records out "
           "| p50 ms | p99 ms | p99.9 ms | max ms | kept up | p99 target | CPU-s in run | load avg at start |")
@@ -85,6 +89,21 @@ def latency_report(path):
               f"| {float(gen['rate']):,.0f} | {n_in:,} | {n_out:,} | {res['p50']} | {p99} | {res['p999']} "
               f"| {res['max']} | {kept} | {verdict} | {r['cpu']} | {r['load']} |")
     print()
+    by = {(r["name"], r["out"]): r for r in rows}
+    for g, w, p in (("at_least_once", "weir-alos", "passthrough-alos"), ("exactly_once", "weir-eos", "passthrough-eos")):
+        W, P = by.get((w, "lots")), by.get((p, "out"))
+        if W is None or P is None:
+            continue
+        wp, pp = W["res"]["p99"], P["res"]["p99"]
+        if "inf" in (wp, pp) or "-" in (wp, pp) or int(pp) == 0:
+            ratio, x = None, f"{w} p99 {wp} ms, {p} p99 {pp} ms: no ratio"
+        else:
+            ratio = int(wp) / int(pp)
+            x = f"{w} lot-status p99 / {p} p99: {wp} / {pp} ms = {ratio:.1f}x"
+        target = FLOOR_RATIO_TARGET.get(g)
+        if target is not None:
+            x += f" (target <= {target}x: {'met' if ratio is not None and ratio <= target else 'missed'})"
+        print(x)
     for r in rows:
         if r["out"] != "hourly":
             gen = r["gen"]
@@ -141,6 +160,9 @@ def main():
             ok = False
     for r in rows:
         r["check"] = "n/a"
+        if r["hourly"].startswith("out:"):
+            r["check"] = f"n/a (passes records through: {r['hourly'][4:]} out)"
+            continue
         if not r["hourly"] or ref_out is None:
             continue
         out, conflicts, dups = load(r["hourly"])
@@ -186,6 +208,11 @@ def main():
             print(f"{w} vs {p}: records/s {P['s_in'] / W['s_in']:.2f}x, CPU-s {W['cpu'] / P['cpu']:.2f} of theirs "
                   f"(1/{P['cpu'] / W['cpu']:.1f}), peak RSS {W['rss_kb'] / P['rss_kb']:.2f} of theirs "
                   f"(1/{P['rss_kb'] / W['rss_kb']:.1f})")
+    for w, p in (("weir-alos", "passthrough-alos"), ("weir-eos", "passthrough-eos")):
+        if w in by and p in by:
+            W, P = by[w], by[p]
+            print(f"{w} vs {p} (the client library's floor): records/s {P['s_in'] / W['s_in']:.2f} of its, "
+                  f"CPU-s {W['cpu'] / P['cpu']:.2f}x, peak RSS {W['rss_kb'] / P['rss_kb']:.2f}x")
     if perf:
         for w in ("weir-alos", "weir-eos"):
             if w in by:

@@ -13,6 +13,11 @@
 # fresh consumer group, fresh state and fresh output topics, one after
 # another:
 #   consumer-perf  Kafka's ConsumerPerformance (fetch only: the ceiling)
+#   passthrough-alos  examples/passthrough.rs: consumes the input and
+#                  produces every record unchanged to an output topic (same
+#                  partition), on weir run's librdkafka settings, no decoding,
+#                  no state: the client library's floor; at_least_once
+#   passthrough-eos   the same, exactly_once (a transaction per commit)
 #   weir-alos      weir run, at_least_once
 #   weir-eos       weir run, exactly_once
 #   ks-alos        Kafka Streams 4.4 (a real KafkaStreams app,
@@ -39,7 +44,9 @@
 # /proc/PID/stat at that moment) and peak RSS (VmHWM); for ConsumerPerformance,
 # which exits by itself after N records, wall time to exit and its rusage
 # (/usr/bin/time); and the 1-minute load average when the run started (the
-# machine's other work). Then, unmeasured: the bench waits until the group has also
+# machine's other work). The passthrough computes nothing: after it caught up
+# it is stopped (SIGTERM) and its output topic must hold N records
+# (read_committed), its only check. Then, for the stream processors, unmeasured: the bench waits until the group has also
 # committed its repartition topic, appends one sweep of every lot stamped
 # 1 d + 2 h after the newest record (which closes every window of the data
 # and nothing else), waits again, stops the process (SIGTERM) and reads the
@@ -49,18 +56,25 @@
 #
 # Knobs (environment): WEIR_BOOTSTRAP (127.0.0.1:9092), WEIR_BIN
 # ($CARGO_TARGET_DIR/debug/weir; copy it somewhere private when other builds
-# share the target dir), KAFKA_LIBS ($repo/.cache/kafka/libs, what ./dev up
+# share the target dir), WEIR_PASSTHROUGH_BIN
+# ($CARGO_TARGET_DIR/debug/examples/passthrough, the same), KAFKA_LIBS ($repo/.cache/kafka/libs, what ./dev up
 # fetches), QUIX_VENV ($repo/.cache/quix-venv), WEIR_BENCH_QUIX_SPEC
 # (quixstreams==3.28.1), WEIR_BENCH_TIMEOUT (1800 s per wait), WEIR_BENCH_DIR (work dir),
 # WEIR_BENCH_KEEP=1 (keep topics and state).
 #
 # --latency: end-to-end latency at a fixed offered rate instead (issue 13),
-# for floor, weir-alos, weir-eos, ks-alos, ks-eos (--only picks among them),
-# one at a time. `floor` runs no processor: the reader reads the input topic
-# itself, so its figures are what the generator, the broker, the reader and
-# the machine cost alone, the part of every other row no processor can
-# remove (its "records out" counts every input record, also the ones the
-# job filters out, so it exceeds "records in"). The others run each with
+# for floor, passthrough-alos, passthrough-eos, weir-alos, weir-eos, ks-alos,
+# ks-eos (--only picks among them), one at a time. `floor` runs no
+# processor: the reader reads the input topic itself, so its figures are
+# what the generator, the broker, the reader and the machine cost alone, the
+# part of every other row no processor can remove (its "records out" counts
+# every input record, also the ones the job filters out, so it exceeds
+# "records in"). `passthrough-*` (the client library's floor: one more
+# consume and produce on weir run's settings, commit interval 1 s) is read
+# on its output topic, which gets every input record with its timestamp
+# (so its "records in" counts every input record); weir's lot-status p99
+# over the passthrough's at the same guarantee is printed after the table
+# (issue 21: at most 2× at-least-once). The others run each with
 # fresh P-partition topics (input and outputs created up front) and a fresh
 # group and state. The job is the same parking topology
 # with the hourly window and the lot table emitting every update (weir:
@@ -123,17 +137,23 @@ while (($#)); do
   esac
 done
 if [[ -z "$only" ]]; then
-  if ((latency)); then only="floor,weir-alos,weir-eos,ks-alos,ks-eos"
-  else only="consumer-perf,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"; fi
+  if ((latency)); then only="floor,passthrough-alos,passthrough-eos,weir-alos,weir-eos,ks-alos,ks-eos"
+  else only="consumer-perf,passthrough-alos,passthrough-eos,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"; fi
 fi
 if ((latency)); then
   for x in ${only//,/ }; do
-    [[ "$x" =~ ^(floor|weir-alos|weir-eos|ks-alos|ks-eos)$ ]] || { echo "run.sh: --latency runs floor, weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
+    [[ "$x" =~ ^(floor|passthrough-alos|passthrough-eos|weir-alos|weir-eos|ks-alos|ks-eos)$ ]] ||
+      { echo "run.sh: --latency runs floor, passthrough-alos, passthrough-eos, weir-alos, weir-eos, ks-alos, ks-eos; not $x" >&2; exit 2; }
   done
   for x in "$rate" "$lat_seconds" "$warmup"; do
     [[ "$x" =~ ^[0-9]+$ ]] || { echo "run.sh: --rate, --seconds and --warmup take whole numbers" >&2; exit 2; }
   done
   ((rate > 0 && lat_seconds > warmup)) || { echo "run.sh: --rate must be > 0 and --seconds > --warmup" >&2; exit 2; }
+else
+  for x in ${only//,/ }; do
+    [[ "$x" =~ ^(consumer-perf|passthrough-alos|passthrough-eos|weir-alos|weir-eos|ks-alos|ks-eos|quix-alos|quix-eos)$ ]] ||
+      { echo "run.sh: runs consumer-perf, passthrough-alos, passthrough-eos, weir-alos, weir-eos, ks-alos, ks-eos, quix-alos, quix-eos; not $x" >&2; exit 2; }
+  done
 fi
 seed=7
 commit_ms=1000
@@ -141,6 +161,7 @@ grace=1d
 wait_s="${WEIR_BENCH_TIMEOUT:-1800}"
 bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
 weir_bin="${WEIR_BIN:-$CARGO_TARGET_DIR/debug/weir}"
+passthrough_bin="${WEIR_PASSTHROUGH_BIN:-$CARGO_TARGET_DIR/debug/examples/passthrough}"
 quix_venv="${QUIX_VENV:-$CACHE/quix-venv}"
 quix_spec="${WEIR_BENCH_QUIX_SPEC:-quixstreams==3.28.1}"
 ks_dir="$ROOT/benches/peer/kafka-streams"
@@ -162,6 +183,10 @@ grace_s="$(to_secs "$grace")"
 require_tools java javac awk sed grep python3 /usr/bin/time
 require_weir_and_kafka "$weir_bin"
 want() { [[ ",$only," == *",$1,"* ]]; }
+if want passthrough-alos || want passthrough-eos; then
+  [[ -x "$passthrough_bin" ]] ||
+    die "no passthrough at $passthrough_bin (cargo build --features integration --example passthrough)"
+fi
 clk_tck="$(getconf CLK_TCK)"
 
 bench_tool() { # watch|dump ARGS...
@@ -249,11 +274,11 @@ if ((latency)); then
 for line in sys.stdin:
     r = json.loads(line)
     print(r["key"] + "\t" + r["value"])' >"$work/values.tsv" || die "weir simulate --output failed"
-  lat_run() { # NAME GUARANTEE APP [CMD...]; without CMD no processor: the reader reads the input (floor)
+  lat_run() { # NAME GUARANTEE APP OUTPUTS [CMD...]; OUTPUTS: the topics read, comma-separated; without CMD no processor (floor)
     local name="$1" g="$2" app="$3" dir="$work/$1" pid="" outs
-    shift 3
+    IFS=, read -r -a outs <<<"$4"
+    shift 4
     if (($#)); then
-      outs=("$app-lots" "$app-hourly")
       BENCH_GROUPS+=("$app")
       say "$name: $*"
       "$@" >"$dir/run.log" 2>&1 </dev/null &
@@ -269,8 +294,6 @@ for line in sys.stdin:
         for ((i = 0; i < 600; i++)); do grep -q -- '-> RUNNING' "$dir/run.log" && break; sleep 0.1; done
       fi
       sleep 1
-    else
-      outs=("$app-in")
     fi
     local load u0="0 0" u1="0 0"
     load="$(cut -d' ' -f1 /proc/loadavg)"
@@ -294,20 +317,28 @@ for line in sys.stdin:
       local out=lots
       [[ "$topic" == *-hourly ]] && out=hourly
       [[ "$topic" == *-in ]] && out=in
+      [[ "$topic" == *-out ]] && out=out
       echo "$name|$g|$out|$rate|$gen|$rest|$cpu|$load|$dir/latency.out" >>"$work/results"
     done
     say "$name: $(grep '^result ' "$dir/latency.out" | sed "s/^result $app-//" | paste -sd';' -)"
     sleep 2
   }
-  for name in floor weir-alos weir-eos ks-alos ks-eos; do
+  for name in floor passthrough-alos passthrough-eos weir-alos weir-eos ks-alos ks-eos; do
     want "$name" || continue
     app="$prefix-$name"
     mkdir -p "$work/$name"
-    if [[ "$name" == floor ]]; then
-      create_topics "$app-in"
-      lat_run floor none "$app"
-      continue
-    fi
+    case "$name" in
+      floor)
+        create_topics "$app-in"
+        lat_run floor none "$app" "$app-in"
+        continue ;;
+      passthrough-*)
+        g=at_least_once; [[ "$name" == passthrough-eos ]] && g=exactly_once
+        create_topics "$app-in" "$app-out"
+        RUST_BACKTRACE=0 lat_run "$name" "$g" "$app" "all:$app-out" \
+          "$passthrough_bin" "$bootstrap" "$app" "$app-in" "$app-out" "$g" "$commit_ms"
+        continue ;;
+    esac
     create_topics "$app-in" "$app-hourly" "$app-lots" "$app-dlq"
     case "$name" in
       weir-alos | weir-eos)
@@ -316,11 +347,11 @@ for line in sys.stdin:
           "s/emit: on_window_close\$/emit: on_update/; s/emit: on_commit\$/emit: on_update/" \
           "topic: $app-lots" "emit: on_update"
         ! grep -q "emit: on_commit" "$work/$name/parking.yaml" || die "$name: the lot table still emits on commit"
-        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" \
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" lat_run "$name" "$g" "$app" "$app-lots,$app-hourly" \
           "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state" ;;
       ks-alos | ks-eos)
         g=at_least_once; [[ "$name" == ks-eos ]] && g=exactly_once_v2
-        lat_run "$name" "$g" "$app" \
+        lat_run "$name" "$g" "$app" "$app-lots,$app-hourly" \
           java -cp "$ks_dir/target/classes:$ks_dir/target/lib/*" weir.peer.ParkingStreamsApp "$bootstrap" "$app" \
           "$app-in" "$app-hourly" "$app-lots" "$app-dlq" "$g" 60 "$commit_ms" "$work/$name/state" update ;;
     esac
@@ -384,6 +415,8 @@ flush() { # TOPIC
 # ---------------------------------------------------------------------------
 FAILED=()
 # Runs one stream processor: "$@" is its command line, GROUP its consumer group.
+# HOURLY_TOPIC `passthrough:TOPIC`: the passthrough, which computes nothing:
+# stopped once caught up; TOPIC, its output, must hold every input record.
 stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   local name="$1" g="$2" group="$3" input="$4" hourly="$5" slack="$6"
   shift 6
@@ -411,6 +444,21 @@ stream_run() { # NAME GUARANTEE GROUP INPUT HOURLY_TOPIC SLACK CMD...
   fi
   usage="$(proc_usage "$pid")"
   t_in="${line#input_done }"
+  if [[ "$hourly" == passthrough:* ]]; then
+    stop_pid "$wpid"
+    stop_pid "$pid" TERM
+    local out count
+    out="${hourly#passthrough:}"
+    count="$(bench_tool count "$bootstrap" "$out" 2>"$dir/count.err")" || { cat "$dir/count.err" >&2; count=""; }
+    if [[ "$count" != "$n" ]]; then
+      FAILED+=("$name")
+      loud "$name: its output $out holds ${count:-?} committed records, not the $n it read"
+    fi
+    echo "$name|$g|$(secs "$t0" "$t_in")||$usage|out:${count:-?}|$load" >>"$work/results"
+    say "$name: caught up after $(secs "$t0" "$t_in") s (cpu_s rss_kb: $usage); $out holds ${count:-?} records"
+    sleep 1
+    return 0
+  fi
   if line="$(wait_line "$watch" all_done "$pid" "$name: repartition topic not drained")"; then
     line="${line#all_done }"
     t_all="${line%% *}"
@@ -469,6 +517,16 @@ weir_run() { # NAME GUARANTEE SLACK
   NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" stream_run "$name" "$g" "$app" "$input" "$app-hourly" "$3" \
     "$weir_bin" run "$work/$name/parking.yaml" --bootstrap "$bootstrap" --state-dir "$work/$name/state"
 }
+passthrough_run() { # NAME GUARANTEE
+  local name="$1" g="$2" app="$prefix-$1" input="$prefix-$1-in"
+  mkdir -p "$work/$name"
+  create_topics "$app-out"
+  RUST_BACKTRACE=0 stream_run "$name" "$g" "$app" "$input" "passthrough:$app-out" 0 \
+    "$passthrough_bin" "$bootstrap" "$app" "$input" "$app-out" "$g" "$commit_ms"
+}
+want passthrough-alos && passthrough_run passthrough-alos at_least_once
+want passthrough-eos && passthrough_run passthrough-eos exactly_once
+
 want weir-alos && weir_run weir-alos at_least_once 0
 want weir-eos && weir_run weir-eos exactly_once 1
 

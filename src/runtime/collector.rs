@@ -209,6 +209,35 @@ impl Failure {
     }
 }
 
+/// The settings of `weir run`'s producer; `transactional_id` makes it
+/// transactional (exactly-once). Public only for `examples/passthrough.rs`
+/// (the client library's floor in `./dev bench`), which must produce
+/// exactly as `weir run` does.
+pub fn producer_config(bootstrap: &str, transactional_id: Option<&str>) -> ClientConfig {
+    use crate::kafka::ClientConfigExt;
+    let mut config = crate::kafka::client_config(bootstrap);
+    config
+        .set("enable.idempotence", "true")
+        .set_default("linger.ms", "5")
+        .set_default("compression.type", "lz4")
+        // What may wait in the producer (defaults: 100,000 records or
+        // 1 GiB). While a backlog is worked off the engine makes
+        // records faster than they are acknowledged; unbounded, that
+        // queue grew weir's peak RSS. 20,000 records is >100 ms of the
+        // bench's output rate, far more than one linger of batching;
+        // when it is full, `send` serves delivery reports and retries.
+        .set_default("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
+        .set_default("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
+    if let Some(id) = transactional_id {
+        // Kafka Streams' default under EOS: a crashed instance's open
+        // transaction blocks read_committed readers for at most this long.
+        config
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string());
+    }
+    config
+}
+
 fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<DeliveryContext>, KafkaError> {
     let producer: BaseProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
         state: Mutex::new(Deliveries::default()),
@@ -224,27 +253,7 @@ fn create(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<Del
 impl Collector {
     /// `transactional_id` makes it transactional (exactly-once).
     pub(super) fn new(bootstrap: &str, app: &str, transactional_id: Option<&str>) -> Result<Collector, RuntimeError> {
-        use crate::kafka::ClientConfigExt;
-        let mut config = crate::kafka::client_config(bootstrap);
-        config
-            .set("enable.idempotence", "true")
-            .set_default("linger.ms", "5")
-            .set_default("compression.type", "lz4")
-            // What may wait in the producer (defaults: 100,000 records or
-            // 1 GiB). While a backlog is worked off the engine makes
-            // records faster than they are acknowledged; unbounded, that
-            // queue grew weir's peak RSS. 20,000 records is >100 ms of the
-            // bench's output rate, far more than one linger of batching;
-            // when it is full, `send` serves delivery reports and retries.
-            .set_default("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
-            .set_default("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
-        if let Some(id) = transactional_id {
-            // Kafka Streams' default under EOS: a crashed instance's open
-            // transaction blocks read_committed readers for at most this long.
-            config
-                .set("transactional.id", id)
-                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string());
-        }
+        let config = producer_config(bootstrap, transactional_id);
         let producer = Arc::new(create(&config, transactional_id.is_some())?);
         Ok(Collector {
             producer,

@@ -46,6 +46,8 @@ use crate::topology::{Guarantee, Topology};
 #[doc(hidden)]
 pub use aligned::detach_queue;
 use aligned::{Aligner, Held};
+#[doc(hidden)]
+pub use collector::producer_config;
 use collector::{lock, Collector};
 use disk::{DiskBackoff, DiskFull, Phase};
 use tasks::{Now, TaskManager};
@@ -679,36 +681,13 @@ pub fn run(
         events: Vec::new(),
         process_latency: histogram!("weir_process_latency_seconds", "topology" => topo.application_id.clone()),
     }));
-    let session_ms = opts.session_timeout.as_millis().max(1000);
-    let mut config = client_config(&opts.bootstrap);
-    if let Some(id) = &instance_id {
-        // Static membership: a member that comes back with this id within
-        // the session timeout gets its partitions back without a
-        // rebalance, and one that stops does not leave the group (see
-        // `StreamThread::shut_down`).
-        config.set("group.instance.id", id);
-    }
-    config
-        .set("group.id", &topo.application_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        // End-of-partition events tell the aligner a partition is caught up.
-        .set("enable.partition.eof", "true")
-        .set("partition.assignment.strategy", assignment_strategy(&topo))
-        // What librdkafka prefetches per partition (defaults: 100,000
-        // records or 64 MiB each). Under a backlog it filled them all, and
-        // weir's memory grew with the backlog (440 MiB at 1M records).
-        // With small queues the fetcher must not sleep its default 1 s
-        // when one is full: it then left the loop idle, 3× slower.
-        .set_default("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
-        .set_default("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
-        .set_default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
-        .set("session.timeout.ms", session_ms.to_string())
-        // Set, not left to librdkafka's default, because it must exceed
-        // the loop's worst round (see `timeouts`).
-        .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
-        .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string());
+    let mut config = consumer_config(
+        &opts.bootstrap,
+        &topo.application_id,
+        opts.session_timeout,
+        instance_id.as_deref(),
+    );
+    config.set("partition.assignment.strategy", assignment_strategy(&topo));
     if let Some(q) = &opts.query {
         // Other instances find this one's query server by its client id
         // in the group (see `query::route`).
@@ -782,6 +761,53 @@ fn assignment_strategy(topo: &Topology) -> &'static str {
     } else {
         "cooperative-sticky"
     }
+}
+
+/// The settings of `weir run`'s group consumer, all but the query server's
+/// `client.id`: `group` is the application id, `instance_id` the static
+/// member's `group.instance.id` (`None`: dynamic membership). Public only
+/// for `examples/passthrough.rs` (the client library's floor in `./dev
+/// bench`), which must consume exactly as `weir run` does.
+#[doc(hidden)]
+pub fn consumer_config(
+    bootstrap: &str,
+    group: &str,
+    session_timeout: Duration,
+    instance_id: Option<&str>,
+) -> rdkafka::ClientConfig {
+    let session_ms = session_timeout.as_millis().max(1000);
+    let mut config = client_config(bootstrap);
+    if let Some(id) = instance_id {
+        // Static membership: a member that comes back with this id within
+        // the session timeout gets its partitions back without a
+        // rebalance, and one that stops does not leave the group (see
+        // `StreamThread::shut_down`).
+        config.set("group.instance.id", id);
+    }
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // End-of-partition events tell the aligner a partition is caught up.
+        .set("enable.partition.eof", "true")
+        // Incremental rebalancing (a topology with a join on a table step
+        // replaces it: `assignment_strategy`).
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        // What librdkafka prefetches per partition (defaults: 100,000
+        // records or 64 MiB each). Under a backlog it filled them all, and
+        // weir's memory grew with the backlog (440 MiB at 1M records).
+        // With small queues the fetcher must not sleep its default 1 s
+        // when one is full: it then left the loop idle, 3× slower.
+        .set_default("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+        .set_default("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
+        .set_default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
+        .set("session.timeout.ms", session_ms.to_string())
+        // Set, not left to librdkafka's default, because it must exceed
+        // the loop's worst round (see `timeouts`).
+        .set("max.poll.interval.ms", MAX_POLL_INTERVAL.as_millis().to_string())
+        .set_default("heartbeat.interval.ms", (session_ms / 3).min(3000).to_string());
+    config
 }
 
 /// The group's consumer, subscribed to the topology's source topics.
