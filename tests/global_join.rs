@@ -60,6 +60,9 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
     // are processed right after the table is loaded.
     let p = producer();
     let codes: Vec<&String> = names.keys().collect();
+    // Recent timestamps: records older than the topic's retention (7 days)
+    // make the broker roll their segment and delete it under the test.
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let send = |from: usize, n: usize| {
         for i in from..from + n {
             let code = codes[i % codes.len()];
@@ -70,7 +73,7 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
                 &p,
                 &input,
                 partition,
-                1_700_000_000_000 + i as i64,
+                base + i as i64,
                 Some(key.as_bytes()),
                 Some(v.as_bytes()),
             );
@@ -129,7 +132,7 @@ fn records_are_joined_with_every_row_the_global_table_held_when_the_instance_sta
         &p,
         &hotspots,
         weir::partition_for(Some(renamed.as_bytes()), 2, 0),
-        1_700_000_100_000,
+        base + 100_000,
         Some(renamed.as_bytes()),
         Some(v.as_bytes()),
     );
