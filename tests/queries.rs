@@ -21,24 +21,13 @@ use serde_json::Value;
 /// A GET: (status, JSON body), or `None` when the instance cannot be
 /// reached.
 fn get(addr: &str, path: &str) -> Option<(u16, Value)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    let (status, body) = common::metrics::get(addr, path)?;
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
+/// A key as a path segment.
 fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn lot_path(lot: &str) -> String {

@@ -300,9 +300,10 @@ fn stores(reg: &Registry) -> Response<Body> {
     )
 }
 
-/// The store named `name`, or the response saying why not.
-fn store<'a>(reg: &'a Registry, name: &str, want: &[Kind]) -> Result<(&'a StoreDef, Kind), Response<Body>> {
-    let Some(store) = reg.topo.stores.iter().find(|s| s.name == name) else {
+/// The store named `name` (its index and definition), or the response
+/// saying why not.
+fn store<'a>(reg: &'a Registry, name: &str, want: &[Kind]) -> Result<(usize, &'a StoreDef), Response<Body>> {
+    let Some((index, store)) = reg.topo.stores.iter().enumerate().find(|(_, s)| s.name == name) else {
         let known: Vec<&str> = reg.topo.stores.iter().map(|s| s.name.as_str()).collect();
         return Err(reply(
             StatusCode::NOT_FOUND,
@@ -323,7 +324,7 @@ fn store<'a>(reg: &'a Registry, name: &str, want: &[Kind]) -> Result<(&'a StoreD
         };
         return Err(error(StatusCode::BAD_REQUEST, format!("`{name}` is {how}")));
     }
-    Ok((store, kind))
+    Ok((index, store))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -366,7 +367,7 @@ async fn point(
         Op::Get => &[Kind::Table, Kind::TableAggregate],
         Op::Windows => &[Kind::Window],
     };
-    let (store, _) = match store(reg, name, want) {
+    let (store_index, store) = match store(reg, name, want) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -390,11 +391,7 @@ async fn point(
             reg.advertised
         ));
     }
-    let (topo, store_index, key_bytes) = (
-        reg.topo.clone(),
-        reg.topo.stores.iter().position(|s| s.name == name).unwrap_or(0),
-        key.as_bytes().to_vec(),
-    );
+    let (topo, key_bytes) = (reg.topo.clone(), key.as_bytes().to_vec());
     let read = blocking(move || {
         let store = &topo.stores[store_index];
         match op {
@@ -436,7 +433,7 @@ async fn scan(
     params: &HashMap<String, String>,
     forwarded: bool,
 ) -> Response<Body> {
-    let (store, _) = match store(reg, name, &[Kind::Table, Kind::TableAggregate]) {
+    let (store_index, store) = match store(reg, name, &[Kind::Table, Kind::TableAggregate]) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -509,10 +506,7 @@ async fn scan(
             rows.push((key, r));
         }
     }
-    let (topo, store_index) = (
-        reg.topo.clone(),
-        reg.topo.stores.iter().position(|s| s.name == name).unwrap_or(0),
-    );
+    let topo = reg.topo.clone();
     let local = blocking(move || {
         let mut out = Vec::new();
         for db in here {
