@@ -2,8 +2,8 @@
 # weir against its peers on the real broker: the parking job, same input,
 # same machine, one system at a time.
 #
-#   ./dev bench [--records N] [--partitions P] [--only LIST]
-#   ./dev bench --latency [--rate R] [--seconds S] [--warmup W] [--partitions P] [--only LIST]
+#   ./dev bench [--records N] [--partitions P] [--only LIST] [--commit-ms MS]
+#   ./dev bench --latency [--rate R] [--seconds S] [--warmup W] [--partitions P] [--only LIST] [--commit-ms MS]
 #   bash benches/broker/run.sh ...   (Kafka up; WEIR_BIN built)
 #
 # Every system gets its own fresh P-partition input topic (default 3)
@@ -25,7 +25,7 @@
 #   ks-eos         the same, exactly_once_v2
 #   quix-alos      Quix Streams (pip, venv under .cache/quix-venv), at-least-once
 #   quix-eos       the same, exactly-once
-# Every stream processor: one processing thread, commit interval 1 s, the
+# Every stream processor: one processing thread, commit interval 1 s (--commit-ms), the
 # same topology (filter real-time, AVAILABLE_SPOTS, repartition by region, 1 h
 # tumbling windows, final results only, latest status per lot), event time =
 # record timestamp, each system's own defaults for what the lot table sends
@@ -70,7 +70,7 @@
 # part of every other row no processor can remove (its "records out" counts
 # every input record, also the ones the job filters out, so it exceeds
 # "records in"). `passthrough-*` (the client library's floor: one more
-# consume and produce on weir run's settings, commit interval 1 s) is read
+# consume and produce on weir run's settings, the same commit interval) is read
 # on its output topic, which gets every input record with its timestamp
 # (so its "records in" counts every input record); weir's lot-status p99
 # over the passthrough's at the same guarantee is printed after the table
@@ -80,7 +80,8 @@
 # with the hourly window and the lot table emitting every update (weir:
 # `emit: on_update` for both; Kafka Streams: no suppress, record cache off,
 # statestore.cache.max.bytes=0, its defaults otherwise), the shipped grace (1 min) and close_idle_after (2
-# min), commit interval 1 s, one processing thread. Once the system's group
+# min), commit interval 1 s (--commit-ms: Kafka Streams' exactly-once default
+# is 100), one processing thread. Once the system's group
 # is stable with every input partition assigned (Kafka Streams: also
 # RUNNING), `BenchTools latency` assigns a read_committed consumer to both
 # output topics (hourly and lot status), then produces R records/s (default
@@ -113,6 +114,7 @@ latency=0
 rate=10000
 lat_seconds=60
 warmup=10
+commit_ms=1000
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
   exit "${1:-0}"
@@ -132,10 +134,13 @@ while (($#)); do
     --seconds=*) lat_seconds="${1#*=}"; shift ;;
     --warmup) warmup="$2"; shift 2 ;;
     --warmup=*) warmup="${1#*=}"; shift ;;
+    --commit-ms) commit_ms="$2"; shift 2 ;;
+    --commit-ms=*) commit_ms="${1#*=}"; shift ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage 2 >&2 ;;
   esac
 done
+[[ "$commit_ms" =~ ^[0-9]+$ ]] && ((commit_ms > 0)) || { echo "run.sh: --commit-ms takes a whole number of ms > 0" >&2; exit 2; }
 if [[ -z "$only" ]]; then
   if ((latency)); then only="floor,passthrough-alos,passthrough-eos,weir-alos,weir-eos,ks-alos,ks-eos"
   else only="consumer-perf,passthrough-alos,passthrough-eos,weir-alos,weir-eos,ks-alos,ks-eos,quix-alos,quix-eos"; fi
@@ -156,7 +161,6 @@ else
   done
 fi
 seed=7
-commit_ms=1000
 grace=1d
 wait_s="${WEIR_BENCH_TIMEOUT:-1800}"
 bootstrap="${WEIR_BOOTSTRAP:-127.0.0.1:9092}"
@@ -364,7 +368,7 @@ for line in sys.stdin:
   echo "Latency = the moment a read_committed consumer reads the output record - its timestamp (the produce time)."
   echo
   rc=0
-  python3 "$here/report.py" --latency "$work/results" || rc=1
+  python3 "$here/report.py" --latency --commit-ms "$commit_ms" "$work/results" || rc=1
   for f in "${FAILED[@]}"; do echo "FAILED: $f (logs in $work/$f)"; rc=1; done
   exit "$rc"
 fi

@@ -368,8 +368,25 @@ impl Task {
         }
     }
 
-    /// Take every store's cached writes without applying them (the runtime
-    /// applies them once its commit succeeded); (store index, changes).
+    /// Hand every store's writes not sent yet to `send` with the store's
+    /// index (see [`crate::state::CachedStore::send_unsent`]); returns how
+    /// many were handed.
+    pub fn send_unsent<E>(
+        &mut self,
+        mut send: impl FnMut(usize, &[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut n = 0;
+        for (i, s) in self.stores.iter_mut().enumerate() {
+            if let Some(s) = s {
+                n += s.send_unsent(|k, v| send(i, k, v))?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Take every store's cached writes, sent or not, without applying
+    /// them (the runtime applies them once its commit succeeded); (store
+    /// index, changes).
     pub fn take_changes(&mut self) -> Vec<(usize, Vec<Change>)> {
         let mut out = Vec::new();
         for (i, s) in self.stores.iter_mut().enumerate() {

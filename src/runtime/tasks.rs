@@ -682,23 +682,10 @@ impl TaskManager {
         for (outs, p) in sends {
             self.send(outs, p, collector, now)?;
         }
-        let now_ms = now.wall_ms;
+        self.send_changelog(collector, now.wall_ms)?;
         let mut pending: Vec<((usize, i32), StoreChanges)> = Vec::new();
         for (key, entry) in self.tasks.iter_mut() {
             let changes = entry.task.take_changes();
-            for (store, batch) in &changes {
-                let changelog = &topo.stores[*store].changelog;
-                for (k, v) in batch {
-                    collector.send(&Outgoing {
-                        topic: changelog,
-                        partition: entry.task.partition,
-                        key: Some(k),
-                        value: v.as_deref(),
-                        timestamp: now_ms,
-                        headers: &[],
-                    })?;
-                }
-            }
             if !changes.is_empty() {
                 pending.push((*key, changes));
             }
@@ -752,6 +739,31 @@ impl TaskManager {
         histogram!("weir_commit_latency_seconds", "topology" => self.app.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(true)
+    }
+
+    /// Send every store's writes that the changelog has not got yet (all
+    /// of them stay cached until the commit applies them to RocksDB).
+    /// Called by the commit, and under exactly-once also between commits
+    /// (see `state`'s module doc): inside the open transaction nothing of
+    /// it is visible before the commit, and the commit only has to send
+    /// what changed since. Returns how many records were sent.
+    pub(super) fn send_changelog(&mut self, collector: &mut Collector, now_ms: i64) -> Result<usize, RuntimeError> {
+        let topo = &self.topo;
+        let mut sent = 0;
+        for entry in self.tasks.values_mut() {
+            let partition = entry.task.partition;
+            sent += entry.task.send_unsent(|store, k, v| {
+                collector.send(&Outgoing {
+                    topic: &topo.stores[store].changelog,
+                    partition,
+                    key: Some(k),
+                    value: v,
+                    timestamp: now_ms,
+                    headers: &[],
+                })
+            })?;
+        }
+        Ok(sent)
     }
 
     /// Every `LAG_INTERVAL`, idle or not: the running tasks, and the

@@ -3,13 +3,20 @@
 //! (RocksDB under `weir run`, a BTreeMap under `weir test` and in unit
 //! tests).
 //!
-//! Writes land in the cache, so RocksDB and the changelog topic see one
-//! write per key per commit interval, like Kafka Streams' record cache. On
-//! commit `weir run` takes the cached writes ([`CachedStore::take_changes`]),
-//! sends them to the changelog inside the commit, and applies them to
+//! Writes land in the cache, so RocksDB sees one write per key per commit
+//! interval, like Kafka Streams' record cache. On commit `weir run` takes
+//! the cached writes ([`CachedStore::take_changes`]) and applies them to
 //! RocksDB only once the commit succeeded ([`rocks::TaskDb::apply`]): the
 //! local store is never ahead of what was committed. `weir test` and unit
 //! tests apply them at once ([`CachedStore::flush`]).
+//!
+//! The changelog gets them earlier: under exactly-once `weir run` sends
+//! the writes not sent yet ([`CachedStore::send_unsent`]) a few times per
+//! interval inside the open transaction, and the rest at the commit, so a
+//! commit no longer waits for a whole interval's changelog records to be
+//! produced (the exactly-once latency, issue 21). A sent write stays in a
+//! second layer of the cache (`sent`) until the commit applies it, so
+//! reads see it; the changelog gets at most one record per key per send.
 
 pub(crate) mod global;
 pub(crate) mod rocks;
@@ -205,10 +212,16 @@ impl Backend for MemBackend {
     }
 }
 
-/// A store with a write cache over a backend.
+/// Cached writes by key: `None` is a delete.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A store with a write cache over a backend, in two layers: writes not
+/// sent to the changelog yet (`dirty`), over writes sent but not applied
+/// to the backend yet (`sent`); reads see both.
 pub struct CachedStore<B> {
     pub backend: B,
-    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    dirty: Writes,
+    sent: Writes,
 }
 
 impl<B: Backend> CachedStore<B> {
@@ -216,14 +229,39 @@ impl<B: Backend> CachedStore<B> {
         Self {
             backend,
             dirty: BTreeMap::new(),
+            sent: BTreeMap::new(),
         }
     }
 
-    /// Remove the cached writes and return them, without applying them:
-    /// the caller applies them to the backend once they are committed (until
-    /// then reads no longer see them, so take them only to commit).
+    /// Hand every write not sent yet to `send` (in key order, the newest
+    /// value of each key), then keep them as sent: reads still see them,
+    /// and [`CachedStore::take_changes`] still returns them. Returns how
+    /// many were handed. On an error the writes handed so far count as
+    /// sent (the caller aborts and drops the store).
+    pub fn send_unsent<E>(&mut self, mut send: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>) -> Result<usize, E> {
+        let unsent = std::mem::take(&mut self.dirty);
+        let n = unsent.len();
+        for (k, v) in unsent {
+            let sent = send(&k, v.as_deref());
+            self.sent.insert(k, v);
+            sent?;
+        }
+        Ok(n)
+    }
+
+    /// Remove every cached write, sent or not, and return them (the newest
+    /// per key, in key order) without applying them: the caller applies
+    /// them to the backend once they are committed (until then reads no
+    /// longer see them, so take them only to commit).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+        let mut all = std::mem::take(&mut self.sent);
+        all.append(&mut self.dirty);
+        all.into_iter().collect()
+    }
+
+    /// The cached write of `key`, if any: `Some(None)` is a delete.
+    fn cached(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.dirty.get(key).or_else(|| self.sent.get(key))
     }
 
     /// Apply the cached writes to the backend and return them for the
@@ -239,7 +277,7 @@ impl<B: Backend> CachedStore<B> {
 
 impl<B: Backend> Store for CachedStore<B> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.dirty.get(key) {
+        match self.cached(key) {
             Some(v) => Ok(v.clone()),
             None => self.backend.get(key),
         }
@@ -266,13 +304,13 @@ impl<B: Backend> Store for CachedStore<B> {
                 Some((last, _)) if stored.len() == limit => key_after(last),
                 _ => to.to_vec(),
             };
-            let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-                stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
-            for (k, v) in self
-                .dirty
-                .range::<[u8], _>((Bound::Included(start.as_slice()), Bound::Excluded(upper.as_slice())))
-            {
-                merged.insert(k.clone(), v.clone());
+            let mut merged: Writes = stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            let bounds = (Bound::Included(start.as_slice()), Bound::Excluded(upper.as_slice()));
+            // The older layer first: a newer write of a key replaces it.
+            for layer in [&self.sent, &self.dirty] {
+                for (k, v) in layer.range::<[u8], _>(bounds) {
+                    merged.insert(k.clone(), v.clone());
+                }
             }
             let room = limit - out.len();
             out.extend(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(room));
@@ -282,12 +320,20 @@ impl<B: Backend> Store for CachedStore<B> {
     }
 
     fn first_key(&mut self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let dirty = &self.dirty;
-        let stored = self.backend.first_key(from, &|k| matches!(dirty.get(k), Some(None)))?;
-        let cached = dirty
-            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
-            .find(|(_, v)| v.is_some())
-            .map(|(k, _)| k.clone());
+        let this = &*self;
+        let stored = this
+            .backend
+            .first_key(from, &|k| matches!(this.cached(k), Some(None)))?;
+        // The first key of either layer whose newest write is a put.
+        let cached = [&self.dirty, &self.sent]
+            .into_iter()
+            .filter_map(|layer| {
+                layer
+                    .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+                    .find(|(k, _)| matches!(self.cached(k), Some(Some(_))))
+                    .map(|(k, _)| k.clone())
+            })
+            .min();
         Ok(match (stored, cached) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -374,6 +420,68 @@ mod tests {
         assert_eq!(s.get(b"a").unwrap(), None);
     }
 
+    /// Writes sent to the changelog between commits stay visible until the
+    /// commit takes them; a later write of a key is sent again and wins;
+    /// the commit takes each key's newest write, sent or not, once.
+    #[test]
+    fn sent_writes_stay_visible_until_taken_and_newer_writes_win() {
+        let mut s = CachedStore::new(MemBackend::default());
+        s.put(b"a".to_vec(), b"0".to_vec());
+        s.put(b"c".to_vec(), b"0".to_vec());
+        s.flush().unwrap();
+        s.put(b"a".to_vec(), b"1".to_vec());
+        s.put(b"b".to_vec(), b"1".to_vec());
+        s.delete(b"c".to_vec());
+        let mut got = Vec::new();
+        let n = s
+            .send_unsent(|k, v| {
+                got.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"b".to_vec(), Some(b"1".to_vec())),
+                (b"c".to_vec(), None)
+            ]
+        );
+        assert_eq!(s.send_unsent(|_, _| Err("nothing new to send")), Ok(0));
+        assert_eq!(s.backend.map.get(b"a".as_slice()), Some(&b"0".to_vec()), "not applied");
+        assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"c").unwrap(), None, "a sent delete hides the stored row");
+        assert_eq!(s.first_key(b"").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(s.first_key(b"b\0").unwrap(), None, "c is deleted");
+        // Newer writes after the send: the range shows the newest layer.
+        s.put(b"c".to_vec(), b"2".to_vec());
+        s.delete(b"b".to_vec());
+        assert_eq!(
+            s.range(b"", b"z", 10).unwrap(),
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"c".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(s.first_key(b"b").unwrap(), Some(b"c".to_vec()));
+        let mut again = Vec::new();
+        s.send_unsent(|k, v| {
+            again.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(again, vec![(b"b".to_vec(), None), (b"c".to_vec(), Some(b"2".to_vec()))]);
+        s.put(b"d".to_vec(), b"3".to_vec());
+        assert_eq!(
+            s.take_changes(),
+            vec![
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), Some(b"2".to_vec())),
+                (b"d".to_vec(), Some(b"3".to_vec()))
+            ]
+        );
+        assert_eq!(s.get(b"a").unwrap(), Some(b"0".to_vec()), "taken: back to the backend");
+    }
+
     #[test]
     fn repeated_writes_flush_once() {
         let mut s = CachedStore::new(MemBackend::default());
@@ -422,6 +530,14 @@ mod tests {
     /// chunk by chunk visits every live entry once.
     #[test]
     fn a_bounded_range_is_the_start_of_the_merged_view() {
+        // The deletes in the same cache layer as the puts, or in the sent
+        // layer under them.
+        for send_between in [false, true] {
+            bounded_ranges_of_the_merged_view(send_between);
+        }
+    }
+
+    fn bounded_ranges_of_the_merged_view(send_between: bool) {
         let mut s = CachedStore::new(MemBackend::default());
         let key = |i: u32| i.to_be_bytes().to_vec();
         for i in 0..100 {
@@ -430,6 +546,9 @@ mod tests {
         s.flush().unwrap();
         for i in (0..100).step_by(3) {
             s.delete(key(i));
+        }
+        if send_between {
+            assert_eq!(s.send_unsent(|_, _| Ok::<_, ()>(())), Ok(34));
         }
         for i in (1..120).step_by(7) {
             s.put(key(i), vec![2]);
