@@ -75,7 +75,9 @@ enum Command {
         replication_factor: i32,
         /// Memory of the local state, shared by every task: RocksDB's block
         /// cache with the write buffers (memtables) charged to it; these
-        /// are flushed at half of it. A size with a unit: 128MiB, 1GiB.
+        /// are flushed at half of it. Half of it again bounds the writes
+        /// waiting for their commit: past that the commit comes early. A
+        /// size with a unit: 128MiB, 1GiB.
         #[arg(long, env = "WEIR_STATE_MEMORY", default_value = "128MiB", value_parser = state_memory_arg)]
         state_memory: usize,
         #[command(flatten)]

@@ -368,6 +368,12 @@ impl Task {
         }
     }
 
+    /// Roughly the memory of every store's cached writes (see
+    /// [`crate::state::CachedStore::cached_bytes`]).
+    pub fn cached_bytes(&self) -> usize {
+        self.stores.iter().flatten().map(|s| s.cached_bytes()).sum()
+    }
+
     /// Hand every store's writes not sent yet to `send` with the store's
     /// index (see [`crate::state::CachedStore::send_unsent`]); returns how
     /// many were handed.

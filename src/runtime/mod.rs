@@ -230,6 +230,14 @@ const LEAVE_WAIT: Duration = Duration::from_secs(10);
 /// Aborted transactions in a row after which `weir run` gives up.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
+/// The cached writes of this process's tasks that make a commit come
+/// before its interval is up: half the state memory (`--state-memory`,
+/// 64 MiB by default), so the process's state takes at most about one and
+/// a half times that (RocksDB's share, plus this).
+fn write_cache_limit() -> usize {
+    crate::state::rocks::state_memory().budget() / 2
+}
+
 /// Under exactly-once, how many times per commit interval the stores'
 /// writes are sent to the changelog (the last time at the commit); see
 /// `StreamThread::maybe_commit`.
@@ -741,6 +749,7 @@ pub fn run(
         engine,
         last_commit: Instant::now(),
         last_changelog_send: Instant::now(),
+        write_cache_limit: write_cache_limit(),
         busy: false,
         static_member: instance_id.is_some(),
         leave_group: opts.leave_group.clone(),
@@ -864,6 +873,8 @@ struct StreamThread {
     /// When the changelog last got the stores' writes (exactly-once: see
     /// `maybe_commit`).
     last_changelog_send: Instant,
+    /// See [`write_cache_limit`].
+    write_cache_limit: usize,
     /// The last round processed records: look at the main queue in passing.
     busy: bool,
     /// A static group member (`group.instance.id` set).
@@ -1081,15 +1092,33 @@ impl StreamThread {
     /// for nothing; at-least-once keeps one send per commit, because there
     /// a changelog record is visible at once and a crash before the commit
     /// would restore a store ahead of its committed input.
+    ///
+    /// A commit also comes early once the interval's cached writes outgrow
+    /// [`write_cache_limit`]: they wait in memory for the commit to apply
+    /// them to RocksDB, so on a backlog of many keys one interval could
+    /// hold hundreds of MB (Kafka Streams bounds its record cache the same
+    /// way, with `statestore.cache.max.bytes`, evicting into the store).
     fn maybe_commit(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
         let interval = self.topo.commit_interval;
-        if self.last_commit.elapsed() >= interval {
-            let started = Instant::now();
-            engine.commit(&self.consumer, Some(&self.aligner.held()))?;
-            self.last_commit = started;
-            self.last_changelog_send = started;
-        } else if engine.collector.transactional()
-            && self.last_changelog_send.elapsed() >= interval / CHANGELOG_SENDS_PER_INTERVAL
+        if self.last_commit.elapsed() < interval {
+            if engine.tasks.cached_bytes() < self.write_cache_limit {
+                return self.maybe_send_changelog(engine);
+            }
+            counter!("weir_early_commits_total", "topology" => engine.app.clone()).increment(1);
+        }
+        let started = Instant::now();
+        engine.commit(&self.consumer, Some(&self.aligner.held()))?;
+        self.last_commit = started;
+        self.last_changelog_send = started;
+        Ok(())
+    }
+
+    /// Under exactly-once, send the stores' writes to the changelog when a
+    /// fifth of the interval passed since they were last sent (see
+    /// `maybe_commit`).
+    fn maybe_send_changelog(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
+        if engine.collector.transactional()
+            && self.last_changelog_send.elapsed() >= self.topo.commit_interval / CHANGELOG_SENDS_PER_INTERVAL
         {
             self.last_changelog_send = Instant::now();
             engine

@@ -741,6 +741,12 @@ impl TaskManager {
         Ok(true)
     }
 
+    /// Roughly the memory the tasks' cached writes take (what the next
+    /// commit applies to RocksDB).
+    pub(super) fn cached_bytes(&self) -> usize {
+        self.tasks.values().map(|e| e.task.cached_bytes()).sum()
+    }
+
     /// Send every store's writes that the changelog has not got yet (all
     /// of them stay cached until the commit applies them to RocksDB).
     /// Called by the commit, and under exactly-once also between commits

@@ -222,6 +222,26 @@ pub struct CachedStore<B> {
     pub backend: B,
     dirty: Writes,
     sent: Writes,
+    /// Bytes of keys and values held in both layers (see
+    /// [`CachedStore::cached_bytes`]).
+    bytes: usize,
+}
+
+/// What one cached write holds: its key and value bytes, plus what the
+/// map and the two allocations cost around them (a rough, fixed figure).
+fn write_size(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    const OVERHEAD: usize = 64;
+    key.len() + value.as_ref().map_or(0, Vec::len) + OVERHEAD
+}
+
+/// Insert a write into a layer, keeping `bytes` right.
+fn insert_write(layer: &mut Writes, bytes: &mut usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+    let key_len = key.len();
+    *bytes += write_size(&key, &value);
+    if let Some(old) = layer.insert(key, value) {
+        // The replaced write, whose key had the same length.
+        *bytes -= key_len + write_size(&[], &old);
+    }
 }
 
 impl<B: Backend> CachedStore<B> {
@@ -230,7 +250,15 @@ impl<B: Backend> CachedStore<B> {
             backend,
             dirty: BTreeMap::new(),
             sent: BTreeMap::new(),
+            bytes: 0,
         }
+    }
+
+    /// Roughly how much memory the cached writes take (keys, values and a
+    /// fixed overhead per write): `weir run` commits early when its tasks'
+    /// caches outgrow their share of the state memory.
+    pub fn cached_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Hand every write not sent yet to `send` (in key order, the newest
@@ -243,7 +271,10 @@ impl<B: Backend> CachedStore<B> {
         let n = unsent.len();
         for (k, v) in unsent {
             let sent = send(&k, v.as_deref());
-            self.sent.insert(k, v);
+            // Moved from one layer to the other: counted again by the
+            // insert, so taken off first.
+            self.bytes -= write_size(&k, &v);
+            insert_write(&mut self.sent, &mut self.bytes, k, v);
             sent?;
         }
         Ok(n)
@@ -256,6 +287,7 @@ impl<B: Backend> CachedStore<B> {
     pub fn take_changes(&mut self) -> Vec<Change> {
         let mut all = std::mem::take(&mut self.sent);
         all.append(&mut self.dirty);
+        self.bytes = 0;
         all.into_iter().collect()
     }
 
@@ -284,11 +316,11 @@ impl<B: Backend> Store for CachedStore<B> {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.dirty.insert(key, Some(value));
+        insert_write(&mut self.dirty, &mut self.bytes, key, Some(value));
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        self.dirty.insert(key, None);
+        insert_write(&mut self.dirty, &mut self.bytes, key, None);
     }
 
     fn range(&mut self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, StoreError> {
@@ -480,6 +512,28 @@ mod tests {
             ]
         );
         assert_eq!(s.get(b"a").unwrap(), Some(b"0".to_vec()), "taken: back to the backend");
+        assert_eq!(s.cached_bytes(), 0);
+    }
+
+    /// The cache's size follows its writes: a key written again counts
+    /// once per layer with its newest value, and the commit empties it.
+    #[test]
+    fn cached_bytes_count_each_key_once_per_layer() {
+        let mut s = CachedStore::new(MemBackend::default());
+        let one = write_size(b"key", &Some(vec![0; 100]));
+        s.put(b"key".to_vec(), vec![0; 10]);
+        s.put(b"key".to_vec(), vec![0; 100]);
+        assert_eq!(s.cached_bytes(), one);
+        s.send_unsent(|_, _| Ok::<_, ()>(())).unwrap();
+        assert_eq!(s.cached_bytes(), one, "moved, not copied");
+        s.put(b"key".to_vec(), vec![0; 100]);
+        assert_eq!(s.cached_bytes(), 2 * one, "in both layers until the next send");
+        s.send_unsent(|_, _| Ok::<_, ()>(())).unwrap();
+        assert_eq!(s.cached_bytes(), one);
+        s.delete(b"key".to_vec());
+        assert_eq!(s.cached_bytes(), one + write_size(b"key", &None));
+        s.flush().unwrap();
+        assert_eq!(s.cached_bytes(), 0);
     }
 
     #[test]
