@@ -25,8 +25,8 @@ import org.apache.kafka.common.serialization.*;
  *     template of that lot from sweep (i / KEYS) mod S (TEMPLATES: "KEY\tJSON" lines, L real-time lots per
  *     sweep, S sweeps) with LAST_UPDATE set to the record's timestamp START_MS + i * SPAN_MS / RECORDS (in KST)
  *     and OCCUPIED_SPOTS drawn from [0, CAPACITY] by i, so values differ from key to key. Then one more sweep
- *     (L records, keyed by the plain lot code) stamped FLUSH_MS: it closes every hourly window of the data.
- *     Prints "produced N ...".
+ *     (L records, keyed by the plain lot code) stamped FLUSH_MS (none when FLUSH_MS is 0; RECORDS 0 and FLUSH_MS:
+ *     the sweep alone): it closes every hourly window of the data. Prints "produced N lots L sweeps S".
  * BigState digest BOOTSTRAP TOPIC OUT_FILE
  *     reads TOPIC (read_committed, from the beginning to the end offsets), keeps the last value per key,
  *     writes "KEY\tHASH" lines sorted by key to OUT_FILE (HASH: of the value parsed as JSON and written back
@@ -90,7 +90,7 @@ public class BigState {
                 out.send(new ProducerRecord<>(topic, null, ts, key.getBytes(StandardCharsets.UTF_8), v));
                 n++;
             }
-            for (String lot : lots) {
+            for (String lot : flushMs > 0 ? lots : List.<String>of()) {
                 out.send(new ProducerRecord<>(topic, null, flushMs, lot.getBytes(StandardCharsets.UTF_8),
                     value(m, byLot.get(lot).get(0), flushMs, n)));
                 n++;

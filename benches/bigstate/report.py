@@ -3,6 +3,8 @@
     report.py committed INPUT                  < one `BigState offsets` line: the group's committed offsets of INPUT, summed
     report.py first-above INPUT C T_MS         < `BigState offsets` lines: the first sample at or after T_MS whose
                                                  committed offsets of INPUT sum to more than C (epoch ms), or "-"
+    report.py caught-up INPUT T_MS             < `BigState offsets` lines: the first sample at or after T_MS with every
+                                                 partition of INPUT committed up to its end offset, or "-"
     report.py stalls T_JOIN T_DONE             < `BigState offsets` lines: per partition, "TP moved|stayed STALL_S
                                                  OWNER_BEFORE OWNER_AFTER": the longest time in [T_JOIN, T_DONE] its
                                                  committed offset did not move while it had lag (> 1: a transaction's
@@ -184,8 +186,18 @@ def report(work, total, keys, lots):
               "restore s (weir) | join -> caught up s |")
         print("|---|---|---|---:|---|---|---:|---:|")
         by = {}
+        labels = {}  # an instance's member name -> "first" (the one running before the join) or "second"
+        for r in scales:
+            labels.setdefault(r[0], {}).setdefault(r[6], "first" if r[6] != "-" else "-")
+        for r in scales:
+            for o in (r[6], r[7]):
+                labels[r[0]].setdefault(o, "second" if o != "-" else "-")
         for r in scales:
             name, own2, total_s, tp, moved, stall, b, a = r[:8]
+            if moved == "early":
+                print(f"| {name} | all | caught up before the second instance joined (backlog too small) | | | | | |")
+                continue
+            b, a = labels[name][b], labels[name][a]
             print(f"| {name} | {tp} | {moved} | {stall} | {b} | {a} | {own2} | {total_s} |")
             by.setdefault(name, []).append((moved, float(stall), own2))
         for name, ps in by.items():
@@ -230,6 +242,16 @@ def main():
             if s and s[0] >= t0 and committed_sum(s[1], topic) > c:
                 print(s[0])
                 return 0
+        print("-")
+    elif cmd == "caught-up":
+        topic, t0 = sys.argv[2], int(sys.argv[3])
+        for line in sys.stdin:
+            s = parse(line)
+            if s and s[0] >= t0:
+                ps = of_topic(s[1], topic)
+                if ps and all(c >= end for end, c, _ in ps.values()):
+                    print(s[0])
+                    return 0
         print("-")
     elif cmd == "stalls":
         for x in stalls(int(sys.argv[2]), int(sys.argv[3]), sys.stdin.read().splitlines()):

@@ -163,7 +163,6 @@ ks_dir="$ROOT/benches/peer/kafka-streams"
 run_id="$(date +%Y%m%d%H%M%S)"
 prefix="bigstate-$run_id"
 work="${WEIR_BENCH_DIR:-${TMPDIR:-/tmp}/weir-bigstate-$run_id}"
-input="$prefix-in"
 clk_tck="$(getconf CLK_TCK)"
 
 require_tools java javac awk sed grep python3 du
@@ -214,8 +213,6 @@ loadavg() { cut -d' ' -f1 /proc/loadavg; }
 # Input
 # ---------------------------------------------------------------------------
 say "work dir $work; topics *$prefix*; weir $weir_bin; bootstrap $bootstrap"
-kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$input" \
-  --partitions "$partitions" --replication-factor 1 >/dev/null || die "could not create $input"
 NO_COLOR=1 "$weir_bin" simulate --count 2108 --seed "$seed" --output - 2>"$work/simulate.log" |
   python3 -c 'import json, sys
 for line in sys.stdin:
@@ -224,21 +221,33 @@ for line in sys.stdin:
 start_ms=$((($(date +%s) - 2 * 86400 - 3 * 3600) * 1000))
 span_ms=$((23 * 3600 * 1000))
 flush_ms=$((start_ms + span_ms + grace_s * 1000 + 2 * 3600 * 1000))
-say "input: $n records over $keys keys, $partitions partitions"
-t="$(now_ms)"
-line="$(big_tool 512m gen "$bootstrap" "$input" "$keys" "$n" "$work/templates.tsv" "$start_ms" "$span_ms" "$flush_ms" \
-  2>"$work/gen.err")" || { tail -n 20 "$work/gen.err" >&2; die "BigState gen failed"; }
-lots="$(awk '{ print $4 }' <<<"$line")"
-total=$((n + lots))
-[[ "$(end_sum "$input")" == "$total" ]] || die "$input holds $(end_sum "$input") records, expected $total"
-say "input written in $(secs "$t" "$(now_ms)") s: $line; $(du -sb "$KAFKA_DIR/data" 2>/dev/null | cut -f1) bytes of broker data"
-# Newer records for the restore parts: BATCH records (keys 0..BATCH-1, then a
-# sweep), stamped after everything before.
+lots=""
+# The input of one system: TOPIC created, the N records written (the same
+# for every system: BigState gen is deterministic).
+preload() { # TOPIC
+  kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$1" \
+    --partitions "$partitions" --replication-factor 1 >/dev/null || die "could not create $1"
+  local t line
+  t="$(now_ms)"
+  line="$(big_tool 512m gen "$bootstrap" "$1" "$keys" "$n" "$work/templates.tsv" "$start_ms" "$span_ms" 0 \
+    2>"$work/gen.err")" || { tail -n 20 "$work/gen.err" >&2; die "BigState gen failed"; }
+  lots="$(awk '{ print $4 }' <<<"$line")"
+  [[ "$(end_sum "$1")" == "$n" ]] || die "$1 holds $(end_sum "$1") records, expected $n"
+  say "$1: written in $(secs "$t" "$(now_ms)") s: $line"
+}
+# One sweep of every lot stamped 1 d + 2 h after the data: closes every
+# hourly window of the data (and no other) once the input is processed.
+flush() { # TOPIC
+  big_tool 512m gen "$bootstrap" "$1" 1 0 "$work/templates.tsv" "$start_ms" "$span_ms" "$flush_ms" \
+    >"$work/flush.out" 2>"$work/flush.err" || { tail -n 20 "$work/flush.err" >&2; die "the closing sweep failed"; }
+}
+# Newer records for the restore parts: RECORDS records (keys 0..RECORDS-1,
+# then a sweep), stamped after everything before.
 batch_no=0
-append_batch() { # RECORDS
+append_batch() { # TOPIC RECORDS
   batch_no=$((batch_no + 1))
   local s=$((flush_ms + batch_no * 600 * 1000))
-  big_tool 512m gen "$bootstrap" "$input" "$1" "$1" "$work/templates.tsv" "$s" 300000 $((s + 360000)) \
+  big_tool 512m gen "$bootstrap" "$1" "$2" "$2" "$work/templates.tsv" "$s" 300000 $((s + 360000)) \
     >"$work/batch-$batch_no.out" 2>"$work/batch-$batch_no.err" || { tail -n 20 "$work/batch-$batch_no.err" >&2; die "batch $batch_no failed"; }
 }
 
@@ -248,7 +257,7 @@ append_batch() { # RECORDS
 weir_topology() { # NAME GUARANTEE
   local name="$1" g="$2" app="$prefix-$1"
   mkdir -p "$work/$name"
-  parking_topology "$weir_bin" "$app" "$input" "$g" "$work/$name/topology.yaml" \
+  parking_topology "$weir_bin" "$app" "$app-in" "$g" "$work/$name/topology.yaml" \
     "s/^commit_interval:.*/commit_interval: ${commit_ms}ms/" "s/partitions: 3\$/partitions: $partitions/" \
     "s/grace: 1m\$/grace: ${grace_s}s/; s/close_idle_after: 2m\$/close_idle_after: ${grace_s}s/" \
     '/^      ttl: 1d$/d' \
@@ -268,18 +277,18 @@ system_cmd() { # NAME DIR [KS_TXN]
       local g=at_least_once
       [[ "$name" == ks-eos ]] && g=exactly_once_v2
       CMD=(java -cp "$ks_dir/target/classes:$ks_dir/target/lib/*" weir.peer.BigStateStreamsApp "$bootstrap" "$app"
-        "$input" "$app-hourly" "$app-lots" "$app-dlq" "$g" "$grace_s" "$commit_ms" "$dir" "$state_mb" "$ks_cache"
+        "$app-in" "$app-hourly" "$app-lots" "$app-dlq" "$g" "$grace_s" "$commit_ms" "$dir" "$state_mb" "$ks_cache"
         "${3:-false}") ;;
   esac
 }
 stop_system() { # NAME PID: weir leaves the group (SIGUSR1), Kafka Streams closes (SIGTERM)
   case "$1" in weir-*) stop_pid "$2" USR1 ;; *) stop_pid "$2" TERM ;; esac
 }
-# A watcher (BenchTools watch) of GROUP on the input: FILE gets "ready",
-# "input_done", "all_done". Sets WPID.
+# A watcher (BenchTools watch) of GROUP (its input: GROUP-in): FILE gets
+# "ready", "input_done", "all_done". Sets WPID.
 WPID=""
 start_watch() { # GROUP SLACK FILE
-  bench_tool watch "$bootstrap" "$1" "$input" "$2" 100 "$wait_s" >"$3" 2>"$3.err" </dev/null &
+  bench_tool watch "$bootstrap" "$1" "$1-in" "$2" 100 "$wait_s" >"$3" 2>"$3.err" </dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$3" ready "$WPID" "watcher of $1" >/dev/null || die "watcher of $1 did not start"
@@ -291,6 +300,7 @@ throughput_run() { # NAME
   [[ "$name" == *-eos ]] && slack=1
   mkdir -p "$dir"
   BENCH_GROUPS+=("$app")
+  preload "$app-in"
   case "$name" in
     weir-*) weir_topology "$name" "$([[ "$name" == *-eos ]] && echo exactly_once || echo at_least_once)" ;;
     ks-*) kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create --topic "$app-hourly" \
@@ -322,6 +332,11 @@ throughput_run() { # NAME
   else
     FAILED+=("$name")
   fi
+  stop_pid "$WPID"
+  # Unmeasured: close every window, wait until that is processed too.
+  flush "$app-in"
+  start_watch "$app" "$slack" "$dir/watch-flush.out"
+  wait_line "$dir/watch-flush.out" all_done "$pid" "$name: the closing sweep not processed" >/dev/null || FAILED+=("$name")
   stop_pid "$WPID"
   sleep 2
   stop_system "$name" "$pid"
@@ -355,7 +370,7 @@ if want restore; then
   for name in "${restore_systems[@]}"; do
     app="$prefix-$name" dir="$work/$name"
     rm -rf "$dir/state"
-    append_batch 1000
+    append_batch "$app-in" 1000
     system_cmd "$name" "$dir/state"
     start_watch "$app" 1 "$dir/watch-restore.out"
     say "restore: $name from its changelogs into an empty state directory"
@@ -396,20 +411,21 @@ fi
 crash_run() { # NAME LABEL KS_TXN
   local name="$1" label="$2" txn="$3" app="$prefix-$1" dir="$work/$1" backlog=$((keys / 4)) c0 c_kill t_kill t_re
   ((backlog >= 1000)) || backlog=1000
-  append_batch "$backlog"
+  append_batch "$app-in" "$backlog"
   system_cmd "$name" "$dir/state" "$txn"
-  big_tool 128m offsets "$bootstrap" "$app" 100 "$input" >"$dir/offsets-$label.log" 2>"$dir/offsets-$label.err" </dev/null &
+  local log="$dir/offsets-$label.log"
+  big_tool 128m offsets "$bootstrap" "$app" 100 "$app-in" >"$log" 2>"$dir/offsets-$label.err" </dev/null &
   local opid=$!
   PIDS+=("$opid")
-  sleep 2
-  c0="$(tail -n1 "$dir/offsets-$label.log" | python3 "$here/report.py" committed "$input")"
+  wait_line "$log" "[0-9]*" "$opid" "offsets of $app" 60 >/dev/null || die "BigState offsets did not start"
+  c0="$(tail -n1 "$log" | python3 "$here/report.py" committed "$app-in")"
   say "crash $label: $name on its state directory, $backlog records of backlog (committed $c0)"
   "${CMD[@]}" >"$dir/crash-$label-1.log" 2>&1 </dev/null &
   local pid=$! deadline=$((SECONDS + wait_s))
   PIDS+=("$pid")
   # A fifth of the backlog committed: SIGKILL.
   while :; do
-    c_kill="$(tail -n1 "$dir/offsets-$label.log" | python3 "$here/report.py" committed "$input")"
+    c_kill="$(tail -n1 "$log" | python3 "$here/report.py" committed "$app-in")"
     ((c_kill >= c0 + backlog / 5)) && break
     pid_alive "$pid" || { tail -n 20 "$dir/crash-$label-1.log" >&2; FAILED+=("crash-$label"); stop_pid "$opid"; return 0; }
     ((SECONDS < deadline)) || { FAILED+=("crash-$label"); stop_pid "$pid"; stop_pid "$opid"; return 0; }
@@ -417,36 +433,39 @@ crash_run() { # NAME LABEL KS_TXN
   done
   t_kill="$(now_ms)"
   stop_pid "$pid" KILL
-  sleep 0.3
-  c_kill="$(tail -n1 "$dir/offsets-$label.log" | python3 "$here/report.py" committed "$input")"
-  start_watch "$app" 1 "$dir/watch-crash-$label.out"
+  # More input (in case the backlog was all committed before the kill, at
+  # small sizes), then the restart.
+  append_batch "$app-in" 1000
+  c_kill="$(tail -n1 "$log" | python3 "$here/report.py" committed "$app-in")"
   t_re="$(now_ms)"
   "${CMD[@]}" >"$dir/crash-$label-2.log" 2>&1 </dev/null &
   pid=$!
   PIDS+=("$pid")
-  local line t_done=""
-  if line="$(wait_line "$dir/watch-crash-$label.out" input_done "$pid" "crash $label")"; then
-    t_done="${line#input_done }"
-  else
-    FAILED+=("crash-$label")
-  fi
-  stop_pid "$WPID"
+  local t_done="-"
+  while :; do
+    t_done="$(python3 "$here/report.py" caught-up "$app-in" "$t_re" <"$log")"
+    [[ "$t_done" != - ]] && break
+    pid_alive "$pid" || { tail -n 20 "$dir/crash-$label-2.log" >&2; FAILED+=("crash-$label"); break; }
+    ((SECONDS < deadline)) || { FAILED+=("crash-$label"); break; }
+    sleep 0.5
+  done
   stop_pid "$opid"
   sleep 1
   stop_pid "$pid" TERM
   local t_proc t_run="-"
-  t_proc="$(python3 "$here/report.py" first-above "$input" "$c_kill" "$t_re" <"$dir/offsets-$label.log")"
+  t_proc="$(python3 "$here/report.py" first-above "$app-in" "$c_kill" "$t_re" <"$log")"
   [[ "$name" == ks-* ]] && t_run="$(awk -v t0="$t_re" '/-> RUNNING/ { printf "%.2f", ($NF - t0) / 1000; exit }' "$dir/crash-$label-2.log")"
   local replayed="-"
   [[ "$name" == weir-* ]] && replayed="$(awk '/restore done/ { for (i = 1; i <= NF; i++) if ($i ~ /^records=/) { sub(/^records=/, "", $i); r += $i } } END { print r + 0 }' "$dir/crash-$label-2.log")"
-  echo "$label $name $txn $(secs "$t_kill" "$t_re") $(awk -v a="$t_re" -v b="$t_proc" 'BEGIN { if (b == "-") print "-"; else printf "%.2f", (b - a) / 1000 }') ${t_run:--} $([[ -n "$t_done" ]] && secs "$t_re" "$t_done" || echo -) $replayed $backlog" >>"$work/crashes"
-  say "crash $label: processing again $(tail -n1 "$work/crashes" | awk '{ print $5 }') s after the restart"
+  ms() { awk -v a="$t_re" -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.2f", (b - a) / 1000 }'; }
+  echo "$label $name $txn $(secs "$t_kill" "$t_re") $(ms "$t_proc") ${t_run:--} $(ms "$t_done") $replayed $backlog" >>"$work/crashes"
+  say "crash $label: processing again $(ms "$t_proc") s after the restart, caught up after $(ms "$t_done") s"
 }
 if want crash; then
   for name in "${restore_systems[@]}"; do
     case "$name" in
       weir-eos) crash_run weir-eos weir false ;;
-      ks-eos) crash_run ks-eos ks-default false; crash_run ks-eos ks-txn true; crash_run ks-eos ks-txn2 true ;;
+      ks-eos) crash_run ks-eos ks-default false; crash_run ks-eos ks-txn true ;;
     esac
   done
 fi
@@ -458,18 +477,26 @@ fi
 scale_run() { # NAME
   local name="$1" app="$prefix-$1" dir="$work/$1" backlog=$((n / 2))
   ((backlog >= 2000)) || backlog=2000
-  append_batch "$backlog"
-  local rep="$app-hourly-by-region-repartition"
-  big_tool 128m offsets "$bootstrap" "$app" 100 "$input" "$rep" >"$dir/offsets-scale.log" 2>"$dir/offsets-scale.err" </dev/null &
+  append_batch "$app-in" "$backlog"
+  local rep="$app-hourly-by-region-repartition" c0 c
+  big_tool 128m offsets "$bootstrap" "$app" 100 "$app-in" "$rep" >"$dir/offsets-scale.log" 2>"$dir/offsets-scale.err" </dev/null &
   local opid=$!
   PIDS+=("$opid")
   start_watch "$app" 1 "$dir/watch-scale.out"
+  wait_line "$dir/offsets-scale.log" "[0-9]*" "$opid" "offsets of $app" 60 >/dev/null || die "BigState offsets did not start"
+  c0="$(tail -n1 "$dir/offsets-scale.log" | python3 "$here/report.py" committed "$app-in")"
   system_cmd "$name" "$dir/state"
   say "scale: $name on its state directory, $backlog records of backlog"
   "${CMD[@]}" >"$dir/scale-1.log" 2>&1 </dev/null &
   local p1=$!
   PIDS+=("$p1")
-  sleep 5
+  # The second instance joins once the first has committed a tenth of the backlog.
+  while :; do
+    c="$(tail -n1 "$dir/offsets-scale.log" | python3 "$here/report.py" committed "$app-in")"
+    ((c >= c0 + backlog / 10)) && break
+    pid_alive "$p1" || die "scale: $name exited; see $dir/scale-1.log"
+    sleep 0.1
+  done
   # weir names the instance after its state directory; Kafka Streams needs its own directory too.
   system_cmd "$name" "$dir/state2"
   local t_join
@@ -479,6 +506,12 @@ scale_run() { # NAME
   local p2=$!
   PIDS+=("$p2")
   local line t_done=""
+  if grep -q '^all_done ' "$dir/watch-scale.out"; then
+    echo "$name - - - early 0 - -" >>"$work/scales"
+    say "scale: $name caught up before the second instance joined (a backlog of $backlog records is too small)"
+    stop_pid "$WPID"; stop_pid "$opid"; stop_pid "$p2" TERM; stop_pid "$p1" TERM
+    return 0
+  fi
   if line="$(wait_line "$dir/watch-scale.out" all_done "$p1" "scale $name")"; then
     line="${line#all_done }"
     t_done="${line%% *}"
@@ -506,7 +539,7 @@ fi
 # Report
 # ---------------------------------------------------------------------------
 echo
-echo "Big state on the broker at $bootstrap: $keys keys, N=$n records + $lots (the closing sweep) = $total, $partitions"
+echo "Big state on the broker at $bootstrap: $keys keys, N=$n records (then, unmeasured, $lots closing the windows), $partitions"
 echo "input partitions, commit interval ${commit_ms} ms, one processing thread each, RocksDB memory ${state_mb} MiB each,"
 echo "Kafka Streams statestore.cache.max.bytes $ks_cache, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg),"
 echo "$(date -u +%Y-%m-%dT%H:%MZ). weir $("$weir_bin" --version 2>/dev/null | head -n1); Kafka Streams ${ks_version:-n/a}; $(java -version 2>&1 | head -n1)."
@@ -514,8 +547,8 @@ echo
 rc=0
 ref="$(awk -F'|' '$1 ~ /^weir-/ { print $1; exit }' "$work/results")"
 if [[ -s "$work/results" ]]; then
-  python3 "$here/../broker/report.py" --records "$total" --reference "${ref:-weir-alos}" "$work/results" || rc=1
+  python3 "$here/../broker/report.py" --records "$n" --reference "${ref:-weir-alos}" "$work/results" || rc=1
 fi
-python3 "$here/report.py" report "$work" "$total" "$keys" "$lots" || rc=1
+python3 "$here/report.py" report "$work" "$n" "$keys" "$lots" || rc=1
 for f in "${FAILED[@]}"; do echo "FAILED: $f (logs in $work)"; rc=1; done
 exit "$rc"

@@ -34,7 +34,9 @@ import org.rocksdb.WriteBufferManager;
  * COMMIT_INTERVAL_MS STATE_DIR STATE_MEMORY_MB CACHE_BYTES TRANSACTIONAL_STORES}; TRANSACTIONAL_STORES
  * {@code true} sets {@code enable.transactional.statestores} (KIP-892, Kafka Streams 4.4: under exactly-once a
  * crashed instance keeps its state instead of wiping it). One stream thread. Prints "state OLD -> NEW
- * EPOCH_MS" on each state change. Runs until SIGTERM.
+ * EPOCH_MS" on each state change. A static member of its group (group.instance.id APPLICATION_ID-hash of
+ * STATE_DIR), as weir is by default: a restart on the same state directory gets its tasks back at once instead
+ * of waiting for the session timeout. Runs until SIGTERM.
  */
 public final class BigStateStreamsApp {
     /** weir's --state-memory for Kafka Streams, shared by every store of the process. */
@@ -80,6 +82,10 @@ public final class BigStateStreamsApp {
         p.put(StreamsConfig.ROCKSDB_CONFIG_SETTER_CLASS_CONFIG, BoundedMemory.class);
         p.put("enable.transactional.statestores", Boolean.parseBoolean(a[12]));
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        // Static membership, as weir's default (--instance-id auto): named after the state directory, so a
+        // restart on the same directory gets its tasks back without waiting for the session timeout.
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG),
+            a[1] + "-" + Integer.toHexString(java.nio.file.Path.of(a[9]).toAbsolutePath().normalize().toString().hashCode()));
         Topology t = ParkingStreamsApp.build(a[2], a[3], a[4], a[5], Duration.ofSeconds(Long.parseLong(a[7])), true);
         KafkaStreams ks = new KafkaStreams(t, p);
         CountDownLatch done = new CountDownLatch(1);
