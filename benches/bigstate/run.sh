@@ -81,10 +81,13 @@
 # exactly_once_v2 a crash wipes the state: a full restore), and with
 # enable.transactional.statestores=true (KIP-892, in Kafka Streams 4.4's
 # StreamsConfig: "Whether to enable transactional state stores"), killed
-# and restarted with it. Kafka Streams is a dynamic member (its default):
-# the restarted instance waits for the killed one's session to expire
-# (session.timeout.ms, 45 s default) before the partitions move back;
-# both times are shown (restart -> RUNNING, restart -> processing).
+# and restarted with it. Kafka Streams runs as a static member
+# (group.instance.id named after its state directory, BigStateStreamsApp),
+# as weir does by default, so neither waits for the killed instance's
+# session to expire; both times are shown for it (restart -> RUNNING,
+# restart -> processing). Before each restart 1,000 more records are
+# appended (so there is input to process even when a small backlog was
+# all committed before the kill).
 #
 # scale (3): a backlog of N/2 newer records; the -eos instance started on its
 # state directory; 5 s later a second instance with its own, empty, state
@@ -176,10 +179,20 @@ javac -nowarn -cp "$KAFKA_LIBS/*" -d "$work/classes" "$here/../broker/BenchTools
   2>"$work/javac.log" || { cat "$work/javac.log" >&2; die "BenchTools/BigState did not compile"; }
 bench_tool() { java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
   -cp "$work/classes:$KAFKA_LIBS/*" BenchTools "$@"; }
+# The same in the background ("... &"): exec, so that $! is the JVM's pid
+# (stop_pid stops it, not a subshell around it).
+bench_tool_bg() { exec java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+  -cp "$work/classes:$KAFKA_LIBS/*" BenchTools "$@"; }
 big_tool() { # HEAP ARGS...
   local heap="$1"
   shift
   java "-Xmx$heap" -XX:+UseParallelGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+    -cp "$work/classes:$KAFKA_LIBS/*" BigState "$@"
+}
+big_tool_bg() { # HEAP ARGS... (in the background: exec, as bench_tool_bg)
+  local heap="$1"
+  shift
+  exec java "-Xmx$heap" -XX:+UseParallelGC -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
     -cp "$work/classes:$KAFKA_LIBS/*" BigState "$@"
 }
 # The digest keeps every key's last value: ~1 KiB of heap per key.
@@ -288,7 +301,7 @@ stop_system() { # NAME PID: weir leaves the group (SIGUSR1), Kafka Streams close
 # "ready", "input_done", "all_done". Sets WPID.
 WPID=""
 start_watch() { # GROUP SLACK FILE
-  bench_tool watch "$bootstrap" "$1" "$1-in" "$2" 100 "$wait_s" >"$3" 2>"$3.err" </dev/null &
+  bench_tool_bg watch "$bootstrap" "$1" "$1-in" "$2" 100 "$wait_s" >"$3" 2>"$3.err" </dev/null &
   WPID=$!
   PIDS+=("$WPID")
   wait_line "$3" ready "$WPID" "watcher of $1" >/dev/null || die "watcher of $1 did not start"
@@ -414,7 +427,7 @@ crash_run() { # NAME LABEL KS_TXN
   append_batch "$app-in" "$backlog"
   system_cmd "$name" "$dir/state" "$txn"
   local log="$dir/offsets-$label.log"
-  big_tool 128m offsets "$bootstrap" "$app" 100 "$app-in" >"$log" 2>"$dir/offsets-$label.err" </dev/null &
+  big_tool_bg 128m offsets "$bootstrap" "$app" 100 "$app-in" >"$log" 2>"$dir/offsets-$label.err" </dev/null &
   local opid=$!
   PIDS+=("$opid")
   wait_line "$log" "[0-9]*" "$opid" "offsets of $app" 60 >/dev/null || die "BigState offsets did not start"
@@ -479,7 +492,7 @@ scale_run() { # NAME
   ((backlog >= 2000)) || backlog=2000
   append_batch "$app-in" "$backlog"
   local rep="$app-hourly-by-region-repartition" c0 c
-  big_tool 128m offsets "$bootstrap" "$app" 100 "$app-in" "$rep" >"$dir/offsets-scale.log" 2>"$dir/offsets-scale.err" </dev/null &
+  big_tool_bg 128m offsets "$bootstrap" "$app" 100 "$app-in" "$rep" >"$dir/offsets-scale.log" 2>"$dir/offsets-scale.err" </dev/null &
   local opid=$!
   PIDS+=("$opid")
   start_watch "$app" 1 "$dir/watch-scale.out"
