@@ -196,7 +196,7 @@ big_tool_bg() { # HEAP ARGS... (in the background: exec, as bench_tool_bg)
     -cp "$work/classes:$KAFKA_LIBS/*" BigState "$@"
 }
 # The digest keeps every key's last value: ~1 KiB of heap per key.
-digest_heap="$(((keys / 1000 + 512)))m"
+digest_heap="$((keys / 1000 + 512))m"
 
 ks_version=""
 if want ks-alos || want ks-eos; then
