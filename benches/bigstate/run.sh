@@ -6,19 +6,19 @@
 #   ./dev bench --state big [--keys K] [--records N] [--partitions P] [--only LIST] [--no-restore]
 #   bash benches/bigstate/run.sh ...   (Kafka up; WEIR_BIN built)
 #
-# Input: one P-partition topic (default 3) shared by every run (each system
-# has its own application id / consumer group, output topics and state),
-# written once by `BigState gen` (BigState.java, compiled with
+# Input: a P-partition topic (default 3) per row, APP-in, each written by
+# `BigState gen` (deterministic: the same records for every row) (BigState.java, compiled with
 # broker/BenchTools.java on Kafka's jars at each run): N records (default
 # N = K = 2,000,000) of the parking feed's JSON (the real-time lots of 4
 # sweeps of `weir simulate --seed 7`), record i keyed "LOT@dDDDDDD" with key
 # number i mod K (a lot x day key space: every one of the K keys at least
 # once, so the table holds K keys), its LAST_UPDATE the record's timestamp
 # (spread evenly over 23 h, ending 1 d 4 h ago) and OCCUPIED_SPOTS drawn
-# from [0, CAPACITY] (values differ from key to key; ~400 bytes). Then one
-# sweep of the lots keyed by their code, stamped 1 d + 2 h after the data:
-# it closes every hourly window, so the final results come out within the
-# run (no separate flush step; it is part of the N + L records counted).
+# from [0, CAPACITY] (values differ from key to key; ~400 bytes). Once a
+# row has caught up (unmeasured), one sweep of the L lots keyed by their
+# code, stamped 1 d + 2 h after the data, closes every hourly window (as
+# broker/run.sh's flush: in the input from the start, it would make the
+# records of a partition a system reads later than another late).
 #
 # The job (both systems): topology/parking.yaml's (as benches/broker): filter
 # real-time, AVAILABLE_SPOTS, the latest status per key in a table that
@@ -90,8 +90,8 @@
 # all committed before the kill).
 #
 # scale (3): a backlog of N/2 newer records; the -eos instance started on its
-# state directory; 5 s later a second instance with its own, empty, state
-# directory joins. Per partition of the input and repartition topics, from
+# state directory; once it has committed a tenth of the backlog a second
+# instance with its own, empty, state directory joins. Per partition of the input and repartition topics, from
 # the join until caught up: the longest time its committed offset did not
 # move while it had lag ("stall", sampled every 100 ms; the commit
 # interval, 1 s, is the floor), and whether it moved to the new instance
