@@ -538,6 +538,7 @@ scale_run() { # NAME
   stop_pid "$p2" TERM
   stop_pid "$p1" TERM
   local own2="-"
+  rm -rf "$dir/state2" # (bench_cleanup deletes */state)
   [[ "$name" == weir-* ]] && own2="$(awk 'function t(s) { return substr(s, 12, 2) * 3600 + substr(s, 15, 2) * 60 + substr(s, 18, 9) }
     /restoring store from changelog/ && f == "" { f = t($1) } /restore done/ { l = t($1) }
     END { if (f != "" && l != "") { w = l - f; if (w < 0) w += 86400; printf "%.2f", w } else print "-" }' "$dir/scale-2.log")"
