@@ -11,10 +11,23 @@ cmd_bench_offline() {
 # client library's floor), Kafka Streams 4.4 (a real KafkaStreams app) and
 # Quix Streams on the broker: benches/broker/run.sh [--records N]
 # [--partitions P] [--only LIST], or with --latency [--rate R] [--seconds S]
-# [--warmup W] end-to-end latency at a fixed offered rate. Honours WEIR_BOOTSTRAP (then no broker is
+# [--warmup W] end-to-end latency at a fixed offered rate; --state big [--keys K]
+# [--records N] [--only LIST] [--no-restore]: the big-state bench
+# (benches/bigstate/run.sh). Honours WEIR_BOOTSTRAP (then no broker is
 # started here) and WEIR_BIN (then nothing is built; the passthrough is
 # WEIR_PASSTHROUGH_BIN, or $CARGO_TARGET_DIR/debug/examples/passthrough).
 cmd_bench() {
+  # --state big: the big-state bench (benches/bigstate/run.sh) instead.
+  local script="$ROOT/benches/broker/run.sh"
+  case "${1:-}" in
+    --state | --state=*)
+      local state="${1#--state}"
+      state="${state#=}"
+      if [[ -z "$state" ]]; then state="${2:-}"; shift; fi
+      shift
+      [[ "$state" == big ]] || die "bench --state: the only state bench is 'big' (benches/bigstate/run.sh)"
+      script="$ROOT/benches/bigstate/run.sh" ;;
+  esac
   ensure_build_prereqs
   command -v mvn >/dev/null 2>&1 || die "bench needs Maven and a JDK 17+ (apt-get install maven)"
   # Quix Streams goes into a venv (Debian's python3 needs python3-venv for it).
@@ -37,7 +50,7 @@ cmd_bench() {
     passthrough="$dir/passthrough"
   fi
   KAFKA_LIBS="$KAFKA_LIBS" WEIR_BIN="$bin" WEIR_PASSTHROUGH_BIN="$passthrough" \
-    bash "$ROOT/benches/broker/run.sh" "$@"
+    bash "$script" "$@"
 }
 
 # weir vs Kafka Streams (TopologyTestDriver) on the parking job, one core.
