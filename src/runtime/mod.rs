@@ -726,6 +726,7 @@ pub fn run(
         "weir_rebalances_total",
         "weir_offset_regressions_total",
         "weir_producer_replacements_total",
+        "weir_early_commits_total",
     ] {
         counter!(name, "topology" => topo.application_id.clone()).increment(0);
     }
