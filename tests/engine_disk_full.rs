@@ -1,7 +1,9 @@
 //! The state directory's filesystem fills up under a running `weir run`
 //! (exactly_once), against the real broker: its state dir is a small tmpfs
-//! of its own, filled to the last byte by a filler file while records flow,
-//! then freed. The results must be exact (computed here from the input
+//! of its own, filled to the last byte by a filler file while records flow;
+//! a second instance is then killed, so the first must create the
+//! databases of the tasks it takes over on the full disk; then the disk is
+//! freed. The results must be exact (computed here from the input
 //! topic read back, never from the engine), the instance must say what
 //! happened (`/healthz`, `weir_state_errors_total`) and heal by itself,
 //! without a restart. Needs root (mount).
@@ -62,9 +64,30 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
         addr.as_ref(),
     ];
     let run = WeirProc::spawn(&args, &dir.path().join("run.log"));
+    // A second instance, its state on the ordinary disk: killed while the
+    // tmpfs is full, its tasks move to the first, which must create their
+    // databases there. A fresh database needs new space (its MANIFEST,
+    // WAL, OPTIONS), so the fault bites for certain; a reopen of tasks it
+    // held before may not, as closing them gives back the WAL space
+    // RocksDB preallocated, and the same process takes it again at once.
+    let other_state = dir.path().join("state-other");
+    let other_addr = format!("127.0.0.1:{}", free_port());
+    let other = WeirProc::spawn(
+        &[
+            std::ffi::OsStr::new("run"),
+            topo.as_os_str(),
+            "--state-dir".as_ref(),
+            other_state.as_os_str(),
+            "--session-timeout".as_ref(),
+            "6s".as_ref(),
+            "--metrics-addr".as_ref(),
+            other_addr.as_ref(),
+        ],
+        &dir.path().join("run-other.log"),
+    );
     let sim = simulate(16_000, 43, dir.path());
     let total = sim.len();
-    wait_group_stable(&id, 1, &[], Duration::from_secs(120));
+    wait_group_stable(&id, 2, &[], Duration::from_secs(120));
     // ~40 s of feed: 160 slices 250 ms apart.
     let feeder = {
         let (topic, size) = (status.clone(), total.div_ceil(160));
@@ -79,10 +102,7 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
     let (used, size) = fs.usage();
     eprintln!("test: state tmpfs before the fault: {used} of {size} bytes used");
     // Full, and kept full (whatever RocksDB gives back is taken), while
-    // records flow. A running instance writes into the WAL space RocksDB
-    // preallocated, so the fault bites when it needs new space: here its
-    // tasks are reopened after it was stopped past the session timeout
-    // (thrown out of the group, it drops them and gets them back).
+    // records flow.
     let mut filler = fs.fill();
     eprintln!(
         "test: filled the state filesystem ({} filler bytes) after {:?}",
@@ -90,8 +110,12 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
         began.elapsed()
     );
     let mut unhealthy: Option<String> = None;
-    let mut watch = |filler: &mut common::tmpfs::Filler, d: Duration| {
-        let until = Instant::now() + d;
+    // Watches for `d`, or until the full disk was both reported unhealthy
+    // and counted, then `after` more (the instance keeps retrying on a
+    // disk still full); returns whether it was.
+    let mut watch = |filler: &mut common::tmpfs::Filler, d: Duration, after: Duration| {
+        let mut until = Instant::now() + d;
+        let mut noticed = false;
         while Instant::now() < until {
             check_alive();
             filler.top_up();
@@ -101,16 +125,22 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
                     unhealthy = Some(body);
                 }
             }
+            let counted = get(&addr, "/metrics")
+                .and_then(|(_, b)| metric(&b, "weir_state_errors_total", "kind=\"disk_full\""))
+                .is_some_and(|n| n > 0.0);
+            if !noticed && unhealthy.is_some() && counted {
+                noticed = true;
+                until = until.min(Instant::now() + after);
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
+        noticed
     };
-    watch(&mut filler, Duration::from_secs(3));
-    run.stop();
-    eprintln!("test: SIGSTOPped the instance after {:?}", began.elapsed());
-    watch(&mut filler, Duration::from_secs(9));
-    run.cont();
-    eprintln!("test: SIGCONTed the instance after {:?}", began.elapsed());
-    watch(&mut filler, Duration::from_secs(15));
+    watch(&mut filler, Duration::from_secs(2), Duration::ZERO);
+    other.kill();
+    eprintln!("test: SIGKILLed the other instance after {:?}", began.elapsed());
+    let noticed = watch(&mut filler, Duration::from_secs(45), Duration::from_secs(6));
+    eprintln!("test: full disk noticed: {noticed}, after {:?}", began.elapsed());
     let during = get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
     filler.free();
     eprintln!("test: freed the state filesystem after {:?}", began.elapsed());
