@@ -161,6 +161,11 @@ const LOCK_TRIES: u32 = 40;
 fn cf_options(memory: &StateMemory) -> Options {
     let mut o = Options::default();
     o.set_write_buffer_size(WRITE_BUFFER_SIZE);
+    // A bloom filter over the whole keys of each memtable (2% of it): a
+    // lookup of a key a memtable does not hold, the common case for a
+    // table taking new keys, skips that memtable's skip list.
+    o.set_memtable_prefix_bloom_ratio(0.02);
+    o.set_memtable_whole_key_filtering(true);
     memory.apply(&mut o);
     o
 }
