@@ -203,7 +203,7 @@ fn rolling_restart(instance_id: Option<&str>) -> Roll {
     let inputs = simulate(9_000, 45, dir.path());
     let want = expected(&inputs);
     let want_lots = expected_lots(&inputs);
-    // A session long enough for a restart; heartbeats come every 3 s.
+    // A session long enough for a restart; heartbeats come every second.
     let mut extra = vec!["--session-timeout", "30s"];
     if let Some(i) = instance_id {
         extra.extend(["--instance-id", i]);
