@@ -69,15 +69,17 @@ cmd_up() {
   brokers="$(parse_brokers ${ARGS[@]+"${ARGS[@]}"})"
   if ((brokers == 3)); then
     ensure_prereqs "${PREREQS_SERVICES[@]}"
-    with_lock kafka3_up
+    # `|| return`: under `./dev test`'s steps (`cmd || rc=$?`) set -e is
+    # off, and a service that failed to start must fail the step.
+    with_lock kafka3_up || return
     print_env3
     return 0
   fi
   ensure_prereqs "${PREREQS_SERVICES[@]}"
-  with_lock services_up
+  with_lock services_up || return
   if ((MONITORING)); then
     ensure_prereqs "${PREREQS_MONITORING[@]}"
-    with_lock prom_up
+    with_lock prom_up || return
   fi
   print_env
 }
@@ -87,7 +89,7 @@ cmd_down() {
   local brokers
   brokers="$(parse_brokers "$@")"
   if ((brokers == 3)); then
-    with_lock kafka3_down
+    with_lock kafka3_down || return
     return 0
   fi
   with_lock services_down
