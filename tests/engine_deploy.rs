@@ -88,6 +88,11 @@ impl Instance {
         matches!(status_of(self.addr, "/readyz"), Some((200, _)))
     }
 
+    /// Tasks it runs (`weir_tasks_running`), 0 before it reports any.
+    fn tasks_running(&self) -> f64 {
+        counter(self.addr, "weir_tasks_running").unwrap_or(0.0)
+    }
+
     fn rebalances(&self) -> f64 {
         counter(self.addr, "weir_rebalances_total").unwrap_or(f64::NAN)
     }
@@ -458,8 +463,16 @@ fn sigterm_keeps_a_static_member_in_the_group_and_sigusr1_leaves() {
     let mut b = Instance::new(dir.path(), "b", &extra, None);
     a.start(&topo);
     b.start(&topo);
+    // Both running tasks, all 9 of them: a cooperative join takes two
+    // rounds and the group is Stable in between; a static member stopped
+    // then leaves the second round waiting for it until it comes back.
     wait_for("both instances ready in one group", Duration::from_secs(120), || {
-        stable_members(&id) == 2 && a.ready() && b.ready()
+        stable_members(&id) == 2
+            && a.ready()
+            && b.ready()
+            && a.tasks_running() > 0.0
+            && b.tasks_running() > 0.0
+            && a.tasks_running() + b.tasks_running() == 9.0
     });
     let before = a.rebalances();
     // SIGTERM: still a member 15 s later, and A saw no rebalance.
