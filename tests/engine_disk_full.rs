@@ -52,39 +52,29 @@ fn a_full_state_disk_loses_nothing_and_heals_without_a_restart() {
     create_topic(&status, 3);
     // Declared before the process: dropped (unmounted) after it is killed.
     let fs = Tmpfs::mount(&dir.path().join("state"), STATE_MIB);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let args = [
-        std::ffi::OsStr::new("run"),
-        topo.as_os_str(),
-        "--state-dir".as_ref(),
-        fs.path().as_os_str(),
-        "--session-timeout".as_ref(),
-        "6s".as_ref(),
-        "--metrics-addr".as_ref(),
-        addr.as_ref(),
-    ];
-    let run = WeirProc::spawn(&args, &dir.path().join("run.log"));
+    // `weir run` on a state directory, its metrics on a free port.
+    let spawn_run = |state: &std::path::Path, log: &str| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = [
+            std::ffi::OsStr::new("run"),
+            topo.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--session-timeout".as_ref(),
+            "6s".as_ref(),
+            "--metrics-addr".as_ref(),
+            addr.as_ref(),
+        ];
+        (WeirProc::spawn(&args, &dir.path().join(log)), addr)
+    };
+    let (run, addr) = spawn_run(fs.path(), "run.log");
     // A second instance, its state on the ordinary disk: killed while the
     // tmpfs is full, its tasks move to the first, which must create their
     // databases there. A fresh database needs new space (its MANIFEST,
     // WAL, OPTIONS), so the fault bites for certain; a reopen of tasks it
     // held before may not, as closing them gives back the WAL space
     // RocksDB preallocated, and the same process takes it again at once.
-    let other_state = dir.path().join("state-other");
-    let other_addr = format!("127.0.0.1:{}", free_port());
-    let other = WeirProc::spawn(
-        &[
-            std::ffi::OsStr::new("run"),
-            topo.as_os_str(),
-            "--state-dir".as_ref(),
-            other_state.as_os_str(),
-            "--session-timeout".as_ref(),
-            "6s".as_ref(),
-            "--metrics-addr".as_ref(),
-            other_addr.as_ref(),
-        ],
-        &dir.path().join("run-other.log"),
-    );
+    let (other, _) = spawn_run(&dir.path().join("state-other"), "run-other.log");
     let sim = simulate(16_000, 43, dir.path());
     let total = sim.len();
     wait_group_stable(&id, 2, &[], Duration::from_secs(120));
